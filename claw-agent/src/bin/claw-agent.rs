@@ -1,0 +1,69 @@
+//! claw-agent: enforces a claw policy in the kernel and serves its events on a Unix socket.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use claw_agent::{btf::VMLINUX_BTF, daemon, enforcer::LSM_LIST, protocol::DEFAULT_SOCKET};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Enforce a claw policy in the kernel (BPF LSM) and stream its denials.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The policy file (YAML).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Where to serve clawctl.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The cgroup v2 mount under which agents' cgroups live [default: found in mountinfo].
+    #[arg(long, value_name = "DIR")]
+    cgroup_root: Option<PathBuf>,
+    /// The running kernel's BTF, for struct offsets.
+    #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF, hide = true)]
+    vmlinux_btf: PathBuf,
+    /// The kernel's list of active LSMs.
+    #[arg(long, value_name = "FILE", default_value = LSM_LIST, hide = true)]
+    lsm_list: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = daemon::Config {
+        policy: args.policy,
+        socket: args.socket,
+        cgroup_root: args.cgroup_root,
+        vmlinux_btf: args.vmlinux_btf,
+        lsm_list: args.lsm_list,
+    };
+    match daemon::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("claw-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop claw-agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

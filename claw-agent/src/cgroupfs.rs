@@ -1,0 +1,105 @@
+//! The cgroup v2 filesystem: where it is mounted, creating an agent's cgroup, its id.
+
+use std::{
+    io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("reading {path}: {source}")]
+    Mountinfo {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup v2 filesystem is mounted (none in /proc/self/mountinfo) — mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup`, or pass --cgroup-root")]
+    NoCgroup2,
+    #[error("creating cgroup {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The mount point of the first cgroup2 filesystem in a mountinfo table.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // Fields: id parent major:minor root mount-point options... - fstype source super-options
+        let (before, after) = line.split_once(" - ")?;
+        let fstype = after.split_whitespace().next()?;
+        let mount_point = before.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as three octal digits.
+fn unescape(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn find_cgroup2_root() -> Result<PathBuf, CgroupError> {
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
+    let table = std::fs::read_to_string(MOUNTINFO).map_err(|source| CgroupError::Mountinfo {
+        path: MOUNTINFO,
+        source,
+    })?;
+    cgroup2_mount(&table).ok_or(CgroupError::NoCgroup2)
+}
+
+/// Creates `root/relative` (and its parents) if missing and returns its cgroup id, which for
+/// cgroup v2 is the inode number of its directory — what bpf_get_current_cgroup_id() reports.
+pub fn ensure(root: &Path, relative: &str) -> Result<u64, CgroupError> {
+    let path = root.join(relative);
+    let created = std::fs::create_dir_all(&path).and_then(|()| std::fs::metadata(&path));
+    created
+        .map(|meta| meta.ino())
+        .map_err(|source| CgroupError::Create { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_layout() {
+        let table = "\
+25 30 0:22 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
+26 25 0:23 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+27 25 0:24 / /sys/fs/cgroup/unified rw,relatime shared:11 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(table),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn unescapes_mount_points_and_reports_absence() {
+        let table = "27 25 0:24 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(table), Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
+}

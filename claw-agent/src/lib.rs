@@ -1,0 +1,16 @@
+//! claw-agent: the node daemon that turns a policy into kernel enforcement and streams the
+//! kernel's decisions to operators; and the pieces `clawctl` shares with it.
+//!
+//! Data flows one way: policy -> compile -> enforcer (maps, programs); kernel ring buffer ->
+//! event -> server -> clients. `daemon` wires them together; adapters to the outside (cgroupfs,
+//! BTF, the socket) stay at the edges.
+
+pub mod btf;
+pub mod cgroupfs;
+pub mod compile;
+pub mod daemon;
+pub mod enforcer;
+pub mod event;
+pub mod policy;
+pub mod protocol;
+pub mod server;

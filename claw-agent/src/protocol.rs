@@ -1,0 +1,91 @@
+//! The control socket's protocol: newline-delimited JSON. A client sends one request line; the
+//! daemon answers with one line (`status`) or a stream of lines (`follow`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// Where claw-agent listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
+
+/// Longest request line accepted; requests are small, and a client must not make the daemon
+/// buffer without bound.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Is the policy enforced, by what, with which counts so far.
+    Status {},
+    /// Every event from now on.
+    Follow {},
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Reply {
+    Status(Status),
+    /// The subscription is in place: every event from here on will follow.
+    Subscribed,
+    Event { event: Event },
+    /// This subscriber fell behind and `count` events were dropped for it (and only for it).
+    Lost { count: u64 },
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// True once every program is attached with the policy's rules in its maps.
+    pub enforcing: bool,
+    pub policy: String,
+    pub agents: Vec<AgentStatus>,
+    pub programs: Vec<ProgramStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub file_rules: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub program: String,
+    pub hook: String,
+    pub attached: bool,
+}
+
+/// Sums over all CPUs of the kernel's counters, and the daemon's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub allowed: u64,
+    pub denied: u64,
+    /// Deny events the kernel could not queue (ring buffer full).
+    pub events_lost_kernel: u64,
+    /// Opens denied because their path could not be resolved.
+    pub path_errors: u64,
+    /// Kernel records the daemon could not decode.
+    pub events_undecodable: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_small_tagged_objects() {
+        assert_eq!(
+            serde_json::to_string(&Request::Follow {}).unwrap(),
+            r#"{"request":"follow"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"status"}"#).unwrap(),
+            Request::Status {}
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"request":"shutdown"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"request":"status","x":1}"#).is_err());
+    }
+}
