@@ -1,0 +1,210 @@
+//! What the cases share: the daemon under test, followers of its deny log, processes started
+//! inside a cgroup from their first instruction, and result reporting.
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+pub const CLAW_AGENT: &str = "/usr/bin/claw-agent";
+pub const CLAWCTL: &str = "/usr/bin/clawctl";
+pub const VMTEST: &str = "/usr/bin/claw-vmtest";
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Prints one result line in the form the harness parses.
+pub fn report(name: &str, result: &anyhow::Result<()>) -> bool {
+    match result {
+        Ok(()) => {
+            println!("CLAW-RESULT PASS {name}");
+            true
+        }
+        Err(err) => {
+            let detail = format!("{err:#}").replace('\n', " | ");
+            println!("CLAW-RESULT FAIL {name} {detail}");
+            false
+        }
+    }
+}
+
+/// A running claw-agent, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(policy: &Path, log: &Path) -> anyhow::Result<Self> {
+        let child = Command::new(CLAW_AGENT)
+            .arg("--policy")
+            .arg(policy)
+            .stderr(File::create(log)?)
+            .spawn()
+            .context("starting claw-agent")?;
+        Ok(Self {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// Waits until `clawctl status` succeeds, i.e. the policy is enforced.
+    pub fn wait_enforcing(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "claw-agent exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            let ok = Command::new(CLAWCTL)
+                .arg("status")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("claw-agent not enforcing after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// `clawctl deny-log --follow [ARGS]`, its lines collected as they arrive.
+pub struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    /// Starts the follower and waits until the daemon confirms the subscription.
+    pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(CLAWCTL)
+            .args(["deny-log", "--follow"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting clawctl deny-log")?;
+        let lines = line_channel(child.stdout.take().context("stdout")?);
+        let notices = line_channel(child.stderr.take().context("stderr")?);
+        match notices.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.contains("following denials") => {}
+            Ok(line) => bail!("clawctl deny-log said: {line}"),
+            Err(_) => bail!("clawctl deny-log did not confirm its subscription"),
+        }
+        Ok(Self { child, lines })
+    }
+
+    /// The next line, if one arrives within `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Discards lines already received.
+    pub fn drain(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn line_channel(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A command that joins `cgroup` before exec, so the program runs there from its first
+/// instruction.
+pub fn in_cgroup(mut command: Command, cgroup: &Path) -> anyhow::Result<(Command, File)> {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .with_context(|| format!("opening {}/cgroup.procs", cgroup.display()))?;
+    let fd = procs.as_raw_fd();
+    // SAFETY: write(2) is async-signal-safe; the fd stays open because the caller keeps `procs`
+    // until the child is spawned. "0" moves the writing (child) process.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((command, procs))
+}
+
+/// Runs the open probe on `path`, inside `cgroup` if given; returns (pid, errno or 0).
+pub fn probe_open(path: &str, cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)> {
+    let mut command = Command::new(VMTEST);
+    command.args(["open", path]).stderr(Stdio::null());
+    let (mut command, _procs) = match cgroup {
+        Some(cgroup) => {
+            let (command, procs) = in_cgroup(command, cgroup)?;
+            (command, Some(procs))
+        }
+        None => (command, None),
+    };
+    let mut child = command.spawn().context("starting the open probe")?;
+    let pid = child.id();
+    let status = child.wait()?;
+    let code = status
+        .code()
+        .with_context(|| format!("the probe was killed: {status}"))?;
+    Ok((pid, code))
+}
+
+/// A cgroup the test creates and removes (also when the test fails).
+pub struct ScratchCgroup(pub PathBuf);
+
+impl ScratchCgroup {
+    pub fn create(name: &str) -> anyhow::Result<Self> {
+        let path = Path::new(CGROUP_ROOT).join(name);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -1,0 +1,329 @@
+//! The VM harness: static binaries in a busybox initramfs, booted with each kernel of the matrix
+//! under qemu (TCG: nested KVM hangs on these machines), results read from the serial console.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{
+    kernels::{self, Kernel},
+    run,
+};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Binaries that go into the initramfs, from `cargo build --target TARGET`.
+const BINARIES: &[&str] = &["claw-agent", "clawctl", "claw-vmtest"];
+const BUSYBOX: &str = "/bin/busybox";
+/// A whole test run in TCG takes well under a minute; this only stops a hung guest.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The guest's /init: mounts what claw needs, runs claw-vmtest in the mode named on the kernel
+/// command line, powers off.
+const INIT: &str = r#"#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+mount -t securityfs securityfs /sys/kernel/security
+mount -t tracefs tracefs /sys/kernel/tracing
+mode=test
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in claw.mode=*) mode="${arg#claw.mode=}" ;; esac
+done
+echo "CLAW-KERNEL $(uname -r) $(uname -v)"
+/usr/bin/claw-vmtest "$mode"
+echo "CLAW-DONE rc=$?"
+poweroff -f
+"#;
+
+pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
+    let kernels: Vec<Kernel> = kernels::ensure_all()?
+        .into_iter()
+        .filter(|k| kernel_filter.is_none_or(|f| k.package.contains(f)))
+        .collect();
+    if kernels.is_empty() {
+        bail!("no kernel of the matrix matches {kernel_filter:?}");
+    }
+    let initramfs = build_initramfs()?;
+    let (mut passed, mut failed) = (0, 0);
+    let mut failed_logs = Vec::new();
+    for kernel in &kernels {
+        let log = log_path(kernel, "test");
+        let outcome = boot(kernel, &initramfs, "test", &log, false)?;
+        for result in &outcome.results {
+            let mark = if result.passed { "PASS" } else { "FAIL" };
+            println!("{mark}  {:<60}  {}", result.name, outcome.kernel);
+            if !result.passed {
+                println!("      {}", result.detail);
+            }
+        }
+        passed += outcome.results.iter().filter(|r| r.passed).count();
+        failed += outcome.results.iter().filter(|r| !r.passed).count();
+        let complete = outcome.finished && outcome.exit_code == Some(0);
+        if !complete || outcome.results.iter().any(|r| !r.passed) || outcome.results.is_empty() {
+            if !complete {
+                failed += 1;
+                println!(
+                    "FAIL  {:<60}  {}",
+                    "vm run completed",
+                    if outcome.kernel.is_empty() { &kernel.package } else { &outcome.kernel }
+                );
+                println!("      {}", outcome.problem());
+            }
+            failed_logs.push(log);
+        }
+    }
+    for log in &failed_logs {
+        println!("console log of a failed run: {}", log.display());
+    }
+    println!("vm-test: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} VM test(s) failed");
+    }
+    Ok(())
+}
+
+pub fn demo() -> anyhow::Result<()> {
+    let kernel = kernels::ensure_all()?
+        .pop()
+        .context("the kernel matrix is empty")?;
+    let initramfs = build_initramfs()?;
+    eprintln!(
+        "demo: booting {} in qemu (this host's kernel refuses BPF LSM programs) ...",
+        kernel.package
+    );
+    let log = log_path(&kernel, "demo");
+    let outcome = boot(&kernel, &initramfs, "demo", &log, true)?;
+    if !outcome.finished || outcome.exit_code != Some(0) {
+        bail!("the demo failed: {}; console log: {}", outcome.problem(), log.display());
+    }
+    Ok(())
+}
+
+fn log_path(kernel: &Kernel, mode: &str) -> PathBuf {
+    run::workspace_root()
+        .join("target/vm/logs")
+        .join(format!("{}-{mode}.log", kernel.package))
+}
+
+/// Builds the static binaries and packs them, busybox and /init into a newc cpio archive.
+fn build_initramfs() -> anyhow::Result<PathBuf> {
+    let root = run::workspace_root();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--release", "--target", TARGET])
+        .args(["-p", "claw-agent", "-p", "claw-tests"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(&root);
+    run::status(&mut build)?;
+    let bin_dir = root.join("target").join(TARGET).join("release");
+
+    let staging = root.join("target/vm/initramfs");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let usr_bin = staging.join("usr/bin");
+    for dir in [
+        "usr/bin", "usr/lib", "proc", "sys", "dev", "tmp", "run", "etc/claw", "workspace",
+    ] {
+        std::fs::create_dir_all(staging.join(dir))?;
+    }
+    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib")] {
+        symlink(target, staging.join(link))?;
+    }
+    std::fs::copy(BUSYBOX, usr_bin.join("busybox"))
+        .with_context(|| format!("copying {BUSYBOX} (package busybox-static)"))?;
+    for applet in run::output(Command::new(BUSYBOX).arg("--list"))?.lines() {
+        let link = usr_bin.join(applet);
+        if !link.exists() {
+            symlink("busybox", link)?;
+        }
+    }
+    for binary in BINARIES {
+        std::fs::copy(bin_dir.join(binary), usr_bin.join(binary))
+            .with_context(|| format!("copying {binary}"))?;
+    }
+    for policy in std::fs::read_dir(root.join("policies"))? {
+        let policy = policy?.path();
+        if policy.extension().is_some_and(|e| e == "yaml") {
+            let name = policy.file_name().context("policy file name")?;
+            std::fs::copy(&policy, staging.join("etc/claw").join(name))?;
+        }
+    }
+    let init = staging.join("init");
+    std::fs::write(&init, INIT)?;
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+
+    let archive = root.join("target/vm/initramfs.cpio");
+    let out = std::fs::File::create(&archive)?;
+    run::status(
+        Command::new("sh")
+            .args(["-c", "find . | cpio -o -H newc --quiet"])
+            .current_dir(&staging)
+            .stdout(out),
+    )?;
+    Ok(archive)
+}
+
+struct TestResult {
+    name: String,
+    passed: bool,
+    detail: String,
+}
+
+struct Outcome {
+    /// `uname -r` and `uname -v` of the guest.
+    kernel: String,
+    results: Vec<TestResult>,
+    finished: bool,
+    exit_code: Option<i32>,
+    timed_out: bool,
+}
+
+impl Outcome {
+    fn problem(&self) -> String {
+        if self.timed_out {
+            format!("the guest did not finish within {BOOT_TIMEOUT:?}")
+        } else if !self.finished {
+            "the guest stopped before claw-vmtest finished (crash or panic?)".to_owned()
+        } else if self.results.is_empty() {
+            "claw-vmtest reported no results".to_owned()
+        } else {
+            format!("claw-vmtest exited with {:?}", self.exit_code)
+        }
+    }
+}
+
+fn boot(
+    kernel: &Kernel,
+    initramfs: &Path,
+    mode: &str,
+    log_path: &Path,
+    echo: bool,
+) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(log_path.parent().context("log directory")?)?;
+    let mut log = std::fs::File::create(log_path)?;
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1024"])
+        .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg(format!("console=ttyS0 quiet panic=-1 claw.mode={mode}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
+    let (lines_tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(qemu.stdout.take().context("qemu stdout")?) as Box<dyn std::io::Read + Send>,
+        Box::new(qemu.stderr.take().context("qemu stderr")?),
+    ] {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(lines_tx);
+
+    let mut outcome = Outcome {
+        kernel: String::new(),
+        results: Vec::new(),
+        finished: false,
+        exit_code: None,
+        timed_out: false,
+    };
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                outcome.timed_out = true;
+                qemu.kill().context("stopping the timed-out qemu")?;
+                break;
+            }
+        };
+        writeln!(log, "{line}")?;
+        if echo && !line.starts_with("CLAW-") {
+            println!("{line}");
+        }
+        parse_line(&line, &mut outcome);
+    }
+    qemu.wait()?;
+    Ok(outcome)
+}
+
+fn parse_line(line: &str, outcome: &mut Outcome) {
+    // The console may prefix a line with kernel output; the markers are searched, not anchored.
+    if let Some(at) = line.find("CLAW-KERNEL ") {
+        outcome.kernel = line[at + "CLAW-KERNEL ".len()..].to_owned();
+    } else if let Some(at) = line.find("CLAW-RESULT ") {
+        let mut fields = line[at + "CLAW-RESULT ".len()..].splitn(3, ' ');
+        let verdict = fields.next().unwrap_or_default();
+        let name = fields.next().unwrap_or_default().to_owned();
+        let detail = fields.next().unwrap_or_default().to_owned();
+        outcome.results.push(TestResult {
+            name,
+            passed: verdict == "PASS",
+            detail,
+        });
+    } else if let Some(at) = line.find("CLAW-DONE rc=") {
+        outcome.finished = true;
+        outcome.exit_code = line[at + "CLAW-DONE rc=".len()..].trim().parse().ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_console_markers() {
+        let mut outcome = Outcome {
+            kernel: String::new(),
+            results: Vec::new(),
+            finished: false,
+            exit_code: None,
+            timed_out: false,
+        };
+        for line in [
+            "CLAW-KERNEL 6.1.0-56-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2",
+            "[    3.1] random: crng init done CLAW-RESULT PASS open_denied took 3 ms",
+            "CLAW-RESULT FAIL deny_log no line within 1 s",
+            "CLAW-DONE rc=1",
+        ] {
+            parse_line(line, &mut outcome);
+        }
+        assert_eq!(
+            outcome.kernel,
+            "6.1.0-56-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2"
+        );
+        assert_eq!(outcome.results.len(), 2);
+        assert!(outcome.results[0].passed);
+        assert_eq!(outcome.results[0].name, "open_denied");
+        assert!(!outcome.results[1].passed);
+        assert_eq!(outcome.results[1].detail, "no line within 1 s");
+        assert!(outcome.finished);
+        assert_eq!(outcome.exit_code, Some(1));
+    }
+}
