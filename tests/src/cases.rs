@@ -153,9 +153,13 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
     let denied_at = Instant::now();
     ensure!(errno == EPERM, "open {DENIED_FILE} in the agent: errno {errno}, want EPERM");
 
+    // Static glibc reads /proc/self/maps at start-up, which the policy denies too: look for the
+    // line about the file, from this pid.
     let line = json
-        .next_line(DELIVERY_BOUND.saturating_sub(denied_at.elapsed()))
-        .context("no JSON deny line within 1 s")?;
+        .line_within(DELIVERY_BOUND.saturating_sub(denied_at.elapsed()), |line| {
+            line.contains(&format!("\"path\":\"{DENIED_FILE}\""))
+        })
+        .context("no JSON deny line for the file within 1 s")?;
     let event: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
     let want = [
         ("agent", Value::from("tools")),
@@ -175,8 +179,10 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
     );
 
     let line = human
-        .next_line(DELIVERY_BOUND.saturating_sub(denied_at.elapsed()))
-        .context("no human deny line within 1 s")?;
+        .line_within(DELIVERY_BOUND.saturating_sub(denied_at.elapsed()), |line| {
+            line.contains(DENIED_FILE)
+        })
+        .context("no human deny line for the file within 1 s")?;
     for part in [
         "tools".to_owned(),
         format!("pid={pid}"),

@@ -121,9 +121,18 @@ impl Follower {
         Ok(Self { child, lines })
     }
 
-    /// The next line, if one arrives within `timeout`.
-    pub fn next_line(&self, timeout: Duration) -> Option<String> {
-        self.lines.recv_timeout(timeout).ok()
+    /// The first line matching `wanted` that arrives within `timeout`.
+    pub fn line_within(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()?;
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
     }
 
     /// Discards lines already received.

@@ -69,8 +69,13 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
         }
         passed += outcome.results.iter().filter(|r| r.passed).count();
         failed += outcome.results.iter().filter(|r| !r.passed).count();
-        let complete = outcome.finished && outcome.exit_code == Some(0);
-        if !complete || outcome.results.iter().any(|r| !r.passed) || outcome.results.is_empty() {
+        let any_failed = outcome.results.iter().any(|r| !r.passed);
+        // A non-zero exit is explained by the failures it reported; anything else is a failure
+        // of the run itself.
+        let complete = outcome.finished
+            && !outcome.results.is_empty()
+            && (outcome.exit_code == Some(0) || (any_failed && outcome.exit_code == Some(1)));
+        if !complete || any_failed {
             if !complete {
                 failed += 1;
                 println!(
