@@ -72,7 +72,9 @@ impl Btf {
 
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
-            return Err(BtfError::Malformed("bad magic (big-endian BTF is not supported)"));
+            return Err(BtfError::Malformed(
+                "bad magic (big-endian BTF is not supported)",
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = hdr_len + u32_at(data, 8)? as usize;
@@ -225,15 +227,31 @@ mod tests {
         // 2: struct path { int a; } (8 bytes)
         record(name("path"), (4 << 24) | 1, 8, &[name("a"), 1, 0]);
         // 3: anonymous union { int b; struct path f_path; }
-        record(0, (5 << 24) | 2, 8, &[name("b"), 1, 0, name("f_path"), 2, 0]);
+        record(
+            0,
+            (5 << 24) | 2,
+            8,
+            &[name("b"), 1, 0, name("f_path"), 2, 0],
+        );
         // 4: typedef to the union, as a qualifier chain to follow
         record(0, 8 << 24, 3, &[]);
         // 5: struct file { int a; <anon> at bit 64 }
-        record(name("file"), (4 << 24) | 2, 16, &[name("a"), 1, 0, 0, 4, 64]);
+        record(
+            name("file"),
+            (4 << 24) | 2,
+            16,
+            &[name("a"), 1, 0, 0, 4, 64],
+        );
         let mut blob = Vec::new();
         blob.extend_from_slice(&MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&word.to_le_bytes());
         }
         blob.extend_from_slice(&types);
@@ -270,6 +288,6 @@ mod tests {
         let btf = Btf::from_file(Path::new(VMLINUX_BTF)).expect("this kernel publishes BTF");
         let offset = btf.member_offset("file", "f_path").unwrap();
         // 16 on 6.1, 64 on 6.12 and later; whatever it is, it lies inside struct file.
-        assert!(offset > 0 && offset % 8 == 0, "f_path at {offset}");
+        assert!(offset > 0 && offset.is_multiple_of(8), "f_path at {offset}");
     }
 }

@@ -107,19 +107,27 @@ mod tests {
         agent
             .file_rules
             .iter()
-            .map(|r| String::from_utf8(r.prefix.clone()).unwrap().replace('\0', "$"))
+            .map(|r| {
+                String::from_utf8(r.prefix.clone())
+                    .unwrap()
+                    .replace('\0', "$")
+            })
             .collect()
     }
 
     #[test]
     fn directory_rules_cover_below_and_the_directory_itself() {
-        let c = compiled("agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/workspace/]\n");
+        let c = compiled(
+            "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/workspace/]\n",
+        );
         assert_eq!(prefixes(&c.agents[0]), ["/workspace$", "/workspace/"]);
     }
 
     #[test]
     fn file_rules_are_exact() {
-        let c = compiled("agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/etc/hosts]\n");
+        let c = compiled(
+            "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/etc/hosts]\n",
+        );
         assert_eq!(prefixes(&c.agents[0]), ["/etc/hosts$"]);
     }
 
@@ -138,7 +146,10 @@ mod tests {
         assert_eq!(c.agents[1].id, 2);
         assert_eq!(c.agents[0].file_rules.len(), 2);
         assert!(c.agents[1].file_rules.is_empty());
-        assert!(c.agents[0].file_rules.iter().all(|r| r.access == access::READ));
+        assert!(c.agents[0]
+            .file_rules
+            .iter()
+            .all(|r| r.access == access::READ));
     }
 
     #[test]

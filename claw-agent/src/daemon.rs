@@ -126,7 +126,8 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => {
-            return Err(err).with_context(|| format!("removing the stale socket {}", socket.display()))
+            return Err(err)
+                .with_context(|| format!("removing the stale socket {}", socket.display()))
         }
     }
     let listener = UnixListener::bind(socket)

@@ -50,7 +50,10 @@ pub enum EnforcerError {
     #[error("loading claw's eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("claw's eBPF object has no {what} `{name}` (a build mismatch)")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("reading the kernel's BTF for hook `{hook}`: {source}")]
     KernelBtf {
         hook: &'static str,
@@ -110,7 +113,8 @@ impl Enforcer {
     /// Loads the programs into the kernel (verified, not attached), with struct offsets read from
     /// `vmlinux_btf`, and checks in `lsm_list` that the kernel will run them.
     pub fn load(vmlinux_btf: &Path, lsm_list: &Path) -> Result<Self, EnforcerError> {
-        let f_path_offset = u64::from(Btf::from_file(vmlinux_btf)?.member_offset("file", "f_path")?);
+        let f_path_offset =
+            u64::from(Btf::from_file(vmlinux_btf)?.member_offset("file", "f_path")?);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::FILE_F_PATH_OFFSET, &f_path_offset, true)
             .load(OBJECT)
@@ -141,15 +145,14 @@ impl Enforcer {
         compiled: &Compiled,
         cgroups: &[AgentCgroup],
     ) -> Result<(), EnforcerError> {
-        let mut rules: LpmTrie<_, PathRuleKey, u32> = LpmTrie::try_from(
-            self.ebpf
-                .map_mut(names::FILE_RULES)
-                .ok_or(EnforcerError::Missing {
+        let mut rules: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::FILE_RULES).ok_or(
+                EnforcerError::Missing {
                     what: "map",
                     name: names::FILE_RULES,
-                })?,
-        )
-        .map_err(map_error(names::FILE_RULES))?;
+                },
+            )?)
+            .map_err(map_error(names::FILE_RULES))?;
         for rule in compiled.agents.iter().flat_map(|a| &a.file_rules) {
             rules
                 .insert(&rule.key(), rule.access, 0)
@@ -187,10 +190,13 @@ impl Enforcer {
 
     /// The deny ring buffer, for the one task that reads it.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EnforcerError> {
-        let map = self.ebpf.take_map(names::EVENTS).ok_or(EnforcerError::Missing {
-            what: "map",
-            name: names::EVENTS,
-        })?;
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::EVENTS,
+            })?;
         RingBuf::try_from(map).map_err(map_error(names::EVENTS))
     }
 
@@ -211,10 +217,13 @@ impl Enforcer {
 
     /// The kernel's counters summed over CPUs; `events_undecodable` is the daemon's to fill.
     pub fn counters(&self) -> Result<Counters, EnforcerError> {
-        let map = self.ebpf.map(names::COUNTERS).ok_or(EnforcerError::Missing {
-            what: "map",
-            name: names::COUNTERS,
-        })?;
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::COUNTERS,
+            })?;
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(map_error(names::COUNTERS))?;
         let sum = |index: u32| -> Result<u64, EnforcerError> {
@@ -268,12 +277,11 @@ fn refusal_reason(err: &ProgramError) -> String {
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
 pub fn check_lsm_active(lsm_list: &Path) -> Result<(), EnforcerError> {
-    let list = std::fs::read_to_string(lsm_list).map_err(|source| {
-        EnforcerError::LsmListUnreadable {
+    let list =
+        std::fs::read_to_string(lsm_list).map_err(|source| EnforcerError::LsmListUnreadable {
             path: lsm_list.display().to_string(),
             source,
-        }
-    })?;
+        })?;
     let list = list.trim();
     if list.split(',').any(|lsm| lsm == "bpf") {
         Ok(())
@@ -307,7 +315,10 @@ mod tests {
         let file = list_file("lockdown,capability,apparmor");
         let err = check_lsm_active(file.path()).unwrap_err().to_string();
         assert!(err.contains("BPF LSM is not active"), "{err}");
-        assert!(err.contains("lsm=lockdown,capability,apparmor,bpf"), "{err}");
+        assert!(
+            err.contains("lsm=lockdown,capability,apparmor,bpf"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -188,7 +188,9 @@ mod tests {
         let bytes = record_bytes(b"/x\0", 3);
         let event = decode(&bytes, &agents(), Duration::ZERO).unwrap();
         let value = serde_json::to_value(&event).unwrap();
-        for key in ["time", "agent", "cgroup", "pid", "comm", "op", "path", "decision"] {
+        for key in [
+            "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",
+        ] {
             assert!(value.get(key).is_some(), "missing {key}: {value}");
         }
     }

@@ -78,7 +78,11 @@ impl fmt::Display for PolicyError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )?;
             if !self.snippet.is_empty() {
                 write!(f, "\n{}", self.snippet)?;
             }
@@ -270,14 +274,22 @@ agents:
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    filez: {}\n");
         assert_eq!((err.line, err.column), (4, 5), "{err}");
         assert!(err.message.contains("unknown field `filez`"), "{err}");
-        assert!(err.message.contains("expected one of name, cgroup, files"), "{err}");
-        assert!(err.to_string().starts_with("p.yaml:4:5: unknown field"), "{err}");
+        assert!(
+            err.message.contains("expected one of name, cgroup, files"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("p.yaml:4:5: unknown field"),
+            "{err}"
+        );
         assert!(err.to_string().contains("    filez: {}"), "snippet: {err}");
     }
 
     #[test]
     fn relative_rule_path_is_placed() {
-        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [/usr/, etc/]\n");
+        let err = error(
+            "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [/usr/, etc/]\n",
+        );
         assert_eq!((err.line, err.column), (5, 21), "{err}");
         assert!(err.message.contains("path `etc/` is relative"), "{err}");
         assert!(err.message.contains("absolute"), "{err}");
@@ -286,7 +298,9 @@ agents:
     #[test]
     fn unnormalised_rule_paths_are_rejected() {
         for bad in ["/usr/../etc/", "/usr//lib/", "/./x"] {
-            let text = format!("agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [\"{bad}\"]\n");
+            let text = format!(
+                "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [\"{bad}\"]\n"
+            );
             let err = error(&text);
             assert!(err.message.contains("not normalised"), "{bad}: {err}");
         }
@@ -314,14 +328,19 @@ agents:
     fn bad_agent_name_is_rejected() {
         let err = error("agents:\n  - name: Tools!\n    cgroup: claw/a\n");
         assert_eq!(err.line, 2, "{err}");
-        assert!(err.message.contains("agent name `Tools!` is not valid"), "{err}");
+        assert!(
+            err.message.contains("agent name `Tools!` is not valid"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicate_names_and_cgroups_are_rejected() {
-        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
+        let err =
+            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
         assert!(err.message.contains("`a` is used twice"), "{err}");
-        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
+        let err =
+            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
         assert!(err.message.contains("given to two agents"), "{err}");
     }
 
@@ -337,7 +356,8 @@ agents:
     fn unreadable_file_names_the_file() {
         let err = load(Path::new("/nonexistent/policy.yaml")).unwrap_err();
         assert!(
-            err.to_string().starts_with("/nonexistent/policy.yaml: cannot read"),
+            err.to_string()
+                .starts_with("/nonexistent/policy.yaml: cannot read"),
             "{err}"
         );
     }

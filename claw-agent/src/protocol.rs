@@ -27,10 +27,16 @@ pub enum Reply {
     Status(Status),
     /// The subscription is in place: every event from here on will follow.
     Subscribed,
-    Event { event: Event },
+    Event {
+        event: Event,
+    },
     /// This subscriber fell behind and `count` events were dropped for it (and only for it).
-    Lost { count: u64 },
-    Error { message: String },
+    Lost {
+        count: u64,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

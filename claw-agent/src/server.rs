@@ -3,7 +3,10 @@
 use std::future::Future;
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader},
+    io::{
+        AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+        BufReader,
+    },
     net::UnixListener,
     sync::{broadcast, mpsc, oneshot},
 };
@@ -126,7 +129,10 @@ mod tests {
         let mut replies = Vec::new();
         while let Ok(Some(line)) = lines.next_line().await {
             replies.push(serde_json::from_str(&line).unwrap());
-            if !matches!(replies.last(), Some(Reply::Subscribed | Reply::Event { .. })) {
+            if !matches!(
+                replies.last(),
+                Some(Reply::Subscribed | Reply::Event { .. })
+            ) {
                 break;
             }
         }
@@ -175,9 +181,13 @@ mod tests {
         let (server_read, server_write) = tokio::io::split(server);
         tokio::spawn(serve(server_read, server_write, handles));
         let (client_read, mut client_write) = tokio::io::split(client);
-        client_write.write_all(b"{\"request\":\"follow\"}\n").await.unwrap();
+        client_write
+            .write_all(b"{\"request\":\"follow\"}\n")
+            .await
+            .unwrap();
         let mut lines = BufReader::new(client_read).lines();
-        let first: Reply = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let first: Reply =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
         assert_eq!(first, Reply::Subscribed);
         let event = |pid| Event {
             schema: 1,
@@ -197,7 +207,9 @@ mod tests {
         }
         let mut replies = Vec::new();
         for _ in 0..5 {
-            replies.push(serde_json::from_str::<Reply>(&lines.next_line().await.unwrap().unwrap()).unwrap());
+            replies.push(
+                serde_json::from_str::<Reply>(&lines.next_line().await.unwrap().unwrap()).unwrap(),
+            );
         }
         assert_eq!(replies[0], Reply::Lost { count: 2 });
         let pids: Vec<u32> = replies[1..]

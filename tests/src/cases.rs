@@ -37,8 +37,14 @@ pub fn run_all() -> ExitCode {
     let mut check = |name: &str, result: anyhow::Result<()>| all_passed &= report(name, &result);
 
     check("fixtures", fixtures());
-    check("clawctl_status_fails_without_daemon", status_fails_without_daemon());
-    check("daemon_refuses_when_bpf_lsm_inactive", refuses_when_lsm_inactive());
+    check(
+        "clawctl_status_fails_without_daemon",
+        status_fails_without_daemon(),
+    );
+    check(
+        "daemon_refuses_when_bpf_lsm_inactive",
+        refuses_when_lsm_inactive(),
+    );
 
     let mut daemon = match Daemon::start(Path::new(POLICY_PATH), Path::new("/tmp/claw-agent.log"))
         .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d))
@@ -50,10 +56,14 @@ pub fn run_all() -> ExitCode {
         }
     };
     check("daemon_enforces_policy", Ok(()));
-    check("status_reports_program_and_agent", status_reports_enforcing());
+    check(
+        "status_reports_program_and_agent",
+        status_reports_enforcing(),
+    );
     check("daemon_created_agent_cgroup", cgroup_created());
 
-    let followers = Follower::start(&[]).and_then(|human| Ok((human, Follower::start(&["--json"])?)));
+    let followers =
+        Follower::start(&[]).and_then(|human| Ok((human, Follower::start(&["--json"])?)));
     match followers {
         Ok((human, json)) => {
             check(
@@ -61,10 +71,16 @@ pub fn run_all() -> ExitCode {
                 denied_and_logged(&human, &json),
             );
         }
-        Err(err) => check("agent_open_outside_read_prefixes_is_eperm_and_logged", Err(err)),
+        Err(err) => check(
+            "agent_open_outside_read_prefixes_is_eperm_and_logged",
+            Err(err),
+        ),
     }
     check("agent_open_inside_read_prefixes_succeeds", allowed_inside());
-    check("process_outside_agents_opens_both", outside_unaffected(None));
+    check(
+        "process_outside_agents_opens_both",
+        outside_unaffected(None),
+    );
     check(
         "process_in_unmanaged_cgroup_opens_both",
         ScratchCgroup::create("claw-test-unmanaged")
@@ -92,7 +108,10 @@ fn fixtures() -> anyhow::Result<()> {
 
 fn status_fails_without_daemon() -> anyhow::Result<()> {
     let out = Command::new(CLAWCTL).arg("status").output()?;
-    ensure!(!out.status.success(), "clawctl status succeeded with no daemon");
+    ensure!(
+        !out.status.success(),
+        "clawctl status succeeded with no daemon"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
         stderr.contains("cannot reach claw-agent"),
@@ -105,9 +124,19 @@ fn refuses_when_lsm_inactive() -> anyhow::Result<()> {
     let list = "/tmp/lsm-without-bpf";
     std::fs::write(list, "lockdown,capability,landlock,yama\n")?;
     let out = Command::new(CLAW_AGENT)
-        .args(["--policy", POLICY_PATH, "--socket", "/tmp/unused.sock", "--lsm-list", list])
+        .args([
+            "--policy",
+            POLICY_PATH,
+            "--socket",
+            "/tmp/unused.sock",
+            "--lsm-list",
+            list,
+        ])
         .output()?;
-    ensure!(!out.status.success(), "claw-agent ran without BPF LSM active");
+    ensure!(
+        !out.status.success(),
+        "claw-agent ran without BPF LSM active"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
         stderr.contains("BPF LSM is not active"),
@@ -127,7 +156,8 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
     let status: Value = serde_json::from_slice(&out.stdout)?;
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
     ensure!(
-        status["programs"][0]["hook"] == "lsm/file_open" && status["programs"][0]["attached"] == true,
+        status["programs"][0]["hook"] == "lsm/file_open"
+            && status["programs"][0]["attached"] == true,
         "file_open not attached: {status}"
     );
     ensure!(
@@ -151,7 +181,10 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
     json.drain();
     let (pid, errno) = probe_open(DENIED_FILE, Some(&agent_cgroup()))?;
     let denied_at = Instant::now();
-    ensure!(errno == EPERM, "open {DENIED_FILE} in the agent: errno {errno}, want EPERM");
+    ensure!(
+        errno == EPERM,
+        "open {DENIED_FILE} in the agent: errno {errno}, want EPERM"
+    );
 
     // Static glibc reads /proc/self/maps at start-up, which the policy denies too: look for the
     // line about the file, from this pid.
@@ -171,10 +204,16 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
         ("decision", Value::from("deny")),
     ];
     for (key, value) in want {
-        ensure!(event[key] == value, "{key} is {}, want {value}: {line}", event[key]);
+        ensure!(
+            event[key] == value,
+            "{key} is {}, want {value}: {line}",
+            event[key]
+        );
     }
     ensure!(
-        event["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() > 20),
+        event["time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() > 20),
         "time: {line}"
     );
 
@@ -197,7 +236,10 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
 
 fn allowed_inside() -> anyhow::Result<()> {
     let (_, errno) = probe_open(ALLOWED_FILE, Some(&agent_cgroup()))?;
-    ensure!(errno == 0, "open {ALLOWED_FILE} in the agent: errno {errno}");
+    ensure!(
+        errno == 0,
+        "open {ALLOWED_FILE} in the agent: errno {errno}"
+    );
     Ok(())
 }
 
@@ -213,8 +255,14 @@ fn status_counts() -> anyhow::Result<()> {
     let out = Command::new(CLAWCTL).args(["status", "--json"]).output()?;
     let status: Value = serde_json::from_slice(&out.stdout)?;
     let counters = &status["counters"];
-    ensure!(counters["denied"].as_u64() >= Some(1), "no deny counted: {status}");
-    ensure!(counters["allowed"].as_u64() >= Some(1), "no allow counted: {status}");
+    ensure!(
+        counters["denied"].as_u64() >= Some(1),
+        "no deny counted: {status}"
+    );
+    ensure!(
+        counters["allowed"].as_u64() >= Some(1),
+        "no allow counted: {status}"
+    );
     ensure!(counters["events_lost_kernel"] == 0, "events lost: {status}");
     Ok(())
 }
@@ -229,6 +277,9 @@ fn stops_cleanly(daemon: &mut Daemon) -> anyhow::Result<()> {
         .arg("status")
         .stderr(Stdio::null())
         .status()?;
-    ensure!(!out.success(), "clawctl status succeeds after the daemon stopped");
+    ensure!(
+        !out.success(),
+        "clawctl status succeeds after the daemon stopped"
+    );
     Ok(())
 }

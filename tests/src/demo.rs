@@ -33,9 +33,15 @@ fn step(text: &str) {
 
 fn demo() -> anyhow::Result<()> {
     std::fs::create_dir_all("/workspace")?;
-    std::fs::write("/workspace/notes.md", "# tool workspace\nthe agent may read this\n")?;
+    std::fs::write(
+        "/workspace/notes.md",
+        "# tool workspace\nthe agent may read this\n",
+    )?;
     std::fs::create_dir_all("/root/.ssh")?;
-    std::fs::write("/root/.ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\n")?;
+    std::fs::write(
+        "/root/.ssh/id_ed25519",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    )?;
 
     step(&format!("the policy ({POLICY})"));
     print!("{}", std::fs::read_to_string(POLICY)?);
@@ -64,7 +70,9 @@ fn demo() -> anyhow::Result<()> {
 
     step("what clawctl deny-log --follow printed");
     let line = follower
-        .line_within(Duration::from_secs(2), |line| line.contains("/root/.ssh/id_ed25519"))
+        .line_within(Duration::from_secs(2), |line| {
+            line.contains("/root/.ssh/id_ed25519")
+        })
         .context("no deny line for the key arrived")?;
     println!("{line}");
 

@@ -27,8 +27,7 @@ pub fn cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache")
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
         });
     base.join("claw")
 }
@@ -71,9 +70,7 @@ fn newest_package(series: &str) -> anyhow::Result<Option<String>> {
     Ok(names
         .lines()
         .filter(|name| {
-            name.ends_with("-amd64-unsigned")
-                && !name.contains("-cloud-")
-                && !name.contains("-rt-")
+            name.ends_with("-amd64-unsigned") && !name.contains("-cloud-") && !name.contains("-rt-")
         })
         .max_by(|a, b| version_cmp(a, b))
         .map(str::to_owned))

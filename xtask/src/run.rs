@@ -53,5 +53,9 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 
 /// `cargo ARGS` in the workspace root.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    status(Command::new(env!("CARGO")).args(args).current_dir(workspace_root()))
+    status(
+        Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }

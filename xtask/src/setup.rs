@@ -47,7 +47,9 @@ fn install(verbose: bool) -> anyhow::Result<()> {
         "nightly",
         "--installed",
     ]))
-    .context("the nightly toolchain builds claw's eBPF programs (rustup toolchain install nightly)")?;
+    .context(
+        "the nightly toolchain builds claw's eBPF programs (rustup toolchain install nightly)",
+    )?;
     if !components.lines().any(|c| c.starts_with("rust-src")) {
         eprintln!("setup: adding rust-src to the nightly toolchain");
         run::status(Command::new("rustup").args([

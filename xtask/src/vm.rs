@@ -81,7 +81,11 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
                 println!(
                     "FAIL  {:<60}  {}",
                     "vm run completed",
-                    if outcome.kernel.is_empty() { &kernel.package } else { &outcome.kernel }
+                    if outcome.kernel.is_empty() {
+                        &kernel.package
+                    } else {
+                        &outcome.kernel
+                    }
                 );
                 println!("      {}", outcome.problem());
             }
@@ -110,7 +114,11 @@ pub fn demo() -> anyhow::Result<()> {
     let log = log_path(&kernel, "demo");
     let outcome = boot(&kernel, &initramfs, "demo", &log, true)?;
     if !outcome.finished || outcome.exit_code != Some(0) {
-        bail!("the demo failed: {}; console log: {}", outcome.problem(), log.display());
+        bail!(
+            "the demo failed: {}; console log: {}",
+            outcome.problem(),
+            log.display()
+        );
     }
     Ok(())
 }
@@ -139,7 +147,15 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
     }
     let usr_bin = staging.join("usr/bin");
     for dir in [
-        "usr/bin", "usr/lib", "proc", "sys", "dev", "tmp", "run", "etc/claw", "workspace",
+        "usr/bin",
+        "usr/lib",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc/claw",
+        "workspace",
     ] {
         std::fs::create_dir_all(staging.join(dir))?;
     }
@@ -219,8 +235,25 @@ fn boot(
     std::fs::create_dir_all(log_path.parent().context("log directory")?)?;
     let mut log = std::fs::File::create(log_path)?;
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1024"])
-        .args(["-nographic", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+        ])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .args(["-serial", "stdio"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
@@ -257,6 +290,8 @@ fn boot(
         timed_out: false,
     };
     let deadline = Instant::now() + BOOT_TIMEOUT;
+    // Firmware and kernel chatter precede the guest's /init; a person watching sees only claw.
+    let mut guest_started = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match lines.recv_timeout(left) {
@@ -269,13 +304,23 @@ fn boot(
             }
         };
         writeln!(log, "{line}")?;
-        if echo && !line.starts_with("CLAW-") {
+        guest_started |= line.contains("CLAW-KERNEL ");
+        if echo && guest_started && !line.contains("CLAW-") && !is_kernel_message(&line) {
             println!("{line}");
         }
         parse_line(&line, &mut outcome);
     }
     qemu.wait()?;
     Ok(outcome)
+}
+
+/// `[    2.551103] reboot: Power down` and the like.
+fn is_kernel_message(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with('[')
+        && line
+            .split_once(']')
+            .is_some_and(|(stamp, _)| stamp[1..].trim().parse::<f64>().is_ok())
 }
 
 fn parse_line(line: &str, outcome: &mut Outcome) {

@@ -74,7 +74,11 @@ fn connect(socket: &Path, request: &Request) -> anyhow::Result<BufReader<UnixStr
 
 fn next_reply(reader: &mut BufReader<UnixStream>) -> anyhow::Result<Option<Reply>> {
     let mut line = String::new();
-    if reader.read_line(&mut line).context("reading from claw-agent")? == 0 {
+    if reader
+        .read_line(&mut line)
+        .context("reading from claw-agent")?
+        == 0
+    {
         return Ok(None);
     }
     let reply = serde_json::from_str(&line)
@@ -107,7 +111,11 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn print_status(status: &Status) {
-    let state = if status.enforcing { "enforcing" } else { "NOT ENFORCING" };
+    let state = if status.enforcing {
+        "enforcing"
+    } else {
+        "NOT ENFORCING"
+    };
     println!("{state}  policy {}", status.policy);
     println!("programs:");
     for p in &status.programs {

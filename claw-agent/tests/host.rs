@@ -1,0 +1,229 @@
+//! Host tests: what this machine's kernel (no BPF LSM) can show — claw-agent's refusal, policy
+//! errors, and the control-socket protocol between the daemon's server and the real clawctl.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use claw_agent::{
+    event::Event,
+    protocol::{Counters, ProgramStatus, Status},
+    server::{self, Control, Handles},
+};
+use tokio::sync::{broadcast, mpsc};
+
+const CLAW_AGENT: &str = env!("CARGO_BIN_EXE_claw-agent");
+const CLAWCTL: &str = env!("CARGO_BIN_EXE_clawctl");
+
+fn policy(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(name)
+}
+
+/// This host's kernel refuses trampoline programs (lsm/*): claw-agent must say so and stop
+/// before it creates anything. On a host that can run BPF LSM this test fails loudly, because
+/// its premise (and the README's statement about these machines) no longer holds.
+#[test]
+fn claw_agent_refuses_without_bpf_lsm_and_creates_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let socket = scratch.path().join("claw.sock");
+    let out = Command::new(CLAW_AGENT)
+        .arg("--policy")
+        .arg(policy("tools.yaml"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--cgroup-root")
+        .arg(scratch.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "claw-agent started on this host: {stderr}"
+    );
+    assert!(
+        stderr.contains("this kernel refuses BPF LSM programs: loading lsm/file_open failed")
+            || stderr.contains("BPF LSM is not active"),
+        "unclear refusal: {stderr}"
+    );
+    assert!(
+        stderr.contains("will not run without it") || stderr.contains("lsm="),
+        "{stderr}"
+    );
+    assert!(!socket.exists(), "a refused daemon opened its socket");
+    assert!(
+        !scratch.path().join("claw").exists(),
+        "a refused daemon created cgroups"
+    );
+}
+
+#[test]
+fn claw_agent_reports_policy_errors_with_position() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bad = scratch.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "agents:\n  - name: tools\n    cgroup: claw/tools\n    files:\n      read: [usr/]\n",
+    )
+    .unwrap();
+    let out = Command::new(CLAW_AGENT)
+        .arg("--policy")
+        .arg(&bad)
+        .arg("--socket")
+        .arg(scratch.path().join("claw.sock"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let position = format!("{}:5:14: ", bad.display());
+    assert!(stderr.contains(&position), "want {position} in: {stderr}");
+    assert!(stderr.contains("path `usr/` is relative"), "{stderr}");
+}
+
+fn sample_event(pid: u32) -> Event {
+    Event {
+        schema: 1,
+        kind: "deny".to_owned(),
+        time: "2026-11-22T10:00:00.000000000Z".to_owned(),
+        agent: "tools".to_owned(),
+        cgroup: "/claw/tools".to_owned(),
+        pid,
+        comm: "cat".to_owned(),
+        op: "open".to_owned(),
+        path: "/etc/shadow".to_owned(),
+        decision: "deny".to_owned(),
+    }
+}
+
+/// The daemon's server on a temporary socket, answering status as an enforcing daemon would.
+struct Server {
+    socket: PathBuf,
+    events: broadcast::Sender<Event>,
+    _dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn start_server(enforcing: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("claw.sock");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (events, _) = broadcast::channel(16);
+    let (control, mut requests) = mpsc::channel(4);
+    let listener = runtime
+        .block_on(async { tokio::net::UnixListener::bind(&socket) })
+        .unwrap();
+    runtime.spawn(async move {
+        while let Some(Control::Status(reply)) = requests.recv().await {
+            let _ = reply.send(Status {
+                enforcing,
+                policy: "policies/tools.yaml".to_owned(),
+                agents: vec![],
+                programs: vec![ProgramStatus {
+                    program: "file_open".to_owned(),
+                    hook: "lsm/file_open".to_owned(),
+                    attached: enforcing,
+                }],
+                counters: Counters::default(),
+            });
+        }
+    });
+    let handles = Handles {
+        events: events.clone(),
+        control,
+    };
+    runtime.spawn(server::run(listener, handles, std::future::pending()));
+    Server {
+        socket,
+        events,
+        _dir: dir,
+        runtime,
+    }
+}
+
+#[test]
+fn clawctl_status_exit_code_follows_enforcement() {
+    let server = start_server(true);
+    let out = Command::new(CLAWCTL)
+        .arg("--socket")
+        .arg(&server.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("enforcing"));
+
+    let server = start_server(false);
+    let out = Command::new(CLAWCTL)
+        .arg("--socket")
+        .arg(&server.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy not enforced: not attached: lsm/file_open"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn clawctl_status_without_daemon_says_how_to_start_it() {
+    let out = Command::new(CLAWCTL)
+        .args(["--socket", "/nonexistent/claw.sock", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach claw-agent at /nonexistent/claw.sock"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn deny_log_follow_json_prints_each_event_with_the_documented_keys() {
+    let server = start_server(true);
+    let mut follower = Command::new(CLAWCTL)
+        .arg("--socket")
+        .arg(&server.socket)
+        .args(["deny-log", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notices = BufReader::new(follower.stderr.take().unwrap());
+    let mut notice = String::new();
+    notices.read_line(&mut notice).unwrap();
+    assert!(notice.contains("following denials"), "{notice}");
+
+    for pid in [10, 11] {
+        server.events.send(sample_event(pid)).unwrap();
+    }
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    for pid in [10, 11] {
+        let line = lines.next().unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for key in [
+            "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",
+        ] {
+            assert!(value.get(key).is_some(), "missing {key}: {line}");
+        }
+        assert_eq!(value["pid"], pid);
+        assert_eq!(value["path"], "/etc/shadow");
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    server.runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+#[test]
+fn deny_log_requires_follow() {
+    let out = Command::new(CLAWCTL).arg("deny-log").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--follow"));
+}
