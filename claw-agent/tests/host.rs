@@ -144,25 +144,24 @@ fn start_server(enforcing: bool) -> Server {
     }
 }
 
+fn clawctl_status(socket: &Path) -> std::process::Output {
+    Command::new(CLAWCTL)
+        .arg("--socket")
+        .arg(socket)
+        .arg("status")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn clawctl_status_exit_code_follows_enforcement() {
     let server = start_server(true);
-    let out = Command::new(CLAWCTL)
-        .arg("--socket")
-        .arg(&server.socket)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = clawctl_status(&server.socket);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("enforcing"));
 
     let server = start_server(false);
-    let out = Command::new(CLAWCTL)
-        .arg("--socket")
-        .arg(&server.socket)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = clawctl_status(&server.socket);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -173,10 +172,7 @@ fn clawctl_status_exit_code_follows_enforcement() {
 
 #[test]
 fn clawctl_status_without_daemon_says_how_to_start_it() {
-    let out = Command::new(CLAWCTL)
-        .args(["--socket", "/nonexistent/claw.sock", "status"])
-        .output()
-        .unwrap();
+    let out = clawctl_status(Path::new("/nonexistent/claw.sock"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -150,10 +150,14 @@ fn refuses_when_lsm_inactive() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_reports_enforcing() -> anyhow::Result<()> {
+fn status_json() -> anyhow::Result<Value> {
     let out = Command::new(CLAWCTL).args(["status", "--json"]).output()?;
     ensure!(out.status.success(), "clawctl status failed: {out:?}");
-    let status: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn status_reports_enforcing() -> anyhow::Result<()> {
+    let status = status_json()?;
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
     ensure!(
         status["programs"][0]["hook"] == "lsm/file_open"
@@ -252,8 +256,7 @@ fn outside_unaffected(cgroup: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn status_counts() -> anyhow::Result<()> {
-    let out = Command::new(CLAWCTL).args(["status", "--json"]).output()?;
-    let status: Value = serde_json::from_slice(&out.stdout)?;
+    let status = status_json()?;
     let counters = &status["counters"];
     ensure!(
         counters["denied"].as_u64() >= Some(1),

@@ -202,6 +202,7 @@ struct TestResult {
     detail: String,
 }
 
+#[derive(Default)]
 struct Outcome {
     /// `uname -r` and `uname -v` of the guest.
     kernel: String,
@@ -282,13 +283,7 @@ fn boot(
     }
     drop(lines_tx);
 
-    let mut outcome = Outcome {
-        kernel: String::new(),
-        results: Vec::new(),
-        finished: false,
-        exit_code: None,
-        timed_out: false,
-    };
+    let mut outcome = Outcome::default();
     let deadline = Instant::now() + BOOT_TIMEOUT;
     // Firmware and kernel chatter precede the guest's /init; a person watching sees only claw.
     let mut guest_started = false;
@@ -349,13 +344,7 @@ mod tests {
 
     #[test]
     fn parses_console_markers() {
-        let mut outcome = Outcome {
-            kernel: String::new(),
-            results: Vec::new(),
-            finished: false,
-            exit_code: None,
-            timed_out: false,
-        };
+        let mut outcome = Outcome::default();
         for line in [
             "CLAW-KERNEL 6.1.0-56-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2",
             "[    3.1] random: crng init done CLAW-RESULT PASS open_denied took 3 ms",
