@@ -1,12 +1,21 @@
 //! The policy compiler: a parsed policy in, the exact entries of the kernel's maps out. Pure (no
 //! I/O), so every rule's meaning in the kernel is unit-tested here.
+//!
+//! Entries carry no ruleset id: the installer assigns a fresh one per agent on each apply, so that
+//! the new rules sit complete in the maps before the agent's cgroup is switched to them.
 
 use std::collections::BTreeMap;
 
 use aya::maps::lpm_trie::Key;
-use claw_common::{access, PathRuleKey, RULE_PATH_BYTES};
+use claw_common::{
+    access, NetRuleKey, NetRuleValue, PathRuleKey, PortRangeEntry, MAX_PORT_RANGES, PROTO_TCP,
+    PROTO_UDP, RULE_PATH_BYTES,
+};
 
-use crate::policy::{Policy, RulePath};
+use crate::{
+    policy::{Mode, Policy},
+    rules::{ConnectRule, Host, PortRange, Protocols, RulePath},
+};
 
 /// What the daemon needs to install one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,19 +25,19 @@ pub struct Compiled {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledAgent {
-    /// The id the kernel reports in events; 1-based, in policy order.
-    pub id: u32,
     pub name: String,
     /// Relative to the cgroup v2 mount.
     pub cgroup: String,
+    pub mode: Mode,
     pub file_rules: Vec<FileRule>,
+    pub net_rules: Vec<NetRule>,
+    /// Connect rules naming a host: the daemon resolves them and adds their addresses.
+    pub hostname_rules: Vec<ConnectRule>,
 }
 
-/// One entry of the FILE_RULES trie: the agent, the bytes a path must start with, the access
-/// granted.
+/// One entry of the FILE_RULES trie: the bytes a path must start with and the access granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRule {
-    pub agent_id: u32,
     /// A directory rule ends in `/`; an exact-path rule ends in NUL, so it cannot match a longer
     /// path.
     pub prefix: Vec<u8>,
@@ -36,48 +45,111 @@ pub struct FileRule {
 }
 
 impl FileRule {
-    pub fn key(&self) -> Key<PathRuleKey> {
+    pub fn key(&self, ruleset: u32) -> Key<PathRuleKey> {
         let mut path = [0u8; RULE_PATH_BYTES];
         path[..self.prefix.len()].copy_from_slice(&self.prefix);
         Key::new(
             (32 + 8 * self.prefix.len()) as u32,
             PathRuleKey {
-                agent_id: self.agent_id.to_be_bytes(),
+                ruleset: ruleset.to_be_bytes(),
                 path,
             },
         )
     }
 }
 
-pub fn compile(policy: &Policy) -> Compiled {
+/// One entry of the NET_RULES trie: a protocol, an IPv6 (or IPv4-mapped) network, and every port
+/// range allowed to it — its own and those of every shorter network that covers it, because the
+/// trie answers with the longest match only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRule {
+    pub protocol: u8,
+    pub address: [u8; 16],
+    pub prefix_len: u8,
+    pub ports: Vec<PortRange>,
+}
+
+impl NetRule {
+    pub fn key(&self, ruleset: u32) -> Key<NetRuleKey> {
+        Key::new(
+            40 + u32::from(self.prefix_len),
+            NetRuleKey {
+                ruleset: ruleset.to_be_bytes(),
+                protocol: self.protocol,
+                address: self.address,
+            },
+        )
+    }
+
+    pub fn value(&self) -> NetRuleValue {
+        let mut value = NetRuleValue {
+            count: self.ports.len() as u32,
+            ranges: [PortRangeEntry { first: 0, last: 0 }; MAX_PORT_RANGES],
+        };
+        for (slot, range) in value.ranges.iter_mut().zip(&self.ports) {
+            *slot = PortRangeEntry {
+                first: range.first,
+                last: range.last,
+            };
+        }
+        value
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("agent `{agent}`: {message}")]
+pub struct CompileError {
+    pub agent: String,
+    pub message: String,
+}
+
+pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let agents = policy
         .agents
-        .0
         .iter()
-        .zip(1u32..)
-        .map(|(agent, id)| {
+        .map(|agent| {
+            let rules = &agent.rules;
             let mut prefixes: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-            for path in &agent.files.read {
-                for prefix in prefixes_of(path) {
-                    *prefixes.entry(prefix).or_default() |= access::READ;
+            let grants = [
+                (&rules.files.read, access::READ),
+                (&rules.files.write, access::WRITE),
+                // The kernel opens and maps a program it executes; an interpreter reads its
+                // script by name.
+                (&rules.exec, access::READ | access::EXEC | access::MAP),
+                // The loader opens a library, then maps it executable.
+                (&rules.libraries, access::READ | access::MAP),
+            ];
+            for (paths, bits) in grants {
+                for path in paths {
+                    for prefix in prefixes_of(path) {
+                        *prefixes.entry(prefix).or_default() |= bits;
+                    }
                 }
             }
-            CompiledAgent {
-                id,
+            let hostname_rules = rules
+                .connect
+                .iter()
+                .filter(|r| matches!(r.host, Host::Name(_)))
+                .cloned()
+                .collect();
+            let net_rules = net_rules(&rules.connect).map_err(|message| CompileError {
+                agent: agent.name.0.clone(),
+                message,
+            })?;
+            Ok(CompiledAgent {
                 name: agent.name.0.clone(),
                 cgroup: agent.cgroup.0.clone(),
+                mode: agent.mode,
                 file_rules: prefixes
                     .into_iter()
-                    .map(|(prefix, access)| FileRule {
-                        agent_id: id,
-                        prefix,
-                        access,
-                    })
+                    .map(|(prefix, access)| FileRule { prefix, access })
                     .collect(),
-            }
+                net_rules,
+                hostname_rules,
+            })
         })
-        .collect();
-    Compiled { agents }
+        .collect::<Result<_, _>>()?;
+    Ok(Compiled { agents })
 }
 
 /// `/dir/` grants everything below the directory and the directory itself (which the kernel
@@ -94,77 +166,236 @@ fn prefixes_of(path: &RulePath) -> Vec<Vec<u8>> {
     prefixes
 }
 
+/// Trie entries for the address rules among `rules` (hostname rules are added once resolved, by
+/// calling this again with their addresses).
+pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, String> {
+    let mut own: BTreeMap<(u8, [u8; 16], u8), Vec<PortRange>> = BTreeMap::new();
+    for rule in rules {
+        let Host::Network {
+            address,
+            prefix_len,
+        } = rule.host
+        else {
+            continue;
+        };
+        let protocols: &[u8] = match rule.protocols {
+            Protocols::Tcp => &[PROTO_TCP],
+            Protocols::Udp => &[PROTO_UDP],
+            Protocols::Both => &[PROTO_TCP, PROTO_UDP],
+        };
+        for &protocol in protocols {
+            own.entry((protocol, address, prefix_len))
+                .or_default()
+                .push(rule.ports);
+        }
+    }
+    own.keys()
+        .map(|&(protocol, address, prefix_len)| {
+            // Inherit the ports of every network of the same protocol that contains this one.
+            let ports: Vec<PortRange> = own
+                .iter()
+                .filter(|((p, a, l), _)| {
+                    *p == protocol
+                        && *l <= prefix_len
+                        && crate::rules::mask(&address, *l) == *a
+                })
+                .flat_map(|(_, ports)| ports.iter().copied())
+                .collect();
+            let ports = merge(ports);
+            if ports.len() > MAX_PORT_RANGES {
+                return Err(format!(
+                    "{} distinct port ranges apply to {} — at most {MAX_PORT_RANGES} fit; merge neighbouring ports into ranges (A-B)",
+                    ports.len(),
+                    crate::rules::network_text(&address, prefix_len)
+                ));
+            }
+            Ok(NetRule {
+                protocol,
+                address,
+                prefix_len,
+                ports,
+            })
+        })
+        .collect()
+}
+
+/// Sorted, with overlapping and touching ranges joined.
+fn merge(mut ports: Vec<PortRange>) -> Vec<PortRange> {
+    ports.sort();
+    let mut merged: Vec<PortRange> = Vec::new();
+    for range in ports {
+        match merged.last_mut() {
+            Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(range.last);
+            }
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::parse;
 
     fn compiled(text: &str) -> Compiled {
-        compile(&parse("p.yaml", text).unwrap())
+        compile(&parse("p.yaml", text).unwrap()).unwrap()
     }
 
-    fn prefixes(agent: &CompiledAgent) -> Vec<String> {
+    fn agent(rules: &str) -> CompiledAgent {
+        compiled(&format!("agents:\n  - name: t\n    cgroup: claw/t\n{rules}"))
+            .agents
+            .remove(0)
+    }
+
+    fn prefixes(agent: &CompiledAgent) -> Vec<(String, u32)> {
         agent
             .file_rules
             .iter()
             .map(|r| {
-                String::from_utf8(r.prefix.clone())
-                    .unwrap()
-                    .replace('\0', "$")
+                (
+                    String::from_utf8(r.prefix.clone()).unwrap().replace('\0', "$"),
+                    r.access,
+                )
             })
             .collect()
     }
 
     #[test]
     fn directory_rules_cover_below_and_the_directory_itself() {
-        let c = compiled(
-            "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/workspace/]\n",
+        let a = agent("    files:\n      read: [/workspace/]\n");
+        assert_eq!(
+            prefixes(&a),
+            [("/workspace$".into(), access::READ), ("/workspace/".into(), access::READ)]
         );
-        assert_eq!(prefixes(&c.agents[0]), ["/workspace$", "/workspace/"]);
     }
 
     #[test]
-    fn file_rules_are_exact() {
-        let c = compiled(
-            "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/etc/hosts]\n",
+    fn file_rules_are_exact_and_root_is_one_prefix() {
+        let a = agent("    files:\n      read: [/etc/hosts, /]\n");
+        assert_eq!(
+            prefixes(&a),
+            [("/".into(), access::READ), ("/etc/hosts$".into(), access::READ)]
         );
-        assert_eq!(prefixes(&c.agents[0]), ["/etc/hosts$"]);
     }
 
     #[test]
-    fn root_rule_is_one_prefix() {
-        let c = compiled("agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/]\n");
-        assert_eq!(prefixes(&c.agents[0]), ["/"]);
-    }
-
-    #[test]
-    fn duplicates_merge_and_ids_follow_policy_order() {
-        let c = compiled(
-            "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [/x/, /x/]\n  - name: b\n    cgroup: claw/b\n",
+    fn access_bits_combine_per_prefix() {
+        let a = agent(
+            "    files:\n      read: [/w/]\n      write: [/w/]\n    exec: [/usr/bin/git]\n    libraries: [/usr/lib/]\n",
         );
-        assert_eq!(c.agents[0].id, 1);
-        assert_eq!(c.agents[1].id, 2);
-        assert_eq!(c.agents[0].file_rules.len(), 2);
-        assert!(c.agents[1].file_rules.is_empty());
-        assert!(c.agents[0]
-            .file_rules
-            .iter()
-            .all(|r| r.access == access::READ));
+        let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
+        assert_eq!(bits["/w/"], access::READ | access::WRITE);
+        assert_eq!(bits["/usr/bin/git$"], access::READ | access::EXEC | access::MAP);
+        assert_eq!(bits["/usr/lib/"], access::READ | access::MAP);
     }
 
     #[test]
-    fn key_carries_agent_then_path_and_counts_bits() {
+    fn mode_and_policy_order_are_kept() {
+        let c = compiled(
+            "agents:\n  - name: a\n    cgroup: claw/a\n    mode: audit\n  - name: b\n    cgroup: claw/b\n",
+        );
+        assert_eq!(c.agents[0].mode, Mode::Audit);
+        assert_eq!(c.agents[1].name, "b");
+        assert!(c.agents[1].file_rules.is_empty() && c.agents[1].net_rules.is_empty());
+    }
+
+    #[test]
+    fn file_key_carries_ruleset_then_path_and_counts_bits() {
         let rule = FileRule {
-            agent_id: 0x0102_0304,
             prefix: b"/usr/".to_vec(),
             access: access::READ,
         };
-        let key = rule.key();
+        let key = rule.key(0x0102_0304);
         let prefix_len = key.prefix_len();
         assert_eq!(prefix_len, 32 + 5 * 8);
         let data = key.data();
-        assert_eq!(data.agent_id, [1, 2, 3, 4]);
+        assert_eq!(data.ruleset, [1, 2, 3, 4]);
         assert_eq!(&data.path[..5], b"/usr/");
         assert!(data.path[5..].iter().all(|&b| b == 0));
+    }
+
+    fn net(agent: &CompiledAgent) -> Vec<(u8, String, Vec<(u16, u16)>)> {
+        agent
+            .net_rules
+            .iter()
+            .map(|r| {
+                (
+                    r.protocol,
+                    crate::rules::network_text(&r.address, r.prefix_len),
+                    r.ports.iter().map(|p| (p.first, p.last)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connect_rules_become_per_protocol_entries() {
+        let a = agent("    connect:\n      - 127.0.0.1:11434/tcp\n      - \"[2001:db8::]/32:443\"\n");
+        assert_eq!(
+            net(&a),
+            [
+                (PROTO_TCP, "127.0.0.1/32".into(), vec![(11434, 11434)]),
+                (PROTO_TCP, "[2001:db8::]/32".into(), vec![(443, 443)]),
+                (PROTO_UDP, "[2001:db8::]/32".into(), vec![(443, 443)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn longer_prefixes_inherit_the_ports_of_covering_ones() {
+        let a = agent("    connect:\n      - 10.0.0.0/8:443/tcp\n      - 10.1.0.0/16:80/tcp\n      - 11.0.0.0/8:22/tcp\n");
+        assert_eq!(
+            net(&a),
+            [
+                (PROTO_TCP, "10.0.0.0/8".into(), vec![(443, 443)]),
+                (PROTO_TCP, "10.1.0.0/16".into(), vec![(80, 80), (443, 443)]),
+                (PROTO_TCP, "11.0.0.0/8".into(), vec![(22, 22)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn port_ranges_merge() {
+        let a = agent("    connect:\n      - 10.0.0.1:80-90/udp\n      - 10.0.0.1:91/udp\n      - 10.0.0.1:85-100/udp\n      - 10.0.0.1:200/udp\n");
+        assert_eq!(net(&a), [(PROTO_UDP, "10.0.0.1/32".into(), vec![(80, 100), (200, 200)])]);
+    }
+
+    #[test]
+    fn too_many_port_ranges_is_an_error_naming_the_network() {
+        let rules: String = (0..=MAX_PORT_RANGES)
+            .map(|i| format!("      - 10.0.0.1:{}/tcp\n", 1000 + 2 * i))
+            .collect();
+        let policy = parse("p.yaml", &format!("agents:\n  - name: t\n    cgroup: claw/t\n    connect:\n{rules}")).unwrap();
+        let err = compile(&policy).unwrap_err();
+        assert_eq!(err.agent, "t");
+        assert!(err.message.contains("10.0.0.1/32"), "{err}");
+        assert!(err.message.contains("at most 16"), "{err}");
+    }
+
+    #[test]
+    fn hostnames_are_left_for_the_daemon() {
+        let a = agent("    connect:\n      - api.example.org:443/tcp\n      - 10.0.0.1:80/tcp\n");
+        assert_eq!(a.hostname_rules.len(), 1);
+        assert_eq!(a.net_rules.len(), 1);
+    }
+
+    #[test]
+    fn net_key_and_value_layout() {
+        let rule = NetRule {
+            protocol: PROTO_TCP,
+            address: [7; 16],
+            prefix_len: 120,
+            ports: vec![PortRange { first: 80, last: 81 }],
+        };
+        let key = rule.key(9);
+        let prefix_len = key.prefix_len();
+        assert_eq!(prefix_len, 40 + 120);
+        assert_eq!(key.data().ruleset, [0, 0, 0, 9]);
+        let value = rule.value();
+        let count = value.count;
+        assert_eq!(count, 1);
+        assert_eq!((value.ranges[0].first, value.ranges[0].last), (80, 81));
     }
 }

@@ -3,43 +3,145 @@
 //!
 //! YAML through serde-saphyr: serde_yaml is archived, and its forks place an error raised while
 //! validating a value at the enclosing mapping; serde-saphyr is maintained, pure Rust, and places
-//! every error, including those of the validating `Deserialize` impls below, at the offending
-//! scalar, with a snippet of the line.
+//! every error, including those of the validating `Deserialize` impls in `rules`, at the
+//! offending scalar, with a snippet of the line.
 
-use std::{collections::HashSet, fmt, path::Path};
+use std::{
+    collections::HashSet,
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use serde::{de, Deserialize, Deserializer};
 
-/// Longest path a file rule may name: the kernel's rule key holds 252 bytes, and an exact-file
-/// rule needs one more byte for its terminating NUL.
-pub const MAX_RULE_PATH: usize = claw_common::RULE_PATH_BYTES - 1;
+pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RulePath};
 
+/// A policy file as written: its own agents, the fragments it includes, rules for all agents.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    include: Vec<IncludePath>,
+    /// Rules every agent of the policy gets, in addition to its own.
+    #[serde(default)]
+    common: Rules,
+    #[serde(default)]
+    agents: Option<Agents>,
+}
+
+/// A whole policy: the main file's agents, each with the common rules of every file merged in.
+#[derive(Debug, Clone)]
 pub struct Policy {
-    pub agents: Agents,
+    /// The main file, as given.
+    pub file: PathBuf,
+    pub agents: Vec<Agent>,
 }
 
 /// The agents, in file order; names and cgroups are unique.
 #[derive(Debug)]
-pub struct Agents(pub Vec<Agent>);
+struct Agents(Vec<Agent>);
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "AgentDocument")]
 pub struct Agent {
     pub name: AgentName,
     pub cgroup: CgroupPath,
-    #[serde(default)]
-    pub files: Files,
+    pub mode: Mode,
+    pub rules: Rules,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An agent as written; its rule keys sit beside `name` (serde's `flatten` would stop
+/// `deny_unknown_fields` from rejecting typos).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentDocument {
+    name: AgentName,
+    cgroup: CgroupPath,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    files: Files,
+    #[serde(default)]
+    exec: Vec<RulePath>,
+    #[serde(default)]
+    libraries: Vec<RulePath>,
+    #[serde(default)]
+    connect: Vec<ConnectRule>,
+}
+
+impl From<AgentDocument> for Agent {
+    fn from(doc: AgentDocument) -> Self {
+        Self {
+            name: doc.name,
+            cgroup: doc.cgroup,
+            mode: doc.mode,
+            rules: Rules {
+                files: doc.files,
+                exec: doc.exec,
+                libraries: doc.libraries,
+                connect: doc.connect,
+            },
+        }
+    }
+}
+
+/// What an agent may do. Everything not named is denied.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default)]
+    pub files: Files,
+    /// Programs the agent may execute (execve), scripts included.
+    #[serde(default)]
+    pub exec: Vec<RulePath>,
+    /// Shared objects the agent's programs may map executable (the dynamic loader, libraries).
+    #[serde(default)]
+    pub libraries: Vec<RulePath>,
+    /// Destinations the agent may connect to (TCP) or send datagrams to (UDP).
+    #[serde(default)]
+    pub connect: Vec<ConnectRule>,
+}
+
+impl Rules {
+    fn extend(&mut self, other: &Rules) {
+        self.files.read.extend(other.files.read.iter().cloned());
+        self.files.write.extend(other.files.write.iter().cloned());
+        self.exec.extend(other.exec.iter().cloned());
+        self.libraries.extend(other.libraries.iter().cloned());
+        self.connect.extend(other.connect.iter().cloned());
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Files {
-    /// Paths the agent may open. `/dir/` covers the directory and all below it; `/dir/file`
-    /// covers exactly that path.
+    /// Paths the agent may open for reading. `/dir/` covers the directory and all below it;
+    /// `/dir/file` covers exactly that path.
     #[serde(default)]
     pub read: Vec<RulePath>,
+    /// Paths the agent may open for writing, create, remove, rename, link, truncate, chmod,
+    /// chown.
+    #[serde(default)]
+    pub write: Vec<RulePath>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Denied operations fail with EPERM and are reported.
+    #[default]
+    Enforce,
+    /// Operations that would be denied succeed and are reported as `audit`.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 /// An agent's name: what operators see in events and pass to `clawctl`.
@@ -50,16 +152,9 @@ pub struct AgentName(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CgroupPath(pub String);
 
-/// An absolute, normalised path in a file rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RulePath(pub String);
-
-impl RulePath {
-    /// A trailing `/` names a directory and everything below it.
-    pub fn is_directory(&self) -> bool {
-        self.0.ends_with('/')
-    }
-}
+/// A fragment to include, relative to the including file's directory.
+#[derive(Debug, Clone)]
+struct IncludePath(String);
 
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,11 +173,7 @@ impl fmt::Display for PolicyError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file, self.line, self.column, self.message
-            )?;
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
             if !self.snippet.is_empty() {
                 write!(f, "\n{}", self.snippet)?;
             }
@@ -91,19 +182,124 @@ impl fmt::Display for PolicyError {
     }
 }
 
-pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
-        file: path.display().to_string(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the policy file: {err}"),
-        snippet: String::new(),
-    })?;
-    parse(&path.display().to_string(), &text)
+impl PolicyError {
+    fn unplaced(file: &Path, message: String) -> Self {
+        Self {
+            file: file.display().to_string(),
+            line: 0,
+            column: 0,
+            message,
+            snippet: String::new(),
+        }
+    }
 }
 
-/// Parses policy text; `file` names it in errors.
+/// Reads a policy file and the fragments it includes.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let mut stack = Vec::new();
+    let (document, common) = load_document(path, &mut stack)?;
+    let Some(Agents(mut agents)) = document.agents else {
+        return Err(PolicyError::unplaced(
+            path,
+            "no `agents:` — a policy names at least one agent (fragments with only `common:` are for `include:`)".to_owned(),
+        ));
+    };
+    for agent in &mut agents {
+        agent.rules.extend(&common);
+    }
+    Ok(Policy {
+        file: path.to_owned(),
+        agents,
+    })
+}
+
+/// Parses one file and, depth first, its includes; returns it and the union of every `common`.
+fn load_document(path: &Path, stack: &mut Vec<PathBuf>) -> Result<(Document, Rules), PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        PolicyError::unplaced(path, format!("cannot read the policy file: {err}"))
+    })?;
+    let document = parse_document(&path.display().to_string(), &text)?;
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    stack.push(canonical);
+    let mut common = document.common.clone();
+    for include in &document.include {
+        let included = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&include.0);
+        let place = |message: String| {
+            let mut err = locate(path, &text, &include.0, message);
+            err.file = path.display().to_string();
+            err
+        };
+        if !included.exists() {
+            return Err(place(format!(
+                "included file `{}` does not exist (looked for {}) — paths in `include:` are relative to this file",
+                include.0,
+                included.display()
+            )));
+        }
+        let canonical = included.canonicalize().unwrap_or_else(|_| included.clone());
+        if stack.contains(&canonical) {
+            return Err(place(format!(
+                "including `{}` makes a cycle — a fragment must not include a file that includes it",
+                include.0
+            )));
+        }
+        let (fragment, fragment_common) = load_document(&included, stack)?;
+        if fragment.agents.is_some() {
+            return Err(place(format!(
+                "included file `{}` defines agents — fragments hold only `include:` and `common:`; define agents in the main policy",
+                include.0
+            )));
+        }
+        common.extend(&fragment_common);
+    }
+    stack.pop();
+    Ok((document, common))
+}
+
+/// An error about `needle` placed at its first occurrence in `text`.
+fn locate(path: &Path, text: &str, needle: &str, message: String) -> PolicyError {
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find(needle).map(|c| (i as u64 + 1, c as u64 + 1)))
+        .unwrap_or((1, 1));
+    PolicyError {
+        file: path.display().to_string(),
+        line,
+        column,
+        message,
+        snippet: String::new(),
+    }
+}
+
+/// Parses policy text that includes nothing; `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    let document = parse_document(file, text)?;
+    if !document.include.is_empty() {
+        return Err(PolicyError::unplaced(
+            Path::new(file),
+            "`include:` needs a policy file on disk (load it by path)".to_owned(),
+        ));
+    }
+    let Some(Agents(mut agents)) = document.agents else {
+        return Err(PolicyError::unplaced(
+            Path::new(file),
+            "no `agents:` — a policy names at least one agent".to_owned(),
+        ));
+    };
+    for agent in &mut agents {
+        agent.rules.extend(&document.common);
+    }
+    Ok(Policy {
+        file: PathBuf::from(file),
+        agents,
+    })
+}
+
+fn parse_document(file: &str, text: &str) -> Result<Document, PolicyError> {
     serde_saphyr::from_str(text).map_err(|err| {
         let (line, column) = err.location().map_or((1, 1), |at| (at.line(), at.column()));
         let message = err.without_snippet().to_string();
@@ -127,7 +323,7 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
     })
 }
 
-fn invalid<E: de::Error>(what: impl fmt::Display) -> E {
+pub(crate) fn invalid<E: de::Error>(what: impl fmt::Display) -> E {
     E::custom(what)
 }
 
@@ -168,30 +364,12 @@ impl<'de> Deserialize<'de> for CgroupPath {
     }
 }
 
-impl<'de> Deserialize<'de> for RulePath {
+impl<'de> Deserialize<'de> for IncludePath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let path = String::deserialize(deserializer)?;
-        if !path.starts_with('/') {
+        if path.is_empty() || path.starts_with('/') {
             return Err(invalid(format_args!(
-                "path `{path}` is relative — rules name absolute paths, e.g. `/workspace/`"
-            )));
-        }
-        let inner = path.trim_start_matches('/');
-        let inner = inner.strip_suffix('/').unwrap_or(inner);
-        if path != "/"
-            && inner
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == ".." || part.contains('\0'))
-        {
-            return Err(invalid(format_args!(
-                "path `{path}` is not normalised — the kernel matches resolved paths, so write it without `//`, `.` or `..`"
-            )));
-        }
-        if path.len() > MAX_RULE_PATH {
-            return Err(invalid(format_args!(
-                "path `{}…` is {} bytes long — rules hold at most {MAX_RULE_PATH} bytes; name a shorter parent directory ending in `/`",
-                &path[..40],
-                path.len()
+                "include `{path}` must be a relative path — fragments live beside the policy, e.g. `base/runtime.yaml`"
             )));
         }
         Ok(Self(path))
@@ -229,6 +407,11 @@ impl<'de> Deserialize<'de> for Agents {
                     }
                     agents.push(agent);
                 }
+                if agents.is_empty() {
+                    return Err(invalid(
+                        "`agents:` is empty — name at least one agent, with its `name:` and `cgroup:`",
+                    ));
+                }
                 Ok(Agents(agents))
             }
         }
@@ -249,24 +432,56 @@ agents:
       read: [/usr/, /lib/, /workspace/]
 ";
 
-    fn error(text: &str) -> PolicyError {
+    pub(crate) fn error(text: &str) -> PolicyError {
         parse("p.yaml", text).expect_err("policy should be rejected")
     }
 
     #[test]
-    fn parses_the_issue_example() {
+    fn parses_the_issue_2_example() {
         let policy = parse("p.yaml", EXAMPLE).unwrap();
-        let agent = &policy.agents.0[0];
+        let agent = &policy.agents[0];
         assert_eq!(agent.name.0, "tools");
         assert_eq!(agent.cgroup.0, "claw/tools");
-        let read: Vec<_> = agent.files.read.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(agent.mode, Mode::Enforce);
+        let read: Vec<_> = agent.rules.files.read.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(read, ["/usr/", "/lib/", "/workspace/"]);
     }
 
     #[test]
-    fn agent_without_files_reads_nothing() {
+    fn parses_the_full_language() {
+        let policy = parse(
+            "p.yaml",
+            "\
+common:
+  files:
+    read: [/etc/ld.so.cache]
+agents:
+  - name: inference
+    cgroup: claw/inference
+    mode: audit
+    files:
+      read: [/models/]
+      write: [/var/lib/ollama/]
+    exec: [/usr/bin/ollama]
+    libraries: [/usr/lib/]
+    connect: []
+",
+        )
+        .unwrap();
+        let agent = &policy.agents[0];
+        assert_eq!(agent.mode, Mode::Audit);
+        assert_eq!(agent.rules.files.write[0].0, "/var/lib/ollama/");
+        assert_eq!(agent.rules.exec[0].0, "/usr/bin/ollama");
+        assert_eq!(agent.rules.libraries[0].0, "/usr/lib/");
+        let read: Vec<_> = agent.rules.files.read.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(read, ["/models/", "/etc/ld.so.cache"], "common rules are merged in");
+    }
+
+    #[test]
+    fn agent_without_rules_may_do_nothing() {
         let policy = parse("p.yaml", "agents:\n  - name: a\n    cgroup: claw/a\n").unwrap();
-        assert!(policy.agents.0[0].files.read.is_empty());
+        let rules = &policy.agents[0].rules;
+        assert!(rules.files.read.is_empty() && rules.exec.is_empty() && rules.connect.is_empty());
     }
 
     #[test]
@@ -274,51 +489,41 @@ agents:
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    filez: {}\n");
         assert_eq!((err.line, err.column), (4, 5), "{err}");
         assert!(err.message.contains("unknown field `filez`"), "{err}");
-        assert!(
-            err.message.contains("expected one of name, cgroup, files"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().starts_with("p.yaml:4:5: unknown field"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("p.yaml:4:5: unknown field"), "{err}");
         assert!(err.to_string().contains("    filez: {}"), "snippet: {err}");
     }
 
     #[test]
-    fn relative_rule_path_is_placed() {
-        let err = error(
-            "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [/usr/, etc/]\n",
-        );
-        assert_eq!((err.line, err.column), (5, 21), "{err}");
-        assert!(err.message.contains("path `etc/` is relative"), "{err}");
-        assert!(err.message.contains("absolute"), "{err}");
+    fn unknown_key_inside_files_is_placed() {
+        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      exec: [/x]\n");
+        assert_eq!((err.line, err.column), (5, 7), "{err}");
+        assert!(err.message.contains("unknown field `exec`"), "{err}");
     }
 
     #[test]
-    fn unnormalised_rule_paths_are_rejected() {
-        for bad in ["/usr/../etc/", "/usr//lib/", "/./x"] {
-            let text = format!(
-                "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [\"{bad}\"]\n"
-            );
-            let err = error(&text);
-            assert!(err.message.contains("not normalised"), "{bad}: {err}");
-        }
+    fn missing_cgroup_is_reported() {
+        let err = error("agents:\n  - name: a\n");
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("missing field `cgroup`"), "{err}");
     }
 
     #[test]
-    fn overlong_rule_path_is_rejected() {
-        let long = format!("/{}", "a".repeat(MAX_RULE_PATH));
-        let err = error(&format!(
-            "agents:\n  - name: a\n    cgroup: claw/a\n    files:\n      read: [{long}]\n"
-        ));
-        assert!(err.message.contains("at most 251 bytes"), "{err}");
+    fn wrong_type_is_reported() {
+        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    exec: /usr/bin/git\n");
+        assert_eq!(err.line, 4, "{err}");
+    }
+
+    #[test]
+    fn bad_mode_lists_the_modes() {
+        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    mode: permissive\n");
+        assert_eq!((err.line, err.column), (4, 11), "{err}");
+        assert!(err.message.contains("enforce") && err.message.contains("audit"), "{err}");
     }
 
     #[test]
     fn bad_cgroups_are_rejected() {
         let err = error("agents:\n  - name: a\n    cgroup: /sys/fs/cgroup/x\n");
-        assert_eq!(err.line, 3, "{err}");
+        assert_eq!((err.line, err.column), (3, 13), "{err}");
         assert!(err.message.contains("is absolute"), "{err}");
         let err = error("agents:\n  - name: a\n    cgroup: claw/../x\n");
         assert!(err.message.contains("without `.` or `..`"), "{err}");
@@ -327,27 +532,31 @@ agents:
     #[test]
     fn bad_agent_name_is_rejected() {
         let err = error("agents:\n  - name: Tools!\n    cgroup: claw/a\n");
-        assert_eq!(err.line, 2, "{err}");
-        assert!(
-            err.message.contains("agent name `Tools!` is not valid"),
-            "{err}"
-        );
+        assert_eq!((err.line, err.column), (2, 11), "{err}");
+        assert!(err.message.contains("agent name `Tools!` is not valid"), "{err}");
     }
 
     #[test]
     fn duplicate_names_and_cgroups_are_rejected() {
-        let err =
-            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
+        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
         assert!(err.message.contains("`a` is used twice"), "{err}");
-        let err =
-            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
+        assert!(err.line >= 4, "{err}");
+        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
         assert!(err.message.contains("given to two agents"), "{err}");
     }
 
     #[test]
-    fn missing_agents_and_syntax_errors_are_placed() {
+    fn empty_or_missing_agents_are_rejected() {
+        let err = error("agents: []\n");
+        assert!(err.message.contains("`agents:` is empty"), "{err}");
+        let err = error("common: {}\n");
+        assert!(err.message.contains("no `agents:`"), "{err}");
         let err = error("agent: []\n");
         assert!(err.message.contains("unknown field `agent`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_placed() {
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    files: [unclosed\n");
         assert!(err.line >= 4, "{err}");
     }
@@ -356,9 +565,84 @@ agents:
     fn unreadable_file_names_the_file() {
         let err = load(Path::new("/nonexistent/policy.yaml")).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("/nonexistent/policy.yaml: cannot read"),
+            err.to_string().starts_with("/nonexistent/policy.yaml: cannot read"),
             "{err}"
         );
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn includes_merge_common_rules_into_every_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base/runtime.yaml",
+            "include: [libs.yaml]\ncommon:\n  files:\n    read: [/etc/ld.so.cache]\n",
+        );
+        write(dir.path(), "base/libs.yaml", "common:\n  libraries: [/usr/lib/]\n");
+        let main = write(
+            dir.path(),
+            "p.yaml",
+            "include: [base/runtime.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/b\n",
+        );
+        let policy = load(&main).unwrap();
+        for agent in &policy.agents {
+            assert_eq!(agent.rules.files.read[0].0, "/etc/ld.so.cache");
+            assert_eq!(agent.rules.libraries[0].0, "/usr/lib/");
+        }
+    }
+
+    #[test]
+    fn missing_include_is_placed_in_the_including_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = write(
+            dir.path(),
+            "p.yaml",
+            "include: [base/nope.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n",
+        );
+        let err = load(&main).unwrap_err();
+        assert_eq!((err.line, err.column), (1, 11), "{err}");
+        assert!(err.message.contains("`base/nope.yaml` does not exist"), "{err}");
+    }
+
+    #[test]
+    fn include_cycle_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "include: [b.yaml]\n");
+        write(dir.path(), "b.yaml", "include: [a.yaml]\n");
+        let main = write(
+            dir.path(),
+            "p.yaml",
+            "include: [a.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n",
+        );
+        let err = load(&main).unwrap_err();
+        assert!(err.message.contains("makes a cycle"), "{err}");
+        assert!(err.file.ends_with("b.yaml"), "{err}");
+    }
+
+    #[test]
+    fn fragment_with_agents_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "f.yaml", "agents:\n  - name: x\n    cgroup: claw/x\n");
+        let main = write(
+            dir.path(),
+            "p.yaml",
+            "include: [f.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n",
+        );
+        let err = load(&main).unwrap_err();
+        assert!(err.message.contains("defines agents"), "{err}");
+    }
+
+    #[test]
+    fn absolute_include_is_rejected() {
+        let err = error("include: [/etc/claw/base.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n");
+        assert_eq!((err.line, err.column), (1, 11), "{err}");
+        assert!(err.message.contains("must be a relative path"), "{err}");
     }
 }

@@ -3,12 +3,12 @@
 //! Every type here is `#[repr(C)]`, `Copy`, built from fixed-width integers and byte arrays, with no
 //! implicit padding (each has a compile-time size assertion), because the kernel programs and the
 //! daemon read the same bytes. Kinds and verdicts travel as integers; userspace turns them into
-//! enums with `TryFrom`.
+//! enums.
 #![no_std]
 
 /// Bytes of a path kept in a rule key. An LPM trie key holds at most 256 bytes of data, and the
-/// first four are the agent id, so rule paths are limited to 252 bytes; longer opened paths still
-/// match directory rules on their first 252 bytes.
+/// first four are the ruleset id, so rule paths are limited to 252 bytes; longer opened paths
+/// still match directory rules on their first 252 bytes.
 pub const RULE_PATH_BYTES: usize = 252;
 
 /// Bytes of a path reported in an event: the kernel's PATH_MAX, so a reported path is never cut.
@@ -17,78 +17,192 @@ pub const EVENT_PATH_BYTES: usize = 4096;
 /// Length of a task's command name in the kernel (TASK_COMM_LEN).
 pub const COMM_BYTES: usize = 16;
 
-/// Access bits stored as the value of a file rule.
+/// Port ranges one network rule can hold.
+pub const MAX_PORT_RANGES: usize = 16;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Access bits: the value of a file rule, and what an operation needs.
 pub mod access {
-    /// The agent may open the file (issue 2 checks every open against this bit).
+    /// Open for reading.
     pub const READ: u32 = 1;
+    /// Open for writing; create, remove, rename, link, truncate, chmod, chown.
+    pub const WRITE: u32 = 2;
+    /// Execute as a program (execve).
+    pub const EXEC: u32 = 4;
+    /// Map executable (the dynamic loader, shared libraries, the program's own image).
+    pub const MAP: u32 = 8;
+}
+
+/// How an agent's denials take effect (AgentEntry::mode).
+pub mod mode {
+    pub const ENFORCE: u32 = 0;
+    /// Would-be denials are reported and the operation proceeds.
+    pub const AUDIT: u32 = 1;
 }
 
 /// Operations reported in events.
 pub mod op {
-    pub const FILE_OPEN: u32 = 1;
+    pub const OPEN: u32 = 1;
+    pub const EXEC: u32 = 2;
+    pub const MMAP: u32 = 3;
+    pub const MPROTECT: u32 = 4;
+    pub const MKNOD: u32 = 5;
+    pub const UNLINK: u32 = 6;
+    pub const MKDIR: u32 = 7;
+    pub const RMDIR: u32 = 8;
+    pub const RENAME: u32 = 9;
+    pub const LINK: u32 = 10;
+    pub const SYMLINK: u32 = 11;
+    pub const TRUNCATE: u32 = 12;
+    pub const CHMOD: u32 = 13;
+    pub const CHOWN: u32 = 14;
+    pub const CONNECT: u32 = 15;
+    pub const SENDMSG: u32 = 16;
 }
 
 /// Decisions reported in events.
 pub mod decision {
     pub const DENY: u32 = 1;
+    /// An audit-mode agent did something its policy does not allow; it was let through.
+    pub const AUDIT: u32 = 2;
+}
+
+/// Kinds of ring-buffer records, the first field of each.
+pub mod record {
+    pub const FILE: u32 = 1;
+    pub const NET: u32 = 2;
 }
 
 /// Indices of the per-CPU counters the programs keep, so that nothing is lost silently.
 pub mod counter {
-    /// Opens by processes of an agent that a rule allowed.
+    /// Operations by an agent's processes that a rule allowed.
     pub const ALLOWED: u32 = 0;
-    /// Opens by processes of an agent that were denied.
+    /// Operations denied (enforce mode).
     pub const DENIED: u32 = 1;
-    /// Deny events that did not fit in the ring buffer (the deny itself still happened).
-    pub const EVENTS_LOST: u32 = 2;
-    /// Opens whose path the kernel could not resolve; they are denied (fail closed).
-    pub const PATH_ERRORS: u32 = 3;
+    /// Operations an audit-mode agent was let through although no rule allowed them.
+    pub const AUDITED: u32 = 2;
+    /// Events that did not fit in the ring buffer (the decision itself still happened).
+    pub const EVENTS_LOST: u32 = 3;
+    /// Operations whose path the kernel could not resolve; decided as "no rule matches".
+    pub const PATH_ERRORS: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
-/// Key of the file rule trie: an agent id followed by a path. A rule for the directory `/usr/` is
-/// the prefix `agent ++ "/usr/"`; a rule for the exact file `/etc/hosts` is the prefix
-/// `agent ++ "/etc/hosts\0"`, so that it matches that path and no longer one.
+/// Value of the AGENTS map, keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentEntry {
+    /// Which rules apply: the id the installer gave this agent's rules in the latest apply.
+    pub ruleset: u32,
+    /// One of [`mode`].
+    pub mode: u32,
+}
+
+/// Key of the file rule trie: a ruleset id followed by a path. A rule for the directory `/usr/` is
+/// the prefix `ruleset ++ "/usr/"`; a rule for the exact file `/etc/hosts` is the prefix
+/// `ruleset ++ "/etc/hosts\0"`, so that it matches that path and no longer one.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PathRuleKey {
-    /// Agent id in big-endian byte order, so that it is the leading bits of the prefix.
-    pub agent_id: [u8; 4],
+    /// Big-endian, so that it is the leading bits of the prefix.
+    pub ruleset: [u8; 4],
     pub path: [u8; RULE_PATH_BYTES],
 }
 
-/// A denied operation, as the kernel writes it to the event ring buffer.
+/// Key of the network rule trie: ruleset, protocol (exact), then an IPv6 address whose leading
+/// bits are the prefix. IPv4 is IPv4-mapped (`::ffff:a.b.c.d`).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DenyRecord {
+pub struct NetRuleKey {
+    pub ruleset: [u8; 4],
+    pub protocol: u8,
+    pub address: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRangeEntry {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// The ports allowed to one network: `ranges[..count]`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetRuleValue {
+    pub count: u32,
+    pub ranges: [PortRangeEntry; MAX_PORT_RANGES],
+}
+
+/// What every record starts with.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RecordHeader {
+    /// One of [`record`].
+    pub kind: u32,
+    /// One of [`op`].
+    pub op: u32,
     /// CLOCK_BOOTTIME of the decision, in nanoseconds.
     pub boot_time_ns: u64,
-    /// cgroup v2 id (inode number) of the denied task's cgroup.
+    /// cgroup v2 id (inode number) of the task's cgroup.
     pub cgroup_id: u64,
     /// Thread group id (what userspace calls the pid).
     pub pid: u32,
-    pub agent_id: u32,
-    /// One of [`op`].
-    pub op: u32,
+    pub ruleset: u32,
     /// One of [`decision`].
     pub decision: u32,
+    /// The access the operation needed ([`access`] bits).
+    pub access: u32,
+    pub comm: [u8; COMM_BYTES],
+}
+
+/// A file operation that no rule allowed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileRecord {
+    pub header: RecordHeader,
     /// Bytes of `path` the kernel wrote, including the terminating NUL, or a negative errno when
     /// the path could not be resolved.
     pub path_len: i32,
     /// Explicit padding so that the layout has no hidden bytes.
     pub _pad: u32,
-    pub comm: [u8; COMM_BYTES],
     pub path: [u8; EVENT_PATH_BYTES],
 }
 
+/// A connect or datagram send that no rule allowed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetRecord {
+    pub header: RecordHeader,
+    /// IPv6, or IPv4-mapped.
+    pub address: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub protocol: u8,
+    /// 4 or 6: the family the program saw.
+    pub family: u8,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<AgentEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
-const _: () = assert!(core::mem::size_of::<DenyRecord>() == 40 + COMM_BYTES + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
+const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40 + COMM_BYTES);
+const _: () = assert!(core::mem::size_of::<FileRecord>() == 56 + 8 + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRecord>() == 56 + 24);
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data types: fixed-width integers and byte arrays, no padding, any bit
     // pattern is valid.
+    unsafe impl aya::Pod for super::AgentEntry {}
     unsafe impl aya::Pod for super::PathRuleKey {}
-    unsafe impl aya::Pod for super::DenyRecord {}
+    unsafe impl aya::Pod for super::NetRuleKey {}
+    unsafe impl aya::Pod for super::NetRuleValue {}
+    unsafe impl aya::Pod for super::FileRecord {}
+    unsafe impl aya::Pod for super::NetRecord {}
 }

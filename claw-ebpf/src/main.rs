@@ -1,25 +1,34 @@
 //! claw's kernel programs. They hold no policy: they look up the maps that claw-agent's policy
-//! compiler fills, answer 0 or -EPERM, and report denials through the EVENTS ring buffer.
+//! compiler fills, answer allow or deny, and report what no rule allowed through EVENTS.
 #![no_std]
 #![no_main]
 
-mod file_open;
+mod decide;
+mod file;
+mod kernel;
+mod net;
+mod path;
 
 use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use claw_common::{PathRuleKey, EVENT_PATH_BYTES};
+use claw_common::{AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey, RULE_PATH_BYTES};
 
-/// cgroup v2 id -> agent id, for every cgroup the daemon manages. A miss means "not an agent".
+/// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
+/// means "not an agent".
 #[map]
-static AGENTS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+static AGENTS: HashMap<u64, AgentEntry> = HashMap::with_max_entries(4096, 0);
 
-/// (agent id, path prefix) -> access bits (claw_common::access).
+/// (ruleset, path prefix) -> access bits (claw_common::access).
 #[map]
 static FILE_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 20, 0);
 
-/// Denials on their way to claw-agent.
+/// (ruleset, protocol, network) -> allowed port ranges.
+#[map]
+static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(1 << 18, 0);
+
+/// Decisions on their way to claw-agent.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -27,24 +36,20 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(claw_common::counter::COUNT, 0);
 
+/// Room for a resolved path, plus `/` and one file name appended to a directory's path.
+pub const PATH_BUFFER: usize = 2 * claw_common::EVENT_PATH_BYTES;
+
 /// Per-CPU working memory: a resolved path is larger than the 512-byte eBPF stack.
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 pub struct Scratch {
-    path: [u8; EVENT_PATH_BYTES],
+    path: [u8; PATH_BUFFER],
     key: Key<PathRuleKey>,
 }
 
-const EPERM: i32 = 1;
-
-fn count(index: u32) {
-    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: a per-CPU slot; programs do not preempt each other on one CPU for these hooks.
-        unsafe { *counter += 1 };
-    }
-}
+const _: () = assert!(RULE_PATH_BYTES <= PATH_BUFFER);
 
 #[cfg(not(test))]
 #[panic_handler]

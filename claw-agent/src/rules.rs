@@ -1,0 +1,355 @@
+//! The values a rule names — paths and network destinations — validated as they are read, so
+//! that an error points at the offending scalar.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::policy::invalid;
+
+/// Longest path a file rule may name: the kernel's rule key holds 252 bytes, and an exact-file
+/// rule needs one more byte for its terminating NUL.
+pub const MAX_RULE_PATH: usize = claw_common::RULE_PATH_BYTES - 1;
+
+/// An absolute, normalised path in a rule. A trailing `/` names a directory and everything below
+/// it; otherwise exactly that path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RulePath(pub String);
+
+impl RulePath {
+    pub fn is_directory(&self) -> bool {
+        self.0.ends_with('/')
+    }
+
+    pub fn parse(path: &str) -> Result<Self, String> {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "path `{path}` is relative — rules name absolute paths, e.g. `/workspace/`"
+            ));
+        }
+        let inner = path.trim_start_matches('/');
+        let inner = inner.strip_suffix('/').unwrap_or(inner);
+        if path != "/"
+            && inner
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == ".." || part.contains('\0'))
+        {
+            return Err(format!(
+                "path `{path}` is not normalised — the kernel matches resolved paths, so write it without `//`, `.` or `..`"
+            ));
+        }
+        if path.len() > MAX_RULE_PATH {
+            return Err(format!(
+                "path `{}…` is {} bytes long — rules hold at most {MAX_RULE_PATH} bytes; name a shorter parent directory ending in `/`",
+                path.chars().take(40).collect::<String>(),
+                path.len()
+            ));
+        }
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for RulePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = String::deserialize(deserializer)?;
+        Self::parse(&path).map_err(invalid)
+    }
+}
+
+/// `ADDRESS[/LEN]:PORT[-PORT][/tcp|/udp]`, `[V6][/LEN]:PORT...`, or `HOSTNAME:PORT...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRule {
+    pub host: Host,
+    pub ports: PortRange,
+    pub protocols: Protocols,
+    /// As written, for messages and `explain`.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IPv6 network; IPv4 networks are held as IPv4-mapped (`::ffff:a.b.c.d`), so that a
+    /// connect to an IPv4-mapped IPv6 address meets the same rule as one to the IPv4 address.
+    Network { address: [u8; 16], prefix_len: u8 },
+    /// Resolved by the daemon.
+    Name(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    Tcp,
+    Udp,
+    Both,
+}
+
+impl Host {
+    pub fn ipv4(address: Ipv4Addr, prefix_len: u8) -> Self {
+        Host::Network {
+            address: address.to_ipv6_mapped().octets(),
+            prefix_len: 96 + prefix_len,
+        }
+    }
+}
+
+impl fmt::Display for ConnectRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl ConnectRule {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let usage = "write ADDRESS[/LEN]:PORT[-PORT][/tcp|/udp], e.g. `10.0.0.0/8:443/tcp`, `[2001:db8::]/32:443` or `api.example.org:443/tcp`";
+        let (rest, protocols) = match text.rsplit_once('/') {
+            Some((rest, "tcp")) => (rest, Protocols::Tcp),
+            Some((rest, "udp")) => (rest, Protocols::Udp),
+            Some((_, proto)) if proto.chars().all(|c| c.is_ascii_alphabetic()) && !proto.is_empty() => {
+                return Err(format!(
+                    "protocol `{proto}` in `{text}` is not supported — use /tcp or /udp, or leave it out for both"
+                ))
+            }
+            _ => (text, Protocols::Both),
+        };
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` has no port — {usage}"))?;
+        let ports = parse_ports(port).map_err(|why| format!("{why} in `{text}` — {usage}"))?;
+        let host = parse_host(host).map_err(|why| format!("{why} in `{text}` — {usage}"))?;
+        Ok(Self {
+            host,
+            ports,
+            protocols,
+            text: text.to_owned(),
+        })
+    }
+}
+
+fn parse_ports(port: &str) -> Result<PortRange, String> {
+    if port == "*" {
+        return Ok(PortRange {
+            first: 1,
+            last: u16::MAX,
+        });
+    }
+    let one = |p: &str| -> Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("port `{p}` is not a port (1-65535, a range A-B, or *)")),
+            Ok(n) => Ok(n),
+        }
+    };
+    let (first, last) = match port.split_once('-') {
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => (one(port)?, one(port)?),
+    };
+    if first > last {
+        return Err(format!("port range `{port}` runs backwards"));
+    }
+    Ok(PortRange { first, last })
+}
+
+fn parse_host(host: &str) -> Result<Host, String> {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let (address, len) = match bracketed.split_once(']') {
+            Some((address, "")) => (address, None),
+            Some((address, len)) => (
+                address,
+                Some(len.strip_prefix('/').ok_or_else(|| {
+                    format!("`{len}` after `]` is neither a prefix length `/LEN` nor empty")
+                })?),
+            ),
+            None => return Err("`[` without `]`".to_owned()),
+        };
+        let address: Ipv6Addr = address
+            .parse()
+            .map_err(|_| format!("`{address}` is not an IPv6 address"))?;
+        let prefix_len = prefix_len(len, 128)?;
+        check_host_bits(&address.octets(), prefix_len, host)?;
+        return Ok(Host::Network {
+            address: address.octets(),
+            prefix_len,
+        });
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "`{host}` looks like an IPv6 address — write it in brackets, e.g. `[{host}]:443`"
+        ));
+    }
+    let (address, len) = match host.split_once('/') {
+        Some((address, len)) => (address, Some(len)),
+        None => (host, None),
+    };
+    if let Ok(v4) = address.parse::<Ipv4Addr>() {
+        let prefix_len = prefix_len(len, 32)?;
+        let mapped = Host::ipv4(v4, prefix_len);
+        if let Host::Network {
+            address: octets,
+            prefix_len: bits,
+        } = &mapped
+        {
+            check_host_bits(octets, *bits, host)?;
+        }
+        return Ok(mapped);
+    }
+    if len.is_some() || address.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("`{host}` is not an IPv4 address or network"));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err(format!("`{host}` is not a valid hostname"));
+    }
+    Ok(Host::Name(host.to_ascii_lowercase()))
+}
+
+fn prefix_len(len: Option<&str>, max: u8) -> Result<u8, String> {
+    match len {
+        None => Ok(max),
+        Some(len) => match len.parse::<u8>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!("prefix length `/{len}` is not between /0 and /{max}")),
+        },
+    }
+}
+
+fn check_host_bits(octets: &[u8; 16], prefix_len: u8, written: &str) -> Result<(), String> {
+    let masked = mask(octets, prefix_len);
+    if &masked != octets {
+        return Err(format!(
+            "`{written}` has bits set past its prefix length — write the network address, e.g. `{}`",
+            network_text(&masked, prefix_len)
+        ));
+    }
+    Ok(())
+}
+
+/// `octets` with every bit past `prefix_len` cleared.
+pub fn mask(octets: &[u8; 16], prefix_len: u8) -> [u8; 16] {
+    let mut out = *octets;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let bits_here = (prefix_len as i32 - 8 * i as i32).clamp(0, 8);
+        *byte &= (0xff_u16 << (8 - bits_here)) as u8;
+    }
+    out
+}
+
+/// An IPv6 network in its natural notation (IPv4 for mapped networks).
+pub fn network_text(octets: &[u8; 16], prefix_len: u8) -> String {
+    let v6 = Ipv6Addr::from(*octets);
+    match v6.to_ipv4_mapped() {
+        Some(v4) if prefix_len >= 96 => format!("{v4}/{}", prefix_len - 96),
+        _ => format!("[{v6}]/{prefix_len}"),
+    }
+}
+
+impl<'de> Deserialize<'de> for ConnectRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> (String, PortRange, Protocols) {
+        let rule = ConnectRule::parse(text).unwrap();
+        match rule.host {
+            Host::Network {
+                address,
+                prefix_len,
+            } => (network_text(&address, prefix_len), rule.ports, rule.protocols),
+            Host::Name(name) => (name, rule.ports, rule.protocols),
+        }
+    }
+
+    #[test]
+    fn parses_the_issue_examples() {
+        let port = |p| PortRange { first: p, last: p };
+        assert_eq!(net("127.0.0.1:11434/tcp"), ("127.0.0.1/32".into(), port(11434), Protocols::Tcp));
+        assert_eq!(net("10.0.0.0/8:443/tcp"), ("10.0.0.0/8".into(), port(443), Protocols::Tcp));
+        assert_eq!(net("[2001:db8::]/32:443"), ("[2001:db8::]/32".into(), port(443), Protocols::Both));
+        assert_eq!(net("api.example.org:443/tcp"), ("api.example.org".into(), port(443), Protocols::Tcp));
+    }
+
+    #[test]
+    fn ranges_any_port_and_udp() {
+        let (_, ports, protocols) = net("10.0.0.0/8:8000-8999/udp");
+        assert_eq!((ports.first, ports.last, protocols), (8000, 8999, Protocols::Udp));
+        let (_, ports, _) = net("[::1]:*");
+        assert_eq!((ports.first, ports.last), (1, 65535));
+    }
+
+    #[test]
+    fn ipv4_is_held_as_mapped_ipv6() {
+        let rule = ConnectRule::parse("192.168.1.0/24:53").unwrap();
+        let Host::Network { address, prefix_len } = rule.host else { panic!() };
+        assert_eq!(prefix_len, 120);
+        assert_eq!(&address[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(&address[12..], &[192, 168, 1, 0]);
+    }
+
+    #[test]
+    fn errors_say_what_and_how() {
+        let cases = [
+            ("10.0.0.1", "has no port"),
+            ("10.0.0.1:0", "is not a port"),
+            ("10.0.0.1:70000", "is not a port"),
+            ("10.0.0.1:90-80", "runs backwards"),
+            ("10.0.0.1:80/sctp", "protocol `sctp`"),
+            ("10.0.0.0/33:80", "not between /0 and /32"),
+            ("10.1.2.3/8:80", "e.g. `10.0.0.0/8`"),
+            ("2001:db8::1:443", "in brackets"),
+            ("[2001:db8::]/129:443", "not between /0 and /128"),
+            ("[nope]:443", "not an IPv6 address"),
+            ("300.1.1.1:80", "not an IPv4 address"),
+            ("bad_host!:80", "not a valid hostname"),
+        ];
+        for (text, want) in cases {
+            let err = ConnectRule::parse(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn mask_clears_host_bits() {
+        let octets = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).octets();
+        assert_eq!(
+            Ipv6Addr::from(mask(&octets, 36)),
+            Ipv6Addr::new(0x2001, 0xdb8, 0xf000, 0, 0, 0, 0, 0)
+        );
+        assert_eq!(mask(&octets, 0), [0; 16]);
+        assert_eq!(mask(&octets, 128), octets);
+    }
+
+    #[test]
+    fn rule_paths_are_validated() {
+        assert!(RulePath::parse("/").is_ok());
+        assert!(RulePath::parse("/usr/").unwrap().is_directory());
+        assert!(!RulePath::parse("/etc/hosts").unwrap().is_directory());
+        for (bad, want) in [
+            ("etc/", "is relative"),
+            ("/usr/../etc/", "not normalised"),
+            ("/usr//lib/", "not normalised"),
+            ("/./x", "not normalised"),
+        ] {
+            assert!(RulePath::parse(bad).unwrap_err().contains(want), "{bad}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_RULE_PATH));
+        assert!(RulePath::parse(&long).unwrap_err().contains("at most 251 bytes"));
+    }
+}

@@ -1,0 +1,297 @@
+//! What every hook shares: who the task is (an agent or not), the path an operation touches, the
+//! rule lookup, the verdict (enforce or audit), and the report.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::path,
+    helpers::{
+        bpf_d_path, bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel,
+    },
+};
+use claw_common::{
+    counter, decision, mode, record, AgentEntry, FileRecord, RecordHeader, EVENT_PATH_BYTES,
+    RULE_PATH_BYTES,
+};
+
+use crate::{
+    kernel::{offset, read, read_ptr},
+    Scratch, AGENTS, COUNTERS, EVENTS, FILE_RULES, PATH_BUFFER, SCRATCH,
+};
+
+pub const EPERM: i32 = 1;
+
+/// Path components followed up from a dentry before giving up (and denying).
+const MAX_DEPTH: usize = 48;
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot; these programs do not preempt each other on one CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The calling task's agent, if its cgroup is one claw manages.
+#[inline(always)]
+pub fn current_agent() -> Option<(u64, AgentEntry)> {
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is copied out at once.
+    let entry = unsafe { AGENTS.get(cgroup_id) }.copied()?;
+    Some((cgroup_id, entry))
+}
+
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: the per-CPU slot belongs to this program run until it returns.
+    SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
+
+/// A resolved path inside the scratch memory: `len` bytes (NUL included) from `start`.
+#[derive(Clone, Copy)]
+pub struct Resolved {
+    start: *const u8,
+    len: usize,
+}
+
+/// Resolves a `struct path` the verifier knows as such, with the kernel's d_path (allowed on
+/// file_open, bprm_check_security and mmap_file).
+///
+/// # Safety
+/// `kernel_path` points to a `struct path` inside a hook argument.
+#[inline(always)]
+pub unsafe fn resolve_d_path(scratch: &mut Scratch, kernel_path: *const u8) -> Option<Resolved> {
+    // SAFETY: guaranteed by the caller; the buffer is ours and at least this large.
+    let len = unsafe {
+        bpf_d_path(
+            kernel_path as *mut path,
+            scratch.path.as_mut_ptr() as *mut _,
+            EVENT_PATH_BYTES as u32,
+        )
+    };
+    (len > 0).then_some(Resolved {
+        start: scratch.path.as_ptr(),
+        len: len as usize,
+    })
+}
+
+/// Resolves (mount, dentry) by walking dentries up to the task's root, crossing mount points —
+/// for hooks where d_path is not allowed (the path_* hooks on 6.1, file_mprotect). The dentry may
+/// be a new, negative one: its name and parent are already set.
+///
+/// # Safety
+/// `vfsmount` and `dentry` are kernel pointers.
+#[inline(always)]
+pub unsafe fn resolve_walk(
+    scratch: &mut Scratch,
+    vfsmount: *const u8,
+    dentry: *const u8,
+) -> Option<Resolved> {
+    // SAFETY: only checked kernel reads below.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let fs = read_ptr(task, offset!(TASK_FS))?;
+        let root_mnt = read_ptr(fs, offset!(FS_ROOT) + offset!(PATH_MNT))?;
+        let root_dentry = read_ptr(fs, offset!(FS_ROOT) + offset!(PATH_DENTRY))?;
+
+        let buffer = scratch.path.as_mut_ptr();
+        // Built right to left, ending at the middle of the buffer so that whatever starts the
+        // result has EVENT_PATH_BYTES readable bytes after it.
+        let end = EVENT_PATH_BYTES;
+        let mut pos = end - 1;
+        *buffer.add(pos) = 0;
+        let mut mount = vfsmount.wrapping_sub(offset!(MOUNT_MNT));
+        let mut dentry = dentry;
+        for _ in 0..MAX_DEPTH {
+            let mnt_root = read_ptr(mount, offset!(MOUNT_MNT) + offset!(VFSMOUNT_MNT_ROOT))?;
+            let at_root = dentry == root_dentry
+                && mount.wrapping_add(offset!(MOUNT_MNT)) == root_mnt;
+            if at_root {
+                return Some(finish(buffer, pos, end));
+            }
+            if dentry == mnt_root {
+                let parent = read_ptr(mount, offset!(MOUNT_MNT_PARENT))?;
+                if parent == mount {
+                    return Some(finish(buffer, pos, end));
+                }
+                dentry = read_ptr(mount, offset!(MOUNT_MNT_MOUNTPOINT))?;
+                mount = parent;
+                continue;
+            }
+            let parent = read_ptr(dentry, offset!(DENTRY_D_PARENT))?;
+            if parent == dentry {
+                return Some(finish(buffer, pos, end));
+            }
+            let name = read_ptr(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_NAME))?;
+            let name_len = (read::<u32>(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_LEN))?
+                as usize)
+                & 0xff;
+            if pos < name_len + 1 {
+                return None;
+            }
+            // Masks restate, for the verifier, bounds the check above already guarantees.
+            pos = (pos - name_len) & (EVENT_PATH_BYTES - 1);
+            if bpf_probe_read_kernel(
+                buffer.add(pos).cast::<c_void>(),
+                name_len as u32,
+                name.cast::<c_void>(),
+            ) != 0
+            {
+                return None;
+            }
+            pos = (pos - 1) & (EVENT_PATH_BYTES - 1);
+            *buffer.add(pos) = b'/';
+            dentry = parent;
+        }
+        None
+    }
+}
+
+/// The root itself is "/"; otherwise the components already start with "/".
+///
+/// # Safety
+/// `buffer` is the scratch path buffer and `pos < end <= EVENT_PATH_BYTES`.
+#[inline(always)]
+unsafe fn finish(buffer: *mut u8, mut pos: usize, end: usize) -> Resolved {
+    if pos == end - 1 {
+        pos -= 1;
+        // SAFETY: inside the buffer, as the caller guarantees.
+        unsafe { *buffer.add(pos) = b'/' };
+    }
+    Resolved {
+        // SAFETY: as above.
+        start: unsafe { buffer.add(pos & (EVENT_PATH_BYTES - 1)) },
+        len: end - pos,
+    }
+}
+
+/// The access bits the agent's rules grant on `resolved`.
+#[inline(always)]
+pub fn granted(scratch: &mut Scratch, ruleset: u32, resolved: Resolved) -> u32 {
+    let key_bytes = core::cmp::min(resolved.len, RULE_PATH_BYTES);
+    scratch.key.prefix_len = (32 + 8 * key_bytes) as u32;
+    scratch.key.data.ruleset = ruleset.to_be_bytes();
+    // SAFETY: both buffers are this program's scratch memory, large enough for the copy.
+    let copied = unsafe {
+        bpf_probe_read_kernel(
+            scratch.key.data.path.as_mut_ptr().cast::<c_void>(),
+            RULE_PATH_BYTES as u32,
+            resolved.start.cast::<c_void>(),
+        )
+    };
+    if copied != 0 {
+        return 0;
+    }
+    FILE_RULES.get(&scratch.key).copied().unwrap_or(0)
+}
+
+/// A file operation's outcome: 0 when the rules grant `need`, or in audit mode; -EPERM otherwise.
+/// Reports everything that is not granted.
+#[inline(always)]
+pub fn file_verdict(
+    cgroup_id: u64,
+    agent: AgentEntry,
+    op: u32,
+    need: u32,
+    resolved: Option<Resolved>,
+) -> i32 {
+    let Some(scratch) = scratch() else {
+        count(counter::PATH_ERRORS);
+        return verdict_without_event(agent);
+    };
+    let has = match resolved {
+        Some(resolved) => granted(scratch, agent.ruleset, resolved),
+        None => {
+            count(counter::PATH_ERRORS);
+            0
+        }
+    };
+    if has & need == need {
+        count(counter::ALLOWED);
+        return 0;
+    }
+    let (outcome, ret) = outcome(agent);
+    report_file(cgroup_id, agent, op, need, outcome, resolved);
+    ret
+}
+
+/// The decision for an operation no rule allows: (event decision, return value).
+#[inline(always)]
+pub fn outcome(agent: AgentEntry) -> (u32, i32) {
+    if agent.mode == mode::AUDIT {
+        count(counter::AUDITED);
+        (decision::AUDIT, 0)
+    } else {
+        count(counter::DENIED);
+        (decision::DENY, -EPERM)
+    }
+}
+
+#[inline(always)]
+fn verdict_without_event(agent: AgentEntry) -> i32 {
+    outcome(agent).1
+}
+
+#[inline(always)]
+pub fn header(
+    kind: u32,
+    op: u32,
+    cgroup_id: u64,
+    agent: AgentEntry,
+    decision: u32,
+    access: u32,
+) -> RecordHeader {
+    RecordHeader {
+        kind,
+        op,
+        // SAFETY: helpers without preconditions.
+        boot_time_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id,
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        ruleset: agent.ruleset,
+        decision,
+        access,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    }
+}
+
+#[inline(always)]
+fn report_file(
+    cgroup_id: u64,
+    agent: AgentEntry,
+    op: u32,
+    need: u32,
+    decision: u32,
+    resolved: Option<Resolved>,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
+        count(counter::EVENTS_LOST);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: the reserved record is ours until submitted; the path copy is sized to the field
+    // and reads from scratch memory that has that many bytes after `start`.
+    unsafe {
+        (*record).header = header(record::FILE, op, cgroup_id, agent, decision, need);
+        (*record)._pad = 0;
+        match resolved {
+            Some(resolved) => {
+                (*record).path_len = core::cmp::min(resolved.len, EVENT_PATH_BYTES) as i32;
+                bpf_probe_read_kernel(
+                    (*record).path.as_mut_ptr().cast::<c_void>(),
+                    EVENT_PATH_BYTES as u32,
+                    resolved.start.cast::<c_void>(),
+                );
+            }
+            None => {
+                (*record).path_len = -1;
+                (*record).path[0] = 0;
+            }
+        }
+    }
+    entry.submit(0);
+}
+
+const _: () = assert!(2 * EVENT_PATH_BYTES <= PATH_BUFFER);

@@ -1,0 +1,125 @@
+//! Hooks on opened files: open (read/write), exec, and mapping a file executable.
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use claw_common::{access, op};
+
+use crate::{
+    decide::{current_agent, file_verdict, resolve_d_path, resolve_walk, scratch},
+    kernel::{offset, read, read_ptr},
+};
+
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+/// Set in `f_flags` (not `f_mode`) when the kernel opens a file to execute or map it as a
+/// program or its ELF interpreter.
+const FMODE_EXEC: u32 = 0x20;
+const PROT_EXEC: u64 = 0x4;
+
+/// What opening `file` needs: MAP for the kernel's exec opens, else READ and/or WRITE.
+///
+/// # Safety
+/// `file` is the hook's `struct file` argument.
+#[inline(always)]
+unsafe fn open_needs(file: *const u8) -> u32 {
+    // SAFETY: checked kernel reads of the file's mode and flags.
+    let (f_mode, f_flags) = unsafe {
+        (
+            read::<u32>(file, offset!(FILE_F_MODE)).unwrap_or(0),
+            read::<u32>(file, offset!(FILE_F_FLAGS)).unwrap_or(0),
+        )
+    };
+    if f_flags & FMODE_EXEC != 0 {
+        return access::MAP;
+    }
+    let mut need = 0;
+    if f_mode & FMODE_READ != 0 {
+        need |= access::READ;
+    }
+    if f_mode & FMODE_WRITE != 0 {
+        need |= access::WRITE;
+    }
+    need
+}
+
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is the hook's argument.
+    let need = unsafe { open_needs(file) };
+    if need == 0 {
+        return 0;
+    }
+    let resolved = scratch().and_then(|s| {
+        // SAFETY: f_path is a struct path inside the hook's file.
+        unsafe { resolve_d_path(s, file.wrapping_add(offset!(FILE_F_PATH))) }
+    });
+    file_verdict(cgroup_id, agent, op::OPEN, need, resolved)
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let bprm: *const u8 = ctx.arg(0);
+    // A direct load, so that the verifier knows the result as the binprm's `struct file *`.
+    // SAFETY: the offset is the kernel's own, from BTF.
+    let file = unsafe { *(bprm.wrapping_add(offset!(BPRM_FILE)) as *const *const u8) };
+    let resolved = scratch().and_then(|s| {
+        // SAFETY: f_path is a struct path inside the file being executed.
+        unsafe { resolve_d_path(s, file.wrapping_add(offset!(FILE_F_PATH))) }
+    });
+    file_verdict(cgroup_id, agent, op::EXEC, access::EXEC, resolved)
+}
+
+#[lsm(hook = "mmap_file")]
+pub fn mmap_file(ctx: LsmContext) -> i32 {
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    // Anonymous executable memory (a JIT) has no file to check.
+    if file.is_null() {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let resolved = scratch().and_then(|s| {
+        // SAFETY: f_path is a struct path inside the hook's file.
+        unsafe { resolve_d_path(s, file.wrapping_add(offset!(FILE_F_PATH))) }
+    });
+    file_verdict(cgroup_id, agent, op::MMAP, access::MAP, resolved)
+}
+
+#[lsm(hook = "file_mprotect")]
+pub fn file_mprotect(ctx: LsmContext) -> i32 {
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let vma: *const u8 = ctx.arg(0);
+    // SAFETY: checked kernel reads; d_path is not allowed on this hook, so the path is walked.
+    let resolved = unsafe {
+        let Some(file) = read_ptr(vma, offset!(VMA_VM_FILE)) else {
+            return 0;
+        };
+        let path = file.wrapping_add(offset!(FILE_F_PATH));
+        match (
+            read_ptr(path, offset!(PATH_MNT)),
+            read_ptr(path, offset!(PATH_DENTRY)),
+            scratch(),
+        ) {
+            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
+            _ => None,
+        }
+    };
+    file_verdict(cgroup_id, agent, op::MPROTECT, access::MAP, resolved)
+}
