@@ -1,17 +1,18 @@
 //! claw-agent's life: policy -> kernel, kernel events -> subscribers, until told to stop.
 //!
-//! Order matters: the policy is parsed and the programs are loaded (proving the kernel can
-//! enforce) before anything is created on the machine; the maps are filled before the programs
-//! are attached; the control socket appears only once enforcement is in place, so a client that
-//! can reach the daemon knows the policy is enforced.
+//! Order matters: the policy is parsed and compiled and the programs are loaded (proving the
+//! kernel can enforce) before anything is created on the machine; the maps are filled before the
+//! programs are attached; the control socket appears only once enforcement is in place, so a
+//! client that can reach the daemon knows the policy is enforced.
 
 use std::{
     future::Future,
+    net::{IpAddr, ToSocketAddrs as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, RwLock,
     },
 };
 
@@ -20,15 +21,19 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     net::UnixListener,
+    signal::unix::{signal, SignalKind},
     sync::{broadcast, mpsc},
 };
 
 use crate::{
-    cgroupfs, compile,
-    enforcer::{AgentCgroup, Enforcer},
-    event::{self, AgentIdentity, Event},
-    policy,
+    cgroupfs,
+    compile::{self, Compiled},
+    describe::{self, RuleLine},
+    enforcer::{Coverage, Enforcer},
+    event::{self, AgentIdentity, Event, Identities},
+    policy::{self, Policy},
     protocol::{AgentStatus, Status},
+    rules::{ConnectRule, Host},
     server::{self, Control, Handles},
 };
 
@@ -42,49 +47,95 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     pub vmlinux_btf: PathBuf,
     pub lsm_list: PathBuf,
+    /// Run without BPF LSM: network rules enforced, file and exec rules not.
+    pub degraded: bool,
+}
+
+/// A policy read, checked and compiled, with its hostnames resolved: ready to install.
+pub struct Prepared {
+    pub policy: Policy,
+    pub compiled: Compiled,
+}
+
+/// Reads, compiles and resolves a policy file. Every error names the file and, where it can,
+/// the line and column.
+pub fn prepare(path: &Path) -> Result<Prepared, String> {
+    let policy = policy::load(path).map_err(|err| err.to_string())?;
+    let mut compiled = compile::compile(&policy)
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    for agent in &mut compiled.agents {
+        let resolved = resolve(&agent.hostname_rules)
+            .map_err(|err| format!("{}: agent `{}`: {err}", path.display(), agent.name))?;
+        let mut rules: Vec<ConnectRule> = resolved;
+        // Address rules again, so that ports inherited across both are merged in one pass.
+        rules.extend(
+            policy
+                .agents
+                .iter()
+                .find(|a| a.name.0 == agent.name)
+                .map(|a| a.rules.connect.clone())
+                .unwrap_or_default(),
+        );
+        agent.net_rules = compile::net_rules(&rules)
+            .map_err(|err| format!("{}: agent `{}`: {err}", path.display(), agent.name))?;
+    }
+    Ok(Prepared { policy, compiled })
+}
+
+/// Hostname rules as address rules, one per address the name resolves to now.
+fn resolve(rules: &[ConnectRule]) -> Result<Vec<ConnectRule>, String> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let Host::Name(name) = &rule.host else {
+            continue;
+        };
+        let addresses = (name.as_str(), 0)
+            .to_socket_addrs()
+            .map_err(|err| format!("cannot resolve `{name}` (in `{rule}`): {err} — fix the name or the node's DNS, or use an address"))?;
+        for address in addresses {
+            let host = match address.ip() {
+                IpAddr::V4(v4) => Host::ipv4(v4, 32),
+                IpAddr::V6(v6) => Host::Network {
+                    address: v6.octets(),
+                    prefix_len: 128,
+                },
+            };
+            out.push(ConnectRule {
+                host,
+                ..rule.clone()
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let policy = policy::load(&config.policy)?;
-    let compiled = compile::compile(&policy);
-    let mut enforcer = Enforcer::load(&config.vmlinux_btf, &config.lsm_list)?;
-
+    let prepared = prepare(&config.policy).map_err(anyhow::Error::msg)?;
+    let coverage = if config.degraded {
+        Coverage::NetworkOnly
+    } else {
+        Coverage::Full
+    };
     let cgroup_root = match config.cgroup_root {
         Some(root) => root,
         None => cgroupfs::find_cgroup2_root()?,
     };
-    let mut cgroups = Vec::new();
-    let mut agent_status = Vec::new();
-    for agent in &compiled.agents {
-        let cgroup_id = cgroupfs::ensure(&cgroup_root, &agent.cgroup)?;
-        cgroups.push(AgentCgroup {
-            agent_id: agent.id,
-            cgroup_id,
-        });
-        agent_status.push(AgentStatus {
-            name: agent.name.clone(),
-            cgroup: format!("/{}", agent.cgroup),
-            cgroup_id,
-            file_rules: agent.file_rules.len(),
-        });
+    let mut enforcer = Enforcer::load(&config.vmlinux_btf, &config.lsm_list, coverage, cgroup_root)?;
+    let identities = Arc::new(RwLock::new(Identities::new()));
+    enforcer.apply(&prepared.compiled)?;
+    record_identities(&enforcer, &identities);
+    enforcer.attach_lsm()?;
+    if coverage == Coverage::NetworkOnly {
+        tracing::warn!(
+            "DEGRADED: no BPF LSM — network rules are enforced; file and exec rules are NOT"
+        );
     }
-    enforcer.install(&compiled, &cgroups)?;
-    enforcer.attach()?;
     tracing::info!(
         policy = %config.policy.display(),
-        agents = compiled.agents.len(),
+        agents = prepared.compiled.agents.len(),
         "policy enforced"
     );
 
-    let identities: Vec<AgentIdentity> = compiled
-        .agents
-        .iter()
-        .map(|a| AgentIdentity {
-            id: a.id,
-            name: a.name.clone(),
-            cgroup: a.cgroup.clone(),
-        })
-        .collect();
     let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
     let undecodable = Arc::new(AtomicU64::new(0));
     let ring = enforcer.take_events()?;
@@ -95,7 +146,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .context("watching the event ring buffer")?;
     tokio::spawn(read_events(
         ring,
-        identities,
+        identities.clone(),
         events.clone(),
         undecodable.clone(),
     ));
@@ -103,17 +154,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
         enforcer,
-        policy: config.policy.display().to_string(),
-        agents: agent_status,
+        policy: config.policy.clone(),
+        lines: describe::rule_lines(&prepared.policy),
+        generation: 1,
+        identities,
         undecodable,
     };
     tokio::spawn(owner.serve(requests));
+    tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
 
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
     server::run(listener, Handles { events, control }, shutdown).await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// SIGHUP re-applies the policy file claw-agent was started with.
+async fn reload_on_sighup(policy: PathBuf, control: mpsc::Sender<Control>) {
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot watch SIGHUP; use `clawctl policy apply` to reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if control
+            .send(Control::Apply {
+                policy: policy.clone(),
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match answer.await {
+            Ok(Ok((_, generation))) => tracing::info!(generation, "SIGHUP: policy re-applied"),
+            Ok(Err(message)) => tracing::error!("SIGHUP: policy rejected, previous one stays: {message}"),
+            Err(_) => return,
+        }
+    }
 }
 
 /// The control socket is root's only (0600): it reveals what every agent tried.
@@ -137,23 +217,60 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
+    let mut identities = identities.write().unwrap_or_else(|p| p.into_inner());
+    for agent in enforcer.installed() {
+        identities.insert(
+            agent.ruleset,
+            AgentIdentity {
+                name: agent.name.clone(),
+                cgroup: agent.cgroup.clone(),
+            },
+        );
+    }
+}
+
 /// The one task that holds the kernel objects; others ask it through `Control`.
 struct Owner {
     enforcer: Enforcer,
-    policy: String,
-    agents: Vec<AgentStatus>,
+    policy: PathBuf,
+    lines: Vec<RuleLine>,
+    generation: u64,
+    identities: Arc<RwLock<Identities>>,
     undecodable: Arc<AtomicU64>,
 }
 
 impl Owner {
-    async fn serve(self, mut requests: mpsc::Receiver<Control>) {
+    async fn serve(mut self, mut requests: mpsc::Receiver<Control>) {
         while let Some(request) = requests.recv().await {
             match request {
                 Control::Status(reply) => {
                     let _ = reply.send(self.status());
                 }
+                Control::Rules(reply) => {
+                    let _ = reply.send((self.policy.display().to_string(), self.lines.clone()));
+                }
+                Control::Apply { policy, reply } => {
+                    let _ = reply.send(self.apply(policy).await);
+                }
             }
         }
+    }
+
+    async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+        let for_prepare = path.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&for_prepare))
+            .await
+            .map_err(|err| format!("preparing the policy failed: {err}"))??;
+        self.enforcer
+            .apply(&prepared.compiled)
+            .map_err(|err| format!("{}: not applied, the previous policy stays: {err}", path.display()))?;
+        record_identities(&self.enforcer, &self.identities);
+        self.policy = path;
+        self.lines = describe::rule_lines(&prepared.policy);
+        self.generation += 1;
+        tracing::info!(policy = %self.policy.display(), generation = self.generation, "policy applied");
+        Ok((self.policy.display().to_string(), self.generation))
     }
 
     fn status(&self) -> Status {
@@ -164,8 +281,25 @@ impl Owner {
         counters.events_undecodable = self.undecodable.load(Ordering::Relaxed);
         Status {
             enforcing: self.enforcer.is_enforcing(),
-            policy: self.policy.clone(),
-            agents: self.agents.clone(),
+            coverage: match self.enforcer.coverage() {
+                Coverage::Full => "full".to_owned(),
+                Coverage::NetworkOnly => "degraded".to_owned(),
+            },
+            policy: self.policy.display().to_string(),
+            generation: self.generation,
+            agents: self
+                .enforcer
+                .installed()
+                .iter()
+                .map(|a| AgentStatus {
+                    name: a.name.clone(),
+                    cgroup: format!("/{}", a.cgroup),
+                    cgroup_id: a.cgroup_id,
+                    mode: a.mode.as_str().to_owned(),
+                    file_rules: a.file_rules.len(),
+                    net_rules: a.net_rules.len(),
+                })
+                .collect(),
             programs: self.enforcer.programs(),
             counters,
         }
@@ -174,7 +308,7 @@ impl Owner {
 
 async fn read_events(
     mut ring: AsyncFd<RingBuf<MapData>>,
-    agents: Vec<AgentIdentity>,
+    identities: Arc<RwLock<Identities>>,
     events: broadcast::Sender<Event>,
     undecodable: Arc<AtomicU64>,
 ) {
@@ -187,14 +321,17 @@ async fn read_events(
             }
         };
         let offset = event::boot_to_wall_offset();
+        let identities = identities.read().unwrap_or_else(|p| p.into_inner());
         let buffer = ready.get_inner_mut();
         while let Some(item) = buffer.next() {
-            match event::decode(&item, &agents, offset) {
+            match event::decode(&item, &identities, offset) {
                 Ok(event) => {
                     // The daemon's log is the record of last resort while nobody follows.
                     tracing::info!(
-                        agent = %event.agent, pid = event.pid, comm = %event.comm,
-                        op = %event.op, path = %event.path, "deny"
+                        kind = %event.kind, agent = %event.agent, pid = event.pid,
+                        comm = %event.comm, op = %event.op,
+                        object = event.path.as_deref().or(event.destination.as_deref()).unwrap_or(""),
+                        "{}", event.decision
                     );
                     let _ = events.send(event);
                 }

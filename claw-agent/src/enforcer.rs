@@ -1,44 +1,98 @@
-//! The kernel side of the daemon: loads claw's programs, fills their maps from a compiled policy,
-//! attaches them, and reads their counters. One owner holds it; nothing else touches BPF.
+//! The kernel side of the daemon: loads claw's programs, installs compiled policies into their
+//! maps (atomically per agent), attaches them, and reads their counters. One owner holds it;
+//! nothing else touches BPF.
 
-use std::{io, path::Path};
+use std::{
+    collections::HashMap as StdHashMap,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, ProgramError},
+    programs::{
+        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr, Lsm,
+        ProgramError,
+    },
     Ebpf, EbpfLoader,
 };
-use claw_common::{counter, PathRuleKey};
+use claw_common::{counter, mode, AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey};
 
 use crate::{
     btf::{Btf, BtfError},
-    compile::Compiled,
+    cgroupfs::{self, CgroupError},
+    compile::{Compiled, FileRule, NetRule},
+    policy::Mode,
     protocol::{Counters, ProgramStatus},
 };
 
 /// claw's kernel programs, built by build.rs from claw-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/claw"));
 
-/// Names shared with claw-ebpf (its `#[map]` statics and program functions).
+/// Names shared with claw-ebpf (its `#[map]` statics).
 pub mod names {
     pub const AGENTS: &str = "AGENTS";
     pub const FILE_RULES: &str = "FILE_RULES";
+    pub const NET_RULES: &str = "NET_RULES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
-    pub const FILE_F_PATH_OFFSET: &str = "FILE_F_PATH_OFFSET";
 }
 
-/// A program of claw-ebpf and the LSM hook it enforces.
-pub struct Hook {
+/// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
+pub const OFFSETS: &[(&str, &str, &str)] = &[
+    ("FILE_F_PATH", "file", "f_path"),
+    ("FILE_F_MODE", "file", "f_mode"),
+    ("FILE_F_FLAGS", "file", "f_flags"),
+    ("BPRM_FILE", "linux_binprm", "file"),
+    ("VMA_VM_FILE", "vm_area_struct", "vm_file"),
+    ("PATH_MNT", "path", "mnt"),
+    ("PATH_DENTRY", "path", "dentry"),
+    ("DENTRY_D_PARENT", "dentry", "d_parent"),
+    ("DENTRY_D_NAME", "dentry", "d_name"),
+    ("QSTR_NAME", "qstr", "name"),
+    ("QSTR_LEN", "qstr", "len"),
+    ("VFSMOUNT_MNT_ROOT", "vfsmount", "mnt_root"),
+    ("MOUNT_MNT", "mount", "mnt"),
+    ("MOUNT_MNT_PARENT", "mount", "mnt_parent"),
+    ("MOUNT_MNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
+    ("TASK_FS", "task_struct", "fs"),
+    ("FS_ROOT", "fs_struct", "root"),
+];
+
+/// A BPF LSM program of claw-ebpf and the hook it enforces.
+pub struct LsmHook {
     pub program: &'static str,
-    pub lsm_hook: &'static str,
+    pub hook: &'static str,
+    /// What the hook enforces, for status and `explain`.
+    pub enforces: &'static str,
 }
 
 /// Every LSM program claw attaches, in attach order.
-pub const HOOKS: &[Hook] = &[Hook {
-    program: "file_open",
-    lsm_hook: "file_open",
-}];
+pub const LSM_HOOKS: &[LsmHook] = &[
+    LsmHook { program: "file_open", hook: "file_open", enforces: "files.read, files.write (open); libraries and exec (the kernel's exec opens)" },
+    LsmHook { program: "bprm_check_security", hook: "bprm_check_security", enforces: "exec (programs and scripts)" },
+    LsmHook { program: "mmap_file", hook: "mmap_file", enforces: "libraries, exec (mapping a file executable)" },
+    LsmHook { program: "file_mprotect", hook: "file_mprotect", enforces: "libraries, exec (making a file mapping executable)" },
+    LsmHook { program: "path_mknod", hook: "path_mknod", enforces: "files.write (create)" },
+    LsmHook { program: "path_mkdir", hook: "path_mkdir", enforces: "files.write (mkdir)" },
+    LsmHook { program: "path_unlink", hook: "path_unlink", enforces: "files.write (unlink)" },
+    LsmHook { program: "path_rmdir", hook: "path_rmdir", enforces: "files.write (rmdir)" },
+    LsmHook { program: "path_symlink", hook: "path_symlink", enforces: "files.write (symlink)" },
+    LsmHook { program: "path_link", hook: "path_link", enforces: "files.write (hard link: both names)" },
+    LsmHook { program: "path_rename", hook: "path_rename", enforces: "files.write (rename: both ends)" },
+    LsmHook { program: "path_truncate", hook: "path_truncate", enforces: "files.write (truncate)" },
+    LsmHook { program: "path_chmod", hook: "path_chmod", enforces: "files.write (chmod)" },
+    LsmHook { program: "path_chown", hook: "path_chown", enforces: "files.write (chown)" },
+];
+
+/// cgroup sock_addr programs, attached to each agent's cgroup: they need no BPF LSM.
+pub const NET_PROGRAMS: &[(&str, &str)] = &[
+    ("connect4", "connect (TCP, and connected UDP), IPv4"),
+    ("connect6", "connect (TCP, and connected UDP), IPv6 and IPv4-mapped"),
+    ("sendmsg4", "UDP sendto/sendmsg to an unconnected destination, IPv4"),
+    ("sendmsg6", "UDP sendto/sendmsg to an unconnected destination, IPv6 and IPv4-mapped"),
+];
 
 /// Where the kernel lists its active LSMs.
 pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
@@ -50,20 +104,15 @@ pub enum EnforcerError {
     #[error("loading claw's eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("claw's eBPF object has no {what} `{name}` (a build mismatch)")]
-    Missing {
-        what: &'static str,
-        name: &'static str,
-    },
-    #[error("reading the kernel's BTF for hook `{hook}`: {source}")]
-    KernelBtf {
-        hook: &'static str,
-        #[source]
-        source: aya::BtfError,
-    },
+    Missing { what: &'static str, name: String },
+    #[error("reading the kernel's BTF: {0}")]
+    KernelBtf(#[source] aya::BtfError),
     #[error(
         "this kernel refuses BPF LSM programs: loading lsm/{hook} failed: {reason}. \
-         claw enforces file rules with BPF LSM and will not run without it; use a kernel built \
-         with CONFIG_BPF_LSM=y that permits BPF trampolines (`bpf` in the lsm= boot parameter)"
+         claw enforces file and exec rules with BPF LSM and will not run without it; use a kernel \
+         built with CONFIG_BPF_LSM=y that permits BPF trampolines (`bpf` in the lsm= boot \
+         parameter), or start claw-agent with --degraded to enforce network rules only and audit \
+         the rest"
     )]
     LsmRefused { hook: &'static str, reason: String },
     #[error(
@@ -80,12 +129,22 @@ pub enum EnforcerError {
         #[source]
         source: io::Error,
     },
-    #[error("attaching lsm/{hook}: {source}")]
+    #[error("loading {program}: {reason}")]
+    Load { program: String, reason: String },
+    #[error("attaching {program}: {source}")]
     Attach {
-        hook: &'static str,
+        program: String,
         #[source]
         source: ProgramError,
     },
+    #[error("opening cgroup {path}: {source}")]
+    CgroupOpen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     #[error("map `{map}`: {source}")]
     Map {
         map: &'static str,
@@ -98,132 +157,332 @@ fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EnforcerE
     move |source| EnforcerError::Map { map, source }
 }
 
-/// An agent's cgroup as the kernel knows it.
-pub struct AgentCgroup {
-    pub agent_id: u32,
+/// Which programs run: all of them, or (without BPF LSM) the network programs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    Full,
+    /// No BPF LSM: network rules enforced, file and exec rules not.
+    NetworkOnly,
+}
+
+/// One agent as installed in the kernel.
+#[derive(Debug, Clone)]
+pub struct InstalledAgent {
+    pub name: String,
+    pub cgroup: String,
     pub cgroup_id: u64,
+    pub ruleset: u32,
+    pub mode: Mode,
+    pub file_rules: Vec<FileRule>,
+    pub net_rules: Vec<NetRule>,
 }
 
 pub struct Enforcer {
     ebpf: Ebpf,
-    attached: Vec<&'static str>,
+    /// Keeps the kernel counting program runs and run time while claw-agent runs (the live proof
+    /// `explain` shows); None where the kernel refused.
+    _stats: Option<std::os::fd::OwnedFd>,
+    coverage: Coverage,
+    cgroup_root: PathBuf,
+    lsm_attached: Vec<&'static str>,
+    /// Per agent cgroup (relative path): its network program links.
+    net_links: StdHashMap<String, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    installed: Vec<InstalledAgent>,
+    next_ruleset: u32,
 }
 
 impl Enforcer {
     /// Loads the programs into the kernel (verified, not attached), with struct offsets read from
-    /// `vmlinux_btf`, and checks in `lsm_list` that the kernel will run them.
-    pub fn load(vmlinux_btf: &Path, lsm_list: &Path) -> Result<Self, EnforcerError> {
-        let f_path_offset =
-            u64::from(Btf::from_file(vmlinux_btf)?.member_offset("file", "f_path")?);
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::FILE_F_PATH_OFFSET, &f_path_offset, true)
-            .load(OBJECT)
-            .map_err(EnforcerError::Object)?;
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|source| EnforcerError::KernelBtf {
-            hook: HOOKS[0].lsm_hook,
-            source,
-        })?;
-        for hook in HOOKS {
-            program(&mut ebpf, hook)?
-                .load(hook.lsm_hook, &kernel_btf)
-                .map_err(|err| EnforcerError::LsmRefused {
-                    hook: hook.lsm_hook,
+    /// `vmlinux_btf`. With `Coverage::Full`, refuses unless BPF LSM is usable and active.
+    pub fn load(
+        vmlinux_btf: &Path,
+        lsm_list: &Path,
+        coverage: Coverage,
+        cgroup_root: PathBuf,
+    ) -> Result<Self, EnforcerError> {
+        let btf = Btf::from_file(vmlinux_btf)?;
+        let mut offsets = Vec::new();
+        for (global, strukt, member) in OFFSETS {
+            offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
+        }
+        let mut loader = EbpfLoader::new();
+        for (global, offset) in &offsets {
+            loader.override_global(global, offset, true);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
+        if coverage == Coverage::Full {
+            let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
+            for hook in LSM_HOOKS {
+                lsm_program(&mut ebpf, hook.program)?
+                    .load(hook.hook, &kernel_btf)
+                    .map_err(|err| EnforcerError::LsmRefused {
+                        hook: hook.hook,
+                        reason: refusal_reason(&err),
+                    })?;
+            }
+            check_lsm_active(lsm_list)?;
+        }
+        for (program, _) in NET_PROGRAMS {
+            net_program(&mut ebpf, program)?
+                .load()
+                .map_err(|err| EnforcerError::Load {
+                    program: format!("cgroup/{program}"),
                     reason: refusal_reason(&err),
                 })?;
         }
-        check_lsm_active(lsm_list)?;
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
+            .ok();
         Ok(Self {
             ebpf,
-            attached: Vec::new(),
+            _stats: stats,
+            coverage,
+            cgroup_root,
+            lsm_attached: Vec::new(),
+            net_links: StdHashMap::new(),
+            installed: Vec::new(),
+            next_ruleset: 1,
         })
     }
 
-    /// Writes the policy into the maps. Called before `attach`, so the programs never run with
-    /// a partial rule set.
-    pub fn install(
-        &mut self,
-        compiled: &Compiled,
-        cgroups: &[AgentCgroup],
-    ) -> Result<(), EnforcerError> {
-        let mut rules: LpmTrie<_, PathRuleKey, u32> =
-            LpmTrie::try_from(self.ebpf.map_mut(names::FILE_RULES).ok_or(
-                EnforcerError::Missing {
-                    what: "map",
-                    name: names::FILE_RULES,
-                },
-            )?)
-            .map_err(map_error(names::FILE_RULES))?;
-        for rule in compiled.agents.iter().flat_map(|a| &a.file_rules) {
-            rules
-                .insert(&rule.key(), rule.access, 0)
-                .map_err(map_error(names::FILE_RULES))?;
+    pub fn coverage(&self) -> Coverage {
+        self.coverage
+    }
+
+    pub fn installed(&self) -> &[InstalledAgent] {
+        &self.installed
+    }
+
+    /// Makes `compiled` the enforced policy. Every agent's new rules are complete in the maps
+    /// before its cgroup switches to them (one map update per agent); on any error the previous
+    /// policy stays fully in force.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<(), EnforcerError> {
+        let mut staged = Vec::new();
+        for agent in &compiled.agents {
+            let cgroup_id = cgroupfs::ensure(&self.cgroup_root, &agent.cgroup)?;
+            staged.push(InstalledAgent {
+                name: agent.name.clone(),
+                cgroup: agent.cgroup.clone(),
+                cgroup_id,
+                ruleset: self.next_ruleset,
+                mode: agent.mode,
+                file_rules: agent.file_rules.clone(),
+                net_rules: agent.net_rules.clone(),
+            });
+            self.next_ruleset += 1;
         }
-        let mut agents: HashMap<_, u64, u32> = HashMap::try_from(
-            self.ebpf
-                .map_mut(names::AGENTS)
-                .ok_or(EnforcerError::Missing {
-                    what: "map",
-                    name: names::AGENTS,
-                })?,
-        )
-        .map_err(map_error(names::AGENTS))?;
-        for cgroup in cgroups {
-            agents
-                .insert(cgroup.cgroup_id, cgroup.agent_id, 0)
+        if let Err(err) = self.insert_rules(&staged) {
+            let _ = self.remove_rules(&staged);
+            return Err(err);
+        }
+        if let Err(err) = self.attach_net(&staged) {
+            self.detach_net_except(&self.installed.iter().map(|a| a.cgroup.clone()).collect::<Vec<_>>());
+            let _ = self.remove_rules(&staged);
+            return Err(err);
+        }
+        let previous = std::mem::take(&mut self.installed);
+        if let Err(err) = self.switch(&staged, &previous) {
+            // Put every cgroup back on its previous rules.
+            let _ = self.switch(&previous, &staged);
+            let _ = self.remove_rules(&staged);
+            self.installed = previous;
+            return Err(err);
+        }
+        let keep: Vec<String> = staged.iter().map(|a| a.cgroup.clone()).collect();
+        self.detach_net_except(&keep);
+        if let Err(err) = self.remove_rules(&previous) {
+            tracing::warn!("removing the previous policy's rules: {err}");
+        }
+        self.installed = staged;
+        Ok(())
+    }
+
+    fn insert_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
+        let mut files: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::FILE_RULES)?)
+                .map_err(map_error(names::FILE_RULES))?;
+        for agent in agents {
+            for rule in &agent.file_rules {
+                files
+                    .insert(&rule.key(agent.ruleset), rule.access, 0)
+                    .map_err(map_error(names::FILE_RULES))?;
+            }
+        }
+        let mut nets: LpmTrie<_, NetRuleKey, NetRuleValue> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::NET_RULES)?)
+                .map_err(map_error(names::NET_RULES))?;
+        for agent in agents {
+            for rule in &agent.net_rules {
+                nets.insert(&rule.key(agent.ruleset), rule.value(), 0)
+                    .map_err(map_error(names::NET_RULES))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes rules of `agents`; entries already absent are no error.
+    fn remove_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
+        let mut files: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::FILE_RULES)?)
+                .map_err(map_error(names::FILE_RULES))?;
+        for agent in agents {
+            for rule in &agent.file_rules {
+                let _ = files.remove(&rule.key(agent.ruleset));
+            }
+        }
+        let mut nets: LpmTrie<_, NetRuleKey, NetRuleValue> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::NET_RULES)?)
+                .map_err(map_error(names::NET_RULES))?;
+        for agent in agents {
+            for rule in &agent.net_rules {
+                let _ = nets.remove(&rule.key(agent.ruleset));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points each cgroup of `agents` at its ruleset; drops cgroups of `previous` not in `agents`.
+    fn switch(
+        &mut self,
+        agents: &[InstalledAgent],
+        previous: &[InstalledAgent],
+    ) -> Result<(), EnforcerError> {
+        let mut map: HashMap<_, u64, AgentEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::AGENTS)?)
+                .map_err(map_error(names::AGENTS))?;
+        for agent in agents {
+            let entry = AgentEntry {
+                ruleset: agent.ruleset,
+                mode: match agent.mode {
+                    Mode::Enforce => mode::ENFORCE,
+                    Mode::Audit => mode::AUDIT,
+                },
+            };
+            map.insert(agent.cgroup_id, entry, 0)
                 .map_err(map_error(names::AGENTS))?;
         }
-        Ok(())
-    }
-
-    pub fn attach(&mut self) -> Result<(), EnforcerError> {
-        for hook in HOOKS {
-            program(&mut self.ebpf, hook)?
-                .attach()
-                .map_err(|source| EnforcerError::Attach {
-                    hook: hook.lsm_hook,
-                    source,
-                })?;
-            self.attached.push(hook.program);
+        for gone in previous
+            .iter()
+            .filter(|p| !agents.iter().any(|a| a.cgroup_id == p.cgroup_id))
+        {
+            let _ = map.remove(&gone.cgroup_id);
         }
         Ok(())
     }
 
-    /// The deny ring buffer, for the one task that reads it.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EnforcerError> {
-        let map = self
-            .ebpf
-            .take_map(names::EVENTS)
-            .ok_or(EnforcerError::Missing {
-                what: "map",
-                name: names::EVENTS,
+    fn attach_net(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
+        for agent in agents {
+            if self.net_links.contains_key(&agent.cgroup) {
+                continue;
+            }
+            let path = self.cgroup_root.join(&agent.cgroup);
+            let cgroup = File::open(&path).map_err(|source| EnforcerError::CgroupOpen {
+                path: path.clone(),
+                source,
             })?;
+            let mut links = Vec::new();
+            for (program, _) in NET_PROGRAMS {
+                let attached = net_program(&mut self.ebpf, program)?
+                    .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                    .map_err(|source| EnforcerError::Attach {
+                        program: format!("cgroup/{program} to {}", path.display()),
+                        source,
+                    });
+                match attached {
+                    Ok(link) => links.push((*program, link)),
+                    Err(err) => {
+                        self.net_links.insert(agent.cgroup.clone(), links);
+                        return Err(err);
+                    }
+                }
+            }
+            self.net_links.insert(agent.cgroup.clone(), links);
+        }
+        Ok(())
+    }
+
+    fn detach_net_except(&mut self, keep: &[String]) {
+        let gone: Vec<String> = self
+            .net_links
+            .keys()
+            .filter(|cgroup| !keep.contains(cgroup))
+            .cloned()
+            .collect();
+        for cgroup in gone {
+            for (program, link) in self.net_links.remove(&cgroup).unwrap_or_default() {
+                if let Ok(prog) = net_program(&mut self.ebpf, program) {
+                    if let Err(err) = prog.detach(link) {
+                        tracing::warn!("detaching cgroup/{program} from {cgroup}: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attaches the LSM programs (after the first `apply`, so they never run without rules).
+    pub fn attach_lsm(&mut self) -> Result<(), EnforcerError> {
+        if self.coverage != Coverage::Full {
+            return Ok(());
+        }
+        for hook in LSM_HOOKS {
+            lsm_program(&mut self.ebpf, hook.program)?
+                .attach()
+                .map_err(|source| EnforcerError::Attach {
+                    program: format!("lsm/{}", hook.hook),
+                    source,
+                })?;
+            self.lsm_attached.push(hook.program);
+        }
+        Ok(())
+    }
+
+    /// The event ring buffer, for the one task that reads it.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EnforcerError> {
+        let map = self.ebpf.take_map(names::EVENTS).ok_or(EnforcerError::Missing {
+            what: "map",
+            name: names::EVENTS.to_owned(),
+        })?;
         RingBuf::try_from(map).map_err(map_error(names::EVENTS))
     }
 
     pub fn programs(&self) -> Vec<ProgramStatus> {
-        HOOKS
-            .iter()
-            .map(|hook| ProgramStatus {
-                program: hook.program.to_owned(),
-                hook: format!("lsm/{}", hook.lsm_hook),
-                attached: self.attached.contains(&hook.program),
-            })
-            .collect()
+        let lsm = LSM_HOOKS.iter().map(|hook| ProgramStatus {
+            program: hook.program.to_owned(),
+            hook: format!("lsm/{}", hook.hook),
+            attached: self.lsm_attached.contains(&hook.program),
+            id: program_info(&self.ebpf, hook.program).map(|i| i.id()),
+            enforces: hook.enforces.to_owned(),
+            run_count: program_info(&self.ebpf, hook.program).map_or(0, |i| i.run_count()),
+        });
+        let net = NET_PROGRAMS.iter().map(|(program, enforces)| ProgramStatus {
+            program: (*program).to_owned(),
+            hook: format!("cgroup/{program}"),
+            attached: !self.installed.is_empty()
+                && self.installed.iter().all(|a| {
+                    self.net_links
+                        .get(&a.cgroup)
+                        .is_some_and(|links| links.iter().any(|(p, _)| p == program))
+                }),
+            id: program_info(&self.ebpf, program).map(|i| i.id()),
+            enforces: (*enforces).to_owned(),
+            run_count: program_info(&self.ebpf, program).map_or(0, |i| i.run_count()),
+        });
+        lsm.chain(net).collect()
     }
 
+    /// True when every program the coverage calls for is attached for every agent.
     pub fn is_enforcing(&self) -> bool {
-        self.attached.len() == HOOKS.len()
+        self.programs()
+            .iter()
+            .all(|p| p.attached || (self.coverage == Coverage::NetworkOnly && p.hook.starts_with("lsm/")))
     }
 
     /// The kernel's counters summed over CPUs; `events_undecodable` is the daemon's to fill.
     pub fn counters(&self) -> Result<Counters, EnforcerError> {
-        let map = self
-            .ebpf
-            .map(names::COUNTERS)
-            .ok_or(EnforcerError::Missing {
-                what: "map",
-                name: names::COUNTERS,
-            })?;
+        let map = self.ebpf.map(names::COUNTERS).ok_or(EnforcerError::Missing {
+            what: "map",
+            name: names::COUNTERS.to_owned(),
+        })?;
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(map_error(names::COUNTERS))?;
         let sum = |index: u32| -> Result<u64, EnforcerError> {
@@ -235,6 +494,7 @@ impl Enforcer {
         Ok(Counters {
             allowed: sum(counter::ALLOWED)?,
             denied: sum(counter::DENIED)?,
+            audited: sum(counter::AUDITED)?,
             events_lost_kernel: sum(counter::EVENTS_LOST)?,
             path_errors: sum(counter::PATH_ERRORS)?,
             events_undecodable: 0,
@@ -242,18 +502,33 @@ impl Enforcer {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, hook: &Hook) -> Result<&'a mut Lsm, EnforcerError> {
-    let missing = EnforcerError::Missing {
-        what: "program",
-        name: hook.program,
-    };
-    ebpf.program_mut(hook.program)
-        .ok_or(missing)?
-        .try_into()
-        .map_err(|_| EnforcerError::Missing {
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, EnforcerError> {
+    ebpf.map_mut(name).ok_or(EnforcerError::Missing {
+        what: "map",
+        name: name.to_owned(),
+    })
+}
+
+fn lsm_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm, EnforcerError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| EnforcerError::Missing {
             what: "LSM program",
-            name: hook.program,
+            name: name.to_owned(),
         })
+}
+
+fn net_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr, EnforcerError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| EnforcerError::Missing {
+            what: "cgroup sock_addr program",
+            name: name.to_owned(),
+        })
+}
+
+fn program_info(ebpf: &Ebpf, name: &str) -> Option<aya::programs::ProgramInfo> {
+    ebpf.program(name).and_then(|p| p.info().ok())
 }
 
 /// The kernel says EPERM with an empty verifier log when it does not allow trampolines at all;
@@ -277,11 +552,12 @@ fn refusal_reason(err: &ProgramError) -> String {
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
 pub fn check_lsm_active(lsm_list: &Path) -> Result<(), EnforcerError> {
-    let list =
-        std::fs::read_to_string(lsm_list).map_err(|source| EnforcerError::LsmListUnreadable {
+    let list = std::fs::read_to_string(lsm_list).map_err(|source| {
+        EnforcerError::LsmListUnreadable {
             path: lsm_list.display().to_string(),
             source,
-        })?;
+        }
+    })?;
     let list = list.trim();
     if list.split(',').any(|lsm| lsm == "bpf") {
         Ok(())
@@ -315,10 +591,7 @@ mod tests {
         let file = list_file("lockdown,capability,apparmor");
         let err = check_lsm_active(file.path()).unwrap_err().to_string();
         assert!(err.contains("BPF LSM is not active"), "{err}");
-        assert!(
-            err.contains("lsm=lockdown,capability,apparmor,bpf"),
-            "{err}"
-        );
+        assert!(err.contains("lsm=lockdown,capability,apparmor,bpf"), "{err}");
     }
 
     #[test]
@@ -327,5 +600,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mount -t securityfs"), "{err}");
+    }
+
+    #[test]
+    fn every_offset_exists_in_the_running_kernel() {
+        let btf = Btf::from_file(Path::new(crate::btf::VMLINUX_BTF)).unwrap();
+        for (global, strukt, member) in OFFSETS {
+            btf.member_offset(strukt, member)
+                .unwrap_or_else(|err| panic!("{global}: {err}"));
+        }
     }
 }

@@ -1,8 +1,15 @@
 //! Events as operators, the audit log and SIEMs see them, and their decoding from kernel records.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashMap,
+    net::Ipv6Addr,
+    time::{Duration, SystemTime},
+};
 
-use claw_common::{decision, op, DenyRecord, EVENT_PATH_BYTES};
+use claw_common::{
+    access, decision, op, record, FileRecord, NetRecord, RecordHeader, EVENT_PATH_BYTES,
+    PROTO_TCP, PROTO_UDP,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of the event schema; bumped on any incompatible change of the fields below.
@@ -12,6 +19,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub schema: u32,
+    /// `deny` (refused), or `audit` (an audit-mode agent did what its policy does not allow, and
+    /// it went through).
     pub kind: String,
     /// RFC 3339, UTC, nanoseconds.
     pub time: String,
@@ -21,23 +30,39 @@ pub struct Event {
     pub cgroup: String,
     pub pid: u32,
     pub comm: String,
+    /// open, exec, mmap, mprotect, mknod, unlink, mkdir, rmdir, rename, link, symlink, truncate,
+    /// chmod, chown, connect, sendmsg.
     pub op: String,
-    pub path: String,
+    /// The file an operation touched (file operations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `ADDRESS:PORT/PROTOCOL` (network operations); IPv6 in brackets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The access the operation needed: read, write, exec, map (joined with `+`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// `deny` or `allow` (the outcome for the process).
     pub decision: String,
 }
 
-/// Who an agent id is, as the running policy says.
-#[derive(Debug, Clone)]
+/// Who a ruleset id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
-    pub id: u32,
     pub name: String,
     pub cgroup: String,
 }
 
+/// Every ruleset id the daemon has installed, old ones included (events may arrive after an
+/// apply replaced them).
+pub type Identities = HashMap<u32, AgentIdentity>;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("kernel record of {0} bytes is shorter than a deny record")]
+    #[error("kernel record of {0} bytes is too short")]
     Short(usize),
+    #[error("kernel record of unknown kind {0}")]
+    UnknownKind(u32),
 }
 
 /// Offset that turns CLOCK_BOOTTIME (what the kernel stamps) into wall-clock time.
@@ -56,42 +81,97 @@ pub fn boot_to_wall_offset() -> Duration {
     wall.saturating_sub(boot)
 }
 
-pub fn decode(
-    bytes: &[u8],
-    agents: &[AgentIdentity],
-    boot_to_wall: Duration,
-) -> Result<Event, DecodeError> {
-    if bytes.len() < size_of::<DenyRecord>() {
+/// Reads a `T` from the front of `bytes`, if they are long enough.
+fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short(bytes.len()));
     }
-    // SAFETY: the length is checked and DenyRecord is plain old data (any bytes are valid).
-    let record: DenyRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let (agent, cgroup) = match agents.iter().find(|a| a.id == record.agent_id) {
+    // SAFETY: the length is checked and the record types are plain old data (any bytes valid).
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+pub fn decode(
+    bytes: &[u8],
+    identities: &Identities,
+    boot_to_wall: Duration,
+) -> Result<Event, DecodeError> {
+    let header: RecordHeader = read_record(bytes)?;
+    let mut event = from_header(&header, identities, boot_to_wall);
+    match header.kind {
+        record::FILE => {
+            let file: FileRecord = read_record(bytes)?;
+            event.path = Some(if file.path_len > 0 {
+                let len = (file.path_len as usize).min(EVENT_PATH_BYTES);
+                c_string(&file.path[..len])
+            } else {
+                "<unresolved>".to_owned()
+            });
+            event.access = Some(access_names(header.access));
+        }
+        record::NET => {
+            let net: NetRecord = read_record(bytes)?;
+            event.destination = Some(destination(&net));
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    }
+    Ok(event)
+}
+
+fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Duration) -> Event {
+    let (agent, cgroup) = match identities.get(&header.ruleset) {
         Some(a) => (a.name.clone(), format!("/{}", a.cgroup)),
         None => (
-            format!("unknown-agent-{}", record.agent_id),
-            format!("cgroup-id:{}", record.cgroup_id),
+            format!("unknown-ruleset-{}", header.ruleset),
+            format!("cgroup-id:{}", header.cgroup_id),
         ),
     };
-    let path = if record.path_len > 0 {
-        let len = (record.path_len as usize).min(EVENT_PATH_BYTES);
-        c_string(&record.path[..len])
-    } else {
-        format!("<unresolved: errno {}>", -record.path_len)
+    let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(header.boot_time_ns);
+    let (kind, outcome) = match header.decision {
+        decision::AUDIT => ("audit", "allow"),
+        _ => ("deny", "deny"),
     };
-    let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(record.boot_time_ns);
-    Ok(Event {
+    Event {
         schema: SCHEMA_VERSION,
-        kind: "deny".to_owned(),
+        kind: kind.to_owned(),
         time: humantime::format_rfc3339_nanos(time).to_string(),
         agent,
         cgroup,
-        pid: record.pid,
-        comm: c_string(&record.comm),
-        op: op_name(record.op),
-        path,
-        decision: decision_name(record.decision),
-    })
+        pid: header.pid,
+        comm: c_string(&header.comm),
+        op: op_name(header.op).to_owned(),
+        path: None,
+        destination: None,
+        access: None,
+        decision: outcome.to_owned(),
+    }
+}
+
+fn destination(net: &NetRecord) -> String {
+    let address = Ipv6Addr::from(net.address);
+    let host = match (net.family, address.to_ipv4_mapped()) {
+        (4, Some(v4)) => v4.to_string(),
+        _ => format!("[{address}]"),
+    };
+    let protocol = match net.protocol {
+        PROTO_TCP => "tcp".to_owned(),
+        PROTO_UDP => "udp".to_owned(),
+        other => format!("proto-{other}"),
+    };
+    format!("{host}:{}/{protocol}", net.port)
+}
+
+fn access_names(bits: u32) -> String {
+    let names: Vec<&str> = [
+        (access::READ, "read"),
+        (access::WRITE, "write"),
+        (access::EXEC, "exec"),
+        (access::MAP, "map"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| name)
+    .collect();
+    names.join("+")
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -99,17 +179,25 @@ fn c_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn op_name(code: u32) -> String {
+pub fn op_name(code: u32) -> &'static str {
     match code {
-        op::FILE_OPEN => "open".to_owned(),
-        other => format!("op-{other}"),
-    }
-}
-
-fn decision_name(code: u32) -> String {
-    match code {
-        decision::DENY => "deny".to_owned(),
-        other => format!("decision-{other}"),
+        op::OPEN => "open",
+        op::EXEC => "exec",
+        op::MMAP => "mmap",
+        op::MPROTECT => "mprotect",
+        op::MKNOD => "mknod",
+        op::UNLINK => "unlink",
+        op::MKDIR => "mkdir",
+        op::RMDIR => "rmdir",
+        op::RENAME => "rename",
+        op::LINK => "link",
+        op::SYMLINK => "symlink",
+        op::TRUNCATE => "truncate",
+        op::CHMOD => "chmod",
+        op::CHOWN => "chown",
+        op::CONNECT => "connect",
+        op::SENDMSG => "sendmsg",
+        _ => "unknown",
     }
 }
 
@@ -119,78 +207,124 @@ mod tests {
 
     use super::*;
 
-    fn record_bytes(path: &[u8], path_len: i32) -> Vec<u8> {
-        let mut record = DenyRecord {
+    fn header(kind: u32, op: u32, decision: u32) -> RecordHeader {
+        let mut comm = [0; COMM_BYTES];
+        comm[..3].copy_from_slice(b"cat");
+        RecordHeader {
+            kind,
+            op,
             boot_time_ns: 1_500_000_000,
             cgroup_id: 77,
             pid: 4242,
-            agent_id: 1,
-            op: op::FILE_OPEN,
-            decision: decision::DENY,
-            path_len,
-            _pad: 0,
-            comm: [0; COMM_BYTES],
-            path: [0xAA; EVENT_PATH_BYTES],
-        };
-        record.comm[..3].copy_from_slice(b"cat");
-        record.path[..path.len()].copy_from_slice(path);
-        // SAFETY: DenyRecord is plain old data without padding.
+            ruleset: 5,
+            decision,
+            access: access::READ | access::WRITE,
+            comm,
+        }
+    }
+
+    fn bytes<T>(record: &T) -> Vec<u8> {
+        // SAFETY: plain old data without padding.
         unsafe {
-            std::slice::from_raw_parts(
-                (&record as *const DenyRecord).cast::<u8>(),
-                size_of::<DenyRecord>(),
-            )
+            std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
         }
         .to_vec()
     }
 
-    fn agents() -> Vec<AgentIdentity> {
-        vec![AgentIdentity {
-            id: 1,
-            name: "tools".to_owned(),
-            cgroup: "claw/tools".to_owned(),
-        }]
+    fn file_record(path: &[u8], path_len: i32, decision: u32) -> Vec<u8> {
+        let mut record = FileRecord {
+            header: header(record::FILE, op::OPEN, decision),
+            path_len,
+            _pad: 0,
+            path: [0xAA; EVENT_PATH_BYTES],
+        };
+        record.path[..path.len()].copy_from_slice(path);
+        bytes(&record)
+    }
+
+    fn identities() -> Identities {
+        HashMap::from([(
+            5,
+            AgentIdentity {
+                name: "tools".to_owned(),
+                cgroup: "claw/tools".to_owned(),
+            },
+        )])
     }
 
     #[test]
-    fn decodes_a_deny() {
-        let bytes = record_bytes(b"/etc/secret\0", 12);
-        let event = decode(&bytes, &agents(), Duration::from_secs(1_700_000_000)).unwrap();
+    fn decodes_a_file_deny() {
+        let bytes = file_record(b"/etc/secret\0", 12, decision::DENY);
+        let event = decode(&bytes, &identities(), Duration::from_secs(1_700_000_000)).unwrap();
+        assert_eq!(event.kind, "deny");
         assert_eq!(event.agent, "tools");
         assert_eq!(event.cgroup, "/claw/tools");
         assert_eq!(event.pid, 4242);
         assert_eq!(event.comm, "cat");
         assert_eq!(event.op, "open");
-        assert_eq!(event.path, "/etc/secret");
+        assert_eq!(event.path.as_deref(), Some("/etc/secret"));
+        assert_eq!(event.access.as_deref(), Some("read+write"));
         assert_eq!(event.decision, "deny");
         assert_eq!(event.time, "2023-11-14T22:13:21.500000000Z");
     }
 
     #[test]
-    fn unresolved_path_and_unknown_agent_are_explicit() {
-        let bytes = record_bytes(b"", -36);
-        let event = decode(&bytes, &[], Duration::ZERO).unwrap();
-        assert_eq!(event.path, "<unresolved: errno 36>");
-        assert_eq!(event.agent, "unknown-agent-1");
+    fn audit_mode_event_says_it_was_allowed() {
+        let bytes = file_record(b"/x\0", 3, decision::AUDIT);
+        let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
+        assert_eq!((event.kind.as_str(), event.decision.as_str()), ("audit", "allow"));
+    }
+
+    #[test]
+    fn decodes_network_denies_v4_and_v6() {
+        let mut address = [0u8; 16];
+        address[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
+        let v4 = NetRecord {
+            header: header(record::NET, op::CONNECT, decision::DENY),
+            address,
+            port: 443,
+            protocol: PROTO_TCP,
+            family: 4,
+            _pad: 0,
+        };
+        let event = decode(&bytes(&v4), &identities(), Duration::ZERO).unwrap();
+        assert_eq!(event.op, "connect");
+        assert_eq!(event.destination.as_deref(), Some("10.0.0.1:443/tcp"));
+        assert_eq!(event.path, None);
+        let mapped_over_v6 = NetRecord { family: 6, protocol: PROTO_UDP, ..v4 };
+        let event = decode(&bytes(&mapped_over_v6), &identities(), Duration::ZERO).unwrap();
+        assert_eq!(event.destination.as_deref(), Some("[::ffff:10.0.0.1]:443/udp"));
+    }
+
+    #[test]
+    fn unresolved_path_and_unknown_ruleset_are_explicit() {
+        let bytes = file_record(b"", -1, decision::DENY);
+        let event = decode(&bytes, &HashMap::new(), Duration::ZERO).unwrap();
+        assert_eq!(event.path.as_deref(), Some("<unresolved>"));
+        assert_eq!(event.agent, "unknown-ruleset-5");
         assert_eq!(event.cgroup, "cgroup-id:77");
     }
 
     #[test]
-    fn short_record_is_an_error() {
+    fn short_and_unknown_records_are_errors() {
         assert_eq!(
-            decode(&[0; 10], &agents(), Duration::ZERO),
+            decode(&[0; 10], &identities(), Duration::ZERO),
             Err(DecodeError::Short(10))
+        );
+        let mut odd = file_record(b"/x\0", 3, decision::DENY);
+        odd[0] = 99;
+        assert_eq!(
+            decode(&odd, &identities(), Duration::ZERO),
+            Err(DecodeError::UnknownKind(99))
         );
     }
 
     #[test]
     fn json_has_the_documented_keys() {
-        let bytes = record_bytes(b"/x\0", 3);
-        let event = decode(&bytes, &agents(), Duration::ZERO).unwrap();
+        let bytes = file_record(b"/x\0", 3, decision::DENY);
+        let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
         let value = serde_json::to_value(&event).unwrap();
-        for key in [
-            "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",
-        ] {
+        for key in ["time", "agent", "cgroup", "pid", "comm", "op", "path", "decision"] {
             assert!(value.get(key).is_some(), "missing {key}: {value}");
         }
     }

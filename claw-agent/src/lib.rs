@@ -7,10 +7,13 @@
 
 pub mod btf;
 pub mod cgroupfs;
+pub mod client;
 pub mod compile;
 pub mod daemon;
+pub mod describe;
 pub mod enforcer;
 pub mod event;
 pub mod policy;
 pub mod protocol;
+pub mod rules;
 pub mod server;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::{describe::RuleLine, event::Event};
 
 /// Where claw-agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
@@ -19,6 +19,10 @@ pub enum Request {
     Status {},
     /// Every event from now on.
     Follow {},
+    /// Make the policy file at `policy` (an absolute path, read by the daemon) the enforced one.
+    Apply { policy: String },
+    /// The enforced policy, as rule lines.
+    Rules {},
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,15 @@ pub enum Reply {
     Lost {
         count: u64,
     },
+    /// The policy is now enforced; `generation` counts applies since the daemon started.
+    Applied {
+        policy: String,
+        generation: u64,
+    },
+    Rules {
+        policy: String,
+        lines: Vec<RuleLine>,
+    },
     Error {
         message: String,
     },
@@ -43,7 +56,11 @@ pub enum Reply {
 pub struct Status {
     /// True once every program is attached with the policy's rules in its maps.
     pub enforcing: bool,
+    /// `full`, or `degraded` (no BPF LSM: network rules enforced, file and exec rules not).
+    pub coverage: String,
     pub policy: String,
+    /// Applies since the daemon started (the first policy is 1).
+    pub generation: u64,
     pub agents: Vec<AgentStatus>,
     pub programs: Vec<ProgramStatus>,
     pub counters: Counters,
@@ -54,7 +71,11 @@ pub struct AgentStatus {
     pub name: String,
     pub cgroup: String,
     pub cgroup_id: u64,
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// Entries in the kernel's file and network rule maps.
     pub file_rules: usize,
+    pub net_rules: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +83,12 @@ pub struct ProgramStatus {
     pub program: String,
     pub hook: String,
     pub attached: bool,
+    /// The kernel's id for the loaded program (`bpftool prog show id N`).
+    pub id: Option<u32>,
+    /// The rules it enforces.
+    pub enforces: String,
+    /// Times the kernel ran it since claw-agent started measuring (live proof it is in the path).
+    pub run_count: u64,
 }
 
 /// Sums over all CPUs of the kernel's counters, and the daemon's own.
@@ -69,9 +96,11 @@ pub struct ProgramStatus {
 pub struct Counters {
     pub allowed: u64,
     pub denied: u64,
+    /// Operations an audit-mode agent was let through although no rule allowed them.
+    pub audited: u64,
     /// Deny events the kernel could not queue (ring buffer full).
     pub events_lost_kernel: u64,
-    /// Opens denied because their path could not be resolved.
+    /// Operations whose path could not be resolved (decided as unmatched).
     pub path_errors: u64,
     /// Kernel records the daemon could not decode.
     pub events_undecodable: u64,

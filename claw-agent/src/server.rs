@@ -1,6 +1,6 @@
 //! The control socket: accepts clients, answers their one request, streams events to followers.
 
-use std::future::Future;
+use std::{future::Future, path::PathBuf};
 
 use tokio::{
     io::{
@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::{
+    describe::RuleLine,
     event::Event,
     protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
 };
@@ -20,6 +21,13 @@ use crate::{
 #[derive(Debug)]
 pub enum Control {
     Status(oneshot::Sender<Status>),
+    /// The enforced policy's file and rule lines.
+    Rules(oneshot::Sender<(String, Vec<RuleLine>)>),
+    /// Apply a policy file; the answer is (file, generation) or why it was rejected.
+    Apply {
+        policy: PathBuf,
+        reply: oneshot::Sender<Result<(String, u64), String>>,
+    },
 }
 
 /// What connections need from the rest of the daemon.
@@ -71,17 +79,30 @@ async fn serve(
     };
     match request {
         Request::Status {} => {
-            let (reply, answer) = oneshot::channel();
-            let status = match handles.control.send(Control::Status(reply)).await {
-                Ok(()) => answer.await.ok(),
-                Err(_) => None,
+            let reply = ask(&handles, Control::Status)
+                .await
+                .map_or_else(shutting_down, Reply::Status);
+            send(&mut write, &reply).await
+        }
+        Request::Rules {} => {
+            let reply = ask(&handles, Control::Rules)
+                .await
+                .map_or_else(shutting_down, |(policy, lines)| Reply::Rules { policy, lines });
+            send(&mut write, &reply).await
+        }
+        Request::Apply { policy } => {
+            let path = PathBuf::from(&policy);
+            let reply = if !path.is_absolute() {
+                Reply::Error {
+                    message: format!("policy path `{policy}` is relative — send an absolute path (clawctl does)"),
+                }
+            } else {
+                match ask(&handles, |reply| Control::Apply { policy: path, reply }).await {
+                    Some(Ok((policy, generation))) => Reply::Applied { policy, generation },
+                    Some(Err(message)) => Reply::Error { message },
+                    None => shutting_down(),
+                }
             };
-            let reply = status.map_or_else(
-                || Reply::Error {
-                    message: "claw-agent is shutting down".to_owned(),
-                },
-                Reply::Status,
-            );
             send(&mut write, &reply).await
         }
         Request::Follow {} => {
@@ -96,6 +117,19 @@ async fn serve(
                 send(&mut write, &reply).await?;
             }
         }
+    }
+}
+
+/// Sends a request to the owner task and waits for its answer; None if it has stopped.
+async fn ask<T>(handles: &Handles, request: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    handles.control.send(request(reply)).await.ok()?;
+    answer.await.ok()
+}
+
+fn shutting_down() -> Reply {
+    Reply::Error {
+        message: "claw-agent is shutting down".to_owned(),
     }
 }
 
@@ -160,6 +194,8 @@ mod tests {
             };
             let _ = reply.send(Status {
                 enforcing: true,
+                coverage: "full".to_owned(),
+                generation: 1,
                 policy: "p.yaml".to_owned(),
                 agents: vec![],
                 programs: vec![],
@@ -198,7 +234,9 @@ mod tests {
             pid,
             comm: "x".to_owned(),
             op: "open".to_owned(),
-            path: "/p".to_owned(),
+            path: Some("/p".to_owned()),
+            destination: None,
+            access: Some("read".to_owned()),
             decision: "deny".to_owned(),
         };
         // Capacity 4: six sends before the follower reads drop the two oldest for it.

@@ -94,7 +94,9 @@ fn sample_event(pid: u32) -> Event {
         pid,
         comm: "cat".to_owned(),
         op: "open".to_owned(),
-        path: "/etc/shadow".to_owned(),
+        path: Some("/etc/shadow".to_owned()),
+        destination: None,
+        access: Some("read".to_owned()),
         decision: "deny".to_owned(),
     }
 }
@@ -120,12 +122,17 @@ fn start_server(enforcing: bool) -> Server {
         while let Some(Control::Status(reply)) = requests.recv().await {
             let _ = reply.send(Status {
                 enforcing,
+                coverage: "full".to_owned(),
+                generation: 1,
                 policy: "policies/tools.yaml".to_owned(),
                 agents: vec![],
                 programs: vec![ProgramStatus {
                     program: "file_open".to_owned(),
                     hook: "lsm/file_open".to_owned(),
                     attached: enforcing,
+                    id: Some(7),
+                    enforces: "files.read".to_owned(),
+                    run_count: 0,
                 }],
                 counters: Counters::default(),
             });

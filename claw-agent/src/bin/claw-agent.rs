@@ -25,6 +25,10 @@ struct Args {
     /// The kernel's list of active LSMs.
     #[arg(long, value_name = "FILE", default_value = LSM_LIST, hide = true)]
     lsm_list: PathBuf,
+    /// Run without BPF LSM: enforce network rules only; file and exec rules are NOT enforced
+    /// (status, explain and the log say so).
+    #[arg(long)]
+    degraded: bool,
 }
 
 #[tokio::main]
@@ -42,6 +46,7 @@ async fn main() -> ExitCode {
         cgroup_root: args.cgroup_root,
         vmlinux_btf: args.vmlinux_btf,
         lsm_list: args.lsm_list,
+        degraded: args.degraded,
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

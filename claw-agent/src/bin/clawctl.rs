@@ -1,20 +1,23 @@
-//! clawctl: asks a running claw-agent over its control socket. It never loads BPF itself.
+//! clawctl: operates claw through claw-agent's control socket. It never loads BPF itself.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::net::UnixStream,
+    io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use claw_agent::{
+    client::{self, Connection},
+    daemon::prepare,
+    describe::{self, RuleLine},
     event::Event,
-    protocol::{Reply, Request, Status, DEFAULT_SOCKET},
+    protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
 };
+use serde_json::json;
 
-/// Operate claw: see what is enforced, follow what is denied.
+/// Operate claw: see what is enforced and how, change the policy, follow what is denied.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -33,22 +36,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print denials as the kernel makes them.
+    /// Print denials (and audit-mode would-be denials) as the kernel makes them.
     DenyLog {
-        /// Keep printing new denials until interrupted (the only mode until the audit log exists).
+        /// Keep printing new events until interrupted (the only mode until the audit log exists).
         #[arg(long, required = true)]
         follow: bool,
-        /// One JSON object per line: time, agent, cgroup, pid, comm, op, path, decision.
+        /// One JSON object per line: time, agent, cgroup, pid, comm, op, path, decision, ...
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check, apply or compare policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The security model of the running system: every rule, the kernel mechanism that enforces
+    /// it, and live proof that it is in place.
+    Explain {
+        /// Only this agent.
+        agent: Option<String>,
         #[arg(long)]
         json: bool,
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy and print what it would enforce; exit 1 with its errors.
+    Check { file: PathBuf },
+    /// Make a policy the enforced one, atomically; a rejected policy changes nothing.
+    Apply { file: PathBuf },
+    /// Rule lines a policy file would add to and remove from the enforced policy.
+    Diff { file: PathBuf },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let socket = args.socket.as_path();
     let result = match args.command {
-        Command::Status { json } => status(&args.socket, json),
-        Command::DenyLog { follow: _, json } => deny_log(&args.socket, json),
+        Command::Status { json } => status(socket, json),
+        Command::DenyLog { follow: _, json } => deny_log(socket, json),
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { file } => check(&file),
+            PolicyCommand::Apply { file } => apply(socket, &file),
+            PolicyCommand::Diff { file } => diff(socket, &file),
+        },
+        Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,40 +92,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn connect(socket: &Path, request: &Request) -> anyhow::Result<BufReader<UnixStream>> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach claw-agent at {} — is it running? (start it with `claw-agent --policy FILE`, or pass --socket)",
-            socket.display()
-        )
-    })?;
-    let mut line = serde_json::to_vec(request)?;
-    line.push(b'\n');
-    stream.write_all(&line).context("sending the request")?;
-    Ok(BufReader::new(stream))
-}
-
-fn next_reply(reader: &mut BufReader<UnixStream>) -> anyhow::Result<Option<Reply>> {
-    let mut line = String::new();
-    if reader
-        .read_line(&mut line)
-        .context("reading from claw-agent")?
-        == 0
-    {
-        return Ok(None);
-    }
-    let reply = serde_json::from_str(&line)
-        .with_context(|| format!("claw-agent sent an unreadable reply: {}", line.trim_end()))?;
-    Ok(Some(reply))
-}
-
 fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
-    let mut reader = connect(socket, &Request::Status {})?;
-    let status = match next_reply(&mut reader)? {
-        Some(Reply::Status(status)) => status,
-        Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
-        other => bail!("unexpected reply from claw-agent: {other:?}"),
-    };
+    let status = client::status(socket)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -110,39 +111,49 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_status(status: &Status) {
-    let state = if status.enforcing {
-        "enforcing"
+fn coverage_note(status: &Status) -> &'static str {
+    if status.coverage == "degraded" {
+        "DEGRADED (no BPF LSM): network rules enforced, file and exec rules NOT enforced"
     } else {
-        "NOT ENFORCING"
-    };
-    println!("{state}  policy {}", status.policy);
+        "full"
+    }
+}
+
+fn print_status(status: &Status) {
+    let state = if status.enforcing { "enforcing" } else { "NOT ENFORCING" };
+    println!(
+        "{state}  policy {} (generation {})  coverage {}",
+        status.policy,
+        status.generation,
+        coverage_note(status)
+    );
     println!("programs:");
     for p in &status.programs {
         let attached = if p.attached { "attached" } else { "DETACHED" };
-        println!("  {:<12} {:<16} {attached}", p.program, p.hook);
+        let id = p.id.map_or("-".to_owned(), |id| id.to_string());
+        println!("  {:<20} {:<28} id {:<6} {attached}", p.program, p.hook, id);
     }
     println!("agents:");
     for a in &status.agents {
         println!(
-            "  {:<16} cgroup {} (id {})  {} file rules",
-            a.name, a.cgroup, a.cgroup_id, a.file_rules
+            "  {:<16} cgroup {} (id {})  {}  {} file rules, {} network rules",
+            a.name, a.cgroup, a.cgroup_id, a.mode, a.file_rules, a.net_rules
         );
     }
     let c = &status.counters;
     println!(
-        "decisions: {} allowed, {} denied; lost: {} events (kernel ring buffer full), {} undecodable; {} unresolvable paths denied",
-        c.allowed, c.denied, c.events_lost_kernel, c.events_undecodable, c.path_errors
+        "decisions: {} allowed, {} denied, {} audited; lost: {} events (kernel ring buffer full), {} undecodable; {} unresolvable paths",
+        c.allowed, c.denied, c.audited, c.events_lost_kernel, c.events_undecodable, c.path_errors
     );
 }
 
 fn deny_log(socket: &Path, json: bool) -> anyhow::Result<()> {
-    let mut reader = connect(socket, &Request::Follow {})?;
+    let mut connection = Connection::open(socket, &Request::Follow {})?;
     let mut stdout = std::io::stdout().lock();
-    while let Some(reply) = next_reply(&mut reader)? {
+    while let Some(reply) = connection.next()? {
         match reply {
             Reply::Subscribed => eprintln!("clawctl: following denials from {}", socket.display()),
-            Reply::Event { event } if event.kind == "deny" => {
+            Reply::Event { event } => {
                 if json {
                     serde_json::to_writer(&mut stdout, &event)?;
                     writeln!(stdout)?;
@@ -151,20 +162,174 @@ fn deny_log(socket: &Path, json: bool) -> anyhow::Result<()> {
                 }
                 stdout.flush()?;
             }
-            Reply::Event { .. } => {}
             Reply::Lost { count } => {
                 eprintln!("clawctl: LOST {count} events: this client fell behind claw-agent")
             }
             Reply::Error { message } => bail!("claw-agent: {message}"),
-            Reply::Status(_) => bail!("unexpected status reply while following"),
+            other => bail!("unexpected reply while following: {other:?}"),
         }
     }
     bail!("claw-agent closed the connection (did it stop?)")
 }
 
 fn human_line(e: &Event) -> String {
+    let object = e
+        .path
+        .as_deref()
+        .or(e.destination.as_deref())
+        .unwrap_or("-");
+    let access = e.access.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let verdict = if e.kind == "audit" {
+        "AUDIT (allowed)".to_owned()
+    } else {
+        e.decision.clone()
+    };
     format!(
-        "{}  {}  pid={} comm={}  {} {}  {}",
-        e.time, e.agent, e.pid, e.comm, e.op, e.path, e.decision
+        "{}  {}  pid={} comm={}  {} {}{access}  {verdict}",
+        e.time, e.agent, e.pid, e.comm, e.op, object
     )
+}
+
+fn check(file: &Path) -> anyhow::Result<()> {
+    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
+    println!("{}: valid — it would enforce:", file.display());
+    for (agent, compiled) in prepared.policy.agents.iter().zip(&prepared.compiled.agents) {
+        println!(
+            "agent {} (cgroup {}, {}): {} file rule entries, {} network rule entries",
+            agent.name.0,
+            agent.cgroup.0,
+            agent.mode.as_str(),
+            compiled.file_rules.len(),
+            compiled.net_rules.len()
+        );
+        for line in describe::rule_lines(&prepared.policy)
+            .iter()
+            .filter(|l| l.agent == agent.name.0 && l.kind != "cgroup" && l.kind != "mode")
+        {
+            let (hooks, map) = describe::mechanism(&line.kind);
+            println!("  {:<10} {:<40} {} via {}", line.kind, line.value, hooks.join(", "), map);
+        }
+        println!("  everything else: denied{}", if agent.mode.as_str() == "audit" { " (audit mode: reported, allowed)" } else { "" });
+    }
+    Ok(())
+}
+
+fn apply(socket: &Path, file: &Path) -> anyhow::Result<()> {
+    let (policy, generation) = client::apply(socket, file)?;
+    println!("applied {policy} (generation {generation})");
+    Ok(())
+}
+
+fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
+    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
+    let (enforced, old) = client::rules(socket)?;
+    let new = describe::rule_lines(&prepared.policy);
+    let (added, removed) = describe::diff(&old, &new);
+    println!("--- {enforced} (enforced)\n+++ {}", file.display());
+    for line in &removed {
+        println!("- {line}");
+    }
+    for line in &added {
+        println!("+ {line}");
+    }
+    if added.is_empty() && removed.is_empty() {
+        println!("(no changes)");
+    }
+    Ok(())
+}
+
+/// What every agent is denied unless a rule names it.
+const DENIED_BY_DEFAULT: &[&str] = &[
+    "opening any file not under files.read / files.write",
+    "executing any program not under exec (scripts: the interpreter too; the ld.so trick included)",
+    "mapping executable any file not under libraries / exec",
+    "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",
+    "connecting (TCP, connected UDP) or sending UDP datagrams anywhere not under connect",
+];
+
+fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let status = client::status(socket)?;
+    let (_, lines) = client::rules(socket)?;
+    let agents: Vec<_> = status
+        .agents
+        .iter()
+        .filter(|a| only.is_none_or(|o| o == a.name))
+        .collect();
+    if agents.is_empty() {
+        bail!(
+            "no agent named `{}` in the enforced policy — `clawctl status` lists them",
+            only.unwrap_or_default()
+        );
+    }
+    let program = |hook: &str| status.programs.iter().find(|p| p.hook == hook);
+    let rule_view = |line: &RuleLine| {
+        let (hooks, map) = describe::mechanism(&line.kind);
+        let programs: Vec<&ProgramStatus> = hooks.iter().filter_map(|h| program(h)).collect();
+        (map, programs)
+    };
+    if json {
+        let agents: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                let rules: Vec<_> = lines
+                    .iter()
+                    .filter(|l| l.agent == a.name && l.kind != "cgroup" && l.kind != "mode")
+                    .map(|l| {
+                        let (map, programs) = rule_view(l);
+                        json!({ "rule": format!("{} {}", l.kind, l.value), "map": map, "enforced_by": programs })
+                    })
+                    .collect();
+                json!({
+                    "agent": a.name, "cgroup": a.cgroup, "cgroup_id": a.cgroup_id, "mode": a.mode,
+                    "rules": rules, "denied_by_default": DENIED_BY_DEFAULT,
+                })
+            })
+            .collect();
+        let out = json!({
+            "policy": status.policy, "generation": status.generation, "coverage": status.coverage,
+            "enforcing": status.enforcing, "agents": agents, "counters": status.counters,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "claw security model — policy {} (generation {}), {}, coverage {}",
+        status.policy,
+        status.generation,
+        if status.enforcing { "ENFORCING" } else { "NOT ENFORCING" },
+        coverage_note(&status)
+    );
+    println!("Each process in an agent's cgroup is held by the kernel to the rules below; nothing else is allowed.\n");
+    for a in agents {
+        println!("agent {}  cgroup {} (cgroup id {})  mode {}", a.name, a.cgroup, a.cgroup_id, a.mode);
+        println!("  {:<44} {:<52} {}", "RULE", "ENFORCED BY (kernel hook, program id)", "LIVE PROOF");
+        for line in lines.iter().filter(|l| l.agent == a.name && l.kind != "cgroup" && l.kind != "mode") {
+            let (map, programs) = rule_view(line);
+            let hooks: Vec<String> = programs
+                .iter()
+                .map(|p| format!("{}#{}", p.hook, p.id.map_or("-".into(), |id| id.to_string())))
+                .collect();
+            let live: Vec<String> = programs
+                .iter()
+                .map(|p| if p.attached { format!("{} runs", p.run_count) } else { "DETACHED".into() })
+                .collect();
+            println!(
+                "  {:<44} {:<52} {}",
+                format!("{} {}", line.kind, line.value),
+                format!("{} [{map}]", hooks.join(" ")),
+                live.join(", ")
+            );
+        }
+        println!("  denied by default:");
+        for denied in DENIED_BY_DEFAULT {
+            println!("    - {denied}");
+        }
+        println!();
+    }
+    let c = &status.counters;
+    println!(
+        "decisions so far: {} allowed, {} denied, {} audited; events lost: {}; verify: `clawctl deny-log --follow`, `bpftool prog show id N`",
+        c.allowed, c.denied, c.audited, c.events_lost_kernel
+    );
+    Ok(())
 }
