@@ -382,8 +382,10 @@ impl Enforcer {
             })?;
             let mut links = Vec::new();
             for (program, _) in NET_PROGRAMS {
+                // Through a BPF link (kernels >= 5.7), which stacks with other programs on the
+                // cgroup and must be created without attach flags.
                 let attached = net_program(&mut self.ebpf, program)?
-                    .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                    .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(|source| EnforcerError::Attach {
                         program: format!("cgroup/{program} to {}", path.display()),
                         source,

@@ -131,8 +131,9 @@ pub unsafe fn resolve_walk(
             if pos < name_len + 1 {
                 return None;
             }
-            // Masks restate, for the verifier, bounds the check above already guarantees.
-            pos = (pos - name_len) & (EVENT_PATH_BYTES - 1);
+            // The masks restate, for the verifier, bounds the check above already guarantees;
+            // black_box stops LLVM from dropping them as redundant.
+            pos = core::hint::black_box(pos - name_len) & (EVENT_PATH_BYTES - 1);
             if bpf_probe_read_kernel(
                 buffer.add(pos).cast::<c_void>(),
                 name_len as u32,
@@ -141,7 +142,7 @@ pub unsafe fn resolve_walk(
             {
                 return None;
             }
-            pos = (pos - 1) & (EVENT_PATH_BYTES - 1);
+            pos = core::hint::black_box(pos - 1) & (EVENT_PATH_BYTES - 1);
             *buffer.add(pos) = b'/';
             dentry = parent;
         }

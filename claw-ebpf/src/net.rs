@@ -1,6 +1,8 @@
 //! cgroup sock_addr programs, attached to each agent's cgroup: TCP connects and UDP sends to
 //! unconnected destinations, v4 and v6, against NET_RULES. They load on kernels without BPF LSM.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     macros::cgroup_sock_addr,
@@ -16,47 +18,56 @@ use crate::{
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
-const AF_INET: u32 = 2;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, op::CONNECT)
+    decide::<false>(&ctx, op::CONNECT)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, op::CONNECT)
+    decide::<true>(&ctx, op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, op::SENDMSG)
+    decide::<false>(&ctx, op::SENDMSG)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, op::SENDMSG)
+    decide::<true>(&ctx, op::SENDMSG)
 }
 
 #[inline(always)]
-fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
-    // SAFETY: the context the kernel passed.
-    let sock: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
-    let family = sock.user_family;
+/// `V6` for the programs of IPv6 sockets: each kind may read only its own address field.
+fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
+    let sock: *const bpf_sock_addr = ctx.sock_addr;
+    // The verifier allows context fields to be read only at their own offsets from the context
+    // pointer, and an IPv4 program may not read the IPv6 fields (nor the reverse): volatile
+    // reads, one per field, keep LLVM from merging them into a computed address.
     // IPv4 is looked up as IPv4-mapped IPv6, as the compiler stores it; so an IPv4-mapped IPv6
     // destination meets the same rules.
     let mut address = [0u8; 16];
-    if family == AF_INET {
-        address[10] = 0xff;
-        address[11] = 0xff;
-        address[12..].copy_from_slice(&sock.user_ip4.to_ne_bytes());
-    } else {
-        for (i, word) in sock.user_ip6.iter().enumerate() {
-            address[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+    // SAFETY: the context the kernel passed; each read is of one whole field.
+    let (user_port, protocol) = unsafe {
+        if V6 {
+            for i in 0..4 {
+                let word = read_volatile(&(*sock).user_ip6[i]);
+                address[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+        } else {
+            address[10] = 0xff;
+            address[11] = 0xff;
+            address[12..].copy_from_slice(&read_volatile(&(*sock).user_ip4).to_ne_bytes());
         }
-    }
-    let port = u16::from_be(sock.user_port as u16);
-    let protocol = sock.protocol as u8;
+        (
+            read_volatile(&(*sock).user_port),
+            read_volatile(&(*sock).protocol),
+        )
+    };
+    let port = u16::from_be(user_port as u16);
+    let protocol = protocol as u8;
 
     // Attached to agents' cgroups only; a task there whose own cgroup is not an agent's (a child
     // cgroup) is held to no rules, so denied.
@@ -89,7 +100,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
             address,
             port,
             protocol,
-            family: if family == AF_INET { 4 } else { 6 },
+            family: if V6 { 6 } else { 4 },
             _pad: 0,
         });
         entry.submit(0);
