@@ -75,8 +75,8 @@ pub fn rules(socket: &Path) -> anyhow::Result<(String, Vec<RuleLine>)> {
 }
 
 pub fn apply(socket: &Path, policy: &Path) -> anyhow::Result<(String, u64)> {
-    let policy = std::path::absolute(policy)
-        .with_context(|| format!("resolving {}", policy.display()))?;
+    let policy =
+        std::path::absolute(policy).with_context(|| format!("resolving {}", policy.display()))?;
     let request = Request::Apply {
         policy: policy.display().to_string(),
     };

@@ -244,9 +244,11 @@ mod tests {
     }
 
     fn agent(rules: &str) -> CompiledAgent {
-        compiled(&format!("agents:\n  - name: t\n    cgroup: claw/t\n{rules}"))
-            .agents
-            .remove(0)
+        compiled(&format!(
+            "agents:\n  - name: t\n    cgroup: claw/t\n{rules}"
+        ))
+        .agents
+        .remove(0)
     }
 
     fn prefixes(agent: &CompiledAgent) -> Vec<(String, u32)> {
@@ -255,7 +257,9 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    String::from_utf8(r.prefix.clone()).unwrap().replace('\0', "$"),
+                    String::from_utf8(r.prefix.clone())
+                        .unwrap()
+                        .replace('\0', "$"),
                     r.access,
                 )
             })
@@ -267,7 +271,10 @@ mod tests {
         let a = agent("    files:\n      read: [/workspace/]\n");
         assert_eq!(
             prefixes(&a),
-            [("/workspace$".into(), access::READ), ("/workspace/".into(), access::READ)]
+            [
+                ("/workspace$".into(), access::READ),
+                ("/workspace/".into(), access::READ)
+            ]
         );
     }
 
@@ -276,7 +283,10 @@ mod tests {
         let a = agent("    files:\n      read: [/etc/hosts, /]\n");
         assert_eq!(
             prefixes(&a),
-            [("/".into(), access::READ), ("/etc/hosts$".into(), access::READ)]
+            [
+                ("/".into(), access::READ),
+                ("/etc/hosts$".into(), access::READ)
+            ]
         );
     }
 
@@ -287,7 +297,10 @@ mod tests {
         );
         let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
         assert_eq!(bits["/w/"], access::READ | access::WRITE);
-        assert_eq!(bits["/usr/bin/git$"], access::READ | access::EXEC | access::MAP);
+        assert_eq!(
+            bits["/usr/bin/git$"],
+            access::READ | access::EXEC | access::MAP
+        );
         assert_eq!(bits["/usr/lib/"], access::READ | access::MAP);
     }
 
@@ -332,7 +345,8 @@ mod tests {
 
     #[test]
     fn connect_rules_become_per_protocol_entries() {
-        let a = agent("    connect:\n      - 127.0.0.1:11434/tcp\n      - \"[2001:db8::]/32:443\"\n");
+        let a =
+            agent("    connect:\n      - 127.0.0.1:11434/tcp\n      - \"[2001:db8::]/32:443\"\n");
         assert_eq!(
             net(&a),
             [
@@ -359,7 +373,10 @@ mod tests {
     #[test]
     fn port_ranges_merge() {
         let a = agent("    connect:\n      - 10.0.0.1:80-90/udp\n      - 10.0.0.1:91/udp\n      - 10.0.0.1:85-100/udp\n      - 10.0.0.1:200/udp\n");
-        assert_eq!(net(&a), [(PROTO_UDP, "10.0.0.1/32".into(), vec![(80, 100), (200, 200)])]);
+        assert_eq!(
+            net(&a),
+            [(PROTO_UDP, "10.0.0.1/32".into(), vec![(80, 100), (200, 200)])]
+        );
     }
 
     #[test]
@@ -367,7 +384,11 @@ mod tests {
         let rules: String = (0..=MAX_PORT_RANGES)
             .map(|i| format!("      - 10.0.0.1:{}/tcp\n", 1000 + 2 * i))
             .collect();
-        let policy = parse("p.yaml", &format!("agents:\n  - name: t\n    cgroup: claw/t\n    connect:\n{rules}")).unwrap();
+        let policy = parse(
+            "p.yaml",
+            &format!("agents:\n  - name: t\n    cgroup: claw/t\n    connect:\n{rules}"),
+        )
+        .unwrap();
         let err = compile(&policy).unwrap_err();
         assert_eq!(err.agent, "t");
         assert!(err.message.contains("10.0.0.1/32"), "{err}");
@@ -387,7 +408,10 @@ mod tests {
             protocol: PROTO_TCP,
             address: [7; 16],
             prefix_len: 120,
-            ports: vec![PortRange { first: 80, last: 81 }],
+            ports: vec![PortRange {
+                first: 80,
+                last: 81,
+            }],
         };
         let key = rule.key(9);
         let prefix_len = key.prefix_len();

@@ -61,8 +61,8 @@ pub struct Prepared {
 /// the line and column.
 pub fn prepare(path: &Path) -> Result<Prepared, String> {
     let policy = policy::load(path).map_err(|err| err.to_string())?;
-    let mut compiled = compile::compile(&policy)
-        .map_err(|err| format!("{}: {err}", path.display()))?;
+    let mut compiled =
+        compile::compile(&policy).map_err(|err| format!("{}: {err}", path.display()))?;
     for agent in &mut compiled.agents {
         let resolved = resolve(&agent.hostname_rules)
             .map_err(|err| format!("{}: agent `{}`: {err}", path.display(), agent.name))?;
@@ -120,7 +120,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(root) => root,
         None => cgroupfs::find_cgroup2_root()?,
     };
-    let mut enforcer = Enforcer::load(&config.vmlinux_btf, &config.lsm_list, coverage, cgroup_root)?;
+    let mut enforcer =
+        Enforcer::load(&config.vmlinux_btf, &config.lsm_list, coverage, cgroup_root)?;
     let identities = Arc::new(RwLock::new(Identities::new()));
     enforcer.apply(&prepared.compiled)?;
     record_identities(&enforcer, &identities);
@@ -190,7 +191,9 @@ async fn reload_on_sighup(policy: PathBuf, control: mpsc::Sender<Control>) {
         }
         match answer.await {
             Ok(Ok((_, generation))) => tracing::info!(generation, "SIGHUP: policy re-applied"),
-            Ok(Err(message)) => tracing::error!("SIGHUP: policy rejected, previous one stays: {message}"),
+            Ok(Err(message)) => {
+                tracing::error!("SIGHUP: policy rejected, previous one stays: {message}")
+            }
             Err(_) => return,
         }
     }
@@ -262,9 +265,12 @@ impl Owner {
         let prepared = tokio::task::spawn_blocking(move || prepare(&for_prepare))
             .await
             .map_err(|err| format!("preparing the policy failed: {err}"))??;
-        self.enforcer
-            .apply(&prepared.compiled)
-            .map_err(|err| format!("{}: not applied, the previous policy stays: {err}", path.display()))?;
+        self.enforcer.apply(&prepared.compiled).map_err(|err| {
+            format!(
+                "{}: not applied, the previous policy stays: {err}",
+                path.display()
+            )
+        })?;
         record_identities(&self.enforcer, &self.identities);
         self.policy = path;
         self.lines = describe::rule_lines(&prepared.policy);

@@ -37,8 +37,18 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
         own.extend(rules.files.read.iter().map(|p| line("read", p.0.clone())));
         own.extend(rules.files.write.iter().map(|p| line("write", p.0.clone())));
         own.extend(rules.exec.iter().map(|p| line("exec", p.0.clone())));
-        own.extend(rules.libraries.iter().map(|p| line("libraries", p.0.clone())));
-        own.extend(rules.connect.iter().map(|c| line("connect", c.text.clone())));
+        own.extend(
+            rules
+                .libraries
+                .iter()
+                .map(|p| line("libraries", p.0.clone())),
+        );
+        own.extend(
+            rules
+                .connect
+                .iter()
+                .map(|c| line("connect", c.text.clone())),
+        );
         own.sort();
         own.dedup();
         lines.extend(own);
@@ -59,9 +69,17 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
         "read" => (&["lsm/file_open"], "FILE_RULES (LPM trie)"),
         "write" => (
             &[
-                "lsm/file_open", "lsm/path_mknod", "lsm/path_mkdir", "lsm/path_unlink",
-                "lsm/path_rmdir", "lsm/path_symlink", "lsm/path_link", "lsm/path_rename",
-                "lsm/path_truncate", "lsm/path_chmod", "lsm/path_chown",
+                "lsm/file_open",
+                "lsm/path_mknod",
+                "lsm/path_mkdir",
+                "lsm/path_unlink",
+                "lsm/path_rmdir",
+                "lsm/path_symlink",
+                "lsm/path_link",
+                "lsm/path_rename",
+                "lsm/path_truncate",
+                "lsm/path_chmod",
+                "lsm/path_chown",
             ],
             "FILE_RULES (LPM trie)",
         ),
@@ -74,7 +92,12 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
             "FILE_RULES (LPM trie)",
         ),
         "connect" => (
-            &["cgroup/connect4", "cgroup/connect6", "cgroup/sendmsg4", "cgroup/sendmsg6"],
+            &[
+                "cgroup/connect4",
+                "cgroup/connect6",
+                "cgroup/sendmsg4",
+                "cgroup/sendmsg6",
+            ],
             "NET_RULES (LPM trie)",
         ),
         "mode" => (&[], "AGENTS (hash)"),

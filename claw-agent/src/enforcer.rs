@@ -70,28 +70,93 @@ pub struct LsmHook {
 
 /// Every LSM program claw attaches, in attach order.
 pub const LSM_HOOKS: &[LsmHook] = &[
-    LsmHook { program: "file_open", hook: "file_open", enforces: "files.read, files.write (open); libraries and exec (the kernel's exec opens)" },
-    LsmHook { program: "bprm_check_security", hook: "bprm_check_security", enforces: "exec (programs and scripts)" },
-    LsmHook { program: "mmap_file", hook: "mmap_file", enforces: "libraries, exec (mapping a file executable)" },
-    LsmHook { program: "file_mprotect", hook: "file_mprotect", enforces: "libraries, exec (making a file mapping executable)" },
-    LsmHook { program: "path_mknod", hook: "path_mknod", enforces: "files.write (create)" },
-    LsmHook { program: "path_mkdir", hook: "path_mkdir", enforces: "files.write (mkdir)" },
-    LsmHook { program: "path_unlink", hook: "path_unlink", enforces: "files.write (unlink)" },
-    LsmHook { program: "path_rmdir", hook: "path_rmdir", enforces: "files.write (rmdir)" },
-    LsmHook { program: "path_symlink", hook: "path_symlink", enforces: "files.write (symlink)" },
-    LsmHook { program: "path_link", hook: "path_link", enforces: "files.write (hard link: both names)" },
-    LsmHook { program: "path_rename", hook: "path_rename", enforces: "files.write (rename: both ends)" },
-    LsmHook { program: "path_truncate", hook: "path_truncate", enforces: "files.write (truncate)" },
-    LsmHook { program: "path_chmod", hook: "path_chmod", enforces: "files.write (chmod)" },
-    LsmHook { program: "path_chown", hook: "path_chown", enforces: "files.write (chown)" },
+    LsmHook {
+        program: "file_open",
+        hook: "file_open",
+        enforces: "files.read, files.write (open); libraries and exec (the kernel's exec opens)",
+    },
+    LsmHook {
+        program: "bprm_check_security",
+        hook: "bprm_check_security",
+        enforces: "exec (programs and scripts)",
+    },
+    LsmHook {
+        program: "mmap_file",
+        hook: "mmap_file",
+        enforces: "libraries, exec (mapping a file executable)",
+    },
+    LsmHook {
+        program: "file_mprotect",
+        hook: "file_mprotect",
+        enforces: "libraries, exec (making a file mapping executable)",
+    },
+    LsmHook {
+        program: "path_mknod",
+        hook: "path_mknod",
+        enforces: "files.write (create)",
+    },
+    LsmHook {
+        program: "path_mkdir",
+        hook: "path_mkdir",
+        enforces: "files.write (mkdir)",
+    },
+    LsmHook {
+        program: "path_unlink",
+        hook: "path_unlink",
+        enforces: "files.write (unlink)",
+    },
+    LsmHook {
+        program: "path_rmdir",
+        hook: "path_rmdir",
+        enforces: "files.write (rmdir)",
+    },
+    LsmHook {
+        program: "path_symlink",
+        hook: "path_symlink",
+        enforces: "files.write (symlink)",
+    },
+    LsmHook {
+        program: "path_link",
+        hook: "path_link",
+        enforces: "files.write (hard link: both names)",
+    },
+    LsmHook {
+        program: "path_rename",
+        hook: "path_rename",
+        enforces: "files.write (rename: both ends)",
+    },
+    LsmHook {
+        program: "path_truncate",
+        hook: "path_truncate",
+        enforces: "files.write (truncate)",
+    },
+    LsmHook {
+        program: "path_chmod",
+        hook: "path_chmod",
+        enforces: "files.write (chmod)",
+    },
+    LsmHook {
+        program: "path_chown",
+        hook: "path_chown",
+        enforces: "files.write (chown)",
+    },
 ];
 
 /// cgroup sock_addr programs, attached to each agent's cgroup: they need no BPF LSM.
 pub const NET_PROGRAMS: &[(&str, &str)] = &[
     ("connect4", "connect (TCP, and connected UDP), IPv4"),
-    ("connect6", "connect (TCP, and connected UDP), IPv6 and IPv4-mapped"),
-    ("sendmsg4", "UDP sendto/sendmsg to an unconnected destination, IPv4"),
-    ("sendmsg6", "UDP sendto/sendmsg to an unconnected destination, IPv6 and IPv4-mapped"),
+    (
+        "connect6",
+        "connect (TCP, and connected UDP), IPv6 and IPv4-mapped",
+    ),
+    (
+        "sendmsg4",
+        "UDP sendto/sendmsg to an unconnected destination, IPv4",
+    ),
+    (
+        "sendmsg6",
+        "UDP sendto/sendmsg to an unconnected destination, IPv6 and IPv4-mapped",
+    ),
 ];
 
 /// Where the kernel lists its active LSMs.
@@ -276,7 +341,13 @@ impl Enforcer {
             return Err(err);
         }
         if let Err(err) = self.attach_net(&staged) {
-            self.detach_net_except(&self.installed.iter().map(|a| a.cgroup.clone()).collect::<Vec<_>>());
+            self.detach_net_except(
+                &self
+                    .installed
+                    .iter()
+                    .map(|a| a.cgroup.clone())
+                    .collect::<Vec<_>>(),
+            );
             let _ = self.remove_rules(&staged);
             return Err(err);
         }
@@ -440,10 +511,13 @@ impl Enforcer {
 
     /// The event ring buffer, for the one task that reads it.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EnforcerError> {
-        let map = self.ebpf.take_map(names::EVENTS).ok_or(EnforcerError::Missing {
-            what: "map",
-            name: names::EVENTS.to_owned(),
-        })?;
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::EVENTS.to_owned(),
+            })?;
         RingBuf::try_from(map).map_err(map_error(names::EVENTS))
     }
 
@@ -456,35 +530,40 @@ impl Enforcer {
             enforces: hook.enforces.to_owned(),
             run_count: program_info(&self.ebpf, hook.program).map_or(0, |i| i.run_count()),
         });
-        let net = NET_PROGRAMS.iter().map(|(program, enforces)| ProgramStatus {
-            program: (*program).to_owned(),
-            hook: format!("cgroup/{program}"),
-            attached: !self.installed.is_empty()
-                && self.installed.iter().all(|a| {
-                    self.net_links
-                        .get(&a.cgroup)
-                        .is_some_and(|links| links.iter().any(|(p, _)| p == program))
-                }),
-            id: program_info(&self.ebpf, program).map(|i| i.id()),
-            enforces: (*enforces).to_owned(),
-            run_count: program_info(&self.ebpf, program).map_or(0, |i| i.run_count()),
-        });
+        let net = NET_PROGRAMS
+            .iter()
+            .map(|(program, enforces)| ProgramStatus {
+                program: (*program).to_owned(),
+                hook: format!("cgroup/{program}"),
+                attached: !self.installed.is_empty()
+                    && self.installed.iter().all(|a| {
+                        self.net_links
+                            .get(&a.cgroup)
+                            .is_some_and(|links| links.iter().any(|(p, _)| p == program))
+                    }),
+                id: program_info(&self.ebpf, program).map(|i| i.id()),
+                enforces: (*enforces).to_owned(),
+                run_count: program_info(&self.ebpf, program).map_or(0, |i| i.run_count()),
+            });
         lsm.chain(net).collect()
     }
 
     /// True when every program the coverage calls for is attached for every agent.
     pub fn is_enforcing(&self) -> bool {
-        self.programs()
-            .iter()
-            .all(|p| p.attached || (self.coverage == Coverage::NetworkOnly && p.hook.starts_with("lsm/")))
+        self.programs().iter().all(|p| {
+            p.attached || (self.coverage == Coverage::NetworkOnly && p.hook.starts_with("lsm/"))
+        })
     }
 
     /// The kernel's counters summed over CPUs; `events_undecodable` is the daemon's to fill.
     pub fn counters(&self) -> Result<Counters, EnforcerError> {
-        let map = self.ebpf.map(names::COUNTERS).ok_or(EnforcerError::Missing {
-            what: "map",
-            name: names::COUNTERS.to_owned(),
-        })?;
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::COUNTERS.to_owned(),
+            })?;
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(map_error(names::COUNTERS))?;
         let sum = |index: u32| -> Result<u64, EnforcerError> {
@@ -504,7 +583,10 @@ impl Enforcer {
     }
 }
 
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, EnforcerError> {
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, EnforcerError> {
     ebpf.map_mut(name).ok_or(EnforcerError::Missing {
         what: "map",
         name: name.to_owned(),
@@ -520,7 +602,10 @@ fn lsm_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm, Enforc
         })
 }
 
-fn net_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr, EnforcerError> {
+fn net_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut CgroupSockAddr, EnforcerError> {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
         .ok_or_else(|| EnforcerError::Missing {
@@ -554,12 +639,11 @@ fn refusal_reason(err: &ProgramError) -> String {
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
 pub fn check_lsm_active(lsm_list: &Path) -> Result<(), EnforcerError> {
-    let list = std::fs::read_to_string(lsm_list).map_err(|source| {
-        EnforcerError::LsmListUnreadable {
+    let list =
+        std::fs::read_to_string(lsm_list).map_err(|source| EnforcerError::LsmListUnreadable {
             path: lsm_list.display().to_string(),
             source,
-        }
-    })?;
+        })?;
     let list = list.trim();
     if list.split(',').any(|lsm| lsm == "bpf") {
         Ok(())
@@ -593,7 +677,10 @@ mod tests {
         let file = list_file("lockdown,capability,apparmor");
         let err = check_lsm_active(file.path()).unwrap_err().to_string();
         assert!(err.contains("BPF LSM is not active"), "{err}");
-        assert!(err.contains("lsm=lockdown,capability,apparmor,bpf"), "{err}");
+        assert!(
+            err.contains("lsm=lockdown,capability,apparmor,bpf"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::{
 };
 
 use claw_common::{
-    access, decision, op, record, FileRecord, NetRecord, RecordHeader, EVENT_PATH_BYTES,
-    PROTO_TCP, PROTO_UDP,
+    access, decision, op, record, FileRecord, NetRecord, RecordHeader, EVENT_PATH_BYTES, PROTO_TCP,
+    PROTO_UDP,
 };
 use serde::{Deserialize, Serialize};
 
@@ -225,10 +225,8 @@ mod tests {
 
     fn bytes<T>(record: &T) -> Vec<u8> {
         // SAFETY: plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
-        }
-        .to_vec()
+        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     fn file_record(path: &[u8], path_len: i32, decision: u32) -> Vec<u8> {
@@ -272,7 +270,10 @@ mod tests {
     fn audit_mode_event_says_it_was_allowed() {
         let bytes = file_record(b"/x\0", 3, decision::AUDIT);
         let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
-        assert_eq!((event.kind.as_str(), event.decision.as_str()), ("audit", "allow"));
+        assert_eq!(
+            (event.kind.as_str(), event.decision.as_str()),
+            ("audit", "allow")
+        );
     }
 
     #[test]
@@ -291,9 +292,16 @@ mod tests {
         assert_eq!(event.op, "connect");
         assert_eq!(event.destination.as_deref(), Some("10.0.0.1:443/tcp"));
         assert_eq!(event.path, None);
-        let mapped_over_v6 = NetRecord { family: 6, protocol: PROTO_UDP, ..v4 };
+        let mapped_over_v6 = NetRecord {
+            family: 6,
+            protocol: PROTO_UDP,
+            ..v4
+        };
         let event = decode(&bytes(&mapped_over_v6), &identities(), Duration::ZERO).unwrap();
-        assert_eq!(event.destination.as_deref(), Some("[::ffff:10.0.0.1]:443/udp"));
+        assert_eq!(
+            event.destination.as_deref(),
+            Some("[::ffff:10.0.0.1]:443/udp")
+        );
     }
 
     #[test]
@@ -324,7 +332,9 @@ mod tests {
         let bytes = file_record(b"/x\0", 3, decision::DENY);
         let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
         let value = serde_json::to_value(&event).unwrap();
-        for key in ["time", "agent", "cgroup", "pid", "comm", "op", "path", "decision"] {
+        for key in [
+            "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",
+        ] {
             assert!(value.get(key).is_some(), "missing {key}: {value}");
         }
     }

@@ -172,7 +172,11 @@ impl fmt::Display for PolicyError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )?;
             if !self.snippet.is_empty() {
                 write!(f, "\n{}", self.snippet)?;
             }
@@ -222,10 +226,7 @@ fn load_document(path: &Path, stack: &mut Vec<PathBuf>) -> Result<(Document, Rul
     stack.push(canonical);
     let mut common = document.common.clone();
     for include in &document.include {
-        let included = path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&include.0);
+        let included = path.parent().unwrap_or(Path::new(".")).join(&include.0);
         let place = |message: String| {
             let mut err = locate(path, &text, &include.0, message);
             err.file = path.display().to_string();
@@ -441,7 +442,13 @@ agents:
         assert_eq!(agent.name.0, "tools");
         assert_eq!(agent.cgroup.0, "claw/tools");
         assert_eq!(agent.mode, Mode::Enforce);
-        let read: Vec<_> = agent.rules.files.read.iter().map(|p| p.0.as_str()).collect();
+        let read: Vec<_> = agent
+            .rules
+            .files
+            .read
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect();
         assert_eq!(read, ["/usr/", "/lib/", "/workspace/"]);
     }
 
@@ -471,8 +478,18 @@ agents:
         assert_eq!(agent.rules.files.write[0].0, "/var/lib/ollama/");
         assert_eq!(agent.rules.exec[0].0, "/usr/bin/ollama");
         assert_eq!(agent.rules.libraries[0].0, "/usr/lib/");
-        let read: Vec<_> = agent.rules.files.read.iter().map(|p| p.0.as_str()).collect();
-        assert_eq!(read, ["/models/", "/etc/ld.so.cache"], "common rules are merged in");
+        let read: Vec<_> = agent
+            .rules
+            .files
+            .read
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect();
+        assert_eq!(
+            read,
+            ["/models/", "/etc/ld.so.cache"],
+            "common rules are merged in"
+        );
     }
 
     #[test]
@@ -487,7 +504,10 @@ agents:
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    filez: {}\n");
         assert_eq!((err.line, err.column), (4, 5), "{err}");
         assert!(err.message.contains("unknown field `filez`"), "{err}");
-        assert!(err.to_string().starts_with("p.yaml:4:5: unknown field"), "{err}");
+        assert!(
+            err.to_string().starts_with("p.yaml:4:5: unknown field"),
+            "{err}"
+        );
         assert!(err.to_string().contains("    filez: {}"), "snippet: {err}");
     }
 
@@ -515,7 +535,10 @@ agents:
     fn bad_mode_lists_the_modes() {
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    mode: permissive\n");
         assert_eq!((err.line, err.column), (4, 11), "{err}");
-        assert!(err.message.contains("enforce") && err.message.contains("audit"), "{err}");
+        assert!(
+            err.message.contains("enforce") && err.message.contains("audit"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -531,14 +554,23 @@ agents:
     fn bad_agent_name_is_rejected() {
         let err = error("agents:\n  - name: Tools!\n    cgroup: claw/a\n");
         assert_eq!((err.line, err.column), (2, 11), "{err}");
-        assert!(err.message.contains("agent name `Tools!` is not valid"), "{err}");
+        assert!(
+            err.message.contains("agent name `Tools!` is not valid"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicate_names_and_cgroups_are_rejected() {
-        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
-        assert!(err.message.contains("`a` is used twice (agents[0] and agents[1])"), "{err}");
-        let err = error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
+        let err =
+            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: a\n    cgroup: claw/b\n");
+        assert!(
+            err.message
+                .contains("`a` is used twice (agents[0] and agents[1])"),
+            "{err}"
+        );
+        let err =
+            error("agents:\n  - name: a\n    cgroup: claw/a\n  - name: b\n    cgroup: claw/a/\n");
         assert!(err.message.contains("given to two agents"), "{err}");
     }
 
@@ -562,7 +594,8 @@ agents:
     fn unreadable_file_names_the_file() {
         let err = load(Path::new("/nonexistent/policy.yaml")).unwrap_err();
         assert!(
-            err.to_string().starts_with("/nonexistent/policy.yaml: cannot read"),
+            err.to_string()
+                .starts_with("/nonexistent/policy.yaml: cannot read"),
             "{err}"
         );
     }
@@ -582,7 +615,11 @@ agents:
             "base/runtime.yaml",
             "include: [libs.yaml]\ncommon:\n  files:\n    read: [/etc/ld.so.cache]\n",
         );
-        write(dir.path(), "base/libs.yaml", "common:\n  libraries: [/usr/lib/]\n");
+        write(
+            dir.path(),
+            "base/libs.yaml",
+            "common:\n  libraries: [/usr/lib/]\n",
+        );
         let main = write(
             dir.path(),
             "p.yaml",
@@ -605,7 +642,10 @@ agents:
         );
         let err = load(&main).unwrap_err();
         assert_eq!((err.line, err.column), (1, 11), "{err}");
-        assert!(err.message.contains("`base/nope.yaml` does not exist"), "{err}");
+        assert!(
+            err.message.contains("`base/nope.yaml` does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -626,7 +666,11 @@ agents:
     #[test]
     fn fragment_with_agents_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "f.yaml", "agents:\n  - name: x\n    cgroup: claw/x\n");
+        write(
+            dir.path(),
+            "f.yaml",
+            "agents:\n  - name: x\n    cgroup: claw/x\n",
+        );
         let main = write(
             dir.path(),
             "p.yaml",
@@ -638,7 +682,8 @@ agents:
 
     #[test]
     fn absolute_include_is_rejected() {
-        let err = error("include: [/etc/claw/base.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n");
+        let err =
+            error("include: [/etc/claw/base.yaml]\nagents:\n  - name: a\n    cgroup: claw/a\n");
         assert_eq!((err.line, err.column), (1, 11), "{err}");
         assert!(err.message.contains("must be a relative path"), "{err}");
     }

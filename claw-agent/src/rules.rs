@@ -142,7 +142,9 @@ fn parse_ports(port: &str) -> Result<PortRange, String> {
     }
     let one = |p: &str| -> Result<u16, String> {
         match p.parse::<u16>() {
-            Ok(0) | Err(_) => Err(format!("port `{p}` is not a port (1-65535, a range A-B, or *)")),
+            Ok(0) | Err(_) => Err(format!(
+                "port `{p}` is not a port (1-65535, a range A-B, or *)"
+            )),
             Ok(n) => Ok(n),
         }
     };
@@ -220,7 +222,9 @@ fn prefix_len(len: Option<&str>, max: u8) -> Result<u8, String> {
         None => Ok(max),
         Some(len) => match len.parse::<u8>() {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(format!("prefix length `/{len}` is not between /0 and /{max}")),
+            _ => Err(format!(
+                "prefix length `/{len}` is not between /0 and /{max}"
+            )),
         },
     }
 }
@@ -272,7 +276,11 @@ mod tests {
             Host::Network {
                 address,
                 prefix_len,
-            } => (network_text(&address, prefix_len), rule.ports, rule.protocols),
+            } => (
+                network_text(&address, prefix_len),
+                rule.ports,
+                rule.protocols,
+            ),
             Host::Name(name) => (name, rule.ports, rule.protocols),
         }
     }
@@ -280,16 +288,31 @@ mod tests {
     #[test]
     fn parses_the_issue_examples() {
         let port = |p| PortRange { first: p, last: p };
-        assert_eq!(net("127.0.0.1:11434/tcp"), ("127.0.0.1/32".into(), port(11434), Protocols::Tcp));
-        assert_eq!(net("10.0.0.0/8:443/tcp"), ("10.0.0.0/8".into(), port(443), Protocols::Tcp));
-        assert_eq!(net("[2001:db8::]/32:443"), ("[2001:db8::]/32".into(), port(443), Protocols::Both));
-        assert_eq!(net("api.example.org:443/tcp"), ("api.example.org".into(), port(443), Protocols::Tcp));
+        assert_eq!(
+            net("127.0.0.1:11434/tcp"),
+            ("127.0.0.1/32".into(), port(11434), Protocols::Tcp)
+        );
+        assert_eq!(
+            net("10.0.0.0/8:443/tcp"),
+            ("10.0.0.0/8".into(), port(443), Protocols::Tcp)
+        );
+        assert_eq!(
+            net("[2001:db8::]/32:443"),
+            ("[2001:db8::]/32".into(), port(443), Protocols::Both)
+        );
+        assert_eq!(
+            net("api.example.org:443/tcp"),
+            ("api.example.org".into(), port(443), Protocols::Tcp)
+        );
     }
 
     #[test]
     fn ranges_any_port_and_udp() {
         let (_, ports, protocols) = net("10.0.0.0/8:8000-8999/udp");
-        assert_eq!((ports.first, ports.last, protocols), (8000, 8999, Protocols::Udp));
+        assert_eq!(
+            (ports.first, ports.last, protocols),
+            (8000, 8999, Protocols::Udp)
+        );
         let (_, ports, _) = net("[::1]:*");
         assert_eq!((ports.first, ports.last), (1, 65535));
     }
@@ -297,7 +320,13 @@ mod tests {
     #[test]
     fn ipv4_is_held_as_mapped_ipv6() {
         let rule = ConnectRule::parse("192.168.1.0/24:53").unwrap();
-        let Host::Network { address, prefix_len } = rule.host else { panic!() };
+        let Host::Network {
+            address,
+            prefix_len,
+        } = rule.host
+        else {
+            panic!()
+        };
         assert_eq!(prefix_len, 120);
         assert_eq!(&address[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
         assert_eq!(&address[12..], &[192, 168, 1, 0]);
@@ -350,6 +379,8 @@ mod tests {
             assert!(RulePath::parse(bad).unwrap_err().contains(want), "{bad}");
         }
         let long = format!("/{}", "a".repeat(MAX_RULE_PATH));
-        assert!(RulePath::parse(&long).unwrap_err().contains("at most 251 bytes"));
+        assert!(RulePath::parse(&long)
+            .unwrap_err()
+            .contains("at most 251 bytes"));
     }
 }

@@ -85,19 +85,27 @@ async fn serve(
             send(&mut write, &reply).await
         }
         Request::Rules {} => {
-            let reply = ask(&handles, Control::Rules)
-                .await
-                .map_or_else(shutting_down, |(policy, lines)| Reply::Rules { policy, lines });
+            let reply = ask(&handles, Control::Rules).await.map_or_else(
+                shutting_down,
+                |(policy, lines)| Reply::Rules { policy, lines },
+            );
             send(&mut write, &reply).await
         }
         Request::Apply { policy } => {
             let path = PathBuf::from(&policy);
             let reply = if !path.is_absolute() {
                 Reply::Error {
-                    message: format!("policy path `{policy}` is relative — send an absolute path (clawctl does)"),
+                    message: format!(
+                        "policy path `{policy}` is relative — send an absolute path (clawctl does)"
+                    ),
                 }
             } else {
-                match ask(&handles, |reply| Control::Apply { policy: path, reply }).await {
+                match ask(&handles, |reply| Control::Apply {
+                    policy: path,
+                    reply,
+                })
+                .await
+                {
                     Some(Ok((policy, generation))) => Reply::Applied { policy, generation },
                     Some(Err(message)) => Reply::Error { message },
                     None => shutting_down(),
@@ -121,7 +129,10 @@ async fn serve(
 }
 
 /// Sends a request to the owner task and waits for its answer; None if it has stopped.
-async fn ask<T>(handles: &Handles, request: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
+async fn ask<T>(
+    handles: &Handles,
+    request: impl FnOnce(oneshot::Sender<T>) -> Control,
+) -> Option<T> {
     let (reply, answer) = oneshot::channel();
     handles.control.send(request(reply)).await.ok()?;
     answer.await.ok()

@@ -106,8 +106,8 @@ pub unsafe fn resolve_walk(
         let mut dentry = dentry;
         for _ in 0..MAX_DEPTH {
             let mnt_root = read_ptr(mount, offset!(MOUNT_MNT) + offset!(VFSMOUNT_MNT_ROOT))?;
-            let at_root = dentry == root_dentry
-                && mount.wrapping_add(offset!(MOUNT_MNT)) == root_mnt;
+            let at_root =
+                dentry == root_dentry && mount.wrapping_add(offset!(MOUNT_MNT)) == root_mnt;
             if at_root {
                 return Some(finish(buffer, pos, end));
             }
@@ -125,9 +125,8 @@ pub unsafe fn resolve_walk(
                 return Some(finish(buffer, pos, end));
             }
             let name = read_ptr(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_NAME))?;
-            let name_len = (read::<u32>(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_LEN))?
-                as usize)
-                & 0xff;
+            let name_len =
+                (read::<u32>(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_LEN))? as usize) & 0xff;
             if pos < name_len + 1 {
                 return None;
             }

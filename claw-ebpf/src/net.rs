@@ -4,9 +4,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    macros::cgroup_sock_addr,
-    maps::lpm_trie::Key,
+    bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use claw_common::{counter, op, record, NetRecord, NetRuleKey, MAX_PORT_RANGES};

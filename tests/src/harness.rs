@@ -79,10 +79,14 @@ impl Daemon {
         }
     }
 
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         Ok(self.child.wait()?)
     }
 }
@@ -181,10 +185,14 @@ pub fn in_cgroup(mut command: Command, cgroup: &Path) -> anyhow::Result<(Command
     Ok((command, procs))
 }
 
-/// Runs the open probe on `path`, inside `cgroup` if given; returns (pid, errno or 0).
-pub fn probe_open(path: &str, cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)> {
+/// Runs `claw-vmtest probe ARGS` inside `cgroup` (if given); returns (pid, errno or 0).
+pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)> {
     let mut command = Command::new(VMTEST);
-    command.args(["open", path]).stderr(Stdio::null());
+    command
+        .arg("probe")
+        .args(args)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null());
     let (mut command, _procs) = match cgroup {
         Some(cgroup) => {
             let (command, procs) = in_cgroup(command, cgroup)?;
@@ -192,13 +200,39 @@ pub fn probe_open(path: &str, cgroup: Option<&Path>) -> anyhow::Result<(u32, i32
         }
         None => (command, None),
     };
-    let mut child = command.spawn().context("starting the open probe")?;
+    let mut child = command.spawn().context("starting the probe")?;
     let pid = child.id();
     let status = child.wait()?;
     let code = status
         .code()
         .with_context(|| format!("the probe was killed: {status}"))?;
     Ok((pid, code))
+}
+
+/// The probe's exit code must be `want` (0, or an errno).
+pub fn expect(args: &[&str], cgroup: Option<&Path>, want: i32) -> anyhow::Result<()> {
+    let (_, code) = probe(args, cgroup)?;
+    if code != want {
+        bail!(
+            "probe {} {}: exit {code} ({}), want {want} ({})",
+            args.join(" "),
+            cgroup.map_or("outside agents".to_owned(), |c| format!(
+                "in {}",
+                c.display()
+            )),
+            describe(code),
+            describe(want)
+        );
+    }
+    Ok(())
+}
+
+fn describe(code: i32) -> String {
+    if code == 0 {
+        "success".to_owned()
+    } else {
+        std::io::Error::from_raw_os_error(code).to_string()
+    }
 }
 
 /// A cgroup the test creates and removes (also when the test fails).

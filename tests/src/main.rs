@@ -2,12 +2,13 @@
 //! LSM. It drives the real claw-agent and clawctl binaries and checks what the kernel does.
 //!
 //! `claw-vmtest test` runs every case and prints `CLAW-RESULT PASS|FAIL name detail` lines;
-//! `claw-vmtest demo` shows claw at work; `claw-vmtest open PATH` is the probe the cases run
-//! inside an agent's cgroup: it opens PATH and exits with 0 or the errno.
+//! `claw-vmtest demo` shows claw at work; `claw-vmtest probe OP ...` is what the cases run inside
+//! an agent's cgroup: one operation, exiting with 0 or its errno.
 
 mod cases;
 mod demo;
 mod harness;
+mod probe;
 
 use std::process::ExitCode;
 
@@ -16,21 +17,10 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("test") => cases::run_all(),
         Some("demo") => demo::run(),
-        Some("open") if args.len() == 3 => probe_open(&args[2]),
+        Some("probe") => probe::run(&args[2..]),
         _ => {
-            eprintln!("usage: claw-vmtest test | demo | open PATH");
+            eprintln!("usage: claw-vmtest test | demo | probe OP ARGS...");
             ExitCode::from(2)
-        }
-    }
-}
-
-fn probe_open(path: &str) -> ExitCode {
-    match std::fs::File::open(path) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("open {path}: {err}");
-            let errno = err.raw_os_error().unwrap_or(255);
-            ExitCode::from(u8::try_from(errno).unwrap_or(255))
         }
     }
 }

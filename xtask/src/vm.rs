@@ -21,6 +21,10 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Binaries that go into the initramfs, from `cargo build --target TARGET`.
 const BINARIES: &[&str] = &["claw-agent", "clawctl", "claw-vmtest"];
 const BUSYBOX: &str = "/bin/busybox";
+/// A dynamically linked program, with its loader and libraries, for the exec cases (the ld.so
+/// trick, libraries mapped executable).
+const DYNAMIC_PROGRAM: &str = "/usr/bin/true";
+const LIBRARY_DIR: &str = "usr/lib/x86_64-linux-gnu";
 /// A whole test run in TCG takes well under a minute; this only stops a hung guest.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -36,6 +40,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
+ip link set lo up
 mode=test
 for arg in $(cat /proc/cmdline); do
   case "$arg" in claw.mode=*) mode="${arg#claw.mode=}" ;; esac
@@ -159,9 +164,15 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
     ] {
         std::fs::create_dir_all(staging.join(dir))?;
     }
-    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib")] {
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
         symlink(target, staging.join(link))?;
     }
+    add_dynamic_program(&staging, DYNAMIC_PROGRAM)?;
     std::fs::copy(BUSYBOX, usr_bin.join("busybox"))
         .with_context(|| format!("copying {BUSYBOX} (package busybox-static)"))?;
     for applet in run::output(Command::new(BUSYBOX).arg("--list"))?.lines() {
@@ -194,6 +205,33 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
             .stdout(out),
     )?;
     Ok(archive)
+}
+
+/// Copies `program` and what `ldd` says it loads: libraries into LIBRARY_DIR, the loader there too
+/// with /usr/lib64/ld-linux-x86-64.so.2 pointing at it, as on Debian.
+fn add_dynamic_program(staging: &Path, program: &str) -> anyhow::Result<()> {
+    let libraries = staging.join(LIBRARY_DIR);
+    std::fs::create_dir_all(&libraries)?;
+    std::fs::create_dir_all(staging.join("usr/lib64"))?;
+    std::fs::copy(program, staging.join(program.trim_start_matches('/')))
+        .with_context(|| format!("copying {program}"))?;
+    for line in run::output(Command::new("ldd").arg(program))?.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) else {
+            continue;
+        };
+        let name = Path::new(path).file_name().context("library name")?;
+        let real = std::fs::canonicalize(path)?;
+        std::fs::copy(&real, libraries.join(name))
+            .with_context(|| format!("copying {}", real.display()))?;
+        if name.to_string_lossy().starts_with("ld-linux") {
+            symlink(
+                Path::new("../lib/x86_64-linux-gnu").join(name),
+                staging.join("usr/lib64").join(name),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 struct TestResult {

@@ -120,7 +120,11 @@ fn coverage_note(status: &Status) -> &'static str {
 }
 
 fn print_status(status: &Status) {
-    let state = if status.enforcing { "enforcing" } else { "NOT ENFORCING" };
+    let state = if status.enforcing {
+        "enforcing"
+    } else {
+        "NOT ENFORCING"
+    };
     println!(
         "{state}  policy {} (generation {})  coverage {}",
         status.policy,
@@ -178,7 +182,11 @@ fn human_line(e: &Event) -> String {
         .as_deref()
         .or(e.destination.as_deref())
         .unwrap_or("-");
-    let access = e.access.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let access = e
+        .access
+        .as_deref()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
     let verdict = if e.kind == "audit" {
         "AUDIT (allowed)".to_owned()
     } else {
@@ -207,9 +215,22 @@ fn check(file: &Path) -> anyhow::Result<()> {
             .filter(|l| l.agent == agent.name.0 && l.kind != "cgroup" && l.kind != "mode")
         {
             let (hooks, map) = describe::mechanism(&line.kind);
-            println!("  {:<10} {:<40} {} via {}", line.kind, line.value, hooks.join(", "), map);
+            println!(
+                "  {:<10} {:<40} {} via {}",
+                line.kind,
+                line.value,
+                hooks.join(", "),
+                map
+            );
         }
-        println!("  everything else: denied{}", if agent.mode.as_str() == "audit" { " (audit mode: reported, allowed)" } else { "" });
+        println!(
+            "  everything else: denied{}",
+            if agent.mode.as_str() == "audit" {
+                " (audit mode: reported, allowed)"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }
@@ -296,22 +317,47 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
         "claw security model — policy {} (generation {}), {}, coverage {}",
         status.policy,
         status.generation,
-        if status.enforcing { "ENFORCING" } else { "NOT ENFORCING" },
+        if status.enforcing {
+            "ENFORCING"
+        } else {
+            "NOT ENFORCING"
+        },
         coverage_note(&status)
     );
     println!("Each process in an agent's cgroup is held by the kernel to the rules below; nothing else is allowed.\n");
     for a in agents {
-        println!("agent {}  cgroup {} (cgroup id {})  mode {}", a.name, a.cgroup, a.cgroup_id, a.mode);
-        println!("  {:<44} {:<52} {}", "RULE", "ENFORCED BY (kernel hook, program id)", "LIVE PROOF");
-        for line in lines.iter().filter(|l| l.agent == a.name && l.kind != "cgroup" && l.kind != "mode") {
+        println!(
+            "agent {}  cgroup {} (cgroup id {})  mode {}",
+            a.name, a.cgroup, a.cgroup_id, a.mode
+        );
+        println!(
+            "  {:<44} {:<52} {}",
+            "RULE", "ENFORCED BY (kernel hook, program id)", "LIVE PROOF"
+        );
+        for line in lines
+            .iter()
+            .filter(|l| l.agent == a.name && l.kind != "cgroup" && l.kind != "mode")
+        {
             let (map, programs) = rule_view(line);
             let hooks: Vec<String> = programs
                 .iter()
-                .map(|p| format!("{}#{}", p.hook, p.id.map_or("-".into(), |id| id.to_string())))
+                .map(|p| {
+                    format!(
+                        "{}#{}",
+                        p.hook,
+                        p.id.map_or("-".into(), |id| id.to_string())
+                    )
+                })
                 .collect();
             let live: Vec<String> = programs
                 .iter()
-                .map(|p| if p.attached { format!("{} runs", p.run_count) } else { "DETACHED".into() })
+                .map(|p| {
+                    if p.attached {
+                        format!("{} runs", p.run_count)
+                    } else {
+                        "DETACHED".into()
+                    }
+                })
                 .collect();
             println!(
                 "  {:<44} {:<52} {}",

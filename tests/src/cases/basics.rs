@@ -1,109 +1,60 @@
-//! The in-kernel test cases of issue 2: file_open enforcement inside an agent's cgroup, no effect
-//! outside it, and the deny reaching `clawctl deny-log --follow` (human and JSON) within 1 s.
+//! Issue 2's loop: the daemon starts only where it can enforce, a deny outside the read prefixes
+//! reaches `clawctl deny-log --follow` (human and JSON) within 1 s, nothing changes outside agents.
 
 use std::{
     path::Path,
-    process::{Command, ExitCode, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
-use crate::harness::{
-    probe_open, report, Daemon, Follower, ScratchCgroup, CGROUP_ROOT, CLAWCTL, CLAW_AGENT,
-};
+use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
+use crate::harness::{expect, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT};
 
-const POLICY: &str = "\
-agents:
-  - name: tools
-    cgroup: claw/tools
-    files:
-      read: [/usr/, /lib/, /workspace/]
-";
-const POLICY_PATH: &str = "/tmp/claw-test-policy.yaml";
-const ALLOWED_FILE: &str = "/workspace/hello.txt";
-const DENIED_FILE: &str = "/etc/secret";
-const EPERM: i32 = 1;
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
 const DELIVERY_BOUND: Duration = Duration::from_secs(1);
 
-fn agent_cgroup() -> std::path::PathBuf {
-    Path::new(CGROUP_ROOT).join("claw/tools")
-}
-
-pub fn run_all() -> ExitCode {
-    let mut all_passed = true;
-    let mut check = |name: &str, result: anyhow::Result<()>| all_passed &= report(name, &result);
-
-    check("fixtures", fixtures());
-    check(
+pub fn before_daemon(runner: &mut Runner) {
+    runner.check(
         "clawctl_status_fails_without_daemon",
         status_fails_without_daemon(),
     );
-    check(
+    runner.check(
         "daemon_refuses_when_bpf_lsm_inactive",
         refuses_when_lsm_inactive(),
     );
+}
 
-    let mut daemon = match Daemon::start(Path::new(POLICY_PATH), Path::new("/tmp/claw-agent.log"))
-        .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d))
-    {
-        Ok(daemon) => daemon,
-        Err(err) => {
-            check("daemon_enforces_policy", Err(err));
-            return ExitCode::FAILURE;
-        }
-    };
-    check("daemon_enforces_policy", Ok(()));
-    check(
-        "status_reports_program_and_agent",
+pub fn run(runner: &mut Runner) {
+    runner.check(
+        "status_reports_programs_and_agents",
         status_reports_enforcing(),
     );
-    check("daemon_created_agent_cgroup", cgroup_created());
-
+    runner.check("daemon_created_agent_cgroup", cgroup_created());
     let followers =
         Follower::start(&[]).and_then(|human| Ok((human, Follower::start(&["--json"])?)));
+    let name = "agent_open_outside_read_prefixes_is_eperm_and_logged_within_1s";
     match followers {
-        Ok((human, json)) => {
-            check(
-                "agent_open_outside_read_prefixes_is_eperm_and_logged",
-                denied_and_logged(&human, &json),
-            );
-        }
-        Err(err) => check(
-            "agent_open_outside_read_prefixes_is_eperm_and_logged",
-            Err(err),
-        ),
+        Ok((human, json)) => runner.check(name, denied_and_logged(&human, &json)),
+        Err(err) => runner.check(name, Err(err)),
     }
-    check("agent_open_inside_read_prefixes_succeeds", allowed_inside());
-    check(
+    runner.check("agent_open_inside_read_prefixes_succeeds", allowed_inside());
+    runner.check(
         "process_outside_agents_opens_both",
         outside_unaffected(None),
     );
-    check(
+    runner.check(
         "process_in_unmanaged_cgroup_opens_both",
         ScratchCgroup::create("claw-test-unmanaged")
             .and_then(|cgroup| outside_unaffected(Some(&cgroup.0))),
     );
-    check("status_counts_decisions", status_counts());
-    check("daemon_stops_on_sigterm", stops_cleanly(&mut daemon));
-    let _ = std::fs::remove_dir(agent_cgroup());
-    let _ = std::fs::remove_dir(Path::new(CGROUP_ROOT).join("claw"));
-
-    if all_passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    runner.check("status_counts_decisions", status_counts());
 }
 
-fn fixtures() -> anyhow::Result<()> {
-    std::fs::write(POLICY_PATH, POLICY)?;
-    std::fs::create_dir_all("/workspace")?;
-    std::fs::write(ALLOWED_FILE, "hello\n")?;
-    std::fs::write(DENIED_FILE, "s3cr3t\n")?;
-    Ok(())
+pub fn after(runner: &mut Runner, daemon: &mut Daemon) {
+    runner.check("daemon_stops_on_sigterm", stops_cleanly(daemon));
 }
 
 fn status_fails_without_daemon() -> anyhow::Result<()> {
@@ -143,14 +94,14 @@ fn refuses_when_lsm_inactive() -> anyhow::Result<()> {
         "unclear reason: {stderr}"
     );
     ensure!(
-        !agent_cgroup().exists(),
+        !tools().exists(),
         "a refused claw-agent still created {}",
-        agent_cgroup().display()
+        tools().display()
     );
     Ok(())
 }
 
-fn status_json() -> anyhow::Result<Value> {
+pub fn status_json() -> anyhow::Result<Value> {
     let out = Command::new(CLAWCTL).args(["status", "--json"]).output()?;
     ensure!(out.status.success(), "clawctl status failed: {out:?}");
     Ok(serde_json::from_slice(&out.stdout)?)
@@ -159,11 +110,16 @@ fn status_json() -> anyhow::Result<Value> {
 fn status_reports_enforcing() -> anyhow::Result<()> {
     let status = status_json()?;
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
+    ensure!(status["coverage"] == "full", "coverage: {status}");
+    let programs = status["programs"].as_array().context("programs")?;
     ensure!(
-        status["programs"][0]["hook"] == "lsm/file_open"
-            && status["programs"][0]["attached"] == true,
-        "file_open not attached: {status}"
+        programs.len() == 18,
+        "want 14 LSM and 4 cgroup programs: {status}"
     );
+    for program in programs {
+        ensure!(program["attached"] == true, "not attached: {program}");
+        ensure!(program["id"].as_u64().is_some(), "no program id: {program}");
+    }
     ensure!(
         status["agents"][0]["name"] == "tools" && status["agents"][0]["cgroup"] == "/claw/tools",
         "agent missing: {status}"
@@ -173,9 +129,9 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
 
 fn cgroup_created() -> anyhow::Result<()> {
     ensure!(
-        agent_cgroup().join("cgroup.procs").exists(),
+        tools().join("cgroup.procs").exists(),
         "{} is not a cgroup",
-        agent_cgroup().display()
+        tools().display()
     );
     Ok(())
 }
@@ -183,7 +139,7 @@ fn cgroup_created() -> anyhow::Result<()> {
 fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
     human.drain();
     json.drain();
-    let (pid, errno) = probe_open(DENIED_FILE, Some(&agent_cgroup()))?;
+    let (pid, errno) = probe(&["open", DENIED_FILE], Some(&tools()))?;
     let denied_at = Instant::now();
     ensure!(
         errno == EPERM,
@@ -205,6 +161,7 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
         ("comm", Value::from("claw-vmtest")),
         ("op", Value::from("open")),
         ("path", Value::from(DENIED_FILE)),
+        ("access", Value::from("read")),
         ("decision", Value::from("deny")),
     ];
     for (key, value) in want {
@@ -239,18 +196,12 @@ fn denied_and_logged(human: &Follower, json: &Follower) -> anyhow::Result<()> {
 }
 
 fn allowed_inside() -> anyhow::Result<()> {
-    let (_, errno) = probe_open(ALLOWED_FILE, Some(&agent_cgroup()))?;
-    ensure!(
-        errno == 0,
-        "open {ALLOWED_FILE} in the agent: errno {errno}"
-    );
-    Ok(())
+    expect(&["open", ALLOWED_FILE], Some(&tools()), 0)
 }
 
 fn outside_unaffected(cgroup: Option<&Path>) -> anyhow::Result<()> {
     for path in [ALLOWED_FILE, DENIED_FILE] {
-        let (_, errno) = probe_open(path, cgroup)?;
-        ensure!(errno == 0, "open {path} outside agents: errno {errno}");
+        expect(&["open", path], cgroup, 0)?;
     }
     Ok(())
 }

@@ -1,0 +1,65 @@
+//! Exec rules in the kernel: programs, scripts and their interpreters, the ld.so trick, and
+//! mapping files executable, while the libraries allowed programs need keep working.
+
+use anyhow::ensure;
+
+use super::{auditor, tools, Runner, EPERM};
+use crate::harness::{expect, probe};
+
+const LOADER: &str = "/usr/lib64/ld-linux-x86-64.so.2";
+
+pub fn run(runner: &mut Runner) {
+    let agent = tools();
+    let inside = Some(agent.as_path());
+    runner.check(
+        "exec_of_allowed_dynamic_program_works",
+        expect(&["exec", "/usr/bin/true"], inside, 0),
+    );
+    runner.check(
+        "exec_outside_exec_rules_is_eperm",
+        (|| {
+            expect(&["exec", "/workspace/true"], inside, EPERM)?;
+            expect(&["exec", "/workspace/true"], None, 0)
+        })(),
+    );
+    runner.check(
+        "shebang_script_whose_interpreter_is_not_allowed_is_eperm",
+        (|| {
+            expect(&["exec", "/workspace/bin/busybox-script.sh"], inside, EPERM)?;
+            expect(&["exec", "/workspace/bin/true-script.sh"], inside, 0)?;
+            expect(&["exec", "/workspace/bin/busybox-script.sh"], None, 0)
+        })(),
+    );
+    runner.check(
+        "ld_so_trick_cannot_run_a_forbidden_program",
+        (|| {
+            // The loader itself may run (it is an exec rule) and may load allowed programs...
+            expect(&["exec", LOADER, "/usr/bin/true"], inside, 0)?;
+            // ...but it cannot map a program no exec rule names.
+            let (_, code) = probe(&["exec", LOADER, "/workspace/true"], inside)?;
+            ensure!(code != 0, "ld.so ran /workspace/true inside the agent");
+            expect(&["exec", LOADER, "/workspace/true"], None, 0)
+        })(),
+    );
+    runner.check(
+        "mapping_a_file_executable_needs_a_library_or_exec_rule",
+        (|| {
+            expect(&["mmap-exec", "/workspace/true"], inside, EPERM)?;
+            expect(&["mprotect-exec", "/workspace/true"], inside, EPERM)?;
+            expect(
+                &["mmap-exec", "/usr/lib/x86_64-linux-gnu/libc.so.6"],
+                inside,
+                0,
+            )?;
+            expect(&["mmap-exec", "/workspace/true"], None, 0)
+        })(),
+    );
+    runner.check(
+        "audit_mode_reports_and_allows",
+        (|| {
+            let auditor = auditor();
+            expect(&["exec", "/workspace/true"], Some(&auditor), 0)?;
+            expect(&["open", "/etc/secret"], Some(&auditor), 0)
+        })(),
+    );
+}

@@ -1,0 +1,119 @@
+//! The in-kernel test cases. One daemon enforces POLICY for the whole run; cases that change the
+//! policy put it back.
+
+mod basics;
+mod exec;
+mod files;
+mod net;
+mod policy;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use crate::harness::{report, Daemon, CGROUP_ROOT};
+
+pub const POLICY: &str = "\
+agents:
+  - name: tools
+    cgroup: claw/tools
+    files:
+      read: [/usr/, /lib/, /workspace/]
+      write: [/workspace/]
+    exec:
+      - /usr/bin/claw-vmtest
+      - /usr/bin/true
+      - /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+      - /workspace/bin/
+    libraries: [/usr/lib/x86_64-linux-gnu/]
+    connect:
+      - 127.0.0.1:8080/tcp
+      - \"[::1]:8080/tcp\"
+      - 127.0.0.1:5353/udp
+  - name: auditor
+    cgroup: claw/auditor
+    mode: audit
+    files:
+      read: [/usr/]
+    exec: [/usr/bin/claw-vmtest]
+";
+pub const POLICY_PATH: &str = "/tmp/claw-test-policy.yaml";
+pub const ALLOWED_FILE: &str = "/workspace/hello.txt";
+pub const DENIED_FILE: &str = "/etc/secret";
+pub const EPERM: i32 = 1;
+pub const ECONNREFUSED: i32 = 111;
+
+pub fn tools() -> PathBuf {
+    Path::new(CGROUP_ROOT).join("claw/tools")
+}
+
+pub fn auditor() -> PathBuf {
+    Path::new(CGROUP_ROOT).join("claw/auditor")
+}
+
+/// Runs cases, printing a result line for each.
+pub struct Runner {
+    all_passed: bool,
+}
+
+impl Runner {
+    pub fn check(&mut self, name: &str, result: anyhow::Result<()>) {
+        self.all_passed &= report(name, &result);
+    }
+}
+
+pub fn run_all() -> ExitCode {
+    let mut runner = Runner { all_passed: true };
+    runner.check("fixtures", fixtures());
+    basics::before_daemon(&mut runner);
+
+    let daemon = Daemon::start(Path::new(POLICY_PATH), Path::new("/tmp/claw-agent.log"))
+        .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d));
+    let mut daemon = match daemon {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            runner.check("daemon_enforces_policy", Err(err));
+            return ExitCode::FAILURE;
+        }
+    };
+    runner.check("daemon_enforces_policy", Ok(()));
+    basics::run(&mut runner);
+    files::run(&mut runner);
+    exec::run(&mut runner);
+    net::run(&mut runner);
+    policy::run(&mut runner, &mut daemon);
+    basics::after(&mut runner, &mut daemon);
+    for cgroup in [tools(), auditor(), Path::new(CGROUP_ROOT).join("claw")] {
+        let _ = std::fs::remove_dir(cgroup);
+    }
+    if runner.all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn fixtures() -> anyhow::Result<()> {
+    std::fs::write(POLICY_PATH, POLICY)?;
+    std::fs::create_dir_all("/workspace/bin")?;
+    std::fs::write(ALLOWED_FILE, "hello\n")?;
+    std::fs::write(DENIED_FILE, "s3cr3t\n")?;
+    // A dynamically linked program the policy does not let the agent run.
+    std::fs::copy("/usr/bin/true", "/workspace/true")?;
+    // Scripts the policy lets the agent run, whose interpreter it does or does not.
+    write_script(
+        "/workspace/bin/busybox-script.sh",
+        "#!/usr/bin/busybox sh\nexit 0\n",
+    )?;
+    write_script("/workspace/bin/true-script.sh", "#!/usr/bin/true\n")?;
+    Ok(())
+}
+
+fn write_script(path: &str, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! `claw-vmtest probe OP ARGS...`: one operation, run by the cases inside an agent's cgroup. It
+//! exits 0 on success or with the operation's errno, so a case can tell EPERM from anything else.
+
+use std::{
+    ffi::CString,
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    process::ExitCode,
+    time::Duration,
+};
+
+const USAGE: &str =
+    "probe open PATH [r|w|rw] | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
+rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
+exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
+connect ADDRESS:PORT | sendto ADDRESS:PORT | open-loop ALLOWED OTHER COUNT";
+
+pub fn run(args: &[String]) -> ExitCode {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let result = match (arg(0), args.len()) {
+        ("open", 2 | 3) => open(arg(1), arg(2)),
+        ("create", 2) => open(arg(1), "create"),
+        ("mkdir", 2) => std::fs::create_dir(arg(1)),
+        ("rmdir", 2) => std::fs::remove_dir(arg(1)),
+        ("unlink", 2) => std::fs::remove_file(arg(1)),
+        ("rename", 3) => std::fs::rename(arg(1), arg(2)),
+        ("link", 3) => std::fs::hard_link(arg(1), arg(2)),
+        ("symlink", 3) => std::os::unix::fs::symlink(arg(1), arg(2)),
+        ("truncate", 2) => path_call(arg(1), |p| unsafe { libc::truncate(p, 0) }),
+        ("chmod", 2) => path_call(arg(1), |p| unsafe { libc::chmod(p, 0o600) }),
+        ("chown", 2) => path_call(arg(1), |p| unsafe { libc::chown(p, 0, 0) }),
+        ("exec", n) if n >= 2 => exec(&args[1..]),
+        ("reopen", 2) => reopen(arg(1)),
+        ("reopen-fd", 2) => std::fs::File::open(format!("/proc/self/fd/{}", arg(1))).map(drop),
+        ("mmap-exec", 2) => map_exec(arg(1), false),
+        ("mprotect-exec", 2) => map_exec(arg(1), true),
+        ("connect", 2) => connect(arg(1)),
+        ("sendto", 2) => sendto(arg(1)),
+        ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
+        _ => {
+            eprintln!("usage: claw-vmtest {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    exit_with(result)
+}
+
+fn exit_with(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("probe: {err}");
+            ExitCode::from(u8::try_from(err.raw_os_error().unwrap_or(255)).unwrap_or(255))
+        }
+    }
+}
+
+fn open(path: &str, how: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    match how {
+        "w" => options.write(true),
+        "rw" => options.read(true).write(true),
+        "create" => options.write(true).create(true),
+        _ => options.read(true),
+    };
+    options.open(path).map(drop)
+}
+
+fn path_call(
+    path: &str,
+    call: impl FnOnce(*const libc::c_char) -> libc::c_int,
+) -> std::io::Result<()> {
+    let path = CString::new(path)?;
+    if call(path.as_ptr()) == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn exec(argv: &[String]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    // Returns only on failure.
+    Err(std::process::Command::new(&argv[0]).args(&argv[1..]).exec())
+}
+
+/// An O_PATH descriptor needs no permission to open; reopening it for reading through
+/// /proc/self/fd must meet the file's own rules.
+fn reopen(path: &str) -> std::io::Result<()> {
+    let path = CString::new(std::path::Path::new(path).as_os_str().as_bytes())?;
+    // SAFETY: open(2) with a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::fs::File::open(format!("/proc/self/fd/{fd}")).map(drop)
+}
+
+/// Maps a file executable, directly or by mprotect after a plain mapping.
+fn map_exec(path: &str, via_mprotect: bool) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let first = if via_mprotect {
+        libc::PROT_READ
+    } else {
+        libc::PROT_READ | libc::PROT_EXEC
+    };
+    // SAFETY: mapping one page of an open file, checked below, unmapped before return.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            first,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let protected = if via_mprotect {
+            libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_EXEC)
+        } else {
+            0
+        };
+        let err = std::io::Error::last_os_error();
+        libc::munmap(addr, 4096);
+        if protected != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn socket_address(text: &str) -> std::io::Result<SocketAddr> {
+    text.parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Success, or ECONNREFUSED (nothing listens, but the kernel let the connect through), or the
+/// errno of a refusal.
+fn connect(address: &str) -> std::io::Result<()> {
+    TcpStream::connect_timeout(&socket_address(address)?, Duration::from_secs(2)).map(drop)
+}
+
+fn sendto(address: &str) -> std::io::Result<()> {
+    let address = socket_address(address)?;
+    let bind: SocketAddr = if address.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    UdpSocket::bind(bind)?.send_to(b"claw", address).map(drop)
+}
+
+/// Opens ALLOWED and OTHER COUNT times each, printing one line of counts per outcome, so a case
+/// can check that every decision was the old rule's or the new rule's.
+fn open_loop(allowed: &str, other: &str, count: &str) -> ExitCode {
+    let count: usize = count.parse().unwrap_or(0);
+    let mut outcomes = std::collections::BTreeMap::<(&str, i32), usize>::new();
+    for _ in 0..count {
+        for (label, path) in [("allowed", allowed), ("other", other)] {
+            let code = match std::fs::File::open(path) {
+                Ok(_) => 0,
+                Err(err) => err.raw_os_error().unwrap_or(-1),
+            };
+            *outcomes.entry((label, code)).or_default() += 1;
+        }
+    }
+    for ((label, code), n) in outcomes {
+        println!("{label} {code} {n}");
+    }
+    ExitCode::SUCCESS
+}
