@@ -35,7 +35,7 @@ impl Connection {
     }
 
     /// The next reply; None when the daemon closed the connection.
-    pub fn next(&mut self) -> anyhow::Result<Option<Reply>> {
+    pub fn next_reply(&mut self) -> anyhow::Result<Option<Reply>> {
         let mut line = String::new();
         if self
             .reader
@@ -52,7 +52,7 @@ impl Connection {
 
     /// The one reply to a request that has one.
     fn single(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
-        match Self::open(socket, request)?.next()? {
+        match Self::open(socket, request)?.next_reply()? {
             Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
             Some(reply) => Ok(reply),
             None => bail!("claw-agent closed the connection without answering"),

@@ -329,7 +329,9 @@ mod tests {
         assert!(data.path[5..].iter().all(|&b| b == 0));
     }
 
-    fn net(agent: &CompiledAgent) -> Vec<(u8, String, Vec<(u16, u16)>)> {
+    type NetView = (u8, String, Vec<(u16, u16)>);
+
+    fn net(agent: &CompiledAgent) -> Vec<NetView> {
         agent
             .net_rules
             .iter()

@@ -154,7 +154,7 @@ fn print_status(status: &Status) {
 fn deny_log(socket: &Path, json: bool) -> anyhow::Result<()> {
     let mut connection = Connection::open(socket, &Request::Follow {})?;
     let mut stdout = std::io::stdout().lock();
-    while let Some(reply) = connection.next()? {
+    while let Some(reply) = connection.next_reply()? {
         match reply {
             Reply::Subscribed => eprintln!("clawctl: following denials from {}", socket.display()),
             Reply::Event { event } => {
@@ -331,8 +331,8 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
             a.name, a.cgroup, a.cgroup_id, a.mode
         );
         println!(
-            "  {:<44} {:<52} {}",
-            "RULE", "ENFORCED BY (kernel hook, program id)", "LIVE PROOF"
+            "  {:<44} {:<52} LIVE PROOF",
+            "RULE", "ENFORCED BY (kernel hook, program id)"
         );
         for line in lines
             .iter()

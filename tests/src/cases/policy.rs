@@ -229,7 +229,7 @@ fn explain() -> anyhow::Result<()> {
     ensure!(
         !tools["denied_by_default"]
             .as_array()
-            .map_or(true, Vec::is_empty),
+            .is_none_or(Vec::is_empty),
         "no default denials listed"
     );
     let human = clawctl(&["explain", "tools"])?;
