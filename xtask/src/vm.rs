@@ -185,13 +185,7 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
         std::fs::copy(bin_dir.join(binary), usr_bin.join(binary))
             .with_context(|| format!("copying {binary}"))?;
     }
-    for policy in std::fs::read_dir(root.join("policies"))? {
-        let policy = policy?.path();
-        if policy.extension().is_some_and(|e| e == "yaml") {
-            let name = policy.file_name().context("policy file name")?;
-            std::fs::copy(&policy, staging.join("etc/claw").join(name))?;
-        }
-    }
+    copy_policies(&root.join("policies"), &staging.join("etc/claw"))?;
     let init = staging.join("init");
     std::fs::write(&init, INIT)?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -205,6 +199,21 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
             .stdout(out),
     )?;
     Ok(archive)
+}
+
+/// The YAML files of `from` (policies and their fragments), keeping the layout.
+fn copy_policies(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let name = path.file_name().context("file name")?;
+        if path.is_dir() {
+            copy_policies(&path, &to.join(name))?;
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, to.join(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies `program` and what `ldd` says it loads: libraries into LIBRARY_DIR, the loader there too
