@@ -230,3 +230,43 @@ fn deny_log_requires_follow() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--follow"));
 }
+
+#[test]
+fn clawctl_policy_check_accepts_the_shipped_policies() {
+    for name in ["openclaw.yaml", "tools.yaml"] {
+        let out = Command::new(CLAWCTL)
+            .args(["policy", "check"])
+            .arg(policy(name))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("valid — it would enforce"), "{stdout}");
+        assert!(stdout.contains("agent tools"), "{stdout}");
+    }
+}
+
+#[test]
+fn clawctl_policy_check_reports_errors_with_position_and_exit_1() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bad = scratch.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "agents:\n  - name: tools\n    cgroup: claw/tools\n    connect: [10.0.0.1]\n",
+    )
+    .unwrap();
+    let out = Command::new(CLAWCTL)
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let position = format!("{}:4:15: ", bad.display());
+    assert!(stderr.contains(&position), "want {position} in: {stderr}");
+    assert!(stderr.contains("has no port"), "{stderr}");
+}

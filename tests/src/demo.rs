@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{ensure, Context as _};
 
-use crate::harness::{in_cgroup, Daemon, Follower, CGROUP_ROOT, CLAWCTL};
+use claw_tests::harness::{in_cgroup, Daemon, Follower, CGROUP_ROOT, CLAWCTL};
 
 const POLICY: &str = "/etc/claw/openclaw.yaml";
 

@@ -7,7 +7,6 @@
 
 mod cases;
 mod demo;
-mod harness;
 mod probe;
 
 use std::process::ExitCode;

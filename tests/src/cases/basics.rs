@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
-use crate::harness::{expect, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT};
+use claw_tests::harness::{expect, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT};
 
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
 const DELIVERY_BOUND: Duration = Duration::from_secs(1);

@@ -4,7 +4,7 @@
 use anyhow::ensure;
 
 use super::{auditor, tools, Runner, EPERM};
-use crate::harness::{expect, probe};
+use claw_tests::harness::{expect, probe};
 
 const LOADER: &str = "/usr/lib64/ld-linux-x86-64.so.2";
 

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::harness::{report, Daemon, CGROUP_ROOT};
+use claw_tests::harness::{report, Daemon, CGROUP_ROOT};
 
 pub const POLICY: &str = "\
 agents:

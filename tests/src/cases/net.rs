@@ -2,7 +2,7 @@
 //! IPv4-mapped IPv6, against CIDR and port rules.
 
 use super::{tools, Runner, ECONNREFUSED, EPERM};
-use crate::harness::expect;
+use claw_tests::harness::expect;
 
 pub fn run(runner: &mut Runner) {
     let agent = tools();
