@@ -5,6 +5,7 @@
 //! `claw-vmtest demo` shows claw at work; `claw-vmtest probe OP ...` is what the cases run inside
 //! an agent's cgroup: one operation, exiting with 0 or its errno.
 
+mod bench;
 mod cases;
 mod demo;
 mod probe;
@@ -17,8 +18,9 @@ fn main() -> ExitCode {
         Some("test") => cases::run_all(),
         Some("demo") => demo::run(),
         Some("probe") => probe::run(&args[2..]),
+        Some("bench") => bench::run(),
         _ => {
-            eprintln!("usage: claw-vmtest test | demo | probe OP ARGS...");
+            eprintln!("usage: claw-vmtest test | demo | bench | probe OP ARGS...");
             ExitCode::from(2)
         }
     }

@@ -13,7 +13,8 @@ const USAGE: &str =
     "probe open PATH [r|w|rw] | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
-connect ADDRESS:PORT | sendto ADDRESS:PORT | open-loop ALLOWED OTHER COUNT";
+connect ADDRESS:PORT | sendto ADDRESS:PORT | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
+time-open-landlock PATH COUNT PREFIX...";
 
 pub fn run(args: &[String]) -> ExitCode {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
@@ -37,6 +38,14 @@ pub fn run(args: &[String]) -> ExitCode {
         ("connect", 2) => connect(arg(1)),
         ("sendto", 2) => sendto(arg(1)),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
+        ("time-open", 3) => return time_open(arg(1), arg(2)),
+        ("time-open-landlock", n) if n >= 4 => {
+            if let Err(err) = landlock_read_only(&args[3..]) {
+                eprintln!("probe: landlock: {err}");
+                return ExitCode::from(3);
+            }
+            return time_open(arg(1), arg(2));
+        }
         _ => {
             eprintln!("usage: claw-vmtest {USAGE}");
             return ExitCode::from(2);
@@ -170,4 +179,33 @@ fn open_loop(allowed: &str, other: &str, count: &str) -> ExitCode {
         println!("{label} {code} {n}");
     }
     ExitCode::SUCCESS
+}
+
+/// Opens PATH COUNT times and prints the average nanoseconds per open.
+fn time_open(path: &str, count: &str) -> ExitCode {
+    let count: u32 = count.parse().unwrap_or(1).max(1);
+    let start = std::time::Instant::now();
+    for _ in 0..count {
+        if let Err(err) = std::fs::File::open(path) {
+            eprintln!("probe: open {path}: {err}");
+            return exit_with(Err(err));
+        }
+    }
+    println!("{}", start.elapsed().as_nanos() / u128::from(count));
+    ExitCode::SUCCESS
+}
+
+/// Restricts this process with Landlock to reading beneath `prefixes`.
+fn landlock_read_only(prefixes: &[String]) -> Result<(), landlock::RulesetError> {
+    use landlock::{
+        path_beneath_rules, Access as _, AccessFs, Ruleset, RulesetAttr as _,
+        RulesetCreatedAttr as _, ABI,
+    };
+    let abi = ABI::V1;
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(prefixes, AccessFs::from_read(abi)))?
+        .restrict_self()?;
+    Ok(())
 }

@@ -30,6 +30,9 @@ enum Task {
     Test,
     /// Show claw at work: the daemon, a denied open, and `clawctl deny-log --follow` (in a VM).
     Demo,
+    /// Kernel time per program run and open() latency, claw beside a yardstick and Landlock, in
+    /// the VM on every kernel of the matrix; prints a table of ratios.
+    Bench,
     /// rustfmt check and clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
+        Task::Bench => setup::ensure().and_then(|()| vm::bench()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,6 +107,29 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmark table of each kernel, measured in the VM.
+pub fn bench() -> anyhow::Result<()> {
+    let kernels = kernels::ensure_all()?;
+    let initramfs = build_initramfs()?;
+    for kernel in &kernels {
+        let log = log_path(kernel, "bench");
+        let outcome = boot(kernel, &initramfs, "bench", &log, false)?;
+        println!();
+        for line in &outcome.bench {
+            println!("{line}");
+        }
+        if !outcome.finished || outcome.exit_code != Some(0) || outcome.bench.is_empty() {
+            bail!(
+                "the benchmark failed on {}: {}; console log: {}",
+                kernel.package,
+                outcome.problem(),
+                log.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn demo() -> anyhow::Result<()> {
     let kernel = kernels::ensure_all()?
         .pop()
@@ -257,6 +280,8 @@ struct Outcome {
     finished: bool,
     exit_code: Option<i32>,
     timed_out: bool,
+    /// The benchmark's table lines.
+    bench: Vec<String>,
 }
 
 impl Outcome {
@@ -379,6 +404,15 @@ fn parse_line(line: &str, outcome: &mut Outcome) {
             passed: verdict == "PASS",
             detail,
         });
+    } else if let Some(at) = line.find("CLAW-BENCH ") {
+        outcome
+            .bench
+            .push(line[at + "CLAW-BENCH ".len()..].to_owned());
+    } else if let Some(at) = line.find("CLAW-BENCH-ERROR ") {
+        outcome.bench.push(format!(
+            "ERROR: {}",
+            &line[at + "CLAW-BENCH-ERROR ".len()..]
+        ));
     } else if let Some(at) = line.find("CLAW-DONE rc=") {
         outcome.finished = true;
         outcome.exit_code = line[at + "CLAW-DONE rc=".len()..].trim().parse().ok();
