@@ -58,88 +58,58 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("MOUNT_MNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
     ("TASK_FS", "task_struct", "fs"),
     ("FS_ROOT", "fs_struct", "root"),
+    ("UNIX_SOCK_PATH", "unix_sock", "path"),
+    ("SOCKET_SK", "socket", "sk"),
 ];
 
-/// A BPF LSM program of claw-ebpf and the hook it enforces.
-pub struct LsmHook {
-    pub program: &'static str,
-    pub hook: &'static str,
-    /// What the hook enforces, for status and `explain`.
-    pub enforces: &'static str,
-}
-
-/// Every LSM program claw attaches, in attach order.
-pub const LSM_HOOKS: &[LsmHook] = &[
-    LsmHook {
-        program: "file_open",
-        hook: "file_open",
-        enforces: "files.read, files.write (open); libraries and exec (the kernel's exec opens)",
-    },
-    LsmHook {
-        program: "bprm_check_security",
-        hook: "bprm_check_security",
-        enforces: "exec (programs and scripts)",
-    },
-    LsmHook {
-        program: "mmap_file",
-        hook: "mmap_file",
-        enforces: "libraries, exec (mapping a file executable)",
-    },
-    LsmHook {
-        program: "file_mprotect",
-        hook: "file_mprotect",
-        enforces: "libraries, exec (making a file mapping executable)",
-    },
-    LsmHook {
-        program: "path_mknod",
-        hook: "path_mknod",
-        enforces: "files.write (create)",
-    },
-    LsmHook {
-        program: "path_mkdir",
-        hook: "path_mkdir",
-        enforces: "files.write (mkdir)",
-    },
-    LsmHook {
-        program: "path_unlink",
-        hook: "path_unlink",
-        enforces: "files.write (unlink)",
-    },
-    LsmHook {
-        program: "path_rmdir",
-        hook: "path_rmdir",
-        enforces: "files.write (rmdir)",
-    },
-    LsmHook {
-        program: "path_symlink",
-        hook: "path_symlink",
-        enforces: "files.write (symlink)",
-    },
-    LsmHook {
-        program: "path_link",
-        hook: "path_link",
-        enforces: "files.write (hard link: both names)",
-    },
-    LsmHook {
-        program: "path_rename",
-        hook: "path_rename",
-        enforces: "files.write (rename: both ends)",
-    },
-    LsmHook {
-        program: "path_truncate",
-        hook: "path_truncate",
-        enforces: "files.write (truncate)",
-    },
-    LsmHook {
-        program: "path_chmod",
-        hook: "path_chmod",
-        enforces: "files.write (chmod)",
-    },
-    LsmHook {
-        program: "path_chown",
-        hook: "path_chown",
-        enforces: "files.write (chown)",
-    },
+/// Every BPF LSM program claw attaches, in attach order: (hook, what it enforces). Each program
+/// of claw-ebpf is named after its hook.
+pub const LSM_HOOKS: &[(&str, &str)] = &[
+    (
+        "file_open",
+        "files.read, files.write (open); libraries and exec (the kernel's exec opens)",
+    ),
+    ("bprm_check_security", "exec (programs and scripts)"),
+    ("mmap_file", "libraries, exec (mapping a file executable)"),
+    (
+        "file_mprotect",
+        "libraries, exec (making a file mapping executable)",
+    ),
+    ("path_mknod", "files.write (create)"),
+    ("path_mkdir", "files.write (mkdir)"),
+    ("path_unlink", "files.write (unlink)"),
+    ("path_rmdir", "files.write (rmdir)"),
+    ("path_symlink", "files.write (symlink)"),
+    ("path_link", "files.write (hard link: both names)"),
+    ("path_rename", "files.write (rename: both ends)"),
+    ("path_truncate", "files.write (truncate)"),
+    ("path_chmod", "files.write (chmod)"),
+    ("path_chown", "files.write (chown)"),
+    (
+        "unix_stream_connect",
+        "files.write (connecting to a Unix socket's file); abstract sockets denied",
+    ),
+    (
+        "unix_may_send",
+        "files.write (sending to a Unix socket's file); abstract sockets denied",
+    ),
+    (
+        "socket_create",
+        "raw and packet sockets denied (they would skip the connect rules)",
+    ),
+    (
+        "sb_mount",
+        "mounts denied (a bind mount would give a file an allowed name)",
+    ),
+    ("move_mount", "mounts denied (the new mount API)"),
+    (
+        "sb_pivotroot",
+        "pivot_root denied (paths are seen from the root)",
+    ),
+    (
+        "path_chroot",
+        "chroot denied (paths are seen from the root)",
+    ),
 ];
 
 /// cgroup sock_addr programs, attached to each agent's cgroup: they need no BPF LSM.
@@ -277,11 +247,11 @@ impl Enforcer {
         let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
         if coverage == Coverage::Full {
             let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
-            for hook in LSM_HOOKS {
-                lsm_program(&mut ebpf, hook.program)?
-                    .load(hook.hook, &kernel_btf)
+            for (hook, _) in LSM_HOOKS {
+                lsm_program(&mut ebpf, hook)?
+                    .load(hook, &kernel_btf)
                     .map_err(|err| EnforcerError::LsmRefused {
-                        hook: hook.hook,
+                        hook,
                         reason: refusal_reason(&err),
                     })?;
             }
@@ -497,14 +467,14 @@ impl Enforcer {
         if self.coverage != Coverage::Full {
             return Ok(());
         }
-        for hook in LSM_HOOKS {
-            lsm_program(&mut self.ebpf, hook.program)?
+        for (hook, _) in LSM_HOOKS {
+            lsm_program(&mut self.ebpf, hook)?
                 .attach()
                 .map_err(|source| EnforcerError::Attach {
-                    program: format!("lsm/{}", hook.hook),
+                    program: format!("lsm/{hook}"),
                     source,
                 })?;
-            self.lsm_attached.push(hook.program);
+            self.lsm_attached.push(hook);
         }
         Ok(())
     }
@@ -522,17 +492,20 @@ impl Enforcer {
     }
 
     pub fn programs(&self) -> Vec<ProgramStatus> {
-        let lsm = LSM_HOOKS.iter().map(|hook| ProgramStatus {
-            program: hook.program.to_owned(),
-            hook: format!("lsm/{}", hook.hook),
-            attached: self.lsm_attached.contains(&hook.program),
-            id: program_info(&self.ebpf, hook.program).map(|i| i.id()),
-            enforces: hook.enforces.to_owned(),
-            run_count: program_info(&self.ebpf, hook.program).map_or(0, |i| i.run_count()),
+        let lsm = LSM_HOOKS.iter().map(|(hook, enforces)| {
+            let info = program_info(&self.ebpf, hook);
+            ProgramStatus {
+                program: (*hook).to_owned(),
+                hook: format!("lsm/{hook}"),
+                attached: self.lsm_attached.contains(hook),
+                id: info.as_ref().map(|i| i.id()),
+                enforces: (*enforces).to_owned(),
+                run_count: info.map_or(0, |i| i.run_count()),
+            }
         });
-        let net = NET_PROGRAMS
-            .iter()
-            .map(|(program, enforces)| ProgramStatus {
+        let net = NET_PROGRAMS.iter().map(|(program, enforces)| {
+            let info = program_info(&self.ebpf, program);
+            ProgramStatus {
                 program: (*program).to_owned(),
                 hook: format!("cgroup/{program}"),
                 attached: !self.installed.is_empty()
@@ -541,10 +514,11 @@ impl Enforcer {
                             .get(&a.cgroup)
                             .is_some_and(|links| links.iter().any(|(p, _)| p == program))
                     }),
-                id: program_info(&self.ebpf, program).map(|i| i.id()),
+                id: info.as_ref().map(|i| i.id()),
                 enforces: (*enforces).to_owned(),
-                run_count: program_info(&self.ebpf, program).map_or(0, |i| i.run_count()),
-            });
+                run_count: info.map_or(0, |i| i.run_count()),
+            }
+        });
         lsm.chain(net).collect()
     }
 
@@ -689,6 +663,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mount -t securityfs"), "{err}");
+    }
+
+    /// A program compiled into claw-ebpf but missing from the tables would never be attached.
+    #[test]
+    fn every_program_of_the_object_is_attached_by_a_table() {
+        let object = aya_obj::Object::parse(OBJECT).expect("claw's eBPF object parses");
+        let mut compiled: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        compiled.sort_unstable();
+        let mut tabled: Vec<&str> = LSM_HOOKS
+            .iter()
+            .map(|(hook, _)| *hook)
+            .chain(NET_PROGRAMS.iter().map(|(program, _)| *program))
+            .collect();
+        tabled.sort_unstable();
+        assert_eq!(compiled, tabled);
     }
 
     #[test]

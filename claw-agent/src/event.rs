@@ -110,7 +110,15 @@ pub fn decode(
         }
         record::NET => {
             let net: NetRecord = read_record(bytes)?;
-            event.destination = Some(destination(&net));
+            event.destination = Some(if header.op == op::SOCKET {
+                // `port` carries the socket type for socket creation.
+                format!(
+                    "socket family {} type {} protocol {}",
+                    net.family, net.port, net.protocol
+                )
+            } else {
+                destination(&net)
+            });
         }
         other => return Err(DecodeError::UnknownKind(other)),
     }
@@ -166,6 +174,7 @@ fn access_names(bits: u32) -> String {
         (access::WRITE, "write"),
         (access::EXEC, "exec"),
         (access::MAP, "map"),
+        (access::ADMIN, "admin"),
     ]
     .into_iter()
     .filter(|(bit, _)| bits & bit != 0)
@@ -197,6 +206,10 @@ pub fn op_name(code: u32) -> &'static str {
         op::CHOWN => "chown",
         op::CONNECT => "connect",
         op::SENDMSG => "sendmsg",
+        op::SOCKET => "socket",
+        op::MOUNT => "mount",
+        op::CHROOT => "chroot",
+        op::UNIX_CONNECT => "unix-connect",
         _ => "unknown",
     }
 }

@@ -33,6 +33,8 @@ pub mod access {
     pub const EXEC: u32 = 4;
     /// Map executable (the dynamic loader, shared libraries, the program's own image).
     pub const MAP: u32 = 8;
+    /// Mounting and changing the root: no rule grants it, so agents never may.
+    pub const ADMIN: u32 = 1 << 31;
 }
 
 /// How an agent's denials take effect (AgentEntry::mode).
@@ -60,6 +62,12 @@ pub mod op {
     pub const CHOWN: u32 = 14;
     pub const CONNECT: u32 = 15;
     pub const SENDMSG: u32 = 16;
+    /// Creating a raw or packet socket (NetRecord: `family`, `port` holds the socket type).
+    pub const SOCKET: u32 = 17;
+    pub const MOUNT: u32 = 18;
+    pub const CHROOT: u32 = 19;
+    /// Connecting or sending to a Unix socket (the path it is bound to).
+    pub const UNIX_CONNECT: u32 = 20;
 }
 
 /// Decisions reported in events.

@@ -34,6 +34,8 @@ offsets!(
     MOUNT_MNT_MOUNTPOINT,
     TASK_FS,
     FS_ROOT,
+    UNIX_SOCK_PATH,
+    SOCKET_SK,
 );
 
 /// The value of an offset global, by name.

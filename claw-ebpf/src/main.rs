@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod confine;
 mod decide;
 mod file;
 mod kernel;

@@ -13,7 +13,8 @@ const USAGE: &str =
     "probe open PATH [r|w|rw] | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
-connect ADDRESS:PORT | sendto ADDRESS:PORT | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
+connect ADDRESS:PORT | sendto ADDRESS:PORT | raw-socket | packet-socket | bind-mount FROM TO | \
+chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX...";
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -36,6 +37,14 @@ pub fn run(args: &[String]) -> ExitCode {
         ("mmap-exec", 2) => map_exec(arg(1), false),
         ("mprotect-exec", 2) => map_exec(arg(1), true),
         ("connect", 2) => connect(arg(1)),
+        ("raw-socket", 1) => socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        ("packet-socket", 1) => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+        ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
+        ("chroot", 2) => path_call(arg(1), |p| unsafe { libc::chroot(p) }),
+        ("unix-connect", 2) => unix_connect(arg(1)),
+        ("unix-sendto", 2) => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to(b"claw", arg(1)))
+            .map(drop),
         ("sendto", 2) => sendto(arg(1)),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
         ("time-open", 3) => return time_open(arg(1), arg(2)),
@@ -208,4 +217,43 @@ fn landlock_read_only(prefixes: &[String]) -> Result<(), landlock::RulesetError>
         .add_rules(path_beneath_rules(prefixes, AccessFs::from_read(abi)))?
         .restrict_self()?;
     Ok(())
+}
+
+fn socket(family: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: socket(2) and close(2) on the descriptor it returns.
+    let fd = unsafe { libc::socket(family, kind, protocol) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+fn bind_mount(from: &str, to: &str) -> std::io::Result<()> {
+    let (from, to) = (CString::new(from)?, CString::new(to)?);
+    // SAFETY: mount(2) with valid C strings and no data.
+    let ret = unsafe {
+        libc::mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `@name` is an abstract socket.
+fn unix_connect(path: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let address = match path.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+        None => std::os::unix::net::SocketAddr::from_pathname(path)?,
+    };
+    std::os::unix::net::UnixStream::connect_addr(&address).map(drop)
 }

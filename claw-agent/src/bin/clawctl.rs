@@ -266,6 +266,8 @@ const DENIED_BY_DEFAULT: &[&str] = &[
     "mapping executable any file not under libraries / exec",
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",
     "connecting (TCP, connected UDP) or sending UDP datagrams anywhere not under connect",
+    "connecting or sending to a Unix socket whose file is not under files.write; abstract Unix sockets",
+    "raw and packet sockets; mount, bind mount, move_mount; chroot and pivot_root",
 ];
 
 fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> {

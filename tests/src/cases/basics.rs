@@ -112,10 +112,8 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
     ensure!(status["coverage"] == "full", "coverage: {status}");
     let programs = status["programs"].as_array().context("programs")?;
-    ensure!(
-        programs.len() == 18,
-        "want 14 LSM and 4 cgroup programs: {status}"
-    );
+    let want = claw_agent::enforcer::LSM_HOOKS.len() + claw_agent::enforcer::NET_PROGRAMS.len();
+    ensure!(programs.len() == want, "want {want} programs: {status}");
     for program in programs {
         ensure!(program["attached"] == true, "not attached: {program}");
         ensure!(program["id"].as_u64().is_some(), "no program id: {program}");

@@ -2,6 +2,7 @@
 //! policy put it back.
 
 mod basics;
+mod confine;
 mod exec;
 mod files;
 mod net;
@@ -83,6 +84,7 @@ pub fn run_all() -> ExitCode {
     files::run(&mut runner);
     exec::run(&mut runner);
     net::run(&mut runner);
+    confine::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
     for cgroup in [tools(), auditor(), Path::new(CGROUP_ROOT).join("claw")] {

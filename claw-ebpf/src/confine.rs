@@ -1,0 +1,127 @@
+//! What would step around the path and network rules, denied to agents outright: raw and packet
+//! sockets (hand-made packets skip connect/sendmsg), mounts (a bind mount gives a file an allowed
+//! name), chroot and pivot_root (paths are resolved from the process's root), and Unix sockets
+//! but those whose file the agent may write (a socket such as /var/run/docker.sock is a door
+//! out).
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use claw_common::{access, counter, op, record, NetRecord};
+
+use crate::{
+    decide::{count, current_agent, file_verdict, header, outcome, resolve_walk, scratch},
+    kernel::{offset, read_ptr},
+    EVENTS,
+};
+
+const AF_PACKET: i32 = 17;
+const SOCK_RAW: i32 = 3;
+/// The socket type is in the low bits; SOCK_NONBLOCK and SOCK_CLOEXEC ride above.
+const SOCK_TYPE_MASK: i32 = 0xf;
+
+#[lsm(hook = "socket_create")]
+pub fn socket_create(ctx: LsmContext) -> i32 {
+    let family: i32 = ctx.arg(0);
+    let kind: i32 = ctx.arg(1);
+    let protocol: i32 = ctx.arg(2);
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 || (family != AF_PACKET && kind & SOCK_TYPE_MASK != SOCK_RAW) {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let (decision, ret) = outcome(agent);
+    if let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) {
+        entry.write(NetRecord {
+            header: header(record::NET, op::SOCKET, cgroup_id, agent, decision, 0),
+            address: [0; 16],
+            port: (kind & SOCK_TYPE_MASK) as u16,
+            protocol: protocol as u8,
+            family: family as u8,
+            _pad: 0,
+        });
+        entry.submit(0);
+    } else {
+        count(counter::EVENTS_LOST);
+    }
+    ret
+}
+
+/// Denies `op` to agents, reporting the path of the `struct path *` argument `target`.
+#[inline(always)]
+fn deny_with_path(target: *const u8, op: u32) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    // SAFETY: checked kernel reads of the hook's `struct path` argument.
+    let resolved = unsafe {
+        match (
+            read_ptr(target, offset!(PATH_MNT)),
+            read_ptr(target, offset!(PATH_DENTRY)),
+            scratch(),
+        ) {
+            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
+            _ => None,
+        }
+    };
+    file_verdict(cgroup_id, agent, op, access::ADMIN, resolved)
+}
+
+#[lsm(hook = "sb_mount")]
+pub fn sb_mount(ctx: LsmContext) -> i32 {
+    deny_with_path(ctx.arg(1), op::MOUNT)
+}
+
+#[lsm(hook = "move_mount")]
+pub fn move_mount(ctx: LsmContext) -> i32 {
+    deny_with_path(ctx.arg(1), op::MOUNT)
+}
+
+#[lsm(hook = "sb_pivotroot")]
+pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
+    deny_with_path(ctx.arg(1), op::CHROOT)
+}
+
+#[lsm(hook = "path_chroot")]
+pub fn path_chroot(ctx: LsmContext) -> i32 {
+    deny_with_path(ctx.arg(0), op::CHROOT)
+}
+
+/// WRITE on the file the Unix socket `unix_sock` is bound to; an abstract or unbound socket has
+/// no file, so no rule can grant it.
+#[inline(always)]
+fn unix_peer(unix_sock: *const u8) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let path = unix_sock.wrapping_add(offset!(UNIX_SOCK_PATH));
+    // SAFETY: checked kernel reads of the peer socket's bound path.
+    let resolved = unsafe {
+        match (
+            read_ptr(path, offset!(PATH_MNT)),
+            read_ptr(path, offset!(PATH_DENTRY)),
+            scratch(),
+        ) {
+            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
+            _ => None,
+        }
+    };
+    file_verdict(cgroup_id, agent, op::UNIX_CONNECT, access::WRITE, resolved)
+}
+
+#[lsm(hook = "unix_stream_connect")]
+pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
+    // (struct sock *sock, struct sock *other, struct sock *newsk): a unix_sock starts with its sock.
+    unix_peer(ctx.arg(1))
+}
+
+#[lsm(hook = "unix_may_send")]
+pub fn unix_may_send(ctx: LsmContext) -> i32 {
+    // (struct socket *sock, struct socket *other)
+    let other: *const u8 = ctx.arg(1);
+    // SAFETY: a checked kernel read of the peer's `sk`.
+    match unsafe { read_ptr(other, offset!(SOCKET_SK)) } {
+        Some(sk) => unix_peer(sk),
+        None => unix_peer(core::ptr::null()),
+    }
+}
