@@ -7,13 +7,13 @@
 
 use std::{
     future::Future,
-    net::{IpAddr, ToSocketAddrs as _},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, RwLock,
     },
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -33,7 +33,7 @@ use crate::{
     event::{self, AgentIdentity, Event, Identities},
     policy::{self, Policy},
     protocol::{AgentStatus, Status},
-    rules::{ConnectRule, Host},
+    resolve,
     server::{self, Control, Handles},
 };
 
@@ -49,68 +49,65 @@ pub struct Config {
     pub lsm_list: PathBuf,
     /// Run without BPF LSM: network rules enforced, file and exec rules not.
     pub degraded: bool,
+    /// Cap on how long a DNS answer for a hostname rule is trusted.
+    pub max_ttl: Duration,
 }
 
 /// A policy read, checked and compiled, with its hostnames resolved: ready to install.
 pub struct Prepared {
     pub policy: Policy,
     pub compiled: Compiled,
+    /// When the earliest hostname answer expires (None without hostname rules).
+    pub expires: Option<Instant>,
 }
+
+/// Longest claw-agent trusts a DNS answer before resolving again, whatever its TTL.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 
 /// Reads, compiles and resolves a policy file. Every error names the file and, where it can,
-/// the line and column.
-pub fn prepare(path: &Path) -> Result<Prepared, String> {
+/// the line and column. Blocks while resolving: call it off the async runtime.
+pub fn prepare(path: &Path, max_ttl: Duration) -> Result<Prepared, String> {
     let policy = policy::load(path).map_err(|err| err.to_string())?;
-    let mut compiled =
-        compile::compile(&policy).map_err(|err| format!("{}: {err}", path.display()))?;
-    for agent in &mut compiled.agents {
-        let resolved = resolve(&agent.hostname_rules)
-            .map_err(|err| format!("{}: agent `{}`: {err}", path.display(), agent.name))?;
-        let mut rules: Vec<ConnectRule> = resolved;
-        // Address rules again, so that ports inherited across both are merged in one pass.
-        rules.extend(
-            policy
-                .agents
-                .iter()
-                .find(|a| a.name.0 == agent.name)
-                .map(|a| a.rules.connect.clone())
-                .unwrap_or_default(),
-        );
-        agent.net_rules = compile::net_rules(&rules)
-            .map_err(|err| format!("{}: agent `{}`: {err}", path.display(), agent.name))?;
-    }
-    Ok(Prepared { policy, compiled })
+    compile_resolved(policy, max_ttl)
 }
 
-/// Hostname rules as address rules, one per address the name resolves to now.
-fn resolve(rules: &[ConnectRule]) -> Result<Vec<ConnectRule>, String> {
-    let mut out = Vec::new();
-    for rule in rules {
-        let Host::Name(name) = &rule.host else {
-            continue;
-        };
-        let addresses = (name.as_str(), 0)
-            .to_socket_addrs()
-            .map_err(|err| format!("cannot resolve `{name}` (in `{rule}`): {err} — fix the name or the node's DNS, or use an address"))?;
-        for address in addresses {
-            let host = match address.ip() {
-                IpAddr::V4(v4) => Host::ipv4(v4, 32),
-                IpAddr::V6(v6) => Host::Network {
-                    address: v6.octets(),
-                    prefix_len: 128,
-                },
+/// Compiles `policy` with its hostnames resolved now.
+pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, String> {
+    let file = policy.file.display().to_string();
+    let mut compiled = compile::compile(&policy).map_err(|err| format!("{file}: {err}"))?;
+    let mut expires: Option<Instant> = None;
+    if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| format!("starting the resolver: {err}"))?;
+        for (agent, source) in compiled.agents.iter_mut().zip(&policy.agents) {
+            let resolved = runtime
+                .block_on(resolve::resolve(&agent.hostname_rules, max_ttl))
+                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
+            expires = match (expires, resolved.expires) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            out.push(ConnectRule {
-                host,
-                ..rule.clone()
-            });
+            // Address rules again, so that ports inherited across both are merged in one pass.
+            let mut rules = resolved.rules;
+            rules.extend(source.rules.connect.iter().cloned());
+            agent.net_rules = compile::net_rules(&rules)
+                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
         }
     }
-    Ok(out)
+    Ok(Prepared {
+        policy,
+        compiled,
+        expires,
+    })
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let prepared = prepare(&config.policy).map_err(anyhow::Error::msg)?;
+    let (path, max_ttl) = (config.policy.clone(), config.max_ttl);
+    let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     let coverage = if config.degraded {
         Coverage::NetworkOnly
     } else {
@@ -155,20 +152,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
         enforcer,
-        policy: config.policy.clone(),
         lines: describe::rule_lines(&prepared.policy),
+        policy: prepared.policy,
+        expires: prepared.expires,
+        max_ttl: config.max_ttl,
         generation: 1,
         identities,
         undecodable,
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
+    tokio::spawn(tick(control.clone()));
 
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
     server::run(listener, Handles { events, control }, shutdown).await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Asks the owner each second whether hostname answers have expired.
+async fn tick(control: mpsc::Sender<Control>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        if control.send(Control::Refresh).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// SIGHUP re-applies the policy file claw-agent was started with.
@@ -236,7 +247,10 @@ fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
 /// The one task that holds the kernel objects; others ask it through `Control`.
 struct Owner {
     enforcer: Enforcer,
-    policy: PathBuf,
+    /// The enforced policy, as read (its hostnames are resolved again when their answers expire).
+    policy: Policy,
+    expires: Option<Instant>,
+    max_ttl: Duration,
     lines: Vec<RuleLine>,
     generation: u64,
     identities: Arc<RwLock<Identities>>,
@@ -251,8 +265,9 @@ impl Owner {
                     let _ = reply.send(self.status());
                 }
                 Control::Rules(reply) => {
-                    let _ = reply.send((self.policy.display().to_string(), self.lines.clone()));
+                    let _ = reply.send((self.policy.file.display().to_string(), self.lines.clone()));
                 }
+                Control::Refresh => self.refresh().await,
                 Control::Apply { policy, reply } => {
                     let _ = reply.send(self.apply(policy).await);
                 }
@@ -261,22 +276,63 @@ impl Owner {
     }
 
     async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
-        let for_prepare = path.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&for_prepare))
+        let max_ttl = self.max_ttl;
+        let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
             .await
             .map_err(|err| format!("preparing the policy failed: {err}"))??;
+        self.install(prepared)?;
+        self.generation += 1;
+        tracing::info!(policy = %self.policy.file.display(), generation = self.generation, "policy applied");
+        Ok((self.policy.file.display().to_string(), self.generation))
+    }
+
+    fn install(&mut self, prepared: Prepared) -> Result<(), String> {
         self.enforcer.apply(&prepared.compiled).map_err(|err| {
             format!(
                 "{}: not applied, the previous policy stays: {err}",
-                path.display()
+                prepared.policy.file.display()
             )
         })?;
         record_identities(&self.enforcer, &self.identities);
-        self.policy = path;
         self.lines = describe::rule_lines(&prepared.policy);
-        self.generation += 1;
-        tracing::info!(policy = %self.policy.display(), generation = self.generation, "policy applied");
-        Ok((self.policy.display().to_string(), self.generation))
+        self.policy = prepared.policy;
+        self.expires = prepared.expires;
+        Ok(())
+    }
+
+    /// Resolves hostname rules again once their answers expired; re-installs if addresses moved.
+    async fn refresh(&mut self) {
+        if self.expires.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        let (policy, max_ttl) = (self.policy.clone(), self.max_ttl);
+        let prepared = match tokio::task::spawn_blocking(move || compile_resolved(policy, max_ttl)).await {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(message)) => {
+                // Keep the addresses in force; try again after a while.
+                tracing::warn!("re-resolving hostnames failed, keeping the previous addresses: {message}");
+                self.expires = Some(Instant::now() + Duration::from_secs(5));
+                return;
+            }
+            Err(err) => {
+                tracing::error!("re-resolving hostnames: {err}");
+                return;
+            }
+        };
+        let unchanged = prepared
+            .compiled
+            .agents
+            .iter()
+            .zip(self.enforcer.installed())
+            .all(|(new, old)| new.net_rules == old.net_rules);
+        if unchanged {
+            self.expires = prepared.expires;
+            return;
+        }
+        match self.install(prepared) {
+            Ok(()) => tracing::info!("hostname addresses changed: network rules re-installed"),
+            Err(message) => tracing::error!("{message}"),
+        }
     }
 
     fn status(&self) -> Status {
@@ -291,7 +347,7 @@ impl Owner {
                 Coverage::Full => "full".to_owned(),
                 Coverage::NetworkOnly => "degraded".to_owned(),
             },
-            policy: self.policy.display().to_string(),
+            policy: self.policy.file.display().to_string(),
             generation: self.generation,
             agents: self
                 .enforcer

@@ -16,5 +16,6 @@ pub mod enforcer;
 pub mod event;
 pub mod policy;
 pub mod protocol;
+pub mod resolve;
 pub mod rules;
 pub mod server;

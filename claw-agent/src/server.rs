@@ -23,6 +23,8 @@ pub enum Control {
     Status(oneshot::Sender<Status>),
     /// The enforced policy's file and rule lines.
     Rules(oneshot::Sender<(String, Vec<RuleLine>)>),
+    /// Re-resolve hostname rules whose answers have expired.
+    Refresh,
     /// Apply a policy file; the answer is (file, generation) or why it was rejected.
     Apply {
         policy: PathBuf,

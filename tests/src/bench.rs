@@ -195,6 +195,7 @@ fn bench() -> anyhow::Result<()> {
     let mut daemon = Daemon::start(
         Path::new("/tmp/bench.yaml"),
         Path::new("/tmp/claw-agent.log"),
+        &[],
     )?;
     daemon.wait_enforcing(Duration::from_secs(300))?;
     let status: serde_json::Value = serde_json::from_slice(

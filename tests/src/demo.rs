@@ -64,7 +64,7 @@ fn demo() -> anyhow::Result<()> {
     clawctl(&["policy", "check", POLICY])?;
 
     step(&format!("claw-agent --policy {POLICY}"));
-    let mut daemon = Daemon::start(Path::new(POLICY), Path::new("/tmp/claw-agent.log"))?;
+    let mut daemon = Daemon::start(Path::new(POLICY), Path::new("/tmp/claw-agent.log"), &[])?;
     daemon.wait_enforcing(Duration::from_secs(120))?;
 
     step("clawctl explain tools   (the security model, from the running kernel)");

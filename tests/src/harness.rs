@@ -40,10 +40,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(policy: &Path, log: &Path) -> anyhow::Result<Self> {
+    pub fn start(policy: &Path, log: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         let child = Command::new(CLAW_AGENT)
             .arg("--policy")
             .arg(policy)
+            .args(extra_args)
             .stderr(File::create(log)?)
             .spawn()
             .context("starting claw-agent")?;

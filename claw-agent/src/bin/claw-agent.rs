@@ -29,6 +29,9 @@ struct Args {
     /// (status, explain and the log say so).
     #[arg(long)]
     degraded: bool,
+    /// Longest a DNS answer for a hostname rule is trusted, in seconds, whatever its TTL.
+    #[arg(long, value_name = "SECONDS", default_value_t = daemon::DEFAULT_MAX_TTL.as_secs())]
+    max_dns_ttl: u64,
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
         vmlinux_btf: args.vmlinux_btf,
         lsm_list: args.lsm_list,
         degraded: args.degraded,
+        max_ttl: std::time::Duration::from_secs(args.max_dns_ttl),
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

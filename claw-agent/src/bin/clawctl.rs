@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use claw_agent::{
     client::{self, Connection},
-    daemon::prepare,
+    daemon::{prepare, DEFAULT_MAX_TTL},
     describe::{self, RuleLine},
     event::Event,
     protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
@@ -199,7 +199,7 @@ fn human_line(e: &Event) -> String {
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(file, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
     println!("{}: valid — it would enforce:", file.display());
     for (agent, compiled) in prepared.policy.agents.iter().zip(&prepared.compiled.agents) {
         println!(
@@ -242,7 +242,7 @@ fn apply(socket: &Path, file: &Path) -> anyhow::Result<()> {
 }
 
 fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(file, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
     let (enforced, old) = client::rules(socket)?;
     let new = describe::rule_lines(&prepared.policy);
     let (added, removed) = describe::diff(&old, &new);

@@ -33,6 +33,7 @@ agents:
       - 127.0.0.1:8080/tcp
       - \"[::1]:8080/tcp\"
       - 127.0.0.1:5353/udp
+      - svc.claw.test:8081/tcp
   - name: auditor
     cgroup: claw/auditor
     mode: audit
@@ -70,7 +71,12 @@ pub fn run_all() -> ExitCode {
     runner.check("fixtures", fixtures());
     basics::before_daemon(&mut runner);
 
-    let daemon = Daemon::start(Path::new(POLICY_PATH), Path::new("/tmp/claw-agent.log"))
+    // Hostname answers are trusted for 1 s, so that re-resolution is seen quickly.
+    let daemon = Daemon::start(
+        Path::new(POLICY_PATH),
+        Path::new("/tmp/claw-agent.log"),
+        &["--max-dns-ttl", "1"],
+    )
         .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d));
     let mut daemon = match daemon {
         Ok(daemon) => daemon,
@@ -97,8 +103,11 @@ pub fn run_all() -> ExitCode {
     }
 }
 
+pub const HOSTS: &str = "/etc/hosts";
+
 fn fixtures() -> anyhow::Result<()> {
     std::fs::write(POLICY_PATH, POLICY)?;
+    std::fs::write(HOSTS, "127.0.0.1 localhost\n127.0.0.1 svc.claw.test\n")?;
     std::fs::create_dir_all("/workspace/bin")?;
     std::fs::write(ALLOWED_FILE, "hello\n")?;
     std::fs::write(DENIED_FILE, "s3cr3t\n")?;
