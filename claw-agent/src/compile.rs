@@ -29,6 +29,8 @@ pub struct CompiledAgent {
     /// Relative to the cgroup v2 mount.
     pub cgroup: String,
     pub mode: Mode,
+    /// May create executable memory without a file.
+    pub jit: bool,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
     /// Connect rules naming a host: the daemon resolves them and adds their addresses.
@@ -126,6 +128,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                     }
                 }
             }
+            inherit_directory_grants(&mut prefixes);
             let hostname_rules = rules
                 .connect
                 .iter()
@@ -140,6 +143,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                 name: agent.name.0.clone(),
                 cgroup: agent.cgroup.0.clone(),
                 mode: agent.mode,
+                jit: agent.jit,
                 file_rules: prefixes
                     .into_iter()
                     .map(|(prefix, access)| FileRule { prefix, access })
@@ -150,6 +154,24 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         })
         .collect::<Result<_, _>>()?;
     Ok(Compiled { agents })
+}
+
+/// The trie answers with the longest matching prefix only, so every entry carries the grants of
+/// each directory rule that covers it: with `read: [/w/]` and `write: [/w/out/]`, `/w/out/x` is
+/// readable and writable.
+fn inherit_directory_grants(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
+    let directories: Vec<(Vec<u8>, u32)> = prefixes
+        .iter()
+        .filter(|(prefix, _)| prefix.ends_with(b"/"))
+        .map(|(prefix, bits)| (prefix.clone(), *bits))
+        .collect();
+    for (prefix, bits) in prefixes.iter_mut() {
+        for (directory, granted) in &directories {
+            if prefix.starts_with(directory) {
+                *bits |= granted;
+            }
+        }
+    }
 }
 
 /// `/dir/` grants everything below the directory and the directory itself (which the kernel
@@ -302,6 +324,17 @@ mod tests {
             access::READ | access::EXEC | access::MAP
         );
         assert_eq!(bits["/usr/lib/"], access::READ | access::MAP);
+    }
+
+    #[test]
+    fn nested_rules_keep_the_grants_of_covering_directories() {
+        let a = agent("    files:\n      read: [/w/, /]\n      write: [/w/out/, /w/out/log]\n");
+        let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
+        assert_eq!(bits["/w/out/"], access::READ | access::WRITE);
+        assert_eq!(bits["/w/out/log$"], access::READ | access::WRITE);
+        assert_eq!(bits["/w/"], access::READ);
+        // `/w/out` (the directory itself) is under `/w/` but not under `/w/out/`.
+        assert_eq!(bits["/w/out$"], access::READ | access::WRITE);
     }
 
     #[test]

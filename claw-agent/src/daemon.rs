@@ -265,7 +265,8 @@ impl Owner {
                     let _ = reply.send(self.status());
                 }
                 Control::Rules(reply) => {
-                    let _ = reply.send((self.policy.file.display().to_string(), self.lines.clone()));
+                    let _ =
+                        reply.send((self.policy.file.display().to_string(), self.lines.clone()));
                 }
                 Control::Refresh => self.refresh().await,
                 Control::Apply { policy, reply } => {
@@ -306,19 +307,22 @@ impl Owner {
             return;
         }
         let (policy, max_ttl) = (self.policy.clone(), self.max_ttl);
-        let prepared = match tokio::task::spawn_blocking(move || compile_resolved(policy, max_ttl)).await {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(message)) => {
-                // Keep the addresses in force; try again after a while.
-                tracing::warn!("re-resolving hostnames failed, keeping the previous addresses: {message}");
-                self.expires = Some(Instant::now() + Duration::from_secs(5));
-                return;
-            }
-            Err(err) => {
-                tracing::error!("re-resolving hostnames: {err}");
-                return;
-            }
-        };
+        let prepared =
+            match tokio::task::spawn_blocking(move || compile_resolved(policy, max_ttl)).await {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(message)) => {
+                    // Keep the addresses in force; try again after a while.
+                    tracing::warn!(
+                        "re-resolving hostnames failed, keeping the previous addresses: {message}"
+                    );
+                    self.expires = Some(Instant::now() + Duration::from_secs(5));
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!("re-resolving hostnames: {err}");
+                    return;
+                }
+            };
         let unchanged = prepared
             .compiled
             .agents

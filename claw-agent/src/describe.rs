@@ -33,6 +33,9 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
             line("cgroup", agent.cgroup.0.clone()),
             line("mode", agent.mode.as_str().to_owned()),
         ];
+        if agent.jit {
+            own.push(line("jit", "true".to_owned()));
+        }
         let rules = &agent.rules;
         own.extend(rules.files.read.iter().map(|p| line("read", p.0.clone())));
         own.extend(rules.files.write.iter().map(|p| line("write", p.0.clone())));

@@ -17,7 +17,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use claw_common::{counter, mode, AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey};
+use claw_common::{agent_flags, counter, mode, AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -110,6 +110,47 @@ pub const LSM_HOOKS: &[(&str, &str)] = &[
         "path_chroot",
         "chroot denied (paths are seen from the root)",
     ),
+    (
+        "bpf",
+        "the bpf() syscall denied (claw's own maps and programs)",
+    ),
+    (
+        "capable",
+        "capabilities on the deny list refused (modules, raw I/O, sysadmin, netadmin, ...)",
+    ),
+    (
+        "inode_setxattr",
+        "extended attributes other than user.* may not be set",
+    ),
+    (
+        "inode_removexattr",
+        "extended attributes other than user.* may not be removed",
+    ),
+];
+
+/// Capabilities agents may not use, whatever their uid: each would step around the rules
+/// (modules and raw I/O reach the kernel and the disk, sysadmin and netadmin change mount
+/// namespaces, swap, NAT and routes, mknod makes devices, setfcap and mac_* change privileges).
+pub const DENIED_CAPABILITIES: &[(u32, &str)] = &[
+    (2, "CAP_DAC_READ_SEARCH"),
+    (9, "CAP_LINUX_IMMUTABLE"),
+    (12, "CAP_NET_ADMIN"),
+    (13, "CAP_NET_RAW"),
+    (16, "CAP_SYS_MODULE"),
+    (17, "CAP_SYS_RAWIO"),
+    (21, "CAP_SYS_ADMIN"),
+    (22, "CAP_SYS_BOOT"),
+    (25, "CAP_SYS_TIME"),
+    (27, "CAP_MKNOD"),
+    (30, "CAP_AUDIT_CONTROL"),
+    (31, "CAP_SETFCAP"),
+    (32, "CAP_MAC_OVERRIDE"),
+    (33, "CAP_MAC_ADMIN"),
+    (34, "CAP_SYSLOG"),
+    (37, "CAP_AUDIT_READ"),
+    (38, "CAP_PERFMON"),
+    (39, "CAP_BPF"),
+    (40, "CAP_CHECKPOINT_RESTORE"),
 ];
 
 /// cgroup sock_addr programs, attached to each agent's cgroup: they need no BPF LSM.
@@ -208,6 +249,7 @@ pub struct InstalledAgent {
     pub cgroup_id: u64,
     pub ruleset: u32,
     pub mode: Mode,
+    pub jit: bool,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
 }
@@ -240,10 +282,14 @@ impl Enforcer {
         for (global, strukt, member) in OFFSETS {
             offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
         }
+        let denied_capabilities: u64 = DENIED_CAPABILITIES
+            .iter()
+            .fold(0, |bits, (cap, _)| bits | 1 << cap);
         let mut loader = EbpfLoader::new();
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
+        loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
         let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
         if coverage == Coverage::Full {
             let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
@@ -301,6 +347,7 @@ impl Enforcer {
                 cgroup_id,
                 ruleset: self.next_ruleset,
                 mode: agent.mode,
+                jit: agent.jit,
                 file_rules: agent.file_rules.clone(),
                 net_rules: agent.net_rules.clone(),
             });
@@ -398,6 +445,7 @@ impl Enforcer {
                     Mode::Enforce => mode::ENFORCE,
                     Mode::Audit => mode::AUDIT,
                 },
+                flags: if agent.jit { agent_flags::JIT } else { 0 },
             };
             map.insert(agent.cgroup_id, entry, 0)
                 .map_err(map_error(names::AGENTS))?;

@@ -39,6 +39,9 @@ pub struct Event {
     /// `ADDRESS:PORT/PROTOCOL` (network operations); IPv6 in brackets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The capability refused (op `capability`), e.g. `CAP_SYS_ADMIN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// The access the operation needed: read, write, exec, map (joined with `+`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
@@ -100,16 +103,22 @@ pub fn decode(
     match header.kind {
         record::FILE => {
             let file: FileRecord = read_record(bytes)?;
-            event.path = Some(if file.path_len > 0 {
-                let len = (file.path_len as usize).min(EVENT_PATH_BYTES);
-                c_string(&file.path[..len])
-            } else {
-                "<unresolved>".to_owned()
-            });
+            event.path = match file.path_len {
+                len if len > 0 => {
+                    Some(c_string(&file.path[..(len as usize).min(EVENT_PATH_BYTES)]))
+                }
+                0 => Some("<anonymous memory>".to_owned()),
+                -2 => None,
+                _ => Some("<unresolved>".to_owned()),
+            };
             event.access = Some(access_names(header.access));
         }
         record::NET => {
             let net: NetRecord = read_record(bytes)?;
+            if header.op == op::CAPABILITY {
+                event.capability = Some(capability_name(net.port));
+                return Ok(event);
+            }
             event.destination = Some(if header.op == op::SOCKET {
                 // `port` carries the socket type for socket creation.
                 format!(
@@ -149,6 +158,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         op: op_name(header.op).to_owned(),
         path: None,
         destination: None,
+        capability: None,
         access: None,
         decision: outcome.to_owned(),
     }
@@ -166,6 +176,16 @@ fn destination(net: &NetRecord) -> String {
         other => format!("proto-{other}"),
     };
     format!("{host}:{}/{protocol}", net.port)
+}
+
+fn capability_name(number: u16) -> String {
+    crate::enforcer::DENIED_CAPABILITIES
+        .iter()
+        .find(|(cap, _)| u32::from(number) == *cap)
+        .map_or_else(
+            || format!("capability {number}"),
+            |(_, name)| (*name).to_owned(),
+        )
 }
 
 fn access_names(bits: u32) -> String {
@@ -210,6 +230,9 @@ pub fn op_name(code: u32) -> &'static str {
         op::MOUNT => "mount",
         op::CHROOT => "chroot",
         op::UNIX_CONNECT => "unix-connect",
+        op::BPF => "bpf",
+        op::CAPABILITY => "capability",
+        op::XATTR => "xattr",
         _ => "unknown",
     }
 }

@@ -46,6 +46,8 @@ pub struct Agent {
     pub name: AgentName,
     pub cgroup: CgroupPath,
     pub mode: Mode,
+    /// May create executable memory without a file (JIT compilers such as V8 or the JVM).
+    pub jit: bool,
     pub rules: Rules,
 }
 
@@ -58,6 +60,8 @@ struct AgentDocument {
     cgroup: CgroupPath,
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    jit: bool,
     #[serde(default)]
     files: Files,
     #[serde(default)]
@@ -74,6 +78,7 @@ impl From<AgentDocument> for Agent {
             name: doc.name,
             cgroup: doc.cgroup,
             mode: doc.mode,
+            jit: doc.jit,
             rules: Rules {
                 files: doc.files,
                 exec: doc.exec,

@@ -30,8 +30,11 @@ fn resolver() -> Result<TokioResolver, String> {
         Err(_) => {
             let mut options = ResolverOpts::default();
             options.use_hosts_file = ResolveHosts::Always;
-            TokioResolver::builder_with_config(ResolverConfig::default(), TokioRuntimeProvider::default())
-                .with_options(options)
+            TokioResolver::builder_with_config(
+                ResolverConfig::default(),
+                TokioRuntimeProvider::default(),
+            )
+            .with_options(options)
         }
     };
     builder

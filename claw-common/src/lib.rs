@@ -68,6 +68,12 @@ pub mod op {
     pub const CHROOT: u32 = 19;
     /// Connecting or sending to a Unix socket (the path it is bound to).
     pub const UNIX_CONNECT: u32 = 20;
+    /// The bpf() syscall.
+    pub const BPF: u32 = 21;
+    /// Using a capability on the deny list (NetRecord: `port` holds the capability number).
+    pub const CAPABILITY: u32 = 22;
+    /// Setting or removing an extended attribute other than `user.*`, or an ACL.
+    pub const XATTR: u32 = 23;
 }
 
 /// Decisions reported in events.
@@ -107,6 +113,14 @@ pub struct AgentEntry {
     pub ruleset: u32,
     /// One of [`mode`].
     pub mode: u32,
+    /// [`agent_flags`] bits.
+    pub flags: u32,
+}
+
+/// Per-agent switches (AgentEntry::flags).
+pub mod agent_flags {
+    /// The agent may create executable memory without a file (JIT compilers: V8, the JVM).
+    pub const JIT: u32 = 1;
 }
 
 /// Key of the file rule trie: a ruleset id followed by a path. A rule for the directory `/usr/` is
@@ -195,7 +209,7 @@ pub struct NetRecord {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);

@@ -8,13 +8,18 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use claw_common::{access, counter, op, record, NetRecord};
 
 use crate::{
-    decide::{count, current_agent, file_verdict, header, outcome, resolve_walk, scratch},
-    kernel::{offset, read_ptr},
+    decide::{count, current_agent, file_verdict, header, outcome, refuse, resolve_walk, scratch},
+    kernel::{offset, read, read_ptr},
     EVENTS,
 };
 
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
 const AF_PACKET: i32 = 17;
+const SOCK_DGRAM: i32 = 2;
 const SOCK_RAW: i32 = 3;
+const IPPROTO_ICMP: i32 = 1;
+const IPPROTO_ICMPV6: i32 = 58;
 /// The socket type is in the low bits; SOCK_NONBLOCK and SOCK_CLOEXEC ride above.
 const SOCK_TYPE_MASK: i32 = 0xf;
 
@@ -24,7 +29,12 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     let kind: i32 = ctx.arg(1);
     let protocol: i32 = ctx.arg(2);
     let kern: i32 = ctx.arg(3);
-    if kern != 0 || (family != AF_PACKET && kind & SOCK_TYPE_MASK != SOCK_RAW) {
+    let kind = kind & SOCK_TYPE_MASK;
+    // ICMP "ping" sockets send datagrams no sendmsg program sees.
+    let ping = (family == AF_INET || family == AF_INET6)
+        && kind == SOCK_DGRAM
+        && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6);
+    if kern != 0 || !(family == AF_PACKET || kind == SOCK_RAW || ping) {
         return 0;
     }
     let Some((cgroup_id, agent)) = current_agent() else {
@@ -35,7 +45,7 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
         entry.write(NetRecord {
             header: header(record::NET, op::SOCKET, cgroup_id, agent, decision, 0),
             address: [0; 16],
-            port: (kind & SOCK_TYPE_MASK) as u16,
+            port: kind as u16,
             protocol: protocol as u8,
             family: family as u8,
             _pad: 0,
@@ -45,6 +55,78 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
         count(counter::EVENTS_LOST);
     }
     ret
+}
+
+/// Capabilities agents may not use (bit N = capability N), from claw-agent: loading modules,
+/// raw I/O, system administration (mount namespaces, swap, xattrs of the security namespace),
+/// network administration (NAT, routes), device nodes, immutable flags, BPF, perf, and the like.
+#[no_mangle]
+static DENIED_CAPABILITIES: u64 = 0;
+const CAP_OPT_NOAUDIT: u32 = 1 << 1;
+
+#[lsm(hook = "capable")]
+pub fn capable(ctx: LsmContext) -> i32 {
+    let capability: i32 = ctx.arg(2);
+    let opts: u32 = ctx.arg(3);
+    // SAFETY: reading a plain static (a frozen global the verifier sees as a constant).
+    let denied = unsafe { core::ptr::read_volatile(&DENIED_CAPABILITIES) };
+    if !(0..64).contains(&capability) || denied & (1 << capability) == 0 {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let (decision, ret) = outcome(agent);
+    // The kernel also asks "would it be allowed?" without acting (NOAUDIT): answer, don't report.
+    if opts & CAP_OPT_NOAUDIT == 0 {
+        if let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) {
+            entry.write(NetRecord {
+                header: header(record::NET, op::CAPABILITY, cgroup_id, agent, decision, 0),
+                address: [0; 16],
+                port: capability as u16,
+                protocol: 0,
+                family: 0,
+                _pad: 0,
+            });
+            entry.submit(0);
+        } else {
+            count(counter::EVENTS_LOST);
+        }
+    }
+    ret
+}
+
+/// The bpf() syscall: an agent could otherwise rewrite claw's own maps or detach its programs.
+#[lsm(hook = "bpf")]
+pub fn bpf(_ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::BPF)
+}
+
+/// Extended attributes outside `user.*` carry privileges (security.capability), labels and ACLs
+/// (system.posix_acl_*): agents may not set or remove them.
+#[inline(always)]
+fn xattr(name: *const u8) -> i32 {
+    // SAFETY: a checked kernel read of the attribute name's first bytes.
+    if unsafe { read::<[u8; 5]>(name, 0) } == Some(*b"user.") {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::XATTR)
+}
+
+#[lsm(hook = "inode_setxattr")]
+pub fn inode_setxattr(ctx: LsmContext) -> i32 {
+    xattr(ctx.arg(2))
+}
+
+#[lsm(hook = "inode_removexattr")]
+pub fn inode_removexattr(ctx: LsmContext) -> i32 {
+    xattr(ctx.arg(2))
 }
 
 /// Denies `op` to agents, reporting the path of the `struct path *` argument `target`.

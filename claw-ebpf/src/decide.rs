@@ -11,8 +11,8 @@ use aya_ebpf::{
     },
 };
 use claw_common::{
-    counter, decision, mode, record, AgentEntry, FileRecord, RecordHeader, EVENT_PATH_BYTES,
-    RULE_PATH_BYTES,
+    access, agent_flags, counter, decision, mode, record, AgentEntry, FileRecord, RecordHeader,
+    EVENT_PATH_BYTES, RULE_PATH_BYTES,
 };
 
 use crate::{
@@ -113,16 +113,19 @@ pub unsafe fn resolve_walk(
             }
             if dentry == mnt_root {
                 let parent = read_ptr(mount, offset!(MOUNT_MNT_PARENT))?;
+                // The top of the mount tree without passing the task's root: outside it.
                 if parent == mount {
-                    return Some(finish(buffer, pos, end));
+                    return None;
                 }
                 dentry = read_ptr(mount, offset!(MOUNT_MNT_MOUNTPOINT))?;
                 mount = parent;
                 continue;
             }
             let parent = read_ptr(dentry, offset!(DENTRY_D_PARENT))?;
+            // A filesystem root that is not the task's root nor mounted under it: the path
+            // cannot be named from the task's root (d_path would not name it either).
             if parent == dentry {
-                return Some(finish(buffer, pos, end));
+                return None;
             }
             let name = read_ptr(dentry, offset!(DENTRY_D_NAME) + offset!(QSTR_NAME))?;
             let name_len =
@@ -213,7 +216,57 @@ pub fn file_verdict(
         return 0;
     }
     let (outcome, ret) = outcome(agent);
-    report_file(cgroup_id, agent, op, need, outcome, resolved);
+    let reported = match resolved {
+        Some(resolved) => Reported::Path(resolved),
+        None => Reported::Unresolved,
+    };
+    report_file(cgroup_id, agent, op, need, outcome, reported);
+    ret
+}
+
+/// Executable memory without a file: only agents with the JIT switch may make it.
+#[inline(always)]
+pub fn anonymous_exec(cgroup_id: u64, agent: AgentEntry, op: u32) -> i32 {
+    if agent.flags & agent_flags::JIT != 0 {
+        count(counter::ALLOWED);
+        return 0;
+    }
+    let (outcome, ret) = outcome(agent);
+    report_file(
+        cgroup_id,
+        agent,
+        op,
+        access::MAP,
+        outcome,
+        Reported::Anonymous,
+    );
+    ret
+}
+
+/// What a file event names.
+#[derive(Clone, Copy)]
+pub enum Reported {
+    Path(Resolved),
+    /// The path could not be resolved.
+    Unresolved,
+    /// Memory that belongs to no file.
+    Anonymous,
+    /// The operation touches no file (bpf(), an extended attribute of an unnamed inode).
+    Nothing,
+}
+
+/// For operations no rule can grant: denied (or, in audit mode, reported) outright.
+#[inline(always)]
+pub fn refuse(cgroup_id: u64, agent: AgentEntry, op: u32) -> i32 {
+    let (outcome, ret) = outcome(agent);
+    report_file(
+        cgroup_id,
+        agent,
+        op,
+        access::ADMIN,
+        outcome,
+        Reported::Nothing,
+    );
     ret
 }
 
@@ -258,13 +311,13 @@ pub fn header(
 }
 
 #[inline(always)]
-fn report_file(
+pub fn report_file(
     cgroup_id: u64,
     agent: AgentEntry,
     op: u32,
     need: u32,
     decision: u32,
-    resolved: Option<Resolved>,
+    reported: Reported,
 ) {
     let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
         count(counter::EVENTS_LOST);
@@ -276,8 +329,8 @@ fn report_file(
     unsafe {
         (*record).header = header(record::FILE, op, cgroup_id, agent, decision, need);
         (*record)._pad = 0;
-        match resolved {
-            Some(resolved) => {
+        match reported {
+            Reported::Path(resolved) => {
                 (*record).path_len = core::cmp::min(resolved.len, EVENT_PATH_BYTES) as i32;
                 bpf_probe_read_kernel(
                     (*record).path.as_mut_ptr().cast::<c_void>(),
@@ -285,8 +338,16 @@ fn report_file(
                     resolved.start.cast::<c_void>(),
                 );
             }
-            None => {
+            Reported::Unresolved => {
                 (*record).path_len = -1;
+                (*record).path[0] = 0;
+            }
+            Reported::Anonymous => {
+                (*record).path_len = 0;
+                (*record).path[0] = 0;
+            }
+            Reported::Nothing => {
+                (*record).path_len = -2;
                 (*record).path[0] = 0;
             }
         }

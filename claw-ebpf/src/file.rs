@@ -4,7 +4,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use claw_common::{access, op};
 
 use crate::{
-    decide::{current_agent, file_verdict, resolve_d_path, resolve_walk, scratch},
+    decide::{anonymous_exec, current_agent, file_verdict, resolve_d_path, resolve_walk, scratch},
     kernel::{offset, read, read_ptr},
 };
 
@@ -14,6 +14,11 @@ const FMODE_WRITE: u32 = 0x2;
 /// program or its ELF interpreter.
 const FMODE_EXEC: u32 = 0x20;
 const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Access mode 3 (O_RDONLY|O_WRONLY|O_RDWR bits both set) opens for ioctl only: f_mode gets
+/// neither READ nor WRITE, but such a descriptor still reaches the file.
+const O_ACCMODE: u32 = 0x3;
+const O_TRUNC: u32 = 0x200;
 
 /// What opening `file` needs: MAP for the kernel's exec opens, else READ and/or WRITE.
 ///
@@ -31,11 +36,13 @@ unsafe fn open_needs(file: *const u8) -> u32 {
     if f_flags & FMODE_EXEC != 0 {
         return access::MAP;
     }
+    let ioctl_only = f_flags & O_ACCMODE == O_ACCMODE;
     let mut need = 0;
-    if f_mode & FMODE_READ != 0 {
+    if f_mode & FMODE_READ != 0 || ioctl_only {
         need |= access::READ;
     }
-    if f_mode & FMODE_WRITE != 0 {
+    // O_TRUNC empties the file even on a read-only open.
+    if f_mode & FMODE_WRITE != 0 || ioctl_only || f_flags & O_TRUNC != 0 {
         need |= access::WRITE;
     }
     need
@@ -82,13 +89,15 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
-    // Anonymous executable memory (a JIT) has no file to check.
-    if file.is_null() {
-        return 0;
-    }
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
+    // Tested through the mapping's flags, not `file == NULL`: 6.12's verifier takes hook
+    // arguments as non-null and removes that branch as dead code.
+    let flags: u64 = ctx.arg(3);
+    if flags & MAP_ANONYMOUS != 0 {
+        return anonymous_exec(cgroup_id, agent, op::MMAP);
+    }
     let resolved = scratch().and_then(|s| {
         // SAFETY: f_path is a struct path inside the hook's file.
         unsafe { resolve_d_path(s, file.wrapping_add(offset!(FILE_F_PATH))) }
@@ -109,7 +118,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     // SAFETY: checked kernel reads; d_path is not allowed on this hook, so the path is walked.
     let resolved = unsafe {
         let Some(file) = read_ptr(vma, offset!(VMA_VM_FILE)) else {
-            return 0;
+            return anonymous_exec(cgroup_id, agent, op::MPROTECT);
         };
         let path = file.wrapping_add(offset!(FILE_F_PATH));
         match (

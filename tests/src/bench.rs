@@ -18,7 +18,9 @@ use aya::{
 };
 use claw_agent::{btf::Btf, compile::FileRule};
 use claw_common::{access, mode, AgentEntry, PathRuleKey};
-use claw_tests::harness::{in_cgroup, Daemon, ScratchCgroup, CGROUP_ROOT, CLAWCTL, VMTEST};
+use claw_tests::harness::{
+    in_cgroup, Daemon, ScratchCgroup, CGROUP_ROOT, CLAWCTL, DAEMON_LOG, VMTEST,
+};
 
 const FILE: &str = "/workspace/hello.txt";
 const OPENS: &str = "20000";
@@ -174,6 +176,7 @@ fn bench() -> anyhow::Result<()> {
         AgentEntry {
             ruleset: 1,
             mode: mode::ENFORCE,
+            flags: 0,
         },
         0,
     )?;
@@ -192,11 +195,7 @@ fn bench() -> anyhow::Result<()> {
     program.attach()?;
     let yardstick = vec![("yardstick".to_owned(), program.info()?.id())];
 
-    let mut daemon = Daemon::start(
-        Path::new("/tmp/bench.yaml"),
-        Path::new("/tmp/claw-agent.log"),
-        &[],
-    )?;
+    let mut daemon = Daemon::start(Path::new("/tmp/bench.yaml"), Path::new(DAEMON_LOG), &[])?;
     daemon.wait_enforcing(Duration::from_secs(300))?;
     let status: serde_json::Value = serde_json::from_slice(
         &Command::new(CLAWCTL)

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{ensure, Context as _};
 
-use claw_tests::harness::{in_cgroup, Daemon, Follower, CGROUP_ROOT, CLAWCTL};
+use claw_tests::harness::{in_cgroup, Daemon, Follower, CGROUP_ROOT, CLAWCTL, DAEMON_LOG};
 
 const POLICY: &str = "/etc/claw/openclaw.yaml";
 
@@ -64,7 +64,7 @@ fn demo() -> anyhow::Result<()> {
     clawctl(&["policy", "check", POLICY])?;
 
     step(&format!("claw-agent --policy {POLICY}"));
-    let mut daemon = Daemon::start(Path::new(POLICY), Path::new("/tmp/claw-agent.log"), &[])?;
+    let mut daemon = Daemon::start(Path::new(POLICY), Path::new(DAEMON_LOG), &[])?;
     daemon.wait_enforcing(Duration::from_secs(120))?;
 
     step("clawctl explain tools   (the security model, from the running kernel)");

@@ -17,6 +17,8 @@ pub const CLAW_AGENT: &str = "/usr/bin/claw-agent";
 pub const CLAWCTL: &str = "/usr/bin/clawctl";
 pub const VMTEST: &str = "/usr/bin/claw-vmtest";
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where the cases and the demo have claw-agent log.
+pub const DAEMON_LOG: &str = "/tmp/claw-agent.log";
 
 /// Prints one result line in the form the harness parses.
 pub fn report(name: &str, result: &anyhow::Result<()>) -> bool {
@@ -214,18 +216,25 @@ pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)>
 pub fn expect(args: &[&str], cgroup: Option<&Path>, want: i32) -> anyhow::Result<()> {
     let (_, code) = probe(args, cgroup)?;
     if code != want {
+        let place = cgroup.map_or("outside agents".to_owned(), |c| {
+            format!("in {}", c.display())
+        });
         bail!(
-            "probe {} {}: exit {code} ({}), want {want} ({})",
+            "probe {} {place}: exit {code} ({}), want {want} ({}); claw-agent's last words: {}",
             args.join(" "),
-            cgroup.map_or("outside agents".to_owned(), |c| format!(
-                "in {}",
-                c.display()
-            )),
             describe(code),
-            describe(want)
+            describe(want),
+            daemon_log_tail(2)
         );
     }
     Ok(())
+}
+
+/// The last `lines` lines of the running daemon's log, to explain a failed case.
+fn daemon_log_tail(lines: usize) -> String {
+    let log = std::fs::read_to_string(DAEMON_LOG).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
 }
 
 fn describe(code: i32) -> String {

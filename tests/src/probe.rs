@@ -10,7 +10,8 @@ use std::{
 };
 
 const USAGE: &str =
-    "probe open PATH [r|w|rw] | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
+    "probe open PATH [r|w|rw|t|3] | mknod-device PATH | bpf | sethostname NAME | \
+unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | raw-socket | packet-socket | bind-mount FROM TO | \
@@ -37,6 +38,31 @@ pub fn run(args: &[String]) -> ExitCode {
         ("mmap-exec", 2) => map_exec(arg(1), false),
         ("mprotect-exec", 2) => map_exec(arg(1), true),
         ("connect", 2) => connect(arg(1)),
+        ("mknod-device", 2) => path_call(arg(1), |p| unsafe {
+            libc::mknod(p, libc::S_IFCHR | 0o600, libc::makedev(1, 3))
+        }),
+        ("bpf", 1) => bpf_next_map_id(),
+        ("sethostname", 2) => {
+            let name = arg(1).as_bytes();
+            // SAFETY: sethostname(2) with a buffer and its length.
+            if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        ("unshare-mount", 1) => {
+            // SAFETY: unshare(2) of this process's mount namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        ("ping-socket", 1) => socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+        ("setxattr", 3) => setxattr(arg(1), arg(2)),
+        ("anon-exec", 1) => anonymous_exec(false),
+        ("anon-mprotect", 1) => anonymous_exec(true),
         ("raw-socket", 1) => socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
         ("packet-socket", 1) => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
         ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
@@ -74,11 +100,24 @@ fn exit_with(result: std::io::Result<()>) -> ExitCode {
 }
 
 fn open(path: &str, how: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut options = std::fs::OpenOptions::new();
     match how {
         "w" => options.write(true),
         "rw" => options.read(true).write(true),
         "create" => options.write(true).create(true),
+        "t" => options.read(true).custom_flags(libc::O_TRUNC),
+        // Access mode 3 (neither read nor write, for ioctls), which std will not ask for.
+        "3" => {
+            return path_call(path, |p| {
+                // SAFETY: open(2) with a valid C string; the descriptor is closed at once.
+                let fd = unsafe { libc::open(p, libc::O_RDWR | libc::O_WRONLY) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+                fd.min(0)
+            });
+        }
         _ => options.read(true),
     };
     options.open(path).map(drop)
@@ -256,4 +295,68 @@ fn unix_connect(path: &str) -> std::io::Result<()> {
         None => std::os::unix::net::SocketAddr::from_pathname(path)?,
     };
     std::os::unix::net::UnixStream::connect_addr(&address).map(drop)
+}
+
+fn bpf_next_map_id() -> std::io::Result<()> {
+    const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
+    let mut attr = [0u8; 16];
+    // SAFETY: bpf(2) with a zeroed attribute buffer of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_GET_NEXT_ID,
+            attr.as_mut_ptr(),
+            attr.len(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn setxattr(path: &str, name: &str) -> std::io::Result<()> {
+    let (path, name) = (CString::new(path)?, CString::new(name)?);
+    // SAFETY: setxattr(2) with valid C strings and a one-byte value.
+    let ret = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Executable memory with no file behind it, directly or by mprotect.
+fn anonymous_exec(via_mprotect: bool) -> std::io::Result<()> {
+    let first = if via_mprotect {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ | libc::PROT_EXEC
+    };
+    // SAFETY: one anonymous page, checked, unmapped before return.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            first,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let protected = if via_mprotect {
+            libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_EXEC)
+        } else {
+            0
+        };
+        let err = std::io::Error::last_os_error();
+        libc::munmap(addr, 4096);
+        if protected != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
 }

@@ -8,8 +8,8 @@ use std::os::{
 
 use anyhow::ensure;
 
-use super::{tools, Runner, EPERM};
-use claw_tests::harness::expect;
+use super::{runtime, tools, Runner, ALLOWED_FILE, EPERM};
+use claw_tests::harness::{expect, probe};
 
 pub fn run(runner: &mut Runner) {
     let agent = tools();
@@ -56,6 +56,72 @@ pub fn run(runner: &mut Runner) {
                 std::fs::remove_file(path)?;
             }
             Ok(())
+        })(),
+    );
+    runner.check(
+        "device_nodes_cannot_be_made",
+        (|| {
+            expect(&["mknod-device", "/workspace/null"], inside, EPERM)?;
+            ensure!(
+                !std::path::Path::new("/workspace/null").exists(),
+                "device node made"
+            );
+            expect(&["mknod-device", "/workspace/null"], None, 0)?;
+            std::fs::remove_file("/workspace/null")?;
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "bpf_syscall_is_eperm",
+        (|| {
+            expect(&["bpf"], inside, EPERM)?;
+            expect(&["bpf"], None, 0)
+        })(),
+    );
+    runner.check(
+        "denied_capabilities_are_eperm",
+        (|| {
+            expect(&["sethostname", "agent-was-here"], inside, EPERM)?;
+            expect(&["unshare-mount"], inside, EPERM)?;
+            expect(&["ping-socket"], inside, EPERM)
+        })(),
+    );
+    runner.check(
+        "only_user_xattrs_may_be_set",
+        (|| {
+            // tmpfs takes user.* attributes from 6.6 on: before, the filesystem refuses, not claw.
+            let (_, code) = probe(&["setxattr", ALLOWED_FILE, "user.note"], inside)?;
+            ensure!(
+                code == 0 || code == libc::EOPNOTSUPP,
+                "user.note: exit {code}"
+            );
+            expect(&["setxattr", ALLOWED_FILE, "security.claw"], inside, EPERM)?;
+            expect(&["setxattr", ALLOWED_FILE, "trusted.claw"], inside, EPERM)?;
+            expect(&["setxattr", ALLOWED_FILE, "security.claw"], None, 0)
+        })(),
+    );
+    runner.check(
+        "o_trunc_and_ioctl_only_opens_need_write",
+        (|| {
+            let before = std::fs::metadata("/usr/bin/true")?.len();
+            expect(&["open", "/usr/bin/true", "t"], inside, EPERM)?;
+            expect(&["open", "/usr/bin/true", "3"], inside, EPERM)?;
+            ensure!(
+                std::fs::metadata("/usr/bin/true")?.len() == before,
+                "/usr/bin/true was truncated"
+            );
+            expect(&["open", ALLOWED_FILE, "3"], inside, 0)
+        })(),
+    );
+    runner.check(
+        "anonymous_executable_memory_needs_the_jit_switch",
+        (|| {
+            expect(&["anon-exec"], inside, EPERM)?;
+            expect(&["anon-mprotect"], inside, EPERM)?;
+            let runtime = runtime();
+            expect(&["anon-exec"], Some(&runtime), 0)?;
+            expect(&["anon-mprotect"], Some(&runtime), 0)?;
+            expect(&["anon-exec"], None, 0)
         })(),
     );
 }

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use claw_tests::harness::{report, Daemon, CGROUP_ROOT};
+use claw_tests::harness::{report, Daemon, CGROUP_ROOT, DAEMON_LOG};
 
 pub const POLICY: &str = "\
 agents:
@@ -34,6 +34,10 @@ agents:
       - \"[::1]:8080/tcp\"
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
+  - name: runtime
+    cgroup: claw/runtime
+    jit: true
+    exec: [/usr/bin/claw-vmtest]
   - name: auditor
     cgroup: claw/auditor
     mode: audit
@@ -49,6 +53,10 @@ pub const ECONNREFUSED: i32 = 111;
 
 pub fn tools() -> PathBuf {
     Path::new(CGROUP_ROOT).join("claw/tools")
+}
+
+pub fn runtime() -> PathBuf {
+    Path::new(CGROUP_ROOT).join("claw/runtime")
 }
 
 pub fn auditor() -> PathBuf {
@@ -74,10 +82,10 @@ pub fn run_all() -> ExitCode {
     // Hostname answers are trusted for 1 s, so that re-resolution is seen quickly.
     let daemon = Daemon::start(
         Path::new(POLICY_PATH),
-        Path::new("/tmp/claw-agent.log"),
+        Path::new(DAEMON_LOG),
         &["--max-dns-ttl", "1"],
     )
-        .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d));
+    .and_then(|mut d| d.wait_enforcing(Duration::from_secs(120)).map(|()| d));
     let mut daemon = match daemon {
         Ok(daemon) => daemon,
         Err(err) => {
@@ -93,7 +101,12 @@ pub fn run_all() -> ExitCode {
     confine::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
-    for cgroup in [tools(), auditor(), Path::new(CGROUP_ROOT).join("claw")] {
+    for cgroup in [
+        tools(),
+        runtime(),
+        auditor(),
+        Path::new(CGROUP_ROOT).join("claw"),
+    ] {
         let _ = std::fs::remove_dir(cgroup);
     }
     if runner.all_passed {

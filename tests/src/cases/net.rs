@@ -49,17 +49,20 @@ pub fn run(runner: &mut Runner) {
             expect(&["sendto", "127.0.0.1:5354"], None, 0)
         })(),
     );
-    runner.check("hostname_rule_follows_the_name_when_it_moves", (|| {
-        expect(&["connect", "127.0.0.1:8081"], inside, ECONNREFUSED)?;
-        expect(&["connect", "127.0.0.2:8081"], inside, EPERM)?;
-        std::fs::write(HOSTS, "127.0.0.1 localhost\n127.0.0.2 svc.claw.test\n")?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while probe(&["connect", "127.0.0.2:8081"], inside)?.1 != ECONNREFUSED {
-            if Instant::now() > deadline {
-                bail!("the new address of svc.claw.test was not allowed within 15 s");
+    runner.check(
+        "hostname_rule_follows_the_name_when_it_moves",
+        (|| {
+            expect(&["connect", "127.0.0.1:8081"], inside, ECONNREFUSED)?;
+            expect(&["connect", "127.0.0.2:8081"], inside, EPERM)?;
+            std::fs::write(HOSTS, "127.0.0.1 localhost\n127.0.0.2 svc.claw.test\n")?;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while probe(&["connect", "127.0.0.2:8081"], inside)?.1 != ECONNREFUSED {
+                if Instant::now() > deadline {
+                    bail!("the new address of svc.claw.test was not allowed within 15 s");
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        expect(&["connect", "127.0.0.1:8081"], inside, EPERM)
-    })());
+            expect(&["connect", "127.0.0.1:8081"], inside, EPERM)
+        })(),
+    );
 }
