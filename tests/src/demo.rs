@@ -67,8 +67,8 @@ fn demo() -> anyhow::Result<()> {
     let mut daemon = Daemon::start(Path::new(POLICY), Path::new(DAEMON_LOG), &[])?;
     daemon.wait_enforcing(Duration::from_secs(120))?;
 
-    step("clawctl explain tools   (the security model, from the running kernel)");
-    clawctl(&["explain", "tools"])?;
+    step("clawctl explain   (the security model, from the running kernel)");
+    clawctl(&["explain"])?;
 
     step("clawctl deny-log --follow   (in the background)");
     let follower = Follower::start(&[])?;

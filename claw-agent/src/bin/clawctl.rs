@@ -259,15 +259,30 @@ fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `lsm/file_open#5 lsm/mmap_file#7`, with runs of path_* hooks folded: `lsm/path_*#9-#18`.
+fn hook_list(programs: &[&ProgramStatus]) -> String {
+    let id = |p: &ProgramStatus| p.id.map_or("-".to_owned(), |id| id.to_string());
+    let (paths, others): (Vec<&ProgramStatus>, Vec<&ProgramStatus>) =
+        programs.iter().partition(|p| p.hook.starts_with("lsm/path_"));
+    let mut parts: Vec<String> = others.iter().map(|p| format!("{}#{}", p.hook, id(p))).collect();
+    match paths.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("{}#{}", one.hook, id(one))),
+        [first, .., last] => parts.push(format!("lsm/path_* ({} hooks)#{}-#{}", paths.len(), id(first), id(last))),
+    }
+    parts.join(" ")
+}
+
 /// What every agent is denied unless a rule names it.
 const DENIED_BY_DEFAULT: &[&str] = &[
-    "opening any file not under files.read / files.write",
+    "opening any file not under files.read / files.write (O_TRUNC and ioctl-only opens need write)",
     "executing any program not under exec (scripts: the interpreter too; the ld.so trick included)",
-    "mapping executable any file not under libraries / exec",
+    "mapping executable any file not under libraries / exec; executable memory without a file unless jit: true",
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",
     "connecting (TCP, connected UDP) or sending UDP datagrams anywhere not under connect",
     "connecting or sending to a Unix socket whose file is not under files.write; abstract Unix sockets",
-    "raw and packet sockets; mount, bind mount, move_mount; chroot and pivot_root",
+    "raw, packet and ping sockets; device nodes; mount, bind mount, chroot, pivot_root; bpf()",
+    "capabilities that step around rules (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_MODULE, ...); xattrs but user.*",
 ];
 
 fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -333,39 +348,23 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
             a.name, a.cgroup, a.cgroup_id, a.mode
         );
         println!(
-            "  {:<44} {:<52} LIVE PROOF",
-            "RULE", "ENFORCED BY (kernel hook, program id)"
+            "  {:<36} {:<58} LIVE PROOF (runs of the first hook)",
+            "RULE", "ENFORCED BY: kernel hook#program id [map]"
         );
         for line in lines
             .iter()
             .filter(|l| l.agent == a.name && l.kind != "cgroup" && l.kind != "mode")
         {
             let (map, programs) = rule_view(line);
-            let hooks: Vec<String> = programs
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}#{}",
-                        p.hook,
-                        p.id.map_or("-".into(), |id| id.to_string())
-                    )
-                })
-                .collect();
-            let live: Vec<String> = programs
-                .iter()
-                .map(|p| {
-                    if p.attached {
-                        format!("{} runs", p.run_count)
-                    } else {
-                        "DETACHED".into()
-                    }
-                })
-                .collect();
+            let live = match programs.first() {
+                Some(p) if programs.iter().all(|p| p.attached) => format!("attached, {} runs", p.run_count),
+                Some(_) => "NOT ATTACHED".to_owned(),
+                None => "-".to_owned(),
+            };
             println!(
-                "  {:<44} {:<52} {}",
+                "  {:<36} {:<58} {live}",
                 format!("{} {}", line.kind, line.value),
-                format!("{} [{map}]", hooks.join(" ")),
-                live.join(", ")
+                format!("{} [{map}]", hook_list(&programs)),
             );
         }
         println!("  denied by default:");
