@@ -144,6 +144,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .context("watching the event ring buffer")?;
     tokio::spawn(read_events(
         ring,
+        match coverage {
+            Coverage::Full => "full",
+            Coverage::NetworkOnly => "degraded",
+        },
         identities.clone(),
         events.clone(),
         undecodable.clone(),
@@ -374,6 +378,7 @@ impl Owner {
 
 async fn read_events(
     mut ring: AsyncFd<RingBuf<MapData>>,
+    coverage: &'static str,
     identities: Arc<RwLock<Identities>>,
     events: broadcast::Sender<Event>,
     undecodable: Arc<AtomicU64>,
@@ -390,7 +395,7 @@ async fn read_events(
         let identities = identities.read().unwrap_or_else(|p| p.into_inner());
         let buffer = ready.get_inner_mut();
         while let Some(item) = buffer.next() {
-            match event::decode(&item, &identities, offset) {
+            match event::decode(&item, &identities, offset, coverage) {
                 Ok(event) => {
                     // The daemon's log is the record of last resort while nobody follows.
                     tracing::info!(

@@ -13,7 +13,7 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr, Lsm,
-        ProgramError,
+        ProgramError, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -25,6 +25,7 @@ use crate::{
     compile::{Compiled, FileRule, NetRule},
     policy::Mode,
     protocol::{Counters, ProgramStatus},
+    tracefs::{self, TracefsError},
 };
 
 /// claw's kernel programs, built by build.rs from claw-ebpf.
@@ -170,6 +171,40 @@ pub const NET_PROGRAMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Degraded mode's reporters, tracepoints that load without BPF LSM: (program, category, name,
+/// what it reports).
+pub const AUDIT_TRACEPOINTS: &[(&str, &str, &str, &str)] = &[
+    (
+        "audit_exec",
+        "sched",
+        "sched_process_exec",
+        "exec outside exec rules, reported only (degraded: not enforced)",
+    ),
+    (
+        "audit_openat",
+        "syscalls",
+        "sys_enter_openat",
+        "opens outside files rules, reported only, paths as passed (degraded: not enforced)",
+    ),
+];
+
+/// Fields of the tracepoint records those programs read: (global, category, name, field).
+const TRACEPOINT_FIELDS: &[(&str, &str, &str, &str)] = &[
+    (
+        "EXEC_FILENAME_LOC",
+        "sched",
+        "sched_process_exec",
+        "filename",
+    ),
+    (
+        "OPENAT_FILENAME",
+        "syscalls",
+        "sys_enter_openat",
+        "filename",
+    ),
+    ("OPENAT_FLAGS", "syscalls", "sys_enter_openat", "flags"),
+];
+
 /// Where the kernel lists its active LSMs.
 pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
@@ -221,6 +256,8 @@ pub enum EnforcerError {
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
     #[error("map `{map}`: {source}")]
     Map {
         map: &'static str,
@@ -290,7 +327,30 @@ impl Enforcer {
             loader.override_global(global, offset, true);
         }
         loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
+        let mut fields = Vec::new();
+        if coverage == Coverage::NetworkOnly {
+            let tracefs = tracefs::ensure_mounted()?;
+            for (global, category, name, field) in TRACEPOINT_FIELDS {
+                fields.push((
+                    *global,
+                    tracefs::field_offset(tracefs, category, name, field)?,
+                ));
+            }
+        }
+        for (global, offset) in &fields {
+            loader.override_global(global, offset, true);
+        }
         let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
+        if coverage == Coverage::NetworkOnly {
+            for (program, ..) in AUDIT_TRACEPOINTS {
+                tracepoint_program(&mut ebpf, program)?
+                    .load()
+                    .map_err(|err| EnforcerError::Load {
+                        program: (*program).to_owned(),
+                        reason: refusal_reason(&err),
+                    })?;
+            }
+        }
         if coverage == Coverage::Full {
             let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
             for (hook, _) in LSM_HOOKS {
@@ -510,9 +570,19 @@ impl Enforcer {
         }
     }
 
-    /// Attaches the LSM programs (after the first `apply`, so they never run without rules).
+    /// Attaches the LSM programs, or in degraded mode the reporting tracepoints (after the
+    /// first `apply`, so they never run without rules).
     pub fn attach_lsm(&mut self) -> Result<(), EnforcerError> {
         if self.coverage != Coverage::Full {
+            for (program, category, name, _) in AUDIT_TRACEPOINTS {
+                tracepoint_program(&mut self.ebpf, program)?
+                    .attach(category, name)
+                    .map_err(|source| EnforcerError::Attach {
+                        program: format!("tracepoint/{category}/{name}"),
+                        source,
+                    })?;
+                self.lsm_attached.push(program);
+            }
             return Ok(());
         }
         for (hook, _) in LSM_HOOKS {
@@ -567,7 +637,21 @@ impl Enforcer {
                 run_count: info.map_or(0, |i| i.run_count()),
             }
         });
-        lsm.chain(net).collect()
+        let tracepoints = AUDIT_TRACEPOINTS
+            .iter()
+            .filter(|_| self.coverage == Coverage::NetworkOnly)
+            .map(|(program, category, name, reports)| {
+                let info = program_info(&self.ebpf, program);
+                ProgramStatus {
+                    program: (*program).to_owned(),
+                    hook: format!("tracepoint/{category}/{name}"),
+                    attached: self.lsm_attached.contains(program),
+                    id: info.as_ref().map(|i| i.id()),
+                    enforces: (*reports).to_owned(),
+                    run_count: info.map_or(0, |i| i.run_count()),
+                }
+            });
+        lsm.chain(net).chain(tracepoints).collect()
     }
 
     /// True when every program the coverage calls for is attached for every agent.
@@ -620,6 +704,18 @@ fn lsm_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Lsm, Enforc
         .and_then(|p| p.try_into().ok())
         .ok_or_else(|| EnforcerError::Missing {
             what: "LSM program",
+            name: name.to_owned(),
+        })
+}
+
+fn tracepoint_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut TracePoint, EnforcerError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| EnforcerError::Missing {
+            what: "tracepoint program",
             name: name.to_owned(),
         })
 }
@@ -723,6 +819,7 @@ mod tests {
             .iter()
             .map(|(hook, _)| *hook)
             .chain(NET_PROGRAMS.iter().map(|(program, _)| *program))
+            .chain(AUDIT_TRACEPOINTS.iter().map(|(program, ..)| *program))
             .collect();
         tabled.sort_unstable();
         assert_eq!(compiled, tabled);

@@ -47,6 +47,9 @@ pub struct Event {
     pub access: Option<String>,
     /// `deny` or `allow` (the outcome for the process).
     pub decision: String,
+    /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
+    /// reports (`audit`) of paths as the process passed them, and nothing on files is enforced.
+    pub coverage: String,
 }
 
 /// Who a ruleset id belongs to.
@@ -97,9 +100,11 @@ pub fn decode(
     bytes: &[u8],
     identities: &Identities,
     boot_to_wall: Duration,
+    coverage: &str,
 ) -> Result<Event, DecodeError> {
     let header: RecordHeader = read_record(bytes)?;
     let mut event = from_header(&header, identities, boot_to_wall);
+    event.coverage = coverage.to_owned();
     match header.kind {
         record::FILE => {
             let file: FileRecord = read_record(bytes)?;
@@ -161,6 +166,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         capability: None,
         access: None,
         decision: outcome.to_owned(),
+        coverage: String::new(),
     }
 }
 
@@ -289,7 +295,13 @@ mod tests {
     #[test]
     fn decodes_a_file_deny() {
         let bytes = file_record(b"/etc/secret\0", 12, decision::DENY);
-        let event = decode(&bytes, &identities(), Duration::from_secs(1_700_000_000)).unwrap();
+        let event = decode(
+            &bytes,
+            &identities(),
+            Duration::from_secs(1_700_000_000),
+            "full",
+        )
+        .unwrap();
         assert_eq!(event.kind, "deny");
         assert_eq!(event.agent, "tools");
         assert_eq!(event.cgroup, "/claw/tools");
@@ -305,7 +317,7 @@ mod tests {
     #[test]
     fn audit_mode_event_says_it_was_allowed() {
         let bytes = file_record(b"/x\0", 3, decision::AUDIT);
-        let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
+        let event = decode(&bytes, &identities(), Duration::ZERO, "full").unwrap();
         assert_eq!(
             (event.kind.as_str(), event.decision.as_str()),
             ("audit", "allow")
@@ -324,7 +336,7 @@ mod tests {
             family: 4,
             _pad: 0,
         };
-        let event = decode(&bytes(&v4), &identities(), Duration::ZERO).unwrap();
+        let event = decode(&bytes(&v4), &identities(), Duration::ZERO, "full").unwrap();
         assert_eq!(event.op, "connect");
         assert_eq!(event.destination.as_deref(), Some("10.0.0.1:443/tcp"));
         assert_eq!(event.path, None);
@@ -333,7 +345,13 @@ mod tests {
             protocol: PROTO_UDP,
             ..v4
         };
-        let event = decode(&bytes(&mapped_over_v6), &identities(), Duration::ZERO).unwrap();
+        let event = decode(
+            &bytes(&mapped_over_v6),
+            &identities(),
+            Duration::ZERO,
+            "full",
+        )
+        .unwrap();
         assert_eq!(
             event.destination.as_deref(),
             Some("[::ffff:10.0.0.1]:443/udp")
@@ -343,7 +361,7 @@ mod tests {
     #[test]
     fn unresolved_path_and_unknown_ruleset_are_explicit() {
         let bytes = file_record(b"", -1, decision::DENY);
-        let event = decode(&bytes, &HashMap::new(), Duration::ZERO).unwrap();
+        let event = decode(&bytes, &HashMap::new(), Duration::ZERO, "full").unwrap();
         assert_eq!(event.path.as_deref(), Some("<unresolved>"));
         assert_eq!(event.agent, "unknown-ruleset-5");
         assert_eq!(event.cgroup, "cgroup-id:77");
@@ -352,13 +370,13 @@ mod tests {
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert_eq!(
-            decode(&[0; 10], &identities(), Duration::ZERO),
+            decode(&[0; 10], &identities(), Duration::ZERO, "full"),
             Err(DecodeError::Short(10))
         );
         let mut odd = file_record(b"/x\0", 3, decision::DENY);
         odd[0] = 99;
         assert_eq!(
-            decode(&odd, &identities(), Duration::ZERO),
+            decode(&odd, &identities(), Duration::ZERO, "full"),
             Err(DecodeError::UnknownKind(99))
         );
     }
@@ -366,7 +384,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_keys() {
         let bytes = file_record(b"/x\0", 3, decision::DENY);
-        let event = decode(&bytes, &identities(), Duration::ZERO).unwrap();
+        let event = decode(&bytes, &identities(), Duration::ZERO, "full").unwrap();
         let value = serde_json::to_value(&event).unwrap();
         for key in [
             "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",

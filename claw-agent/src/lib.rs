@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod resolve;
 pub mod rules;
 pub mod server;
+pub mod tracefs;

@@ -252,6 +252,7 @@ mod tests {
             capability: None,
             access: Some("read".to_owned()),
             decision: "deny".to_owned(),
+            coverage: "full".to_owned(),
         };
         // Capacity 4: six sends before the follower reads drop the two oldest for it.
         for pid in 0..6 {

@@ -99,6 +99,7 @@ fn sample_event(pid: u32) -> Event {
         capability: None,
         access: Some("read".to_owned()),
         decision: "deny".to_owned(),
+        coverage: "full".to_owned(),
     }
 }
 

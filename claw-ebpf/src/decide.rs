@@ -56,6 +56,17 @@ pub struct Resolved {
     len: usize,
 }
 
+impl Resolved {
+    /// The `len` bytes (NUL included) at the start of the scratch path buffer.
+    #[inline(always)]
+    pub fn at_start(scratch: &Scratch, len: usize) -> Self {
+        Self {
+            start: scratch.path.as_ptr(),
+            len,
+        }
+    }
+}
+
 /// Resolves a `struct path` the verifier knows as such, with the kernel's d_path (allowed on
 /// file_open, bprm_check_security and mmap_file).
 ///

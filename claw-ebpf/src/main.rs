@@ -5,6 +5,7 @@
 
 mod confine;
 mod decide;
+mod degraded;
 mod file;
 mod kernel;
 mod net;

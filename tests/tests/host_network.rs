@@ -2,6 +2,7 @@
 //! with cgroup sock_addr programs on a cgroup this test creates (and removes, also on failure).
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -123,6 +124,40 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
         human.contains("file and exec rules NOT enforced"),
         "{human}"
     );
+
+    // File and exec rules are not enforced, but what breaks them is reported, marked degraded.
+    let mut follower = Command::new(sibling("clawctl"))
+        .arg("--socket")
+        .arg(&fixture.socket)
+        .args(["deny-log", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notice = String::new();
+    BufReader::new(follower.stderr.take().unwrap())
+        .read_line(&mut notice)
+        .unwrap();
+    assert!(notice.contains("following denials"), "{notice}");
+    let agent = fixture.agent.clone();
+    assert_eq!(
+        probe(&["open", "/etc/hostname"], Some(&agent)),
+        0,
+        "degraded mode refused an open"
+    );
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let (mut exec_seen, mut open_seen) = (false, false);
+    while !(exec_seen && open_seen) {
+        let line = lines.next().expect("a degraded-mode report").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["coverage"], "degraded", "{line}");
+        assert_eq!(event["kind"], "audit", "{line}");
+        assert_eq!(event["decision"], "allow", "{line}");
+        exec_seen |= event["op"] == "exec" && event["path"] == PROBE;
+        open_seen |= event["op"] == "open" && event["path"] == "/etc/hostname";
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
 
     let agent = fixture.agent.clone();
     let inside = Some(agent.as_path());

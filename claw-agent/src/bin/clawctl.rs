@@ -262,13 +262,22 @@ fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
 /// `lsm/file_open#5 lsm/mmap_file#7`, with runs of path_* hooks folded: `lsm/path_*#9-#18`.
 fn hook_list(programs: &[&ProgramStatus]) -> String {
     let id = |p: &ProgramStatus| p.id.map_or("-".to_owned(), |id| id.to_string());
-    let (paths, others): (Vec<&ProgramStatus>, Vec<&ProgramStatus>) =
-        programs.iter().partition(|p| p.hook.starts_with("lsm/path_"));
-    let mut parts: Vec<String> = others.iter().map(|p| format!("{}#{}", p.hook, id(p))).collect();
+    let (paths, others): (Vec<&ProgramStatus>, Vec<&ProgramStatus>) = programs
+        .iter()
+        .partition(|p| p.hook.starts_with("lsm/path_"));
+    let mut parts: Vec<String> = others
+        .iter()
+        .map(|p| format!("{}#{}", p.hook, id(p)))
+        .collect();
     match paths.as_slice() {
         [] => {}
         [one] => parts.push(format!("{}#{}", one.hook, id(one))),
-        [first, .., last] => parts.push(format!("lsm/path_* ({} hooks)#{}-#{}", paths.len(), id(first), id(last))),
+        [first, .., last] => parts.push(format!(
+            "lsm/path_* ({} hooks)#{}-#{}",
+            paths.len(),
+            id(first),
+            id(last)
+        )),
     }
     parts.join(" ")
 }
@@ -357,7 +366,9 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
         {
             let (map, programs) = rule_view(line);
             let live = match programs.first() {
-                Some(p) if programs.iter().all(|p| p.attached) => format!("attached, {} runs", p.run_count),
+                Some(p) if programs.iter().all(|p| p.attached) => {
+                    format!("attached, {} runs", p.run_count)
+                }
                 Some(_) => "NOT ATTACHED".to_owned(),
                 None => "-".to_owned(),
             };
