@@ -122,7 +122,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let identities = Arc::new(RwLock::new(Identities::new()));
     enforcer.apply(&prepared.compiled)?;
     record_identities(&enforcer, &identities);
-    enforcer.attach_lsm()?;
+    enforcer.attach_programs()?;
     if coverage == Coverage::NetworkOnly {
         tracing::warn!(
             "DEGRADED: no BPF LSM — network rules are enforced; file and exec rules are NOT"

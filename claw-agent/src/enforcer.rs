@@ -298,7 +298,8 @@ pub struct Enforcer {
     _stats: Option<std::os::fd::OwnedFd>,
     coverage: Coverage,
     cgroup_root: PathBuf,
-    lsm_attached: Vec<&'static str>,
+    /// LSM programs, or in degraded mode tracepoints, attached so far.
+    attached: Vec<&'static str>,
     /// Per agent cgroup (relative path): its network program links.
     net_links: StdHashMap<String, Vec<(&'static str, CgroupSockAddrLinkId)>>,
     installed: Vec<InstalledAgent>,
@@ -379,7 +380,7 @@ impl Enforcer {
             _stats: stats,
             coverage,
             cgroup_root,
-            lsm_attached: Vec::new(),
+            attached: Vec::new(),
             net_links: StdHashMap::new(),
             installed: Vec::new(),
             next_ruleset: 1,
@@ -572,7 +573,7 @@ impl Enforcer {
 
     /// Attaches the LSM programs, or in degraded mode the reporting tracepoints (after the
     /// first `apply`, so they never run without rules).
-    pub fn attach_lsm(&mut self) -> Result<(), EnforcerError> {
+    pub fn attach_programs(&mut self) -> Result<(), EnforcerError> {
         if self.coverage != Coverage::Full {
             for (program, category, name, _) in AUDIT_TRACEPOINTS {
                 tracepoint_program(&mut self.ebpf, program)?
@@ -581,7 +582,7 @@ impl Enforcer {
                         program: format!("tracepoint/{category}/{name}"),
                         source,
                     })?;
-                self.lsm_attached.push(program);
+                self.attached.push(program);
             }
             return Ok(());
         }
@@ -592,7 +593,7 @@ impl Enforcer {
                     program: format!("lsm/{hook}"),
                     source,
                 })?;
-            self.lsm_attached.push(hook);
+            self.attached.push(hook);
         }
         Ok(())
     }
@@ -615,7 +616,7 @@ impl Enforcer {
             ProgramStatus {
                 program: (*hook).to_owned(),
                 hook: format!("lsm/{hook}"),
-                attached: self.lsm_attached.contains(hook),
+                attached: self.attached.contains(hook),
                 id: info.as_ref().map(|i| i.id()),
                 enforces: (*enforces).to_owned(),
                 run_count: info.map_or(0, |i| i.run_count()),
@@ -645,7 +646,7 @@ impl Enforcer {
                 ProgramStatus {
                     program: (*program).to_owned(),
                     hook: format!("tracepoint/{category}/{name}"),
-                    attached: self.lsm_attached.contains(program),
+                    attached: self.attached.contains(program),
                     id: info.as_ref().map(|i| i.id()),
                     enforces: (*reports).to_owned(),
                     run_count: info.map_or(0, |i| i.run_count()),

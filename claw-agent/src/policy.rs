@@ -537,6 +537,25 @@ agents:
     }
 
     #[test]
+    fn bad_connect_rules_are_placed_at_the_rule() {
+        let cases = [
+            ("10.0.0.1", "has no port"),
+            ("10.0.0.1:99999/tcp", "is not a port"),
+            ("10.0.0.1:80/icmp", "protocol `icmp`"),
+            ("10.1.2.3/8:443", "bits set past its prefix length"),
+            ("2001:db8::1:443", "in brackets"),
+        ];
+        for (rule, want) in cases {
+            let err = error(&format!(
+                "agents:\n  - name: a\n    cgroup: claw/a\n    connect:\n      - \"{rule}\"\n"
+            ));
+            assert_eq!((err.line, err.column), (5, 9), "{rule}: {err}");
+            assert!(err.message.contains(want), "{rule}: {err}");
+            assert!(err.message.contains(" — "), "{rule} says how to fix: {err}");
+        }
+    }
+
+    #[test]
     fn bad_mode_lists_the_modes() {
         let err = error("agents:\n  - name: a\n    cgroup: claw/a\n    mode: permissive\n");
         assert_eq!((err.line, err.column), (4, 11), "{err}");

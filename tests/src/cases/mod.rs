@@ -34,6 +34,7 @@ agents:
       - \"[::1]:8080/tcp\"
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
+      - 127.0.0.1:7000-7010/tcp
   - name: runtime
     cgroup: claw/runtime
     jit: true
