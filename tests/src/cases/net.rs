@@ -22,6 +22,15 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "port_ranges",
+        (|| {
+            expect(&["connect", "127.0.0.1:7000"], inside, ECONNREFUSED)?;
+            expect(&["connect", "127.0.0.1:7010"], inside, ECONNREFUSED)?;
+            expect(&["connect", "127.0.0.1:7011"], inside, EPERM)?;
+            expect(&["connect", "127.0.0.1:6999"], inside, EPERM)
+        })(),
+    );
+    runner.check(
         "ipv6_connect_rules",
         (|| {
             expect(&["connect", "[::1]:8080"], inside, ECONNREFUSED)?;
