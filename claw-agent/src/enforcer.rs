@@ -127,6 +127,10 @@ pub const LSM_HOOKS: &[(&str, &str)] = &[
         "inode_removexattr",
         "extended attributes other than user.* may not be removed",
     ),
+    (
+        "task_alloc",
+        "clone3(CLONE_INTO_CGROUP) denied: a child may not start outside the agent",
+    ),
 ];
 
 /// Capabilities agents may not use, whatever their uid: each would step around the rules

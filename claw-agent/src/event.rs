@@ -239,6 +239,7 @@ pub fn op_name(code: u32) -> &'static str {
         op::BPF => "bpf",
         op::CAPABILITY => "capability",
         op::XATTR => "xattr",
+        op::CLONE_INTO_CGROUP => "clone-into-cgroup",
         _ => "unknown",
     }
 }

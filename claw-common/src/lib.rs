@@ -74,6 +74,8 @@ pub mod op {
     pub const CAPABILITY: u32 = 22;
     /// Setting or removing an extended attribute other than `user.*`, or an ACL.
     pub const XATTR: u32 = 23;
+    /// Starting a child directly in another cgroup (clone3 with CLONE_INTO_CGROUP).
+    pub const CLONE_INTO_CGROUP: u32 = 24;
 }
 
 /// Decisions reported in events.

@@ -207,3 +207,19 @@ pub fn unix_may_send(ctx: LsmContext) -> i32 {
         None => unix_peer(core::ptr::null()),
     }
 }
+
+/// clone3(CLONE_INTO_CGROUP) with a descriptor of another cgroup (an O_PATH open needs no rule)
+/// would start a child outside the agent, where no rule holds it.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+#[lsm(hook = "task_alloc")]
+pub fn task_alloc(ctx: LsmContext) -> i32 {
+    let clone_flags: u64 = ctx.arg(1);
+    if clone_flags & CLONE_INTO_CGROUP == 0 {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::CLONE_INTO_CGROUP)
+}

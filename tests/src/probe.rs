@@ -10,7 +10,7 @@ use std::{
 };
 
 const USAGE: &str =
-    "probe open PATH [r|w|rw|t|3] | mknod-device PATH | bpf | sethostname NAME | \
+    "probe open PATH [r|w|rw|t|3] | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
@@ -42,6 +42,7 @@ pub fn run(args: &[String]) -> ExitCode {
             libc::mknod(p, libc::S_IFCHR | 0o600, libc::makedev(1, 3))
         }),
         ("bpf", 1) => bpf_next_map_id(),
+        ("clone-into-cgroup", 2) => clone_into_cgroup(arg(1)),
         ("sethostname", 2) => {
             let name = arg(1).as_bytes();
             // SAFETY: sethostname(2) with a buffer and its length.
@@ -359,4 +360,61 @@ fn anonymous_exec(via_mprotect: bool) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// clone3(CLONE_INTO_CGROUP) through an O_PATH descriptor of `cgroup`; the child exits at once.
+fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let path = CString::new(cgroup)?;
+    // SAFETY: open(2) with a valid C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: fd as u64,
+    };
+    // SAFETY: clone3(2) like fork(2); the child only calls _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    match pid {
+        // SAFETY: _exit(2) in the child.
+        0 => unsafe { libc::_exit(0) },
+        -1 => Err(std::io::Error::last_os_error()),
+        child => {
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(child as i32, &mut status, 0) };
+            Ok(())
+        }
+    }
 }

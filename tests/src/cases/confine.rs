@@ -124,4 +124,11 @@ pub fn run(runner: &mut Runner) {
             expect(&["anon-exec"], None, 0)
         })(),
     );
+    runner.check(
+        "a_child_cannot_be_started_in_another_cgroup",
+        (|| {
+            expect(&["clone-into-cgroup", "/sys/fs/cgroup"], inside, EPERM)?;
+            expect(&["clone-into-cgroup", "/sys/fs/cgroup"], None, 0)
+        })(),
+    );
 }
