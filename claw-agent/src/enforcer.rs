@@ -17,7 +17,9 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use claw_common::{agent_flags, counter, mode, AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey};
+use claw_common::{
+    agent_flags, counter, mode, AgentEntry, CpuState, NetRuleKey, NetRuleValue, PathRuleKey,
+};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -37,7 +39,7 @@ pub mod names {
     pub const FILE_RULES: &str = "FILE_RULES";
     pub const NET_RULES: &str = "NET_RULES";
     pub const EVENTS: &str = "EVENTS";
-    pub const COUNTERS: &str = "COUNTERS";
+    pub const CPU_STATE: &str = "CPU_STATE";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -670,25 +672,26 @@ impl Enforcer {
     pub fn counters(&self) -> Result<Counters, EnforcerError> {
         let map = self
             .ebpf
-            .map(names::COUNTERS)
+            .map(names::CPU_STATE)
             .ok_or(EnforcerError::Missing {
                 what: "map",
-                name: names::COUNTERS.to_owned(),
+                name: names::CPU_STATE.to_owned(),
             })?;
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(map_error(names::COUNTERS))?;
-        let sum = |index: u32| -> Result<u64, EnforcerError> {
-            let values = counters
-                .get(&index, 0)
-                .map_err(map_error(names::COUNTERS))?;
-            Ok(values.iter().sum())
+        let states: PerCpuArray<_, CpuState> =
+            PerCpuArray::try_from(map).map_err(map_error(names::CPU_STATE))?;
+        let per_cpu = states.get(&0, 0).map_err(map_error(names::CPU_STATE))?;
+        let sum = |index: u32| -> u64 {
+            per_cpu
+                .iter()
+                .map(|state| state.counters[index as usize])
+                .sum()
         };
         Ok(Counters {
-            allowed: sum(counter::ALLOWED)?,
-            denied: sum(counter::DENIED)?,
-            audited: sum(counter::AUDITED)?,
-            events_lost_kernel: sum(counter::EVENTS_LOST)?,
-            path_errors: sum(counter::PATH_ERRORS)?,
+            allowed: sum(counter::ALLOWED),
+            denied: sum(counter::DENIED),
+            audited: sum(counter::AUDITED),
+            events_lost_kernel: sum(counter::EVENTS_LOST),
+            path_errors: sum(counter::PATH_ERRORS),
             events_undecodable: 0,
         })
     }

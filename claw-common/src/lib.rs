@@ -14,6 +14,9 @@ pub const RULE_PATH_BYTES: usize = 252;
 /// Bytes of a path reported in an event: the kernel's PATH_MAX, so a reported path is never cut.
 pub const EVENT_PATH_BYTES: usize = 4096;
 
+/// Room for a resolved path, plus `/` and one file name appended to a directory's path.
+pub const PATH_BUFFER: usize = 2 * EVENT_PATH_BYTES;
+
 /// Length of a task's command name in the kernel (TASK_COMM_LEN).
 pub const COMM_BYTES: usize = 16;
 
@@ -105,6 +108,27 @@ pub mod counter {
     pub const PATH_ERRORS: u32 = 4;
     /// Number of counters.
     pub const COUNT: u32 = 5;
+}
+
+/// A rule-trie lookup key as the kernel takes it: the prefix length, then the key.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathLookup {
+    pub prefix_len: u32,
+    pub key: PathRuleKey,
+}
+
+/// Each CPU's working memory (a resolved path does not fit the 512-byte eBPF stack) and its
+/// counters, in one per-CPU map so that the hottest path counts without a second map lookup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CpuState {
+    /// Indexed by [`counter`].
+    pub counters: [u64; counter::COUNT as usize],
+    pub path: [u8; PATH_BUFFER],
+    pub lookup: PathLookup,
+    /// Explicit padding so that the layout has no hidden bytes.
+    pub _pad: u32,
 }
 
 /// Value of the AGENTS map, keyed by cgroup id.
@@ -213,6 +237,10 @@ pub struct NetRecord {
 
 const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
+const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
+const _: () = assert!(
+    core::mem::size_of::<CpuState>() == 8 * counter::COUNT as usize + PATH_BUFFER + 260 + 4
+);
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40 + COMM_BYTES);
@@ -225,6 +253,7 @@ mod user {
     // pattern is valid.
     unsafe impl aya::Pod for super::AgentEntry {}
     unsafe impl aya::Pod for super::PathRuleKey {}
+    unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::NetRuleKey {}
     unsafe impl aya::Pod for super::NetRuleValue {}
     unsafe impl aya::Pod for super::FileRecord {}

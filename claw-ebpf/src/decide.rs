@@ -9,15 +9,16 @@ use aya_ebpf::{
         bpf_d_path, bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel,
     },
+    maps::lpm_trie::Key,
 };
 use claw_common::{
-    access, agent_flags, counter, decision, mode, record, AgentEntry, FileRecord, RecordHeader,
-    EVENT_PATH_BYTES, RULE_PATH_BYTES,
+    access, agent_flags, counter, decision, mode, record, AgentEntry, CpuState, FileRecord,
+    PathLookup, PathRuleKey, RecordHeader, EVENT_PATH_BYTES, RULE_PATH_BYTES,
 };
 
 use crate::{
     kernel::{offset, read, read_ptr},
-    Scratch, AGENTS, COUNTERS, EVENTS, FILE_RULES, PATH_BUFFER, SCRATCH,
+    AGENTS, CPU_STATE, EVENTS, FILE_RULES,
 };
 
 pub const EPERM: i32 = 1;
@@ -27,9 +28,8 @@ const MAX_DEPTH: usize = 48;
 
 #[inline(always)]
 pub fn count(index: u32) {
-    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: a per-CPU slot; these programs do not preempt each other on one CPU.
-        unsafe { *counter += 1 };
+    if let Some(state) = scratch() {
+        state.count(index);
     }
 }
 
@@ -46,7 +46,23 @@ pub fn current_agent() -> Option<(u64, AgentEntry)> {
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: the per-CPU slot belongs to this program run until it returns.
-    SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+    CPU_STATE.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
+
+/// This CPU's state, as the programs use it.
+pub type Scratch = CpuState;
+
+pub trait Counting {
+    fn count(&mut self, index: u32);
+}
+
+impl Counting for CpuState {
+    #[inline(always)]
+    fn count(&mut self, index: u32) {
+        if let Some(counter) = self.counters.get_mut(index as usize) {
+            *counter += 1;
+        }
+    }
 }
 
 /// A resolved path inside the scratch memory: `len` bytes (NUL included) from `start`.
@@ -185,12 +201,12 @@ unsafe fn finish(buffer: *mut u8, mut pos: usize, end: usize) -> Resolved {
 #[inline(always)]
 pub fn granted(scratch: &mut Scratch, ruleset: u32, resolved: Resolved) -> u32 {
     let key_bytes = core::cmp::min(resolved.len, RULE_PATH_BYTES);
-    scratch.key.prefix_len = (32 + 8 * key_bytes) as u32;
-    scratch.key.data.ruleset = ruleset.to_be_bytes();
+    scratch.lookup.prefix_len = (32 + 8 * key_bytes) as u32;
+    scratch.lookup.key.ruleset = ruleset.to_be_bytes();
     // SAFETY: both buffers are this program's scratch memory, large enough for the copy.
     let copied = unsafe {
         bpf_probe_read_kernel(
-            scratch.key.data.path.as_mut_ptr().cast::<c_void>(),
+            scratch.lookup.key.path.as_mut_ptr().cast::<c_void>(),
             RULE_PATH_BYTES as u32,
             resolved.start.cast::<c_void>(),
         )
@@ -198,7 +214,10 @@ pub fn granted(scratch: &mut Scratch, ruleset: u32, resolved: Resolved) -> u32 {
     if copied != 0 {
         return 0;
     }
-    FILE_RULES.get(&scratch.key).copied().unwrap_or(0)
+    // SAFETY: PathLookup has the layout of aya's Key<PathRuleKey> (u32, then the key; no padding,
+    // the key being bytes).
+    let lookup = unsafe { &*(&scratch.lookup as *const PathLookup as *const Key<PathRuleKey>) };
+    FILE_RULES.get(lookup).copied().unwrap_or(0)
 }
 
 /// A file operation's outcome: 0 when the rules grant `need`, or in audit mode; -EPERM otherwise.
@@ -211,19 +230,32 @@ pub fn file_verdict(
     need: u32,
     resolved: Option<Resolved>,
 ) -> i32 {
-    let Some(scratch) = scratch() else {
-        count(counter::PATH_ERRORS);
-        return verdict_without_event(agent);
-    };
+    match scratch() {
+        Some(scratch) => file_verdict_in(scratch, cgroup_id, agent, op, need, resolved),
+        // Unreachable in practice (index 0 of a one-entry array); still fail closed.
+        None => outcome(agent).1,
+    }
+}
+
+/// `file_verdict` with this CPU's state already in hand (the hot path's one lookup of it).
+#[inline(always)]
+pub fn file_verdict_in(
+    scratch: &mut Scratch,
+    cgroup_id: u64,
+    agent: AgentEntry,
+    op: u32,
+    need: u32,
+    resolved: Option<Resolved>,
+) -> i32 {
     let has = match resolved {
         Some(resolved) => granted(scratch, agent.ruleset, resolved),
         None => {
-            count(counter::PATH_ERRORS);
+            scratch.count(counter::PATH_ERRORS);
             0
         }
     };
     if has & need == need {
-        count(counter::ALLOWED);
+        scratch.count(counter::ALLOWED);
         return 0;
     }
     let (outcome, ret) = outcome(agent);
@@ -294,11 +326,6 @@ pub fn outcome(agent: AgentEntry) -> (u32, i32) {
 }
 
 #[inline(always)]
-fn verdict_without_event(agent: AgentEntry) -> i32 {
-    outcome(agent).1
-}
-
-#[inline(always)]
 pub fn header(
     kind: u32,
     op: u32,
@@ -365,5 +392,3 @@ pub fn report_file(
     }
     entry.submit(0);
 }
-
-const _: () = assert!(2 * EVENT_PATH_BYTES <= PATH_BUFFER);

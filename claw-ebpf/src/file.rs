@@ -4,8 +4,11 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use claw_common::{access, op};
 
 use crate::{
-    decide::{anonymous_exec, current_agent, file_verdict, resolve_d_path, resolve_walk, scratch},
-    kernel::{offset, read, read_ptr},
+    decide::{
+        anonymous_exec, current_agent, file_verdict, file_verdict_in, resolve_d_path, resolve_walk,
+        scratch,
+    },
+    kernel::{offset, read_ptr},
 };
 
 const FMODE_READ: u32 = 0x1;
@@ -26,11 +29,13 @@ const O_TRUNC: u32 = 0x200;
 /// `file` is the hook's `struct file` argument.
 #[inline(always)]
 unsafe fn open_needs(file: *const u8) -> u32 {
-    // SAFETY: checked kernel reads of the file's mode and flags.
+    // SAFETY: the offsets are the kernel's own members of `struct file` (from BTF).
+    // Direct loads, which the verifier checks against BTF and turns into fault-safe reads: no
+    // helper call on the hottest path.
     let (f_mode, f_flags) = unsafe {
         (
-            read::<u32>(file, offset!(FILE_F_MODE)).unwrap_or(0),
-            read::<u32>(file, offset!(FILE_F_FLAGS)).unwrap_or(0),
+            core::ptr::read_volatile(file.wrapping_add(offset!(FILE_F_MODE)) as *const u32),
+            core::ptr::read_volatile(file.wrapping_add(offset!(FILE_F_FLAGS)) as *const u32),
         )
     };
     if f_flags & FMODE_EXEC != 0 {
@@ -59,11 +64,12 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if need == 0 {
         return 0;
     }
-    let resolved = scratch().and_then(|s| {
-        // SAFETY: f_path is a struct path inside the hook's file.
-        unsafe { resolve_d_path(s, file.wrapping_add(offset!(FILE_F_PATH))) }
-    });
-    file_verdict(cgroup_id, agent, op::OPEN, need, resolved)
+    let Some(scratch) = scratch() else {
+        return file_verdict(cgroup_id, agent, op::OPEN, need, None);
+    };
+    // SAFETY: f_path is a struct path inside the hook's file.
+    let resolved = unsafe { resolve_d_path(scratch, file.wrapping_add(offset!(FILE_F_PATH))) };
+    file_verdict_in(scratch, cgroup_id, agent, op::OPEN, need, resolved)
 }
 
 #[lsm(hook = "bprm_check_security")]

@@ -13,9 +13,9 @@ mod path;
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use claw_common::{AgentEntry, NetRuleKey, NetRuleValue, PathRuleKey, RULE_PATH_BYTES};
+use claw_common::{AgentEntry, CpuState, NetRuleKey, NetRuleValue, PathRuleKey};
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
 /// means "not an agent".
@@ -34,24 +34,9 @@ static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Per-CPU counters indexed by claw_common::counter.
+/// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(claw_common::counter::COUNT, 0);
-
-/// Room for a resolved path, plus `/` and one file name appended to a directory's path.
-pub const PATH_BUFFER: usize = 2 * claw_common::EVENT_PATH_BYTES;
-
-/// Per-CPU working memory: a resolved path is larger than the 512-byte eBPF stack.
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-pub struct Scratch {
-    path: [u8; PATH_BUFFER],
-    key: Key<PathRuleKey>,
-}
-
-const _: () = assert!(RULE_PATH_BYTES <= PATH_BUFFER);
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
 #[cfg(not(test))]
 #[panic_handler]
