@@ -16,6 +16,13 @@ pub enum CgroupError {
     },
     #[error("no cgroup v2 filesystem is mounted (none in /proc/self/mountinfo) — mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup`, or pass --cgroup-root")]
     NoCgroup2,
+    #[error("writing `{value}` to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("creating cgroup {path}: {source}")]
     Create {
         path: PathBuf,
@@ -102,4 +109,45 @@ mod tests {
         assert_eq!(cgroup2_mount(table), Some(PathBuf::from("/mnt/my cgroups")));
         assert_eq!(cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
     }
+}
+
+/// Enables `controllers` in `cgroup.subtree_control` of every cgroup from the root down to the
+/// parent of `relative`, so that `relative` has their interface files (memory.max, pids.max,
+/// cpu.max). Enabling one already enabled changes nothing.
+pub fn enable_controllers(
+    root: &Path,
+    relative: &str,
+    controllers: &[&str],
+) -> Result<(), CgroupError> {
+    if controllers.is_empty() {
+        return Ok(());
+    }
+    let line: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+    let mut dir = root.to_path_buf();
+    let components: Vec<&str> = relative.split('/').collect();
+    for component in &components[..components.len().saturating_sub(1)] {
+        write(&dir.join("cgroup.subtree_control"), &line.join(" "))?;
+        dir.push(component);
+    }
+    write(&dir.join("cgroup.subtree_control"), &line.join(" "))
+}
+
+/// Writes one interface file of the cgroup `relative`.
+pub fn write_file(root: &Path, relative: &str, file: &str, value: &str) -> Result<(), CgroupError> {
+    write(&root.join(relative).join(file), value)
+}
+
+/// Reads one interface file of the cgroup `relative`, trimmed; None where it does not exist.
+pub fn read_file(root: &Path, relative: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(relative).join(file))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_owned(),
+        source,
+    })
 }

@@ -13,6 +13,7 @@ use claw_common::{
 };
 
 use crate::{
+    limits::Limits,
     policy::{Mode, Policy},
     rules::{ConnectRule, Host, PortRange, Protocols, RulePath},
 };
@@ -31,6 +32,8 @@ pub struct CompiledAgent {
     pub mode: Mode,
     /// May create executable memory without a file.
     pub jit: bool,
+    pub limits: Limits,
+    pub gpu: bool,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
     /// Connect rules naming a host: the daemon resolves them and adds their addresses.
@@ -144,6 +147,8 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                 cgroup: agent.cgroup.0.clone(),
                 mode: agent.mode,
                 jit: agent.jit,
+                limits: agent.limits.clone(),
+                gpu: agent.devices.gpu,
                 file_rules: prefixes
                     .into_iter()
                     .map(|(prefix, access)| FileRule { prefix, access })

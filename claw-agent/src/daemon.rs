@@ -6,6 +6,7 @@
 //! client that can reach the daemon knows the policy is enforced.
 
 use std::{
+    collections::HashMap,
     future::Future,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -29,12 +30,14 @@ use crate::{
     cgroupfs,
     compile::{self, Compiled},
     describe::{self, RuleLine},
-    enforcer::{Coverage, Enforcer},
+    enforcer::{Coverage, Enforcer, InstalledAgent},
     event::{self, AgentIdentity, Event, Identities},
+    limits,
     policy::{self, Policy},
-    protocol::{AgentStatus, Status},
+    protocol::{AgentStatus, LimitStatus, Status, Usage},
     resolve,
     server::{self, Control, Handles},
+    watch,
 };
 
 /// Events buffered for each follower before the slowest is told it lost some.
@@ -51,6 +54,76 @@ pub struct Config {
     pub degraded: bool,
     /// Cap on how long a DNS answer for a hostname rule is trusted.
     pub max_ttl: Duration,
+    /// Run agents whose limits the cgroup hierarchy cannot enforce (they are reported as not
+    /// enforced) instead of refusing the policy.
+    pub allow_missing_limits: bool,
+}
+
+fn agent_views(compiled: &Compiled) -> Vec<watch::AgentView> {
+    compiled
+        .agents
+        .iter()
+        .map(|a| watch::AgentView {
+            name: a.name.clone(),
+            cgroup: a.cgroup.clone(),
+            memory_max: a.limits.memory_max.map(|b| b.0),
+            pids_max: a.limits.pids_max,
+        })
+        .collect()
+}
+
+/// Limits, by agent, that the policy sets and the cgroup hierarchy cannot enforce.
+pub type Unenforced = HashMap<String, Vec<&'static str>>;
+
+/// Installs a compiled policy: its limits are checked first (one the hierarchy cannot enforce
+/// refuses the policy, before anything changes, unless `allow_missing`), then the kernel's rules
+/// are applied, then the cgroups' limits written (unset limits back to "max").
+fn install_policy(
+    enforcer: &mut Enforcer,
+    compiled: &Compiled,
+    allow_missing: bool,
+) -> Result<Unenforced, String> {
+    let root = enforcer.cgroup_root().to_path_buf();
+    let available = limits::available_controllers(&root)
+        .map_err(|err| format!("reading {}/cgroup.controllers: {err}", root.display()))?;
+    let mut unenforced = Unenforced::new();
+    for agent in &compiled.agents {
+        for limit in agent.limits.set() {
+            let controller = limits::controller(limit);
+            if available.iter().any(|c| c == controller) {
+                continue;
+            }
+            if !allow_missing {
+                return Err(format!(
+                    "agent `{}`: {limit} cannot be enforced: the cgroup v2 hierarchy at {} has no `{controller}` controller (it offers: {}) — run claw on a unified cgroup v2 hierarchy with that controller, or start claw-agent with --allow-missing-limits to run the agent without the limit",
+                    agent.name,
+                    root.display(),
+                    available.join(" ")
+                ));
+            }
+            tracing::warn!(agent = %agent.name, limit, controller, "limit NOT enforced: no such controller");
+            unenforced
+                .entry(agent.name.clone())
+                .or_default()
+                .push(limit);
+        }
+    }
+    enforcer.apply(compiled).map_err(|err| err.to_string())?;
+    let usable: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| available.iter().any(|a| a == c))
+        .collect();
+    for agent in &compiled.agents {
+        cgroupfs::enable_controllers(&root, &agent.cgroup, &usable)
+            .map_err(|err| err.to_string())?;
+        for (limit, file, value) in agent.limits.files() {
+            if usable.contains(&limits::controller(limit)) {
+                cgroupfs::write_file(&root, &agent.cgroup, file, &value)
+                    .map_err(|err| format!("agent `{}`: {err}", agent.name))?;
+            }
+        }
+    }
+    Ok(unenforced)
 }
 
 /// A policy read, checked and compiled, with its hostnames resolved: ready to install.
@@ -120,7 +193,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut enforcer =
         Enforcer::load(&config.vmlinux_btf, &config.lsm_list, coverage, cgroup_root)?;
     let identities = Arc::new(RwLock::new(Identities::new()));
-    enforcer.apply(&prepared.compiled)?;
+    let unenforced = install_policy(
+        &mut enforcer,
+        &prepared.compiled,
+        config.allow_missing_limits,
+    )
+    .map_err(anyhow::Error::msg)?;
     record_identities(&enforcer, &identities);
     enforcer.attach_programs()?;
     if coverage == Coverage::NetworkOnly {
@@ -142,20 +220,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)
         .context("watching the event ring buffer")?;
+    let coverage_name = match coverage {
+        Coverage::Full => "full",
+        Coverage::NetworkOnly => "degraded",
+    };
     tokio::spawn(read_events(
         ring,
-        match coverage {
-            Coverage::Full => "full",
-            Coverage::NetworkOnly => "degraded",
-        },
+        coverage_name,
         identities.clone(),
         events.clone(),
         undecodable.clone(),
     ));
+    let view: watch::Agents = Arc::new(RwLock::new(agent_views(&prepared.compiled)));
+    let root = enforcer.cgroup_root().to_path_buf();
+    watch::oom_kills(root.clone(), view.clone(), events.clone(), coverage_name);
+    watch::pids_limits(root, view.clone(), events.clone(), coverage_name);
 
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
         enforcer,
+        view,
+        compiled: prepared.compiled,
+        allow_missing_limits: config.allow_missing_limits,
+        unenforced,
         lines: describe::rule_lines(&prepared.policy),
         policy: prepared.policy,
         expires: prepared.expires,
@@ -251,6 +338,11 @@ fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
 /// The one task that holds the kernel objects; others ask it through `Control`.
 struct Owner {
     enforcer: Enforcer,
+    /// What the cgroup watchers know of the agents.
+    view: watch::Agents,
+    compiled: Compiled,
+    allow_missing_limits: bool,
+    unenforced: Unenforced,
     /// The enforced policy, as read (its hostnames are resolved again when their answers expire).
     policy: Policy,
     expires: Option<Instant>,
@@ -292,12 +384,19 @@ impl Owner {
     }
 
     fn install(&mut self, prepared: Prepared) -> Result<(), String> {
-        self.enforcer.apply(&prepared.compiled).map_err(|err| {
+        self.unenforced = install_policy(
+            &mut self.enforcer,
+            &prepared.compiled,
+            self.allow_missing_limits,
+        )
+        .map_err(|err| {
             format!(
                 "{}: not applied, the previous policy stays: {err}",
                 prepared.policy.file.display()
             )
         })?;
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = agent_views(&prepared.compiled);
+        self.compiled = prepared.compiled;
         record_identities(&self.enforcer, &self.identities);
         self.lines = describe::rule_lines(&prepared.policy);
         self.policy = prepared.policy;
@@ -343,6 +442,60 @@ impl Owner {
         }
     }
 
+    fn agent_status(&self, installed: &InstalledAgent) -> AgentStatus {
+        let root = self.enforcer.cgroup_root();
+        let compiled = self
+            .compiled
+            .agents
+            .iter()
+            .find(|c| c.name == installed.name);
+        let unenforced = self.unenforced.get(&installed.name);
+        let limits = compiled
+            .map(|c| {
+                let set = c.limits.set();
+                c.limits
+                    .files()
+                    .into_iter()
+                    .filter(|(name, ..)| set.contains(name))
+                    .map(|(name, _, value)| LimitStatus {
+                        name: name.to_owned(),
+                        value,
+                        enforced: !unenforced.is_some_and(|u| u.contains(&name)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let number = |file: &str| {
+            cgroupfs::read_file(root, &installed.cgroup, file).and_then(|v| v.parse().ok())
+        };
+        let keyed = |file: &str, key: &str| {
+            cgroupfs::read_file(root, &installed.cgroup, file).and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            })
+        };
+        let usage = Usage {
+            memory_bytes: number("memory.current"),
+            tasks: number("pids.current"),
+            cpu_usec: keyed("cpu.stat", "usage_usec"),
+            oom_kills: keyed("memory.events", "oom_kill"),
+            processes: cgroupfs::read_file(root, &installed.cgroup, "cgroup.procs")
+                .map(|t| t.lines().filter_map(|l| l.parse().ok()).collect())
+                .unwrap_or_default(),
+        };
+        AgentStatus {
+            name: installed.name.clone(),
+            cgroup: format!("/{}", installed.cgroup),
+            cgroup_id: installed.cgroup_id,
+            mode: installed.mode.as_str().to_owned(),
+            file_rules: installed.file_rules.len(),
+            net_rules: installed.net_rules.len(),
+            gpu: compiled.is_some_and(|c| c.gpu),
+            limits,
+            usage,
+        }
+    }
+
     fn status(&self) -> Status {
         let mut counters = self.enforcer.counters().unwrap_or_else(|err| {
             tracing::warn!("reading the kernel counters: {err}");
@@ -361,14 +514,7 @@ impl Owner {
                 .enforcer
                 .installed()
                 .iter()
-                .map(|a| AgentStatus {
-                    name: a.name.clone(),
-                    cgroup: format!("/{}", a.cgroup),
-                    cgroup_id: a.cgroup_id,
-                    mode: a.mode.as_str().to_owned(),
-                    file_rules: a.file_rules.len(),
-                    net_rules: a.net_rules.len(),
-                })
+                .map(|a| self.agent_status(a))
                 .collect(),
             programs: self.enforcer.programs(),
             counters,

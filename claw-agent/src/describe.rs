@@ -36,6 +36,21 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
         if agent.jit {
             own.push(line("jit", "true".to_owned()));
         }
+        if agent.devices.gpu {
+            own.push(line("devices", "gpu".to_owned()));
+        }
+        let limits = &agent.limits;
+        let values = [
+            ("memory_max", limits.memory_max.map(|b| b.to_string())),
+            ("memory_high", limits.memory_high.map(|b| b.to_string())),
+            ("pids_max", limits.pids_max.map(|n| n.to_string())),
+            ("cpu_max", limits.cpu_max.map(|c| c.to_string())),
+        ];
+        for (name, value) in values {
+            if let Some(value) = value {
+                own.push(line("limit", format!("{name} {value}")));
+            }
+        }
         let rules = &agent.rules;
         own.extend(rules.files.read.iter().map(|p| line("read", p.0.clone())));
         own.extend(rules.files.write.iter().map(|p| line("write", p.0.clone())));

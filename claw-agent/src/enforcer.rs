@@ -393,6 +393,10 @@ impl Enforcer {
         })
     }
 
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
+    }
+
     pub fn coverage(&self) -> Coverage {
         self.coverage
     }

@@ -50,6 +50,9 @@ pub struct Event {
     /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
     /// reports (`audit`) of paths as the process passed them, and nothing on files is enforced.
     pub coverage: String,
+    /// Kind-specific facts (OOM kill: limit, victim's memory; lifecycle: exit status, restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// Who a ruleset id belongs to.
@@ -167,6 +170,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         access: None,
         decision: outcome.to_owned(),
         coverage: String::new(),
+        details: None,
     }
 }
 

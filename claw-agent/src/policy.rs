@@ -13,6 +13,7 @@ use std::{
 
 use serde::{de, Deserialize, Deserializer};
 
+pub use crate::limits::Limits;
 pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RulePath};
 
 /// A policy file as written: its own agents, the fragments it includes, rules for all agents.
@@ -48,7 +49,19 @@ pub struct Agent {
     pub mode: Mode,
     /// May create executable memory without a file (JIT compilers such as V8 or the JVM).
     pub jit: bool,
+    pub limits: Limits,
+    pub devices: Devices,
     pub rules: Rules,
+}
+
+/// Device nodes an agent may open beyond the harmless base set (null, zero, full, random,
+/// urandom, tty, ptmx, pts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    /// NVIDIA (/dev/nvidia*, /dev/nvidia-uvm*, /dev/nvidia-caps/*) and DRI (/dev/dri/*) nodes.
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// An agent as written; its rule keys sit beside `name` (serde's `flatten` would stop
@@ -62,6 +75,10 @@ struct AgentDocument {
     mode: Mode,
     #[serde(default)]
     jit: bool,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    devices: Devices,
     #[serde(default)]
     files: Files,
     #[serde(default)]
@@ -79,6 +96,8 @@ impl From<AgentDocument> for Agent {
             cgroup: doc.cgroup,
             mode: doc.mode,
             jit: doc.jit,
+            limits: doc.limits,
+            devices: doc.devices,
             rules: Rules {
                 files: doc.files,
                 exec: doc.exec,

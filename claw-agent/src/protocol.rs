@@ -76,6 +76,29 @@ pub struct AgentStatus {
     /// Entries in the kernel's file and network rule maps.
     pub file_rules: usize,
     pub net_rules: usize,
+    pub gpu: bool,
+    pub limits: Vec<LimitStatus>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStatus {
+    /// memory_max, memory_high, pids_max, cpu_max.
+    pub name: String,
+    pub value: String,
+    /// False where the cgroup hierarchy lacks the controller (with --allow-missing-limits).
+    pub enforced: bool,
+}
+
+/// What the agent's cgroup uses now, from its interface files (None where a file is missing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub memory_bytes: Option<u64>,
+    pub tasks: Option<u64>,
+    pub cpu_usec: Option<u64>,
+    pub oom_kills: Option<u64>,
+    /// Processes in the cgroup (cgroup.procs).
+    pub processes: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

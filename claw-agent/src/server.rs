@@ -208,6 +208,7 @@ mod tests {
             let _ = reply.send(Status {
                 enforcing: true,
                 coverage: "full".to_owned(),
+                details: None,
                 generation: 1,
                 policy: "p.yaml".to_owned(),
                 agents: vec![],

@@ -100,6 +100,7 @@ fn sample_event(pid: u32) -> Event {
         access: Some("read".to_owned()),
         decision: "deny".to_owned(),
         coverage: "full".to_owned(),
+        details: None,
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 const USAGE: &str =
-    "probe open PATH [r|w|rw|t|3] | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
+    "probe open PATH [r|w|rw|t|3] | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
@@ -42,6 +42,9 @@ pub fn run(args: &[String]) -> ExitCode {
             libc::mknod(p, libc::S_IFCHR | 0o600, libc::makedev(1, 3))
         }),
         ("bpf", 1) => bpf_next_map_id(),
+        ("hog", 2) => hog(arg(1)),
+        ("fork-bomb", 1) => return fork_bomb(),
+        ("cgroup", 1) => return print_cgroup(),
         ("clone-into-cgroup", 2) => clone_into_cgroup(arg(1)),
         ("sethostname", 2) => {
             let name = arg(1).as_bytes();
@@ -416,5 +419,58 @@ fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
             unsafe { libc::waitpid(child as i32, &mut status, 0) };
             Ok(())
         }
+    }
+}
+
+/// Allocates and touches MEBIBYTES of memory, a mebibyte at a time (an OOM kill ends it first
+/// when the cgroup's memory.max is lower).
+fn hog(mebibytes: &str) -> std::io::Result<()> {
+    let mebibytes: usize = mebibytes
+        .parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(mebibytes);
+    for _ in 0..mebibytes {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    println!("{}", held.len());
+    Ok(())
+}
+
+/// Forks children that wait until the parent cannot fork any more, prints how many it made,
+/// then ends them all.
+fn fork_bomb() -> ExitCode {
+    let mut children = Vec::new();
+    loop {
+        // SAFETY: fork(2); the child only pauses until it is killed.
+        match unsafe { libc::fork() } {
+            0 => loop {
+                unsafe { libc::pause() };
+            },
+            -1 => break,
+            child => children.push(child),
+        }
+        if children.len() > 10_000 {
+            break;
+        }
+    }
+    println!("{}", children.len());
+    for child in &children {
+        // SAFETY: killing and reaping our own children.
+        unsafe {
+            libc::kill(*child, libc::SIGKILL);
+            libc::waitpid(*child, std::ptr::null_mut(), 0);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints /proc/self/cgroup: the first thing the process does in main.
+fn print_cgroup() -> ExitCode {
+    match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => exit_with(Err(err)),
     }
 }

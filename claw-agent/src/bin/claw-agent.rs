@@ -32,6 +32,10 @@ struct Args {
     /// Longest a DNS answer for a hostname rule is trusted, in seconds, whatever its TTL.
     #[arg(long, value_name = "SECONDS", default_value_t = daemon::DEFAULT_MAX_TTL.as_secs())]
     max_dns_ttl: u64,
+    /// Run agents whose limits the cgroup hierarchy cannot enforce (status reports each such
+    /// limit as not enforced), instead of refusing the policy.
+    #[arg(long)]
+    allow_missing_limits: bool,
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
         lsm_list: args.lsm_list,
         degraded: args.degraded,
         max_ttl: std::time::Duration::from_secs(args.max_dns_ttl),
+        allow_missing_limits: args.allow_missing_limits,
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,23 @@ enum Command {
         /// One JSON object per line: time, agent, cgroup, pid, comm, op, path, decision, ...
         #[arg(long)]
         json: bool,
+        /// Also show events of these kinds: oom (OOM kills), pids_max (refused forks),
+        /// lifecycle (supervised processes).
+        #[arg(long, value_name = "KIND", value_delimiter = ',')]
+        include: Vec<String>,
+    },
+    /// Every event, of every kind: deny, audit, oom, pids_max, lifecycle.
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(long, required = true)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each agent: its cgroup, limits and what it uses now, its processes.
+    Agents {
+        #[arg(long)]
+        json: bool,
     },
     /// Check, apply or compare policy files.
     Policy {
@@ -75,13 +92,21 @@ fn main() -> ExitCode {
     let socket = args.socket.as_path();
     let result = match args.command {
         Command::Status { json } => status(socket, json),
-        Command::DenyLog { follow: _, json } => deny_log(socket, json),
+        Command::DenyLog {
+            follow: _,
+            json,
+            include,
+        } => follow(socket, json, |e| {
+            e.kind == "deny" || e.kind == "audit" || include.contains(&e.kind)
+        }),
+        Command::Events { follow: _, json } => self::follow(socket, json, |_| true),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file } => check(&file),
             PolicyCommand::Apply { file } => apply(socket, &file),
             PolicyCommand::Diff { file } => diff(socket, &file),
         },
         Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
+        Command::Agents { json } => agents(socket, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +132,64 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
             .map(|p| p.hook.as_str())
             .collect();
         bail!("policy not enforced: not attached: {}", detached.join(", "));
+    }
+    Ok(())
+}
+
+fn agents(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let status = client::status(socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status.agents)?);
+        return Ok(());
+    }
+    let size = |bytes: Option<u64>| {
+        bytes.map_or("-".to_owned(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    for a in &status.agents {
+        println!(
+            "{}  cgroup {} (id {})  mode {}{}",
+            a.name,
+            a.cgroup,
+            a.cgroup_id,
+            a.mode,
+            if a.gpu { "  gpu" } else { "" }
+        );
+        let limits: Vec<String> = a
+            .limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}{}",
+                    l.name,
+                    l.value,
+                    if l.enforced {
+                        ""
+                    } else {
+                        " (NOT ENFORCED: no controller)"
+                    }
+                )
+            })
+            .collect();
+        println!(
+            "  limits: {}",
+            if limits.is_empty() {
+                "none".to_owned()
+            } else {
+                limits.join(", ")
+            }
+        );
+        let u = &a.usage;
+        println!(
+            "  using: memory {}, tasks {}, cpu {} s, OOM kills {}",
+            size(u.memory_bytes),
+            u.tasks.map_or("-".to_owned(), |t| t.to_string()),
+            u.cpu_usec
+                .map_or("-".to_owned(), |c| format!("{:.1}", c as f64 / 1e6)),
+            u.oom_kills.map_or("-".to_owned(), |k| k.to_string()),
+        );
+        println!("  processes: {:?}", u.processes);
     }
     Ok(())
 }
@@ -151,12 +234,14 @@ fn print_status(status: &Status) {
     );
 }
 
-fn deny_log(socket: &Path, json: bool) -> anyhow::Result<()> {
+/// Prints the events `wanted` picks, as they come.
+fn follow(socket: &Path, json: bool, wanted: impl Fn(&Event) -> bool) -> anyhow::Result<()> {
     let mut connection = Connection::open(socket, &Request::Follow {})?;
     let mut stdout = std::io::stdout().lock();
     while let Some(reply) = connection.next_reply()? {
         match reply {
             Reply::Subscribed => eprintln!("clawctl: following denials from {}", socket.display()),
+            Reply::Event { event } if !wanted(&event) => {}
             Reply::Event { event } => {
                 if json {
                     serde_json::to_writer(&mut stdout, &event)?;
@@ -177,6 +262,17 @@ fn deny_log(socket: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn human_line(e: &Event) -> String {
+    if let Some(details) = &e.details {
+        return format!(
+            "{}  {}  pid={} comm={}  {} {}  {details}",
+            e.time,
+            e.agent,
+            e.pid,
+            e.comm,
+            e.kind.to_uppercase(),
+            e.op
+        );
+    }
     let object = e
         .path
         .as_deref()

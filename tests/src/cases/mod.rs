@@ -5,6 +5,7 @@ mod basics;
 mod confine;
 mod exec;
 mod files;
+mod limits;
 mod net;
 mod policy;
 
@@ -35,6 +36,12 @@ agents:
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
       - 127.0.0.1:7000-7010/tcp
+  - name: limited
+    cgroup: claw/limited
+    limits: { memory_max: 64M, memory_high: 48M, pids_max: 16, cpu_max: \"1\" }
+    exec: [/usr/bin/claw-vmtest]
+    files:
+      read: [/proc/]
   - name: runtime
     cgroup: claw/runtime
     jit: true
@@ -54,6 +61,10 @@ pub const ECONNREFUSED: i32 = 111;
 
 pub fn tools() -> PathBuf {
     Path::new(CGROUP_ROOT).join("claw/tools")
+}
+
+pub fn limited() -> PathBuf {
+    Path::new(CGROUP_ROOT).join("claw/limited")
 }
 
 pub fn runtime() -> PathBuf {
@@ -100,10 +111,12 @@ pub fn run_all() -> ExitCode {
     exec::run(&mut runner);
     net::run(&mut runner);
     confine::run(&mut runner);
+    limits::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
     for cgroup in [
         tools(),
+        limited(),
         runtime(),
         auditor(),
         Path::new(CGROUP_ROOT).join("claw"),
