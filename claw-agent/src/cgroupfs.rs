@@ -86,30 +86,6 @@ pub fn ensure(root: &Path, relative: &str) -> Result<u64, CgroupError> {
         .map_err(|source| CgroupError::Create { path, source })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_cgroup2_in_hybrid_layout() {
-        let table = "\
-25 30 0:22 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
-26 25 0:23 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
-27 25 0:24 / /sys/fs/cgroup/unified rw,relatime shared:11 - cgroup2 cgroup2 rw
-";
-        assert_eq!(
-            cgroup2_mount(table),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-    }
-
-    #[test]
-    fn unescapes_mount_points_and_reports_absence() {
-        let table = "27 25 0:24 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
-        assert_eq!(cgroup2_mount(table), Some(PathBuf::from("/mnt/my cgroups")));
-        assert_eq!(cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
-    }
-}
 
 /// Enables `controllers` in `cgroup.subtree_control` of every cgroup from the root down to the
 /// parent of `relative`, so that `relative` has their interface files (memory.max, pids.max,
@@ -150,4 +126,29 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
         value: value.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_layout() {
+        let table = "\
+25 30 0:22 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
+26 25 0:23 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+27 25 0:24 / /sys/fs/cgroup/unified rw,relatime shared:11 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(table),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn unescapes_mount_points_and_reports_absence() {
+        let table = "27 25 0:24 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(table), Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
 }

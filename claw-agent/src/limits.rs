@@ -66,7 +66,7 @@ impl<'de> Deserialize<'de> for Cpus {
         let text = String::deserialize(deserializer)?;
         let cpus: f64 = text.parse().unwrap_or(f64::NAN);
         let quota_us = (cpus * CPU_PERIOD_US as f64).round();
-        if !(quota_us >= 1000.0 && quota_us <= 1e12) {
+        if !(1000.0..=1e12).contains(&quota_us) {
             return Err(invalid(format_args!(
                 "cpu_max `{text}` is not a number of CPUs — write e.g. \"4\" or \"0.5\" (at least 0.01)"
             )));
@@ -85,7 +85,7 @@ impl fmt::Display for Bytes {
             (1 << 20, "M"),
             (1 << 10, "K"),
         ];
-        match units.iter().find(|(size, _)| self.0 % size == 0) {
+        match units.iter().find(|(size, _)| self.0.is_multiple_of(*size)) {
             Some((size, unit)) => write!(f, "{}{unit}", self.0 / size),
             None => write!(f, "{}", self.0),
         }

@@ -208,7 +208,6 @@ mod tests {
             let _ = reply.send(Status {
                 enforcing: true,
                 coverage: "full".to_owned(),
-                details: None,
                 generation: 1,
                 policy: "p.yaml".to_owned(),
                 agents: vec![],
@@ -254,6 +253,7 @@ mod tests {
             access: Some("read".to_owned()),
             decision: "deny".to_owned(),
             coverage: "full".to_owned(),
+            details: None,
         };
         // Capacity 4: six sends before the follower reads drop the two oldest for it.
         for pid in 0..6 {
