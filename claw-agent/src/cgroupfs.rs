@@ -86,7 +86,6 @@ pub fn ensure(root: &Path, relative: &str) -> Result<u64, CgroupError> {
         .map_err(|source| CgroupError::Create { path, source })
 }
 
-
 /// Enables `controllers` in `cgroup.subtree_control` of every cgroup from the root down to the
 /// parent of `relative`, so that `relative` has their interface files (memory.max, pids.max,
 /// cpu.max). Enabling one already enabled changes nothing.
