@@ -200,3 +200,80 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
         "enforcement outlived the daemon"
     );
 }
+
+/// This host's cgroup v2 tree has no memory controller (hybrid mode): a memory limit cannot be
+/// enforced, so claw-agent refuses the policy — or, when told, runs and reports it unenforced.
+#[test]
+fn limits_the_hierarchy_cannot_enforce_are_refused_or_reported() {
+    let root = claw_agent::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
+    let available = claw_agent::limits::available_controllers(&root).unwrap();
+    assert!(
+        !available.iter().any(|c| c == "memory"),
+        "this test's premise (no memory controller in the cgroup v2 tree) does not hold here: {available:?}"
+    );
+    let relative = format!("claw-host-limits-{}", std::process::id());
+    let mut fixture = Fixture {
+        base: root.join(&relative),
+        agent: root.join(&relative).join("big"),
+        socket: PathBuf::new(),
+        daemon: None,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    fixture.socket = fixture.dir.path().join("claw.sock");
+    let policy = fixture.dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("agents:\n  - name: big\n    cgroup: {relative}/big\n    limits: {{ memory_max: 64M }}\n"),
+    )
+    .unwrap();
+    let agent = |extra: &[&str]| {
+        let mut command = Command::new(sibling("claw-agent"));
+        command
+            .args(["--degraded", "--policy"])
+            .arg(&policy)
+            .arg("--socket")
+            .arg(&fixture.socket)
+            .arg("--cgroup-root")
+            .arg(&root)
+            .args(extra);
+        command
+    };
+    let refused = agent(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "claw-agent ran an agent with an unenforceable limit"
+    );
+    assert!(
+        stderr.contains("agent `big`: memory_max cannot be enforced")
+            && stderr.contains("no `memory` controller")
+            && stderr.contains("--allow-missing-limits"),
+        "{stderr}"
+    );
+    assert!(
+        !fixture.agent.exists(),
+        "a refused policy created the cgroup"
+    );
+
+    fixture.daemon = Some(
+        agent(&["--allow-missing-limits"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !clawctl(&fixture.socket, &["status"]).status.success() {
+        assert!(Instant::now() < deadline, "claw-agent did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let agents: serde_json::Value =
+        serde_json::from_slice(&clawctl(&fixture.socket, &["agents", "--json"]).stdout).unwrap();
+    let limit = &agents[0]["limits"][0];
+    assert_eq!(limit["name"], "memory_max", "{agents}");
+    assert_eq!(limit["enforced"], false, "{agents}");
+    let human = String::from_utf8_lossy(&clawctl(&fixture.socket, &["agents"]).stdout).into_owned();
+    assert!(
+        human.contains("memory_max 67108864 (NOT ENFORCED"),
+        "{human}"
+    );
+}
