@@ -13,6 +13,7 @@ use claw_common::{
 };
 
 use crate::{
+    devices,
     limits::Limits,
     policy::{Mode, Policy},
     rules::{ConnectRule, Host, PortRange, Protocols, RulePath},
@@ -129,6 +130,11 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                     for prefix in prefixes_of(path) {
                         *prefixes.entry(prefix).or_default() |= bits;
                     }
+                }
+            }
+            if agent.devices.gpu {
+                for prefix in devices::GPU_PATH_PREFIXES {
+                    *prefixes.entry(prefix.to_vec()).or_default() |= access::READ | access::WRITE;
                 }
             }
             inherit_directory_grants(&mut prefixes);

@@ -118,6 +118,11 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
             ],
             "NET_RULES (LPM trie)",
         ),
+        "devices" => (&["cgroup/dev", "lsm/file_open"], "DEVICE_RULES (hash)"),
+        "limit" => (
+            &[],
+            "the cgroup's memory.max, memory.high, pids.max, cpu.max",
+        ),
         "mode" => (&[], "AGENTS (hash)"),
         _ => (&[], "AGENTS (hash)"),
     }

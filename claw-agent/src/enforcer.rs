@@ -12,19 +12,21 @@ use std::{
 use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
-        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr, Lsm,
-        ProgramError, TracePoint,
+        cgroup_device::CgroupDeviceLinkId, cgroup_sock_addr::CgroupSockAddrLinkId,
+        links::CgroupAttachMode, CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
 use claw_common::{
-    agent_flags, counter, mode, AgentEntry, CpuState, NetRuleKey, NetRuleValue, PathRuleKey,
+    agent_flags, counter, mode, AgentEntry, CpuState, DeviceKey, NetRuleKey, NetRuleValue,
+    PathRuleKey,
 };
 
 use crate::{
     btf::{Btf, BtfError},
     cgroupfs::{self, CgroupError},
     compile::{Compiled, FileRule, NetRule},
+    devices,
     policy::Mode,
     protocol::{Counters, ProgramStatus},
     tracefs::{self, TracefsError},
@@ -40,6 +42,7 @@ pub mod names {
     pub const NET_RULES: &str = "NET_RULES";
     pub const EVENTS: &str = "EVENTS";
     pub const CPU_STATE: &str = "CPU_STATE";
+    pub const DEVICE_RULES: &str = "DEVICE_RULES";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -177,6 +180,9 @@ pub const NET_PROGRAMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The cgroup device program, attached to each agent's cgroup: it needs no BPF LSM.
+pub const DEVICE_PROGRAM: &str = "device_access";
+
 /// Degraded mode's reporters, tracepoints that load without BPF LSM: (program, category, name,
 /// what it reports).
 pub const AUDIT_TRACEPOINTS: &[(&str, &str, &str, &str)] = &[
@@ -295,6 +301,7 @@ pub struct InstalledAgent {
     pub jit: bool,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
+    pub device_keys: Vec<DeviceKey>,
 }
 
 pub struct Enforcer {
@@ -308,6 +315,8 @@ pub struct Enforcer {
     attached: Vec<&'static str>,
     /// Per agent cgroup (relative path): its network program links.
     net_links: StdHashMap<String, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    /// Per agent cgroup: its device program link.
+    device_links: StdHashMap<String, CgroupDeviceLinkId>,
     installed: Vec<InstalledAgent>,
     next_ruleset: u32,
 }
@@ -370,6 +379,12 @@ impl Enforcer {
             }
             check_lsm_active(lsm_list)?;
         }
+        device_program(&mut ebpf)?
+            .load()
+            .map_err(|err| EnforcerError::Load {
+                program: "cgroup/dev".to_owned(),
+                reason: refusal_reason(&err),
+            })?;
         for (program, _) in NET_PROGRAMS {
             net_program(&mut ebpf, program)?
                 .load()
@@ -388,6 +403,7 @@ impl Enforcer {
             cgroup_root,
             attached: Vec::new(),
             net_links: StdHashMap::new(),
+            device_links: StdHashMap::new(),
             installed: Vec::new(),
             next_ruleset: 1,
         })
@@ -409,6 +425,10 @@ impl Enforcer {
     /// before its cgroup switches to them (one map update per agent); on any error the previous
     /// policy stays fully in force.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<(), EnforcerError> {
+        // Majors that GPU drivers registered when they loaded (none on a machine without them).
+        let majors = devices::registered_majors(
+            &std::fs::read_to_string("/proc/devices").unwrap_or_default(),
+        );
         let mut staged = Vec::new();
         for agent in &compiled.agents {
             let cgroup_id = cgroupfs::ensure(&self.cgroup_root, &agent.cgroup)?;
@@ -421,6 +441,13 @@ impl Enforcer {
                 jit: agent.jit,
                 file_rules: agent.file_rules.clone(),
                 net_rules: agent.net_rules.clone(),
+                device_keys: {
+                    let mut keys = devices::keys(devices::BASE, self.next_ruleset, &majors);
+                    if agent.gpu {
+                        keys.extend(devices::keys(devices::GPU, self.next_ruleset, &majors));
+                    }
+                    keys
+                },
             });
             self.next_ruleset += 1;
         }
@@ -476,6 +503,16 @@ impl Enforcer {
                     .map_err(map_error(names::NET_RULES))?;
             }
         }
+        let mut devices: HashMap<_, DeviceKey, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
+                .map_err(map_error(names::DEVICE_RULES))?;
+        for agent in agents {
+            for key in &agent.device_keys {
+                devices
+                    .insert(key, 1, 0)
+                    .map_err(map_error(names::DEVICE_RULES))?;
+            }
+        }
         Ok(())
     }
 
@@ -495,6 +532,14 @@ impl Enforcer {
         for agent in agents {
             for rule in &agent.net_rules {
                 let _ = nets.remove(&rule.key(agent.ruleset));
+            }
+        }
+        let mut devices: HashMap<_, DeviceKey, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
+                .map_err(map_error(names::DEVICE_RULES))?;
+        for agent in agents {
+            for key in &agent.device_keys {
+                let _ = devices.remove(key);
             }
         }
         Ok(())
@@ -559,6 +604,13 @@ impl Enforcer {
                 }
             }
             self.net_links.insert(agent.cgroup.clone(), links);
+            let link = device_program(&mut self.ebpf)?
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|source| EnforcerError::Attach {
+                    program: format!("cgroup/dev to {}", path.display()),
+                    source,
+                })?;
+            self.device_links.insert(agent.cgroup.clone(), link);
         }
         Ok(())
     }
@@ -571,6 +623,13 @@ impl Enforcer {
             .cloned()
             .collect();
         for cgroup in gone {
+            if let Some(link) = self.device_links.remove(&cgroup) {
+                if let Ok(prog) = device_program(&mut self.ebpf) {
+                    if let Err(err) = prog.detach(link) {
+                        tracing::warn!("detaching cgroup/dev from {cgroup}: {err}");
+                    }
+                }
+            }
             for (program, link) in self.net_links.remove(&cgroup).unwrap_or_default() {
                 if let Ok(prog) = net_program(&mut self.ebpf, program) {
                     if let Err(err) = prog.detach(link) {
@@ -662,7 +721,20 @@ impl Enforcer {
                     run_count: info.map_or(0, |i| i.run_count()),
                 }
             });
-        lsm.chain(net).chain(tracepoints).collect()
+        let info = program_info(&self.ebpf, DEVICE_PROGRAM);
+        let device = ProgramStatus {
+            program: DEVICE_PROGRAM.to_owned(),
+            hook: "cgroup/dev".to_owned(),
+            attached: !self.installed.is_empty()
+                && self
+                    .installed
+                    .iter()
+                    .all(|a| self.device_links.contains_key(&a.cgroup)),
+            id: info.as_ref().map(|i| i.id()),
+            enforces: "devices: the base set for every agent, GPU nodes with devices.gpu; all others denied".to_owned(),
+            run_count: info.map_or(0, |i| i.run_count()),
+        };
+        lsm.chain(net).chain([device]).chain(tracepoints).collect()
     }
 
     /// True when every program the coverage calls for is attached for every agent.
@@ -729,6 +801,15 @@ fn tracepoint_program<'a>(
         .ok_or_else(|| EnforcerError::Missing {
             what: "tracepoint program",
             name: name.to_owned(),
+        })
+}
+
+fn device_program(ebpf: &mut Ebpf) -> Result<&mut CgroupDevice, EnforcerError> {
+    ebpf.program_mut(DEVICE_PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| EnforcerError::Missing {
+            what: "cgroup device program",
+            name: DEVICE_PROGRAM.to_owned(),
         })
 }
 
@@ -832,6 +913,7 @@ mod tests {
             .map(|(hook, _)| *hook)
             .chain(NET_PROGRAMS.iter().map(|(program, _)| *program))
             .chain(AUDIT_TRACEPOINTS.iter().map(|(program, ..)| *program))
+            .chain([DEVICE_PROGRAM])
             .collect();
         tabled.sort_unstable();
         assert_eq!(compiled, tabled);

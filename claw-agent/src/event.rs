@@ -7,8 +7,8 @@ use std::{
 };
 
 use claw_common::{
-    access, decision, op, record, FileRecord, NetRecord, RecordHeader, EVENT_PATH_BYTES, PROTO_TCP,
-    PROTO_UDP,
+    access, decision, device_kind, op, record, DeviceRecord, FileRecord, NetRecord, RecordHeader,
+    EVENT_PATH_BYTES, PROTO_TCP, PROTO_UDP,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,9 @@ pub struct Event {
     /// `ADDRESS:PORT/PROTOCOL` (network operations); IPv6 in brackets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The device refused (op `device`): `c 195:0 rw` (type, major:minor, m/r/w access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The capability refused (op `capability`), e.g. `CAP_SYS_ADMIN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -137,6 +140,20 @@ pub fn decode(
                 destination(&net)
             });
         }
+        record::DEVICE => {
+            let device: DeviceRecord = read_record(bytes)?;
+            let kind = if device.kind == device_kind::BLOCK {
+                'b'
+            } else {
+                'c'
+            };
+            let access: String = [(1, 'm'), (2, 'r'), (4, 'w')]
+                .iter()
+                .filter(|(bit, _)| device.access & bit != 0)
+                .map(|(_, c)| *c)
+                .collect();
+            event.device = Some(format!("{kind} {}:{} {access}", device.major, device.minor));
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     }
     Ok(event)
@@ -166,6 +183,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         op: op_name(header.op).to_owned(),
         path: None,
         destination: None,
+        device: None,
         capability: None,
         access: None,
         decision: outcome.to_owned(),
@@ -244,6 +262,7 @@ pub fn op_name(code: u32) -> &'static str {
         op::CAPABILITY => "capability",
         op::XATTR => "xattr",
         op::CLONE_INTO_CGROUP => "clone-into-cgroup",
+        op::DEVICE => "device",
         _ => "unknown",
     }
 }

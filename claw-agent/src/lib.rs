@@ -12,6 +12,7 @@ pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod describe;
+pub mod devices;
 pub mod enforcer;
 pub mod event;
 pub mod kmsg;

@@ -249,6 +249,7 @@ mod tests {
             op: "open".to_owned(),
             path: Some("/p".to_owned()),
             destination: None,
+            device: None,
             capability: None,
             access: Some("read".to_owned()),
             decision: "deny".to_owned(),

@@ -49,6 +49,7 @@ fn event(
         op: op.to_owned(),
         path: None,
         destination: None,
+        device: None,
         capability: None,
         access: None,
         decision: "kill".to_owned(),

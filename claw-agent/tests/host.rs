@@ -96,6 +96,7 @@ fn sample_event(pid: u32) -> Event {
         op: "open".to_owned(),
         path: Some("/etc/shadow".to_owned()),
         destination: None,
+        device: None,
         capability: None,
         access: Some("read".to_owned()),
         decision: "deny".to_owned(),

@@ -79,6 +79,8 @@ pub mod op {
     pub const XATTR: u32 = 23;
     /// Starting a child directly in another cgroup (clone3 with CLONE_INTO_CGROUP).
     pub const CLONE_INTO_CGROUP: u32 = 24;
+    /// Opening or making a device node (DeviceRecord).
+    pub const DEVICE: u32 = 25;
 }
 
 /// Decisions reported in events.
@@ -92,6 +94,40 @@ pub mod decision {
 pub mod record {
     pub const FILE: u32 = 1;
     pub const NET: u32 = 2;
+    pub const DEVICE: u32 = 3;
+}
+
+/// Device kinds in DeviceKey::kind (the kernel's BPF_DEVCG_DEV_*).
+pub mod device_kind {
+    pub const BLOCK: u32 = 1;
+    pub const CHAR: u32 = 2;
+}
+
+/// DeviceKey::minor of a rule that covers every minor of its major.
+pub const ANY_MINOR: u32 = u32::MAX;
+
+/// Key of the DEVICE_RULES map: a device (or, with ANY_MINOR, a major) an agent may use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub ruleset: u32,
+    /// One of [`device_kind`].
+    pub kind: u32,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// A device access no rule allowed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DeviceRecord {
+    pub header: RecordHeader,
+    /// One of [`device_kind`].
+    pub kind: u32,
+    /// The kernel's BPF_DEVCG_ACC_* bits: 1 mknod, 2 read, 4 write.
+    pub access: u32,
+    pub major: u32,
+    pub minor: u32,
 }
 
 /// Indices of the per-CPU counters the programs keep, so that nothing is lost silently.
@@ -236,6 +272,8 @@ pub struct NetRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 40 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
 const _: () = assert!(
@@ -254,6 +292,8 @@ mod user {
     unsafe impl aya::Pod for super::AgentEntry {}
     unsafe impl aya::Pod for super::PathRuleKey {}
     unsafe impl aya::Pod for super::CpuState {}
+    unsafe impl aya::Pod for super::DeviceKey {}
+    unsafe impl aya::Pod for super::DeviceRecord {}
     unsafe impl aya::Pod for super::NetRuleKey {}
     unsafe impl aya::Pod for super::NetRuleValue {}
     unsafe impl aya::Pod for super::FileRecord {}

@@ -6,6 +6,7 @@
 mod confine;
 mod decide;
 mod degraded;
+mod devices;
 mod file;
 mod kernel;
 mod net;
@@ -15,7 +16,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use claw_common::{AgentEntry, CpuState, NetRuleKey, NetRuleValue, PathRuleKey};
+use claw_common::{AgentEntry, CpuState, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey};
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
 /// means "not an agent".
@@ -29,6 +30,10 @@ static FILE_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 20
 /// (ruleset, protocol, network) -> allowed port ranges.
 #[map]
 static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(1 << 18, 0);
+
+/// (ruleset, device kind, major, minor or ANY_MINOR) an agent may use.
+#[map]
+static DEVICE_RULES: HashMap<DeviceKey, u8> = HashMap::with_max_entries(1 << 14, 0);
 
 /// Decisions on their way to claw-agent.
 #[map]

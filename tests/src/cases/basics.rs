@@ -112,7 +112,8 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
     ensure!(status["coverage"] == "full", "coverage: {status}");
     let programs = status["programs"].as_array().context("programs")?;
-    let want = claw_agent::enforcer::LSM_HOOKS.len() + claw_agent::enforcer::NET_PROGRAMS.len();
+    // Every LSM program, every network program, and the device program.
+    let want = claw_agent::enforcer::LSM_HOOKS.len() + claw_agent::enforcer::NET_PROGRAMS.len() + 1;
     ensure!(programs.len() == want, "want {want} programs: {status}");
     for program in programs {
         ensure!(program["attached"] == true, "not attached: {program}");

@@ -3,6 +3,7 @@
 
 mod basics;
 mod confine;
+mod devices;
 mod exec;
 mod files;
 mod limits;
@@ -42,6 +43,16 @@ agents:
     exec: [/usr/bin/claw-vmtest]
     files:
       read: [/proc/]
+  - name: gpu
+    cgroup: claw/gpu
+    devices: { gpu: true }
+    exec: [/usr/bin/claw-vmtest]
+  - name: devuser
+    cgroup: claw/devuser
+    exec: [/usr/bin/claw-vmtest]
+    files:
+      read: [/dev/]
+      write: [/dev/]
   - name: runtime
     cgroup: claw/runtime
     jit: true
@@ -65,6 +76,10 @@ pub fn tools() -> PathBuf {
 
 pub fn limited() -> PathBuf {
     Path::new(CGROUP_ROOT).join("claw/limited")
+}
+
+pub fn named(agent: &str) -> PathBuf {
+    Path::new(CGROUP_ROOT).join("claw").join(agent)
 }
 
 pub fn runtime() -> PathBuf {
@@ -112,11 +127,14 @@ pub fn run_all() -> ExitCode {
     net::run(&mut runner);
     confine::run(&mut runner);
     limits::run(&mut runner);
+    devices::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
     for cgroup in [
         tools(),
         limited(),
+        named("gpu"),
+        named("devuser"),
         runtime(),
         auditor(),
         Path::new(CGROUP_ROOT).join("claw"),
