@@ -509,6 +509,7 @@ impl Owner {
                 Coverage::NetworkOnly => "degraded".to_owned(),
             },
             policy: self.policy.file.display().to_string(),
+            cgroup_root: self.enforcer.cgroup_root().display().to_string(),
             generation: self.generation,
             agents: self
                 .enforcer

@@ -22,5 +22,6 @@ pub mod protocol;
 pub mod resolve;
 pub mod rules;
 pub mod server;
+pub mod spawn;
 pub mod tracefs;
 pub mod watch;

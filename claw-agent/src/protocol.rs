@@ -59,6 +59,8 @@ pub struct Status {
     /// `full`, or `degraded` (no BPF LSM: network rules enforced, file and exec rules not).
     pub coverage: String,
     pub policy: String,
+    /// The cgroup v2 mount the agents' cgroups are relative to.
+    pub cgroup_root: String,
     /// Applies since the daemon started (the first policy is 1).
     pub generation: u64,
     pub agents: Vec<AgentStatus>,

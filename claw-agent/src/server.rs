@@ -210,6 +210,7 @@ mod tests {
                 coverage: "full".to_owned(),
                 generation: 1,
                 policy: "p.yaml".to_owned(),
+                cgroup_root: "/sys/fs/cgroup".to_owned(),
                 agents: vec![],
                 programs: vec![],
                 counters: Counters::default(),

@@ -129,6 +129,7 @@ fn start_server(enforcing: bool) -> Server {
                 coverage: "full".to_owned(),
                 generation: 1,
                 policy: "policies/tools.yaml".to_owned(),
+                cgroup_root: "/sys/fs/cgroup".to_owned(),
                 agents: vec![],
                 programs: vec![ProgramStatus {
                     program: "file_open".to_owned(),

@@ -14,6 +14,7 @@ use claw_agent::{
     describe::{self, RuleLine},
     event::Event,
     protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
+    spawn,
 };
 use serde_json::json;
 
@@ -56,6 +57,16 @@ enum Command {
         follow: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Run a command inside an agent's cgroup from its first instruction (how an orchestrator
+    /// runs a tool call); stdin, stdout and stderr are this terminal's; exits with the command's
+    /// status (128 + signal if a signal ended it).
+    Run {
+        #[arg(long)]
+        agent: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Each agent: its cgroup, limits and what it uses now, its processes.
     Agents {
@@ -107,6 +118,10 @@ fn main() -> ExitCode {
         },
         Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
         Command::Agents { json } => agents(socket, json),
+        Command::Run { agent, command } => match run(socket, &agent, command) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(255)),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,6 +149,29 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
         bail!("policy not enforced: not attached: {}", detached.join(", "));
     }
     Ok(())
+}
+
+fn run(socket: &Path, agent: &str, command: Vec<String>) -> anyhow::Result<i32> {
+    let status = client::status(socket)?;
+    let Some(found) = status.agents.iter().find(|a| a.name == agent) else {
+        let names: Vec<&str> = status.agents.iter().map(|a| a.name.as_str()).collect();
+        bail!(
+            "no agent `{agent}` in the enforced policy (agents: {})",
+            names.join(", ")
+        );
+    };
+    let cgroup = Path::new(&status.cgroup_root).join(found.cgroup.trim_start_matches('/'));
+    // The tool call gets this environment: an orchestrator passes what a tool needs explicitly.
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let spec = spawn::Spec {
+        command,
+        env,
+        workdir: std::env::current_dir().ok(),
+        user: None,
+        stdio: [None, None, None],
+    };
+    let child = spawn::spawn(&cgroup, &spec)?;
+    Ok(spawn::wait(&child)?)
 }
 
 fn agents(socket: &Path, json: bool) -> anyhow::Result<()> {

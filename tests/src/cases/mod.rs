@@ -9,6 +9,7 @@ mod files;
 mod limits;
 mod net;
 mod policy;
+mod run;
 
 use std::{
     path::{Path, PathBuf},
@@ -128,6 +129,7 @@ pub fn run_all() -> ExitCode {
     confine::run(&mut runner);
     limits::run(&mut runner);
     devices::run(&mut runner);
+    run::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
     for cgroup in [
