@@ -15,7 +15,7 @@ use claw_common::{
 use crate::{
     devices,
     limits::Limits,
-    policy::{Mode, Policy},
+    policy::{Mode, Policy, RunSpec},
     rules::{ConnectRule, Host, PortRange, Protocols, RulePath},
 };
 
@@ -35,6 +35,7 @@ pub struct CompiledAgent {
     pub jit: bool,
     pub limits: Limits,
     pub gpu: bool,
+    pub run: Option<RunSpec>,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
     /// Connect rules naming a host: the daemon resolves them and adds their addresses.
@@ -155,6 +156,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                 jit: agent.jit,
                 limits: agent.limits.clone(),
                 gpu: agent.devices.gpu,
+                run: agent.run.clone(),
                 file_rules: prefixes
                     .into_iter()
                     .map(|(prefix, access)| FileRule { prefix, access })

@@ -33,11 +33,12 @@ use crate::{
     enforcer::{Coverage, Enforcer, InstalledAgent},
     event::{self, AgentIdentity, Event, Identities},
     limits,
+    policy::RunSpec,
     policy::{self, Policy},
     protocol::{AgentStatus, LimitStatus, Status, Usage},
     resolve,
     server::{self, Control, Handles},
-    watch,
+    supervise, watch,
 };
 
 /// Events buffered for each follower before the slowest is told it lost some.
@@ -239,6 +240,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
         enforcer,
+        supervisors: HashMap::new(),
+        events: events.clone(),
+        coverage_name,
         view,
         compiled: prepared.compiled,
         allow_missing_limits: config.allow_missing_limits,
@@ -257,7 +261,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
-    server::run(listener, Handles { events, control }, shutdown).await;
+    server::run(
+        listener,
+        Handles {
+            events,
+            control: control.clone(),
+        },
+        shutdown,
+    )
+    .await;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    if control.send(Control::Shutdown(done)).await.is_ok() {
+        let _ = stopped.await;
+    }
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }
@@ -338,6 +354,9 @@ fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
 /// The one task that holds the kernel objects; others ask it through `Control`.
 struct Owner {
     enforcer: Enforcer,
+    supervisors: HashMap<String, supervise::Supervisor>,
+    events: broadcast::Sender<Event>,
+    coverage_name: &'static str,
     /// What the cgroup watchers know of the agents.
     view: watch::Agents,
     compiled: Compiled,
@@ -354,7 +373,42 @@ struct Owner {
 }
 
 impl Owner {
+    /// Starts, restarts or stops supervised processes to match the installed policy.
+    async fn reconcile(&mut self) {
+        let wanted: HashMap<String, (String, RunSpec)> = self
+            .compiled
+            .agents
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), (a.cgroup.clone(), a.run.clone()?))))
+            .collect();
+        let stale: Vec<String> = self
+            .supervisors
+            .iter()
+            .filter(|(name, s)| wanted.get(*name).is_none_or(|(_, spec)| *spec != s.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(supervisor) = self.supervisors.remove(&name) {
+                supervisor.stop().await;
+            }
+        }
+        for (name, (cgroup, spec)) in wanted {
+            if self.supervisors.contains_key(&name) {
+                continue;
+            }
+            let agent = supervise::Agent {
+                name: name.clone(),
+                cgroup: format!("/{cgroup}"),
+                cgroup_dir: self.enforcer.cgroup_root().join(&cgroup),
+                coverage: self.coverage_name,
+            };
+            let supervisor = supervise::start(agent, spec, self.events.clone());
+            self.supervisors.insert(name, supervisor);
+        }
+    }
+
     async fn serve(mut self, mut requests: mpsc::Receiver<Control>) {
+        self.reconcile().await;
         while let Some(request) = requests.recv().await {
             match request {
                 Control::Status(reply) => {
@@ -365,6 +419,12 @@ impl Owner {
                         reply.send((self.policy.file.display().to_string(), self.lines.clone()));
                 }
                 Control::Refresh => self.refresh().await,
+                Control::Shutdown(done) => {
+                    for (_, supervisor) in self.supervisors.drain() {
+                        supervisor.stop().await;
+                    }
+                    let _ = done.send(());
+                }
                 Control::Apply { policy, reply } => {
                     let _ = reply.send(self.apply(policy).await);
                 }
@@ -378,6 +438,7 @@ impl Owner {
             .await
             .map_err(|err| format!("preparing the policy failed: {err}"))??;
         self.install(prepared)?;
+        self.reconcile().await;
         self.generation += 1;
         tracing::info!(policy = %self.policy.file.display(), generation = self.generation, "policy applied");
         Ok((self.policy.file.display().to_string(), self.generation))
@@ -491,6 +552,10 @@ impl Owner {
             file_rules: installed.file_rules.len(),
             net_rules: installed.net_rules.len(),
             gpu: compiled.is_some_and(|c| c.gpu),
+            restarts: self
+                .supervisors
+                .get(&installed.name)
+                .map(|s| s.restarts.load(Ordering::Relaxed)),
             limits,
             usage,
         }

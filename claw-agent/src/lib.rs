@@ -23,5 +23,6 @@ pub mod resolve;
 pub mod rules;
 pub mod server;
 pub mod spawn;
+pub mod supervise;
 pub mod tracefs;
 pub mod watch;

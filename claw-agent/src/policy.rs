@@ -15,6 +15,7 @@ use serde::{de, Deserialize, Deserializer};
 
 pub use crate::limits::Limits;
 pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RulePath};
+pub use crate::supervise::RunSpec;
 
 /// A policy file as written: its own agents, the fragments it includes, rules for all agents.
 #[derive(Debug, Deserialize)]
@@ -51,6 +52,8 @@ pub struct Agent {
     pub jit: bool,
     pub limits: Limits,
     pub devices: Devices,
+    /// A process claw-agent runs (and keeps running) in the agent's cgroup.
+    pub run: Option<RunSpec>,
     pub rules: Rules,
 }
 
@@ -80,6 +83,8 @@ struct AgentDocument {
     #[serde(default)]
     devices: Devices,
     #[serde(default)]
+    run: Option<RunSpec>,
+    #[serde(default)]
     files: Files,
     #[serde(default)]
     exec: Vec<RulePath>,
@@ -98,6 +103,7 @@ impl From<AgentDocument> for Agent {
             jit: doc.jit,
             limits: doc.limits,
             devices: doc.devices,
+            run: doc.run,
             rules: Rules {
                 files: doc.files,
                 exec: doc.exec,

@@ -79,6 +79,8 @@ pub struct AgentStatus {
     pub file_rules: usize,
     pub net_rules: usize,
     pub gpu: bool,
+    /// Restarts of the supervised process (`run:`), if the agent has one.
+    pub restarts: Option<u64>,
     pub limits: Vec<LimitStatus>,
     pub usage: Usage,
 }

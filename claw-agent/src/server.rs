@@ -25,6 +25,8 @@ pub enum Control {
     Rules(oneshot::Sender<(String, Vec<RuleLine>)>),
     /// Re-resolve hostname rules whose answers have expired.
     Refresh,
+    /// Stop the supervised processes (claw-agent is shutting down); answered when they are.
+    Shutdown(oneshot::Sender<()>),
     /// Apply a policy file; the answer is (file, generation) or why it was rejected.
     Apply {
         policy: PathBuf,

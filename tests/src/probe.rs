@@ -10,7 +10,7 @@ use std::{
 };
 
 const USAGE: &str =
-    "probe open PATH [r|w|rw|t|3] | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
+    "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
@@ -45,6 +45,10 @@ pub fn run(args: &[String]) -> ExitCode {
         ("hog", 2) => hog(arg(1)),
         ("fork-bomb", 1) => return fork_bomb(),
         ("cgroup", 1) => return print_cgroup(),
+        ("sleep", 2) => {
+            std::thread::sleep(std::time::Duration::from_secs(arg(1).parse().unwrap_or(1)));
+            Ok(())
+        }
         ("clone-into-cgroup", 2) => clone_into_cgroup(arg(1)),
         ("sethostname", 2) => {
             let name = arg(1).as_bytes();

@@ -223,6 +223,11 @@ fn status_counts() -> anyhow::Result<()> {
 fn stops_cleanly(daemon: &mut Daemon) -> anyhow::Result<()> {
     let status = daemon.stop()?;
     ensure!(status.success(), "claw-agent exited with {status}");
+    let left = std::fs::read_to_string(super::named("svclong").join("cgroup.procs"))?;
+    ensure!(
+        left.trim().is_empty(),
+        "the supervised process outlived claw-agent: {left:?}"
+    );
     if Path::new("/run/claw/claw.sock").exists() {
         bail!("the control socket was left behind");
     }

@@ -10,6 +10,7 @@ mod limits;
 mod net;
 mod policy;
 mod run;
+mod supervise;
 
 use std::{
     path::{Path, PathBuf},
@@ -54,6 +55,10 @@ agents:
     files:
       read: [/dev/]
       write: [/dev/]
+  - name: svclong
+    cgroup: claw/svclong
+    exec: [/usr/bin/claw-vmtest]
+    run: { command: [/usr/bin/claw-vmtest, probe, sleep, \"600\"] }
   - name: runtime
     cgroup: claw/runtime
     jit: true
@@ -130,6 +135,7 @@ pub fn run_all() -> ExitCode {
     limits::run(&mut runner);
     devices::run(&mut runner);
     run::run(&mut runner);
+    supervise::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
     for cgroup in [
@@ -137,6 +143,7 @@ pub fn run_all() -> ExitCode {
         limited(),
         named("gpu"),
         named("devuser"),
+        named("svclong"),
         runtime(),
         auditor(),
         Path::new(CGROUP_ROOT).join("claw"),
