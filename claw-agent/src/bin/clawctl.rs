@@ -99,6 +99,10 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of stdout goes away
+    // (`clawctl deny-log --follow | head`) instead of failing on a broken pipe.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     let socket = args.socket.as_path();
     let result = match args.command {
@@ -228,6 +232,9 @@ fn agents(socket: &Path, json: bool) -> anyhow::Result<()> {
             u.oom_kills.map_or("-".to_owned(), |k| k.to_string()),
         );
         println!("  processes: {:?}", u.processes);
+        if let Some(restarts) = a.restarts {
+            println!("  supervised process restarts: {restarts}");
+        }
     }
     Ok(())
 }
