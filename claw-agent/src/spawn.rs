@@ -64,24 +64,25 @@ pub struct Child {
     pub pidfd: OwnedFd,
 }
 
-/// The kernel's clone_args (version 2, with the cgroup field).
+/// The kernel's clone_args (version 2, with the cgroup field); libc has no binding for it.
 #[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+#[derive(Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 const CLONE_PIDFD: u64 = 0x1000;
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 fn cstring(bytes: &[u8]) -> Result<CString, SpawnError> {
     CString::new(bytes).map_err(|_| SpawnError::Syscall {
@@ -147,15 +148,9 @@ pub fn spawn(cgroup_dir: &Path, spec: &Spec) -> Result<Child, SpawnError> {
     let args = CloneArgs {
         flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
         pidfd: &mut pidfd as *mut RawFd as u64,
-        child_tid: 0,
-        parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
         cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
     };
     // SAFETY: clone3(2) like fork(2); the child branch below only makes async-signal-safe calls
     // on memory prepared above, and never returns.

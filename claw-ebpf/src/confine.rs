@@ -5,12 +5,11 @@
 //! out).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use claw_common::{access, counter, op, record, NetRecord};
+use claw_common::{access, op, record, NetRecord};
 
 use crate::{
-    decide::{count, current_agent, file_verdict, header, outcome, refuse, resolve_walk, scratch},
+    decide::{current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk},
     kernel::{offset, read, read_ptr},
-    EVENTS,
 };
 
 const AF_INET: i32 = 2;
@@ -41,19 +40,14 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
         return 0;
     };
     let (decision, ret) = outcome(agent);
-    if let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) {
-        entry.write(NetRecord {
-            header: header(record::NET, op::SOCKET, cgroup_id, agent, decision, 0),
-            address: [0; 16],
-            port: kind as u16,
-            protocol: protocol as u8,
-            family: family as u8,
-            _pad: 0,
-        });
-        entry.submit(0);
-    } else {
-        count(counter::EVENTS_LOST);
-    }
+    emit(NetRecord {
+        header: header(record::NET, op::SOCKET, cgroup_id, agent, decision, 0),
+        address: [0; 16],
+        port: kind as u16,
+        protocol: protocol as u8,
+        family: family as u8,
+        _pad: 0,
+    });
     ret
 }
 
@@ -79,19 +73,14 @@ pub fn capable(ctx: LsmContext) -> i32 {
     let (decision, ret) = outcome(agent);
     // The kernel also asks "would it be allowed?" without acting (NOAUDIT): answer, don't report.
     if opts & CAP_OPT_NOAUDIT == 0 {
-        if let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) {
-            entry.write(NetRecord {
-                header: header(record::NET, op::CAPABILITY, cgroup_id, agent, decision, 0),
-                address: [0; 16],
-                port: capability as u16,
-                protocol: 0,
-                family: 0,
-                _pad: 0,
-            });
-            entry.submit(0);
-        } else {
-            count(counter::EVENTS_LOST);
-        }
+        emit(NetRecord {
+            header: header(record::NET, op::CAPABILITY, cgroup_id, agent, decision, 0),
+            address: [0; 16],
+            port: capability as u16,
+            protocol: 0,
+            family: 0,
+            _pad: 0,
+        });
     }
     ret
 }
@@ -136,16 +125,7 @@ fn deny_with_path(target: *const u8, op: u32) -> i32 {
         return 0;
     };
     // SAFETY: checked kernel reads of the hook's `struct path` argument.
-    let resolved = unsafe {
-        match (
-            read_ptr(target, offset!(PATH_MNT)),
-            read_ptr(target, offset!(PATH_DENTRY)),
-            scratch(),
-        ) {
-            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
-            _ => None,
-        }
-    };
+    let resolved = unsafe { resolve_path_walk(target) };
     file_verdict(cgroup_id, agent, op, access::ADMIN, resolved)
 }
 
@@ -178,16 +158,7 @@ fn unix_peer(unix_sock: *const u8) -> i32 {
     };
     let path = unix_sock.wrapping_add(offset!(UNIX_SOCK_PATH));
     // SAFETY: checked kernel reads of the peer socket's bound path.
-    let resolved = unsafe {
-        match (
-            read_ptr(path, offset!(PATH_MNT)),
-            read_ptr(path, offset!(PATH_DENTRY)),
-            scratch(),
-        ) {
-            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
-            _ => None,
-        }
-    };
+    let resolved = unsafe { resolve_path_walk(path) };
     file_verdict(cgroup_id, agent, op::UNIX_CONNECT, access::WRITE, resolved)
 }
 

@@ -179,6 +179,32 @@ pub unsafe fn resolve_walk(
     }
 }
 
+/// Walks the `struct path` at `kernel_path` (its mount and dentry).
+///
+/// # Safety
+/// `kernel_path` is a kernel pointer to a `struct path`.
+#[inline(always)]
+pub unsafe fn resolve_path_walk(kernel_path: *const u8) -> Option<Resolved> {
+    // SAFETY: checked kernel reads, then the walk, as the caller guarantees.
+    unsafe {
+        let mnt = read_ptr(kernel_path, offset!(PATH_MNT))?;
+        let dentry = read_ptr(kernel_path, offset!(PATH_DENTRY))?;
+        resolve_walk(scratch()?, mnt, dentry)
+    }
+}
+
+/// Queues `record` for claw-agent, or counts it lost when the ring buffer is full.
+#[inline(always)]
+pub fn emit<T: 'static>(record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(0);
+        }
+        None => count(counter::EVENTS_LOST),
+    }
+}
+
 /// The root itself is "/"; otherwise the components already start with "/".
 ///
 /// # Safety

@@ -8,8 +8,8 @@ use aya_ebpf::{macros::cgroup_device, programs::DeviceContext};
 use claw_common::{counter, op, record, DeviceKey, DeviceRecord, ANY_MINOR};
 
 use crate::{
-    decide::{count, current_agent, header, outcome},
-    DEVICE_RULES, EVENTS,
+    decide::{count, current_agent, emit, header, outcome},
+    DEVICE_RULES,
 };
 
 const ALLOW: i32 = 1;
@@ -46,18 +46,13 @@ pub fn device_access(ctx: DeviceContext) -> i32 {
         return ALLOW;
     }
     let (decision, ret) = outcome(agent);
-    if let Some(mut entry) = EVENTS.reserve::<DeviceRecord>(0) {
-        entry.write(DeviceRecord {
-            header: header(record::DEVICE, op::DEVICE, cgroup_id, agent, decision, 0),
-            kind,
-            access: access_type >> 16,
-            major,
-            minor,
-        });
-        entry.submit(0);
-    } else {
-        count(counter::EVENTS_LOST);
-    }
+    emit(DeviceRecord {
+        header: header(record::DEVICE, op::DEVICE, cgroup_id, agent, decision, 0),
+        kind,
+        access: access_type >> 16,
+        major,
+        minor,
+    });
     if ret == 0 {
         ALLOW
     } else {

@@ -5,8 +5,8 @@ use claw_common::{access, op};
 
 use crate::{
     decide::{
-        anonymous_exec, current_agent, file_verdict, file_verdict_in, resolve_d_path, resolve_walk,
-        scratch,
+        anonymous_exec, current_agent, file_verdict, file_verdict_in, resolve_d_path,
+        resolve_path_walk, scratch,
     },
     kernel::{offset, read_ptr},
 };
@@ -126,15 +126,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
         let Some(file) = read_ptr(vma, offset!(VMA_VM_FILE)) else {
             return anonymous_exec(cgroup_id, agent, op::MPROTECT);
         };
-        let path = file.wrapping_add(offset!(FILE_F_PATH));
-        match (
-            read_ptr(path, offset!(PATH_MNT)),
-            read_ptr(path, offset!(PATH_DENTRY)),
-            scratch(),
-        ) {
-            (Some(mnt), Some(dentry), Some(s)) => resolve_walk(s, mnt, dentry),
-            _ => None,
-        }
+        resolve_path_walk(file.wrapping_add(offset!(FILE_F_PATH)))
     };
     file_verdict(cgroup_id, agent, op::MPROTECT, access::MAP, resolved)
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
 use claw_common::{counter, op, record, NetRecord, NetRuleKey, MAX_PORT_RANGES};
 
 use crate::{
-    decide::{count, current_agent, header, outcome},
-    EVENTS, NET_RULES,
+    decide::{count, current_agent, emit, header, outcome},
+    NET_RULES,
 };
 
 const ALLOW: i32 = 1;
@@ -92,19 +92,14 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
         return ALLOW;
     }
     let (decision, ret) = outcome(agent);
-    if let Some(mut entry) = EVENTS.reserve::<NetRecord>(0) {
-        entry.write(NetRecord {
-            header: header(record::NET, op, cgroup_id, agent, decision, 0),
-            address,
-            port,
-            protocol,
-            family: if V6 { 6 } else { 4 },
-            _pad: 0,
-        });
-        entry.submit(0);
-    } else {
-        count(counter::EVENTS_LOST);
-    }
+    emit(NetRecord {
+        header: header(record::NET, op, cgroup_id, agent, decision, 0),
+        address,
+        port,
+        protocol,
+        family: if V6 { 6 } else { 4 },
+        _pad: 0,
+    });
     if ret == 0 {
         ALLOW
     } else {

@@ -371,21 +371,7 @@ fn anonymous_exec(via_mprotect: bool) -> std::io::Result<()> {
 
 /// clone3(CLONE_INTO_CGROUP) through an O_PATH descriptor of `cgroup`; the child exits at once.
 fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
-    #[repr(C)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    use claw_agent::spawn::{CloneArgs, CLONE_INTO_CGROUP};
     let path = CString::new(cgroup)?;
     // SAFETY: open(2) with a valid C string.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
@@ -394,16 +380,9 @@ fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
     }
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
         cgroup: fd as u64,
+        ..CloneArgs::default()
     };
     // SAFETY: clone3(2) like fork(2); the child only calls _exit.
     let pid = unsafe {
