@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use crate::{
-    cgroupfs,
+    audit, cgroupfs,
     compile::{self, Compiled},
     describe::{self, RuleLine},
     enforcer::{Coverage, Enforcer, InstalledAgent},
@@ -58,6 +58,35 @@ pub struct Config {
     /// Run agents whose limits the cgroup hierarchy cannot enforce (they are reported as not
     /// enforced) instead of refusing the policy.
     pub allow_missing_limits: bool,
+    /// The hash-chained audit log, and the size at which it rotates.
+    pub audit_log: PathBuf,
+    pub audit_max_bytes: u64,
+}
+
+/// Writes every event to the audit log; events this writer fell behind on are recorded as a count.
+async fn write_audit_log(mut writer: audit::Writer, mut events: broadcast::Receiver<Event>) {
+    let mut sync = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let entry = tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => audit::Entry::Event(Box::new(event)),
+                Err(broadcast::error::RecvError::Lagged(lost)) => audit::Entry::Lost { lost },
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = writer.sync();
+                    return;
+                }
+            },
+            _ = sync.tick() => {
+                if let Err(err) = writer.sync() {
+                    tracing::error!("audit log: {err}");
+                }
+                continue;
+            }
+        };
+        if let Err(err) = writer.append(entry) {
+            tracing::error!("audit log: {err}; records are being LOST");
+        }
+    }
 }
 
 fn agent_views(compiled: &Compiled) -> Vec<watch::AgentView> {
@@ -214,6 +243,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
 
     let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
+    let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
+    tokio::spawn(write_audit_log(audit_writer, events.subscribe()));
     let undecodable = Arc::new(AtomicU64::new(0));
     let ring = enforcer.take_events()?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,

@@ -104,6 +104,8 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
             .arg(&fixture.socket)
             .arg("--cgroup-root")
             .arg(&root)
+            .arg("--audit-log")
+            .arg(fixture.dir.path().join("audit.log"))
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -235,6 +237,8 @@ fn limits_the_hierarchy_cannot_enforce_are_refused_or_reported() {
             .arg(&fixture.socket)
             .arg("--cgroup-root")
             .arg(&root)
+            .arg("--audit-log")
+            .arg(fixture.dir.path().join("audit.log"))
             .args(extra);
         command
     };

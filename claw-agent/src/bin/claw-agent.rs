@@ -36,6 +36,12 @@ struct Args {
     /// limit as not enforced), instead of refusing the policy.
     #[arg(long)]
     allow_missing_limits: bool,
+    /// The hash-chained audit log of every event (verify with `clawctl audit verify`).
+    #[arg(long, value_name = "FILE", default_value = claw_agent::audit::DEFAULT_PATH)]
+    audit_log: PathBuf,
+    /// Size at which the audit log rotates, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    audit_max_mib: u64,
 }
 
 #[tokio::main]
@@ -56,6 +62,8 @@ async fn main() -> ExitCode {
         degraded: args.degraded,
         max_ttl: std::time::Duration::from_secs(args.max_dns_ttl),
         allow_missing_limits: args.allow_missing_limits,
+        audit_log: args.audit_log,
+        audit_max_bytes: args.audit_max_mib << 20,
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

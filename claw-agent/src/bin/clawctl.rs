@@ -9,6 +9,7 @@ use std::{
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use claw_agent::{
+    audit,
     client::{self, Connection},
     daemon::{prepare, DEFAULT_MAX_TTL},
     describe::{self, RuleLine},
@@ -68,6 +69,11 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Each agent: its cgroup, limits and what it uses now, its processes.
     Agents {
         #[arg(long)]
@@ -85,6 +91,15 @@ enum Command {
         agent: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; report the first edited, removed or missing record and exit 1.
+    Verify {
+        /// Log files, oldest first [default: claw-agent's log and its rotations].
+        files: Vec<PathBuf>,
     },
 }
 
@@ -122,6 +137,9 @@ fn main() -> ExitCode {
         },
         Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
         Command::Agents { json } => agents(socket, json),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => verify_audit(files),
         Command::Run { agent, command } => match run(socket, &agent, command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(255)),
             Err(err) => Err(err),
@@ -176,6 +194,29 @@ fn run(socket: &Path, agent: &str, command: Vec<String>) -> anyhow::Result<i32> 
     };
     let child = spawn::spawn(&cgroup, &spec)?;
     Ok(spawn::wait(&child)?)
+}
+
+fn verify_audit(files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let files = if files.is_empty() {
+        audit::files_of(Path::new(audit::DEFAULT_PATH))
+    } else {
+        files
+    };
+    if files.is_empty() {
+        bail!(
+            "no audit log at {} — pass the files to verify",
+            audit::DEFAULT_PATH
+        );
+    }
+    match audit::verify(&files)? {
+        audit::Verdict::Intact { records } => {
+            println!("intact: {records} records in {} file(s)", files.len());
+            Ok(())
+        }
+        audit::Verdict::Broken { file, line, what } => {
+            bail!("BROKEN at {}:{line}: {what}", file.display())
+        }
+    }
 }
 
 fn agents(socket: &Path, json: bool) -> anyhow::Result<()> {

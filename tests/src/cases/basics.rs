@@ -51,6 +51,10 @@ pub fn run(runner: &mut Runner) {
             .and_then(|cgroup| outside_unaffected(Some(&cgroup.0))),
     );
     runner.check("status_counts_decisions", status_counts());
+    runner.check(
+        "audit_log_holds_the_denials_and_shows_tampering",
+        audit_log(),
+    );
 }
 
 pub fn after(runner: &mut Runner, daemon: &mut Daemon) {
@@ -238,6 +242,34 @@ fn stops_cleanly(daemon: &mut Daemon) -> anyhow::Result<()> {
     ensure!(
         !out.success(),
         "clawctl status succeeds after the daemon stopped"
+    );
+    Ok(())
+}
+
+fn audit_log() -> anyhow::Result<()> {
+    let log = claw_agent::audit::DEFAULT_PATH;
+    // The writer syncs at least once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Command::new(CLAWCTL).args(["audit", "verify"]).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.starts_with("intact: "),
+        "verify: {out:?}"
+    );
+    let text = std::fs::read_to_string(log)?;
+    ensure!(
+        text.contains(&format!("\"path\":\"{DENIED_FILE}\"")),
+        "no deny of {DENIED_FILE} in the audit log"
+    );
+    let tampered = "/tmp/claw-tampered-audit.log";
+    std::fs::write(tampered, text.replacen(DENIED_FILE, "/etc/harmless", 1))?;
+    let out = Command::new(CLAWCTL)
+        .args(["audit", "verify", tampered])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("was altered"),
+        "tampering not reported: {stderr}"
     );
     Ok(())
 }
