@@ -275,3 +275,42 @@ fn clawctl_policy_check_reports_errors_with_position_and_exit_1() {
     assert!(stderr.contains(&position), "want {position} in: {stderr}");
     assert!(stderr.contains("has no port"), "{stderr}");
 }
+
+#[test]
+fn deny_log_narrows_to_agents_and_operations() {
+    let server = start_server(true);
+    let mut follower = Command::new(CLAWCTL)
+        .arg("--socket")
+        .arg(&server.socket)
+        .args([
+            "deny-log", "--follow", "--json", "--agent", "tools", "--op", "connect",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notice = String::new();
+    BufReader::new(follower.stderr.take().unwrap())
+        .read_line(&mut notice)
+        .unwrap();
+    assert!(notice.contains("following denials"), "{notice}");
+    let mut other_agent = sample_event(1);
+    other_agent.agent = "inference".to_owned();
+    other_agent.op = "connect".to_owned();
+    let open = sample_event(2);
+    let mut wanted = sample_event(3);
+    wanted.op = "connect".to_owned();
+    for event in [other_agent, open, wanted] {
+        server.events.send(event).unwrap();
+    }
+    let line = BufReader::new(follower.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["pid"], 3, "only tools' connects pass: {line}");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    server.runtime.shutdown_timeout(Duration::from_secs(1));
+}

@@ -50,6 +50,8 @@ enum Command {
         /// lifecycle (supervised processes).
         #[arg(long, value_name = "KIND", value_delimiter = ',')]
         include: Vec<String>,
+        #[command(flatten)]
+        only: Only,
     },
     /// Every event, of every kind: deny, audit, oom, pids_max, lifecycle.
     Events {
@@ -58,6 +60,8 @@ enum Command {
         follow: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        only: Only,
     },
     /// Run a command inside an agent's cgroup from its first instruction (how an orchestrator
     /// runs a tool call); stdin, stdout and stderr are this terminal's; exits with the command's
@@ -94,6 +98,24 @@ enum Command {
     },
 }
 
+/// Narrowing a followed stream.
+#[derive(clap::Args)]
+struct Only {
+    /// Only these agents' events.
+    #[arg(long, value_name = "AGENT", value_delimiter = ',')]
+    agent: Vec<String>,
+    /// Only these operations (open, exec, connect, oom-kill, ...).
+    #[arg(long, value_name = "OP", value_delimiter = ',')]
+    op: Vec<String>,
+}
+
+impl Only {
+    fn admits(&self, event: &Event) -> bool {
+        (self.agent.is_empty() || self.agent.contains(&event.agent))
+            && (self.op.is_empty() || self.op.contains(&event.op))
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain; report the first edited, removed or missing record and exit 1.
@@ -126,10 +148,15 @@ fn main() -> ExitCode {
             follow: _,
             json,
             include,
+            only,
         } => follow(socket, json, |e| {
-            e.kind == "deny" || e.kind == "audit" || include.contains(&e.kind)
+            (e.kind == "deny" || e.kind == "audit" || include.contains(&e.kind)) && only.admits(e)
         }),
-        Command::Events { follow: _, json } => self::follow(socket, json, |_| true),
+        Command::Events {
+            follow: _,
+            json,
+            only,
+        } => self::follow(socket, json, |e| only.admits(e)),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file } => check(&file),
             PolicyCommand::Apply { file } => apply(socket, &file),
