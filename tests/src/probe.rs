@@ -4,7 +4,10 @@
 use std::{
     ffi::CString,
     net::{SocketAddr, TcpStream, UdpSocket},
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    os::{
+        fd::{AsRawFd as _, RawFd},
+        unix::ffi::OsStrExt as _,
+    },
     process::ExitCode,
     time::Duration,
 };
@@ -164,19 +167,34 @@ fn reopen(path: &str) -> std::io::Result<()> {
 /// Maps a file executable, directly or by mprotect after a plain mapping.
 fn map_exec(path: &str, via_mprotect: bool) -> std::io::Result<()> {
     let file = std::fs::File::open(path)?;
+    map_executable(Some(file.as_raw_fd()), via_mprotect)
+}
+
+/// Executable memory with no file behind it, directly or by mprotect.
+fn anonymous_exec(via_mprotect: bool) -> std::io::Result<()> {
+    map_executable(None, via_mprotect)
+}
+
+/// Maps one page of `fd` (anonymous memory without one) executable: with PROT_EXEC at once, or
+/// writable first and then mprotect'ed to executable.
+fn map_executable(fd: Option<RawFd>, via_mprotect: bool) -> std::io::Result<()> {
     let first = if via_mprotect {
         libc::PROT_READ
     } else {
         libc::PROT_READ | libc::PROT_EXEC
     };
-    // SAFETY: mapping one page of an open file, checked below, unmapped before return.
+    let flags = match fd {
+        Some(_) => libc::MAP_PRIVATE,
+        None => libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+    };
+    // SAFETY: one page, checked, unmapped before return.
     unsafe {
         let addr = libc::mmap(
             std::ptr::null_mut(),
             4096,
             first,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
+            flags,
+            fd.unwrap_or(-1),
             0,
         );
         if addr == libc::MAP_FAILED {
@@ -333,40 +351,6 @@ fn setxattr(path: &str, name: &str) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Executable memory with no file behind it, directly or by mprotect.
-fn anonymous_exec(via_mprotect: bool) -> std::io::Result<()> {
-    let first = if via_mprotect {
-        libc::PROT_READ | libc::PROT_WRITE
-    } else {
-        libc::PROT_READ | libc::PROT_EXEC
-    };
-    // SAFETY: one anonymous page, checked, unmapped before return.
-    unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            first,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let protected = if via_mprotect {
-            libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_EXEC)
-        } else {
-            0
-        };
-        let err = std::io::Error::last_os_error();
-        libc::munmap(addr, 4096);
-        if protected != 0 {
-            return Err(err);
-        }
-    }
-    Ok(())
 }
 
 /// clone3(CLONE_INTO_CGROUP) through an O_PATH descriptor of `cgroup`; the child exits at once.
