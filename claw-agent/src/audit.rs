@@ -190,6 +190,63 @@ pub fn files_of(path: &Path) -> Vec<PathBuf> {
     files
 }
 
+fn events_of(file: &Path) -> impl Iterator<Item = Event> {
+    File::open(file)
+        .into_iter()
+        .flat_map(|f| BufReader::new(f).lines().map_while(Result::ok))
+        .filter_map(|line| serde_json::from_str::<Record>(&line).ok())
+        .filter_map(|record| match record.event {
+            Entry::Event(event) => Some(*event),
+            Entry::Lost { .. } => None,
+        })
+}
+
+/// The sequence number after the last event in the log at `path` (0 for a new log): where the
+/// daemon's event numbering continues.
+pub fn next_event_seq(path: &Path) -> u64 {
+    files_of(path)
+        .iter()
+        .rev()
+        .find_map(|file| events_of(file).last())
+        .map_or(0, |event| event.seq + 1)
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// The events after this sequence number.
+    After(u64),
+    /// The events at or after this time (RFC 3339, as events carry it).
+    Since(std::time::SystemTime),
+}
+
+impl ReplayFrom {
+    fn admits(&self, event: &Event) -> bool {
+        match self {
+            ReplayFrom::After(seq) => event.seq > *seq,
+            ReplayFrom::Since(time) => {
+                humantime::parse_rfc3339(&event.time).is_ok_and(|t| t >= *time)
+            }
+        }
+    }
+}
+
+/// The logged events from `from` up to (not including) sequence number `until`, oldest first.
+/// Reads only the newest files that can hold them.
+pub fn replay(path: &Path, from: &ReplayFrom, until: u64) -> Vec<Event> {
+    let files = files_of(path);
+    // The newest file whose first event is already before `from`: no older file is needed.
+    let start = files
+        .iter()
+        .rposition(|file| events_of(file).next().is_some_and(|e| !from.admits(&e)))
+        .unwrap_or(0);
+    files[start..]
+        .iter()
+        .flat_map(|file| events_of(file))
+        .filter(|e| from.admits(e) && e.seq < until)
+        .collect()
+}
+
 /// What verifying found: the records checked, or the first problem.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -18,20 +18,21 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use tokio::{
-    io::{unix::AsyncFd, Interest},
     net::UnixListener,
     signal::unix::{signal, SignalKind},
     sync::{broadcast, mpsc},
 };
 
 use crate::{
-    audit, cgroupfs,
+    audit,
+    bus::{Bus, Stage},
+    cgroupfs,
     compile::{self, Compiled},
     describe::{self, RuleLine},
     enforcer::{Coverage, Enforcer, InstalledAgent},
-    event::{self, AgentIdentity, Event, Identities},
+    event::{AgentIdentity, Event, Identities},
+    ingest::{self, ReportLimits},
     limits,
     policy::RunSpec,
     policy::{self, Policy},
@@ -40,9 +41,6 @@ use crate::{
     server::{self, Control, Handles},
     supervise, watch,
 };
-
-/// Events buffered for each follower before the slowest is told it lost some.
-const FOLLOWER_BUFFER: usize = 4096;
 
 pub struct Config {
     pub policy: PathBuf,
@@ -61,16 +59,27 @@ pub struct Config {
     /// The hash-chained audit log, and the size at which it rotates.
     pub audit_log: PathBuf,
     pub audit_max_bytes: u64,
+    /// Report rates the programs enforce before counting instead of sending.
+    pub report_limits: ReportLimits,
 }
 
-/// Writes every event to the audit log; events this writer fell behind on are recorded as a count.
-async fn write_audit_log(mut writer: audit::Writer, mut events: broadcast::Receiver<Event>) {
+/// Writes every event to the audit log; events this writer fell behind on are recorded as a
+/// count. `progress` is the sequence number after the last event handled (written or counted),
+/// so that a resuming follower knows when the log holds what it needs.
+async fn write_audit_log(mut writer: audit::Writer, bus: Arc<Bus>, progress: Arc<AtomicU64>) {
+    let (mut events, _) = bus.subscribe();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     loop {
         let entry = tokio::select! {
             received = events.recv() => match received {
-                Ok(event) => audit::Entry::Event(Box::new(event)),
-                Err(broadcast::error::RecvError::Lagged(lost)) => audit::Entry::Lost { lost },
+                Ok(event) => {
+                    progress.store(event.seq + 1, Ordering::Release);
+                    audit::Entry::Event(Box::new(event))
+                }
+                Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    bus.count_lost(Stage::Audit, lost);
+                    audit::Entry::Lost { lost }
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     let _ = writer.sync();
                     return;
@@ -83,7 +92,12 @@ async fn write_audit_log(mut writer: audit::Writer, mut events: broadcast::Recei
                 continue;
             }
         };
+        let lost = match &entry {
+            audit::Entry::Event(_) => 1,
+            audit::Entry::Lost { .. } => 0,
+        };
         if let Err(err) = writer.append(entry) {
+            bus.count_lost(Stage::Audit, lost);
             tracing::error!("audit log: {err}; records are being LOST");
         }
     }
@@ -220,8 +234,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(root) => root,
         None => cgroupfs::find_cgroup2_root()?,
     };
-    let mut enforcer =
-        Enforcer::load(&config.vmlinux_btf, &config.lsm_list, coverage, cgroup_root)?;
+    let mut enforcer = Enforcer::load(
+        &config.vmlinux_btf,
+        &config.lsm_list,
+        coverage,
+        cgroup_root,
+        config.report_limits,
+    )?;
     let identities = Arc::new(RwLock::new(Identities::new()));
     let unenforced = install_policy(
         &mut enforcer,
@@ -242,37 +261,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "policy enforced"
     );
 
-    let (events, _) = broadcast::channel(FOLLOWER_BUFFER);
+    let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
     let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
-    tokio::spawn(write_audit_log(audit_writer, events.subscribe()));
-    let undecodable = Arc::new(AtomicU64::new(0));
-    let ring = enforcer.take_events()?;
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
-    // and it lives inside the AsyncFd.
-    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(std::io::Error::from)
-        .context("watching the event ring buffer")?;
+    let audit_progress = Arc::new(AtomicU64::new(bus.next_seq()));
+    tokio::spawn(write_audit_log(
+        audit_writer,
+        bus.clone(),
+        audit_progress.clone(),
+    ));
     let coverage_name = match coverage {
         Coverage::Full => "full",
         Coverage::NetworkOnly => "degraded",
     };
-    tokio::spawn(read_events(
-        ring,
+    tokio::spawn(ingest::run(
+        enforcer.take_events()?,
+        config.report_limits,
         coverage_name,
         identities.clone(),
-        events.clone(),
-        undecodable.clone(),
+        bus.clone(),
     ));
     let view: watch::Agents = Arc::new(RwLock::new(agent_views(&prepared.compiled)));
     let root = enforcer.cgroup_root().to_path_buf();
-    watch::oom_kills(root.clone(), view.clone(), events.clone(), coverage_name);
-    watch::pids_limits(root, view.clone(), events.clone(), coverage_name);
+    watch::oom_kills(root.clone(), view.clone(), bus.clone(), coverage_name);
+    watch::pids_limits(root, view.clone(), bus.clone(), coverage_name);
 
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
         enforcer,
         supervisors: HashMap::new(),
-        events: events.clone(),
+        bus: bus.clone(),
         coverage_name,
         view,
         compiled: prepared.compiled,
@@ -284,7 +301,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         max_ttl: config.max_ttl,
         generation: 1,
         identities,
-        undecodable,
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
@@ -295,8 +311,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     server::run(
         listener,
         Handles {
-            events,
+            bus,
             control: control.clone(),
+            audit_log: config.audit_log.clone(),
+            audit_progress,
         },
         shutdown,
     )
@@ -377,6 +395,7 @@ fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
             AgentIdentity {
                 name: agent.name.clone(),
                 cgroup: agent.cgroup.clone(),
+                cgroup_id: agent.cgroup_id,
             },
         );
     }
@@ -386,7 +405,7 @@ fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
 struct Owner {
     enforcer: Enforcer,
     supervisors: HashMap<String, supervise::Supervisor>,
-    events: broadcast::Sender<Event>,
+    bus: Arc<Bus>,
     coverage_name: &'static str,
     /// What the cgroup watchers know of the agents.
     view: watch::Agents,
@@ -400,7 +419,6 @@ struct Owner {
     lines: Vec<RuleLine>,
     generation: u64,
     identities: Arc<RwLock<Identities>>,
-    undecodable: Arc<AtomicU64>,
 }
 
 impl Owner {
@@ -433,7 +451,7 @@ impl Owner {
                 cgroup_dir: self.enforcer.cgroup_root().join(&cgroup),
                 coverage: self.coverage_name,
             };
-            let supervisor = supervise::start(agent, spec, self.events.clone());
+            let supervisor = supervise::start(agent, spec, self.bus.clone());
             self.supervisors.insert(name, supervisor);
         }
     }
@@ -463,7 +481,26 @@ impl Owner {
         }
     }
 
+    /// Applies the policy at `path` and publishes a `policy` event saying how it went.
     async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+        let result = self.try_apply(path.clone()).await;
+        let mut event = Event::about("policy", "-", "-", "apply", self.coverage_name);
+        event.decision = if result.is_ok() {
+            "applied"
+        } else {
+            "rejected"
+        }
+        .to_owned();
+        event.path = Some(path.display().to_string());
+        event.details = Some(match &result {
+            Ok((_, generation)) => serde_json::json!({ "generation": generation }),
+            Err(message) => serde_json::json!({ "error": message, "generation": self.generation }),
+        });
+        self.bus.publish(event);
+        result
+    }
+
+    async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
         let max_ttl = self.max_ttl;
         let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
             .await
@@ -597,7 +634,11 @@ impl Owner {
             tracing::warn!("reading the kernel counters: {err}");
             Default::default()
         });
-        counters.events_undecodable = self.undecodable.load(Ordering::Relaxed);
+        counters.events_undecodable = self.bus.lost(Stage::Decode);
+        counters.events_lost = Stage::ALL
+            .iter()
+            .map(|stage| (stage.name().to_owned(), self.bus.lost(*stage)))
+            .collect();
         Status {
             enforcing: self.enforcer.is_enforcing(),
             coverage: match self.enforcer.coverage() {
@@ -616,45 +657,5 @@ impl Owner {
             programs: self.enforcer.programs(),
             counters,
         }
-    }
-}
-
-async fn read_events(
-    mut ring: AsyncFd<RingBuf<MapData>>,
-    coverage: &'static str,
-    identities: Arc<RwLock<Identities>>,
-    events: broadcast::Sender<Event>,
-    undecodable: Arc<AtomicU64>,
-) {
-    loop {
-        let mut ready = match ring.readable_mut().await {
-            Ok(ready) => ready,
-            Err(err) => {
-                tracing::error!("waiting on the event ring buffer: {err}");
-                return;
-            }
-        };
-        let offset = event::boot_to_wall_offset();
-        let identities = identities.read().unwrap_or_else(|p| p.into_inner());
-        let buffer = ready.get_inner_mut();
-        while let Some(item) = buffer.next() {
-            match event::decode(&item, &identities, offset, coverage) {
-                Ok(event) => {
-                    // The daemon's log is the record of last resort while nobody follows.
-                    tracing::info!(
-                        kind = %event.kind, agent = %event.agent, pid = event.pid,
-                        comm = %event.comm, op = %event.op,
-                        object = event.path.as_deref().or(event.destination.as_deref()).unwrap_or(""),
-                        "{}", event.decision
-                    );
-                    let _ = events.send(event);
-                }
-                Err(err) => {
-                    undecodable.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("dropping a kernel record: {err}");
-                }
-            }
-        }
-        ready.clear_ready();
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{
         cgroup_device::CgroupDeviceLinkId, cgroup_sock_addr::CgroupSockAddrLinkId,
         links::CgroupAttachMode, CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint,
@@ -27,6 +27,7 @@ use crate::{
     cgroupfs::{self, CgroupError},
     compile::{Compiled, FileRule, NetRule},
     devices,
+    ingest::{KernelEvents, ReportLimits},
     policy::Mode,
     protocol::{Counters, ProgramStatus},
     tracefs::{self, TracefsError},
@@ -43,6 +44,8 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const CPU_STATE: &str = "CPU_STATE";
     pub const DEVICE_RULES: &str = "DEVICE_RULES";
+    pub const AGENT_EVENTS: &str = "AGENT_EVENTS";
+    pub const THROTTLE: &str = "THROTTLE";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -329,6 +332,7 @@ impl Enforcer {
         lsm_list: &Path,
         coverage: Coverage,
         cgroup_root: PathBuf,
+        report_limits: ReportLimits,
     ) -> Result<Self, EnforcerError> {
         let btf = Btf::from_file(vmlinux_btf)?;
         let mut offsets = Vec::new();
@@ -343,6 +347,16 @@ impl Enforcer {
             loader.override_global(global, offset, true);
         }
         loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
+        loader.override_global(
+            "IDENTICAL_PER_SECOND",
+            &report_limits.identical_per_second,
+            true,
+        );
+        loader.override_global(
+            "AGENT_EVENTS_PER_SECOND",
+            &report_limits.agent_per_second,
+            true,
+        );
         let mut fields = Vec::new();
         if coverage == Coverage::NetworkOnly {
             let tracefs = tracefs::ensure_mounted()?;
@@ -667,16 +681,25 @@ impl Enforcer {
         Ok(())
     }
 
-    /// The event ring buffer, for the one task that reads it.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EnforcerError> {
-        let map = self
-            .ebpf
-            .take_map(names::EVENTS)
-            .ok_or(EnforcerError::Missing {
+    /// The event ring buffer and the report counts, for the one task that reads them.
+    pub fn take_events(&mut self) -> Result<KernelEvents, EnforcerError> {
+        let mut take = |name: &str| {
+            self.ebpf.take_map(name).ok_or(EnforcerError::Missing {
                 what: "map",
-                name: names::EVENTS.to_owned(),
-            })?;
-        RingBuf::try_from(map).map_err(map_error(names::EVENTS))
+                name: name.to_owned(),
+            })
+        };
+        let (ring, agent_events, throttle) = (
+            take(names::EVENTS)?,
+            take(names::AGENT_EVENTS)?,
+            take(names::THROTTLE)?,
+        );
+        Ok(KernelEvents {
+            ring: RingBuf::try_from(ring).map_err(map_error(names::EVENTS))?,
+            agent_events: HashMap::try_from(agent_events)
+                .map_err(map_error(names::AGENT_EVENTS))?,
+            throttle: HashMap::try_from(throttle).map_err(map_error(names::THROTTLE))?,
+        })
     }
 
     pub fn programs(&self) -> Vec<ProgramStatus> {
@@ -768,7 +791,7 @@ impl Enforcer {
             audited: sum(counter::AUDITED),
             events_lost_kernel: sum(counter::EVENTS_LOST),
             path_errors: sum(counter::PATH_ERRORS),
-            events_undecodable: 0,
+            ..Default::default()
         })
     }
 }

@@ -19,8 +19,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub schema: u32,
-    /// `deny` (refused), or `audit` (an audit-mode agent did what its policy does not allow, and
-    /// it went through).
+    /// Position on the daemon's event bus: rises by one per event, across daemon restarts (it
+    /// continues from the audit log). A follower resumes after the last one it saw.
+    #[serde(default)]
+    pub seq: u64,
+    /// `deny` (refused); `audit` (an audit-mode agent did what its policy does not allow, and it
+    /// went through); `throttled` (repeats counted instead of sent); `lost` (events that could
+    /// not be delivered, counted); `oom`, `pids_max`, `lifecycle`, `policy`.
     pub kind: String,
     /// RFC 3339, UTC, nanoseconds.
     pub time: String,
@@ -58,11 +63,47 @@ pub struct Event {
     pub details: Option<serde_json::Value>,
 }
 
+impl Event {
+    /// An event the daemon itself reports now (not a kernel record) about `agent`, whose cgroup
+    /// is given relative to the cgroup root without the leading `/`.
+    pub fn about(kind: &str, agent: &str, cgroup: &str, op: &str, coverage: &str) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            seq: 0,
+            kind: kind.to_owned(),
+            time: now(),
+            agent: agent.to_owned(),
+            cgroup: format!("/{}", cgroup.trim_start_matches('/')),
+            pid: 0,
+            comm: String::new(),
+            op: op.to_owned(),
+            path: None,
+            destination: None,
+            device: None,
+            capability: None,
+            access: None,
+            decision: "-".to_owned(),
+            coverage: coverage.to_owned(),
+            details: None,
+        }
+    }
+
+    /// What the event is about: its path, destination, device or capability.
+    pub fn object(&self) -> Option<&str> {
+        self.path
+            .as_deref()
+            .or(self.destination.as_deref())
+            .or(self.device.as_deref())
+            .or(self.capability.as_deref())
+    }
+}
+
 /// Who a ruleset id belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {
     pub name: String,
     pub cgroup: String,
+    pub cgroup_id: u64,
 }
 
 /// Every ruleset id the daemon has installed, old ones included (events may arrive after an
@@ -79,18 +120,17 @@ pub enum DecodeError {
 
 /// Offset that turns CLOCK_BOOTTIME (what the kernel stamps) into wall-clock time.
 pub fn boot_to_wall_offset() -> Duration {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec to the pointer it is given.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    clock(libc::CLOCK_REALTIME).saturating_sub(clock(libc::CLOCK_BOOTTIME))
+}
+
+fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let boot = read(libc::CLOCK_BOOTTIME);
-    let wall = read(libc::CLOCK_REALTIME);
-    wall.saturating_sub(boot)
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Reads a `T` from the front of `bytes`, if they are long enough.
@@ -102,12 +142,32 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }
 
+/// The current wall-clock time as events show it.
+pub fn now() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+}
+
+/// CLOCK_BOOTTIME in nanoseconds: the clock the programs stamp records and windows with.
+pub fn boot_time_ns() -> u64 {
+    clock(libc::CLOCK_BOOTTIME).as_nanos() as u64
+}
+
 pub fn decode(
     bytes: &[u8],
     identities: &Identities,
     boot_to_wall: Duration,
     coverage: &str,
 ) -> Result<Event, DecodeError> {
+    decode_with_header(bytes, identities, boot_to_wall, coverage).map(|(_, event)| event)
+}
+
+/// The record's header (which names its throttle key) and the event it makes.
+pub fn decode_with_header(
+    bytes: &[u8],
+    identities: &Identities,
+    boot_to_wall: Duration,
+    coverage: &str,
+) -> Result<(RecordHeader, Event), DecodeError> {
     let header: RecordHeader = read_record(bytes)?;
     let mut event = from_header(&header, identities, boot_to_wall);
     event.coverage = coverage.to_owned();
@@ -128,7 +188,7 @@ pub fn decode(
             let net: NetRecord = read_record(bytes)?;
             if header.op == op::CAPABILITY {
                 event.capability = Some(capability_name(net.port));
-                return Ok(event);
+                return Ok((header, event));
             }
             event.destination = Some(if header.op == op::SOCKET {
                 // `port` carries the socket type for socket creation.
@@ -156,7 +216,7 @@ pub fn decode(
         }
         other => return Err(DecodeError::UnknownKind(other)),
     }
-    Ok(event)
+    Ok((header, event))
 }
 
 fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Duration) -> Event {
@@ -174,6 +234,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
     };
     Event {
         schema: SCHEMA_VERSION,
+        seq: 0,
         kind: kind.to_owned(),
         time: humantime::format_rfc3339_nanos(time).to_string(),
         agent,
@@ -268,10 +329,18 @@ pub fn op_name(code: u32) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use claw_common::COMM_BYTES;
 
     use super::*;
+
+    /// An event of `kind` about agent `tools`, for tests elsewhere.
+    pub fn sample(kind: &str) -> Event {
+        let mut event = Event::about(kind, "tools", "claw/tools", "open", "full");
+        event.path = Some("/etc/shadow".to_owned());
+        event.decision = "deny".to_owned();
+        event
+    }
 
     fn header(kind: u32, op: u32, decision: u32) -> RecordHeader {
         let mut comm = [0; COMM_BYTES];
@@ -281,6 +350,7 @@ mod tests {
             op,
             boot_time_ns: 1_500_000_000,
             cgroup_id: 77,
+            object_hash: 0,
             pid: 4242,
             ruleset: 5,
             decision,
@@ -312,6 +382,7 @@ mod tests {
             AgentIdentity {
                 name: "tools".to_owned(),
                 cgroup: "claw/tools".to_owned(),
+                cgroup_id: 77,
             },
         )])
     }

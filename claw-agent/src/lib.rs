@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod baseline;
 pub mod btf;
+pub mod bus;
 pub mod cgroupfs;
 pub mod client;
 pub mod compile;
@@ -16,6 +17,7 @@ pub mod describe;
 pub mod devices;
 pub mod enforcer;
 pub mod event;
+pub mod ingest;
 pub mod kmsg;
 pub mod limits;
 pub mod policy;

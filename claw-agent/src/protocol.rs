@@ -17,8 +17,14 @@ pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 pub enum Request {
     /// Is the policy enforced, by what, with which counts so far.
     Status {},
-    /// Every event from now on.
-    Follow {},
+    /// Every event from now on; first, from the audit log, those after sequence number `after`
+    /// (a follower resuming) or since the RFC 3339 time `since`.
+    Follow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+    },
     /// Make the policy file at `policy` (an absolute path, read by the daemon) the enforced one.
     Apply { policy: String },
     /// The enforced policy, as rule lines.
@@ -131,6 +137,9 @@ pub struct Counters {
     pub path_errors: u64,
     /// Kernel records the daemon could not decode.
     pub events_undecodable: u64,
+    /// Events lost, by stage: kernel (ring buffer full), decode, follower, audit, forward.
+    #[serde(default)]
+    pub events_lost: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
@@ -140,7 +149,11 @@ mod tests {
     #[test]
     fn requests_are_small_tagged_objects() {
         assert_eq!(
-            serde_json::to_string(&Request::Follow {}).unwrap(),
+            serde_json::to_string(&Request::Follow {
+                after: None,
+                since: None
+            })
+            .unwrap(),
             r#"{"request":"follow"}"#
         );
         assert_eq!(

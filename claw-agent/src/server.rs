@@ -1,6 +1,14 @@
 //! The control socket: accepts clients, answers their one request, streams events to followers.
 
-use std::{future::Future, path::PathBuf};
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{
@@ -12,8 +20,9 @@ use tokio::{
 };
 
 use crate::{
+    audit::{self, ReplayFrom},
+    bus::{Bus, Stage},
     describe::RuleLine,
-    event::Event,
     protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
 };
 
@@ -37,9 +46,16 @@ pub enum Control {
 /// What connections need from the rest of the daemon.
 #[derive(Clone)]
 pub struct Handles {
-    pub events: broadcast::Sender<Event>,
+    pub bus: Arc<Bus>,
     pub control: mpsc::Sender<Control>,
+    /// The audit log, from which followers that resume or look back are replayed.
+    pub audit_log: PathBuf,
+    /// The sequence number after the last event the audit log writer handled.
+    pub audit_progress: Arc<AtomicU64>,
 }
+
+/// Longest a replay waits for the audit log writer to reach the live stream.
+const AUDIT_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Serves `listener` until `shutdown` completes.
 pub async fn run(listener: UnixListener, handles: Handles, shutdown: impl Future<Output = ()>) {
@@ -117,19 +133,75 @@ async fn serve(
             };
             send(&mut write, &reply).await
         }
-        Request::Follow {} => {
-            let mut events = handles.events.subscribe();
+        Request::Follow { after, since } => {
+            let (mut events, first_live) = handles.bus.subscribe();
             send(&mut write, &Reply::Subscribed).await?;
+            let from = match (after, since) {
+                (Some(seq), _) => Some(ReplayFrom::After(seq)),
+                (None, Some(time)) => match humantime::parse_rfc3339_weak(&time) {
+                    Ok(time) => Some(ReplayFrom::Since(time)),
+                    Err(err) => {
+                        let message = format!(
+                            "since `{time}`: {err} — give a time like 2026-11-22T10:00:00Z"
+                        );
+                        return send(&mut write, &Reply::Error { message }).await;
+                    }
+                },
+                (None, None) => None,
+            };
+            if let Some(from) = from {
+                for reply in replay(&handles, from, first_live).await {
+                    send(&mut write, &reply).await?;
+                }
+            }
             loop {
                 let reply = match events.recv().await {
                     Ok(event) => Reply::Event { event },
-                    Err(broadcast::error::RecvError::Lagged(count)) => Reply::Lost { count },
+                    Err(broadcast::error::RecvError::Lagged(count)) => {
+                        handles.bus.count_lost(Stage::Follower, count);
+                        Reply::Lost { count }
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 };
                 send(&mut write, &reply).await?;
             }
         }
     }
+}
+
+/// The logged events from `from` up to the live stream's first (`until`), with `lost` markers
+/// where sequence numbers are missing (rotated away, or never written).
+async fn replay(handles: &Handles, from: ReplayFrom, until: u64) -> Vec<Reply> {
+    let deadline = tokio::time::Instant::now() + AUDIT_CATCH_UP;
+    while handles.audit_progress.load(Ordering::Acquire) < until
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let path = handles.audit_log.clone();
+    let start = from.clone();
+    let events = tokio::task::spawn_blocking(move || audit::replay(&path, &start, until))
+        .await
+        .unwrap_or_default();
+    let mut expected = match from {
+        ReplayFrom::After(seq) => Some(seq + 1),
+        ReplayFrom::Since(_) => events.first().map(|e| e.seq),
+    };
+    let mut replies = Vec::new();
+    for event in events {
+        if let Some(gap) = expected
+            .map(|e| event.seq.saturating_sub(e))
+            .filter(|&g| g > 0)
+        {
+            replies.push(Reply::Lost { count: gap });
+        }
+        expected = Some(event.seq + 1);
+        replies.push(Reply::Event { event });
+    }
+    if let Some(gap) = expected.map(|e| until.saturating_sub(e)).filter(|&g| g > 0) {
+        replies.push(Reply::Lost { count: gap });
+    }
+    replies
 }
 
 /// Sends a request to the owner task and waits for its answer; None if it has stopped.
@@ -160,15 +232,41 @@ mod tests {
     use tokio::io::{duplex, AsyncBufReadExt as _};
 
     use super::*;
-    use crate::protocol::Counters;
+    use crate::{event::tests::sample, protocol::Counters};
 
-    fn handles() -> (Handles, mpsc::Receiver<Control>) {
-        let (events, _) = broadcast::channel(4);
-        let (control, requests) = mpsc::channel(1);
-        (Handles { events, control }, requests)
+    struct Fixture {
+        handles: Handles,
+        requests: mpsc::Receiver<Control>,
+        _dir: tempfile::TempDir,
     }
 
-    async fn exchange(request: &str, handles: Handles) -> Vec<Reply> {
+    /// Handles over a bus of `capacity` whose audit log holds events numbered `logged`.
+    fn fixture(capacity: usize, logged: &[u64]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_log = dir.path().join("audit.log");
+        let mut writer = audit::Writer::open(&audit_log, 1 << 20).unwrap();
+        for &seq in logged {
+            let mut event = sample("deny");
+            event.seq = seq;
+            event.pid = seq as u32;
+            writer.append(audit::Entry::Event(Box::new(event))).unwrap();
+        }
+        let next = logged.last().map_or(0, |s| s + 1);
+        let (control, requests) = mpsc::channel(1);
+        Fixture {
+            handles: Handles {
+                bus: Arc::new(Bus::with_capacity(next, capacity)),
+                control,
+                audit_log,
+                audit_progress: Arc::new(AtomicU64::new(next)),
+            },
+            requests,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `request`, then reads `count` replies (fewer if the server stops).
+    async fn exchange(request: &str, handles: Handles, count: usize) -> Vec<Reply> {
         let (client, server) = duplex(1 << 16);
         let (server_read, server_write) = tokio::io::split(server);
         let task = tokio::spawn(serve(server_read, server_write, handles));
@@ -176,23 +274,31 @@ mod tests {
         client_write.write_all(request.as_bytes()).await.unwrap();
         let mut lines = BufReader::new(client_read).lines();
         let mut replies = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            replies.push(serde_json::from_str(&line).unwrap());
-            if !matches!(
-                replies.last(),
-                Some(Reply::Subscribed | Reply::Event { .. })
-            ) {
+        while replies.len() < count {
+            let Ok(Some(line)) = lines.next_line().await else {
                 break;
-            }
+            };
+            replies.push(serde_json::from_str(&line).unwrap());
         }
         task.abort();
         replies
     }
 
+    fn seqs(replies: &[Reply]) -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| match r {
+                Reply::Event { event } => event.seq.to_string(),
+                Reply::Lost { count } => format!("lost {count}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn garbage_gets_an_error_that_shows_the_fix() {
-        let (handles, _requests) = handles();
-        let replies = exchange("hello\n", handles).await;
+        let f = fixture(4, &[]);
+        let replies = exchange("hello\n", f.handles, 1).await;
         let [Reply::Error { message }] = replies.as_slice() else {
             panic!("{replies:?}")
         };
@@ -202,9 +308,9 @@ mod tests {
 
     #[tokio::test]
     async fn status_is_answered_by_the_owner_task() {
-        let (handles, mut requests) = handles();
+        let mut f = fixture(4, &[]);
         tokio::spawn(async move {
-            let Some(Control::Status(reply)) = requests.recv().await else {
+            let Some(Control::Status(reply)) = f.requests.recv().await else {
                 return;
             };
             let _ = reply.send(Status {
@@ -218,7 +324,7 @@ mod tests {
                 counters: Counters::default(),
             });
         });
-        let replies = exchange("{\"request\":\"status\"}\n", handles).await;
+        let replies = exchange("{\"request\":\"status\"}\n", f.handles, 1).await;
         let [Reply::Status(status)] = replies.as_slice() else {
             panic!("{replies:?}")
         };
@@ -227,11 +333,11 @@ mod tests {
 
     #[tokio::test]
     async fn slow_follower_is_told_how_many_it_lost() {
-        let (handles, _requests) = handles();
-        let events = handles.events.clone();
+        let f = fixture(4, &[]);
+        let bus = f.handles.bus.clone();
         let (client, server) = duplex(1 << 16);
         let (server_read, server_write) = tokio::io::split(server);
-        tokio::spawn(serve(server_read, server_write, handles));
+        tokio::spawn(serve(server_read, server_write, f.handles));
         let (client_read, mut client_write) = tokio::io::split(client);
         client_write
             .write_all(b"{\"request\":\"follow\"}\n")
@@ -241,27 +347,9 @@ mod tests {
         let first: Reply =
             serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
         assert_eq!(first, Reply::Subscribed);
-        let event = |pid| Event {
-            schema: 1,
-            kind: "deny".to_owned(),
-            time: "t".to_owned(),
-            agent: "a".to_owned(),
-            cgroup: "/c".to_owned(),
-            pid,
-            comm: "x".to_owned(),
-            op: "open".to_owned(),
-            path: Some("/p".to_owned()),
-            destination: None,
-            device: None,
-            capability: None,
-            access: Some("read".to_owned()),
-            decision: "deny".to_owned(),
-            coverage: "full".to_owned(),
-            details: None,
-        };
-        // Capacity 4: six sends before the follower reads drop the two oldest for it.
-        for pid in 0..6 {
-            events.send(event(pid)).unwrap();
+        // Capacity 4: six events before the follower reads drop the two oldest for it.
+        for _ in 0..6 {
+            bus.publish(sample("deny"));
         }
         let mut replies = Vec::new();
         for _ in 0..5 {
@@ -269,14 +357,54 @@ mod tests {
                 serde_json::from_str::<Reply>(&lines.next_line().await.unwrap().unwrap()).unwrap(),
             );
         }
-        assert_eq!(replies[0], Reply::Lost { count: 2 });
-        let pids: Vec<u32> = replies[1..]
-            .iter()
-            .map(|r| match r {
-                Reply::Event { event } => event.pid,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(pids, [2, 3, 4, 5]);
+        assert_eq!(seqs(&replies), ["lost 2", "2", "3", "4", "5"]);
+        assert_eq!(bus.lost(Stage::Follower), 2);
+    }
+
+    #[tokio::test]
+    async fn a_resuming_follower_gets_what_it_missed_then_the_live_stream() {
+        let f = fixture(16, &[0, 1, 2, 3, 4, 5]);
+        let bus = f.handles.bus.clone();
+        let follow = tokio::spawn(exchange(
+            "{\"request\":\"follow\",\"after\":2}\n",
+            f.handles,
+            5,
+        ));
+        while bus.subscribers() == 0 {
+            tokio::task::yield_now().await;
+        }
+        bus.publish(sample("deny"));
+        let replies = follow.await.unwrap();
+        assert_eq!(replies[0], Reply::Subscribed);
+        assert_eq!(seqs(&replies[1..]), ["3", "4", "5", "6"]);
+    }
+
+    #[tokio::test]
+    async fn missing_records_are_reported_as_lost_not_skipped() {
+        let f = fixture(16, &[0, 1, 4, 5]);
+        let replies = exchange("{\"request\":\"follow\",\"after\":0}\n", f.handles, 5).await;
+        assert_eq!(seqs(&replies[1..]), ["1", "lost 2", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn since_replays_by_time_and_bad_times_are_explained() {
+        let f = fixture(16, &[0, 1]);
+        let replies = exchange(
+            "{\"request\":\"follow\",\"since\":\"2000-01-01T00:00:00Z\"}\n",
+            f.handles.clone(),
+            3,
+        )
+        .await;
+        assert_eq!(seqs(&replies[1..]), ["0", "1"]);
+        let replies = exchange(
+            "{\"request\":\"follow\",\"since\":\"yesterday\"}\n",
+            f.handles,
+            2,
+        )
+        .await;
+        let Reply::Error { message } = &replies[1] else {
+            panic!("{replies:?}")
+        };
+        assert!(message.contains("2026-11-22T10:00:00Z"), "{message}");
     }
 }

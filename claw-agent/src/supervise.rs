@@ -11,14 +11,14 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::{event::Event, spawn};
+use crate::{bus::Bus, event::Event, spawn};
 
 /// `run:` of an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -90,27 +90,13 @@ pub struct Agent {
 }
 
 fn lifecycle(agent: &Agent, pid: u32, op: &str, details: serde_json::Value) -> Event {
-    Event {
-        schema: crate::event::SCHEMA_VERSION,
-        kind: "lifecycle".to_owned(),
-        time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
-        agent: agent.name.clone(),
-        cgroup: agent.cgroup.clone(),
-        pid,
-        comm: String::new(),
-        op: op.to_owned(),
-        path: None,
-        destination: None,
-        device: None,
-        capability: None,
-        access: None,
-        decision: "-".to_owned(),
-        coverage: agent.coverage.to_owned(),
-        details: Some(details),
-    }
+    let mut event = Event::about("lifecycle", &agent.name, &agent.cgroup, op, agent.coverage);
+    event.pid = pid;
+    event.details = Some(details);
+    event
 }
 
-pub fn start(agent: Agent, spec: RunSpec, events: broadcast::Sender<Event>) -> Supervisor {
+pub fn start(agent: Agent, spec: RunSpec, events: Arc<Bus>) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
     let restarts = Arc::new(AtomicU64::new(0));
     let task = tokio::spawn(supervise(
@@ -193,7 +179,7 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 async fn supervise(
     agent: Agent,
     spec: RunSpec,
-    events: broadcast::Sender<Event>,
+    events: Arc<Bus>,
     mut stopped: watch::Receiver<bool>,
     restarts: Arc<AtomicU64>,
 ) {
@@ -204,7 +190,7 @@ async fn supervise(
             Ok(child) => child,
             Err(message) => {
                 tracing::error!(agent = %agent.name, "cannot start {:?}: {message}", spec.command);
-                let _ = events.send(lifecycle(
+                events.publish(lifecycle(
                     &agent,
                     0,
                     "gave-up",
@@ -215,7 +201,7 @@ async fn supervise(
         };
         let pid = child.pid;
         let started = Instant::now();
-        let _ = events.send(lifecycle(
+        events.publish(lifecycle(
             &agent,
             pid,
             "started",
@@ -247,7 +233,7 @@ async fn supervise(
         } else {
             json!({ "status": code })
         };
-        let _ = events.send(lifecycle(&agent, pid, "exited", details));
+        events.publish(lifecycle(&agent, pid, "exited", details));
         let stopping = *stopped.borrow();
         if stopping {
             return;
@@ -266,7 +252,7 @@ async fn supervise(
         }
         if in_a_row >= spec.max_restarts {
             tracing::error!(agent = %agent.name, "crash loop: gave up after {in_a_row} restarts");
-            let _ = events.send(lifecycle(
+            events.publish(lifecycle(
                 &agent,
                 pid,
                 "gave-up",
@@ -280,7 +266,7 @@ async fn supervise(
         }
         in_a_row += 1;
         restarts.fetch_add(1, Ordering::Relaxed);
-        let _ = events.send(lifecycle(
+        events.publish(lifecycle(
             &agent,
             pid,
             "restarted",

@@ -5,13 +5,13 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::{cgroupfs, event::Event, kmsg};
+use crate::{bus::Bus, cgroupfs, event::Event, kmsg};
 
 /// What the watchers need to know of an agent (updated on every apply).
 #[derive(Debug, Clone)]
@@ -25,10 +25,6 @@ pub struct AgentView {
 
 pub type Agents = Arc<RwLock<Vec<AgentView>>>;
 
-fn now() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
-}
-
 fn event(
     kind: &str,
     agent: &AgentView,
@@ -38,33 +34,16 @@ fn event(
     details: serde_json::Value,
     coverage: &str,
 ) -> Event {
-    Event {
-        schema: crate::event::SCHEMA_VERSION,
-        kind: kind.to_owned(),
-        time: now(),
-        agent: agent.name.clone(),
-        cgroup: format!("/{}", agent.cgroup),
-        pid,
-        comm: comm.to_owned(),
-        op: op.to_owned(),
-        path: None,
-        destination: None,
-        device: None,
-        capability: None,
-        access: None,
-        decision: "kill".to_owned(),
-        coverage: coverage.to_owned(),
-        details: Some(details),
-    }
+    let mut event = Event::about(kind, &agent.name, &agent.cgroup, op, coverage);
+    event.pid = pid;
+    event.comm = comm.to_owned();
+    event.decision = "kill".to_owned();
+    event.details = Some(details);
+    event
 }
 
 /// Follows /dev/kmsg on a thread of its own and publishes each OOM kill of an agent's process.
-pub fn oom_kills(
-    root: PathBuf,
-    agents: Agents,
-    events: broadcast::Sender<Event>,
-    coverage: &'static str,
-) {
+pub fn oom_kills(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'static str) {
     let (kills, mut received) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         if let Err(err) = kmsg::follow(|kill| {
@@ -102,18 +81,13 @@ pub fn oom_kills(
                 "oom", &agent, kill.pid, &kill.comm, "oom-kill", details, coverage,
             );
             tracing::warn!(agent = %event.agent, pid = event.pid, comm = %event.comm, "OOM kill");
-            let _ = events.send(event);
+            events.publish(event);
         }
     });
 }
 
 /// Polls each agent's pids.events and publishes when forks were refused at pids.max.
-pub fn pids_limits(
-    root: PathBuf,
-    agents: Agents,
-    events: broadcast::Sender<Event>,
-    coverage: &'static str,
-) {
+pub fn pids_limits(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'static str) {
     tokio::spawn(async move {
         let mut seen: HashMap<String, u64> = HashMap::new();
         let mut ticks = tokio::time::interval(Duration::from_millis(500));
@@ -136,7 +110,7 @@ pub fn pids_limits(
                             json!({ "limit": agent.pids_max, "refused_forks": count - before });
                         let event = event("pids_max", &agent, 0, "", "fork", details, coverage);
                         tracing::warn!(agent = %event.agent, refused = count - before, "pids.max reached");
-                        let _ = events.send(event);
+                        events.publish(event);
                     }
                     _ => {}
                 }

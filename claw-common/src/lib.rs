@@ -146,6 +146,42 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
+/// Key of the THROTTLE map: one kind of report — an agent's cgroup, an operation, an object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ThrottleKey {
+    pub cgroup_id: u64,
+    pub object_hash: u64,
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// Value of the THROTTLE map: reports of one key sent in the current one-second window, and those
+/// suppressed since the key appeared (only ever grows; claw-agent reports the increase).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    pub window_start_ns: u64,
+    pub sent: u64,
+    pub suppressed: u64,
+}
+
+/// Value of the AGENT_EVENTS map, keyed by cgroup id: the agent's report budget window, and
+/// every report of the agent that did not reach the ring buffer, by cause. The counts only ever
+/// grow; claw-agent turns their increase into `throttled` and `lost` events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentEvents {
+    pub window_start_ns: u64,
+    pub sent: u64,
+    /// Repeats of one (operation, object) beyond the identical-report rate.
+    pub throttled_identical: u64,
+    /// Reports beyond the agent's budget per second.
+    pub throttled_budget: u64,
+    /// Reports that did not fit in the ring buffer.
+    pub lost: u64,
+}
+
 /// A rule-trie lookup key as the kernel takes it: the prefix length, then the key.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -233,6 +269,9 @@ pub struct RecordHeader {
     pub boot_time_ns: u64,
     /// cgroup v2 id (inode number) of the task's cgroup.
     pub cgroup_id: u64,
+    /// Hash of what the operation touched (path, destination, device): with `cgroup_id` and `op`
+    /// it names the ThrottleKey under which repeats of this report are counted.
+    pub object_hash: u64,
     /// Thread group id (what userspace calls the pid).
     pub pid: u32,
     pub ruleset: u32,
@@ -273,7 +312,7 @@ pub struct NetRecord {
 
 const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
-const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 40 + COMM_BYTES + 16);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 48 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
 const _: () = assert!(
@@ -281,9 +320,12 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 40 + COMM_BYTES);
-const _: () = assert!(core::mem::size_of::<FileRecord>() == 56 + 8 + EVENT_PATH_BYTES);
-const _: () = assert!(core::mem::size_of::<NetRecord>() == 56 + 24);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 48 + COMM_BYTES);
+const _: () = assert!(core::mem::size_of::<FileRecord>() == 64 + 8 + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRecord>() == 64 + 24);
+const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
+const _: () = assert!(core::mem::size_of::<RateState>() == 24);
+const _: () = assert!(core::mem::size_of::<AgentEvents>() == 40);
 
 #[cfg(feature = "user")]
 mod user {
@@ -298,4 +340,7 @@ mod user {
     unsafe impl aya::Pod for super::NetRuleValue {}
     unsafe impl aya::Pod for super::FileRecord {}
     unsafe impl aya::Pod for super::NetRecord {}
+    unsafe impl aya::Pod for super::ThrottleKey {}
+    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::AgentEvents {}
 }

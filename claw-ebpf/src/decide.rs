@@ -12,12 +12,14 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use claw_common::{
-    access, agent_flags, counter, decision, mode, record, AgentEntry, CpuState, FileRecord,
-    PathLookup, PathRuleKey, RecordHeader, EVENT_PATH_BYTES, RULE_PATH_BYTES,
+    access, agent_flags, counter, decision, mode, record, AgentEntry, CpuState, DeviceRecord,
+    FileRecord, NetRecord, PathLookup, PathRuleKey, RecordHeader, EVENT_PATH_BYTES,
+    RULE_PATH_BYTES,
 };
 
 use crate::{
     kernel::{offset, read, read_ptr},
+    throttle::{admit, count_lost, mix, HASH_SEED},
     AGENTS, CPU_STATE, EVENTS, FILE_RULES,
 };
 
@@ -193,16 +195,88 @@ pub unsafe fn resolve_path_walk(kernel_path: *const u8) -> Option<Resolved> {
     }
 }
 
-/// Queues `record` for claw-agent, or counts it lost when the ring buffer is full.
+/// A record that names what its operation touched, so that repeats of it can be counted.
+pub trait Report {
+    fn header_mut(&mut self) -> &mut RecordHeader;
+    fn object_hash(&self) -> u64;
+}
+
+impl Report for NetRecord {
+    fn header_mut(&mut self) -> &mut RecordHeader {
+        &mut self.header
+    }
+
+    #[inline(always)]
+    fn object_hash(&self) -> u64 {
+        let [high, low] = [&self.address[..8], &self.address[8..]]
+            .map(|half| half.iter().fold(0u64, |word, b| word << 8 | u64::from(*b)));
+        let rest =
+            u64::from(self.port) | u64::from(self.protocol) << 16 | u64::from(self.family) << 24;
+        mix(mix(mix(HASH_SEED, high), low), rest)
+    }
+}
+
+impl Report for DeviceRecord {
+    fn header_mut(&mut self) -> &mut RecordHeader {
+        &mut self.header
+    }
+
+    #[inline(always)]
+    fn object_hash(&self) -> u64 {
+        let kind = u64::from(self.kind) << 32 | u64::from(self.access);
+        let number = u64::from(self.major) << 32 | u64::from(self.minor);
+        mix(mix(HASH_SEED, kind), number)
+    }
+}
+
+/// Queues `record` for claw-agent unless it is throttled; counts it lost when the ring buffer is
+/// full.
 #[inline(always)]
-pub fn emit<T: 'static>(record: T) {
+pub fn emit<T: Report + 'static>(mut record: T) {
+    let object_hash = record.object_hash();
+    let header = record.header_mut();
+    header.object_hash = object_hash;
+    let (cgroup_id, op) = (header.cgroup_id, header.op);
+    if !admit(cgroup_id, op, object_hash) {
+        return;
+    }
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(record);
             entry.submit(0);
         }
-        None => count(counter::EVENTS_LOST),
+        None => {
+            count(counter::EVENTS_LOST);
+            count_lost(cgroup_id);
+        }
     }
+}
+
+/// Words of a reported path that tell it apart from others for counting repeats; longer paths
+/// that share their first 512 bytes and their length are counted together.
+const HASHED_PATH_WORDS: usize = 64;
+
+/// The hash of the first `len` bytes of `path` (what the kernel wrote; bytes after are stale).
+///
+/// # Safety
+/// `path` points to EVENT_PATH_BYTES readable bytes.
+#[inline(always)]
+unsafe fn path_hash(path: *const u8, len: usize) -> u64 {
+    let words = path.cast::<u64>();
+    let mut hash = mix(HASH_SEED, len as u64);
+    for i in 0..HASHED_PATH_WORDS {
+        if i * 8 >= len {
+            break;
+        }
+        // SAFETY: i < 64 words stays inside the path, as the caller guarantees.
+        let mut word = unsafe { words.add(i).read_unaligned() };
+        let kept = len - i * 8;
+        if kept < 8 {
+            word &= (1u64 << (kept * 8)) - 1;
+        }
+        hash = mix(hash, word);
+    }
+    hash
 }
 
 /// The root itself is "/"; otherwise the components already start with "/".
@@ -366,6 +440,7 @@ pub fn header(
         // SAFETY: helpers without preconditions.
         boot_time_ns: unsafe { bpf_ktime_get_boot_ns() },
         cgroup_id,
+        object_hash: 0,
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         ruleset: agent.ruleset,
         decision,
@@ -385,6 +460,7 @@ pub fn report_file(
 ) {
     let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
         count(counter::EVENTS_LOST);
+        count_lost(cgroup_id);
         return;
     };
     let record = entry.as_mut_ptr();
@@ -393,27 +469,37 @@ pub fn report_file(
     unsafe {
         (*record).header = header(record::FILE, op, cgroup_id, agent, decision, need);
         (*record)._pad = 0;
-        match reported {
+        let object_hash = match reported {
             Reported::Path(resolved) => {
-                (*record).path_len = core::cmp::min(resolved.len, EVENT_PATH_BYTES) as i32;
+                let len = core::cmp::min(resolved.len, EVENT_PATH_BYTES);
+                (*record).path_len = len as i32;
                 bpf_probe_read_kernel(
                     (*record).path.as_mut_ptr().cast::<c_void>(),
                     EVENT_PATH_BYTES as u32,
                     resolved.start.cast::<c_void>(),
                 );
+                path_hash((*record).path.as_ptr(), len)
             }
             Reported::Unresolved => {
                 (*record).path_len = -1;
                 (*record).path[0] = 0;
+                mix(HASH_SEED, 1)
             }
             Reported::Anonymous => {
                 (*record).path_len = 0;
                 (*record).path[0] = 0;
+                mix(HASH_SEED, 0)
             }
             Reported::Nothing => {
                 (*record).path_len = -2;
                 (*record).path[0] = 0;
+                mix(HASH_SEED, 2)
             }
+        };
+        (*record).header.object_hash = object_hash;
+        if !admit(cgroup_id, op, object_hash) {
+            entry.discard(0);
+            return;
         }
     }
     entry.submit(0);

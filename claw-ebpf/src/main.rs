@@ -2,6 +2,9 @@
 //! compiler fills, answer allow or deny, and report what no rule allowed through EVENTS.
 #![no_std]
 #![no_main]
+// atomic_xadd: counters that several CPUs add to (see throttle.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod confine;
 mod decide;
@@ -11,12 +14,16 @@ mod file;
 mod kernel;
 mod net;
 mod path;
+mod throttle;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use claw_common::{AgentEntry, CpuState, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey};
+use claw_common::{
+    AgentEntry, AgentEvents, CpuState, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey, RateState,
+    ThrottleKey,
+};
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
 /// means "not an agent".
@@ -38,6 +45,15 @@ static DEVICE_RULES: HashMap<DeviceKey, u8> = HashMap::with_max_entries(1 << 14,
 /// Decisions on their way to claw-agent.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// cgroup id -> the agent's report budget and counts of reports throttled or lost.
+#[map]
+static AGENT_EVENTS: HashMap<u64, AgentEvents> = HashMap::with_max_entries(8192, 0);
+
+/// (agent, operation, object) -> repeats sent this second and suppressed so far. LRU: an evicted
+/// key's later repeats still count in AGENT_EVENTS.
+#[map]
+static THROTTLE: LruHashMap<ThrottleKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

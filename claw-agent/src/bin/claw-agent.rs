@@ -3,7 +3,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use claw_agent::{btf::VMLINUX_BTF, daemon, enforcer::LSM_LIST, protocol::DEFAULT_SOCKET};
+use claw_agent::{
+    btf::VMLINUX_BTF, daemon, enforcer::LSM_LIST, ingest::ReportLimits, protocol::DEFAULT_SOCKET,
+};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Enforce a claw policy in the kernel (BPF LSM) and stream its denials.
@@ -42,6 +44,14 @@ struct Args {
     /// Size at which the audit log rotates, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     audit_max_mib: u64,
+    /// Reports per second of one agent's identical denials (same operation, same object); the
+    /// rest are counted in the kernel and summarised each second. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    identical_events_per_second: u64,
+    /// Reports per second of one agent, whatever they are; the rest are counted in the kernel
+    /// and summarised, so one agent cannot crowd out the others' events. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    agent_events_per_second: u64,
 }
 
 #[tokio::main]
@@ -64,6 +74,10 @@ async fn main() -> ExitCode {
         allow_missing_limits: args.allow_missing_limits,
         audit_log: args.audit_log,
         audit_max_bytes: args.audit_max_mib << 20,
+        report_limits: ReportLimits {
+            identical_per_second: args.identical_events_per_second,
+            agent_per_second: args.agent_events_per_second,
+        },
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::bail;
@@ -47,13 +48,15 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Also show events of these kinds: oom (OOM kills), pids_max (refused forks),
-        /// lifecycle (supervised processes).
+        /// lifecycle (supervised processes), policy (applies). Throttled summaries and lost
+        /// counts are always shown.
         #[arg(long, value_name = "KIND", value_delimiter = ',')]
         include: Vec<String>,
         #[command(flatten)]
         only: Only,
     },
-    /// Every event, of every kind: deny, audit, oom, pids_max, lifecycle.
+    /// Every event, of every kind: deny, audit, throttled, lost, oom, pids_max, lifecycle,
+    /// policy.
     Events {
         /// Keep printing new events until interrupted.
         #[arg(long, required = true)]
@@ -107,12 +110,28 @@ struct Only {
     /// Only these operations (open, exec, connect, oom-kill, ...).
     #[arg(long, value_name = "OP", value_delimiter = ',')]
     op: Vec<String>,
+    /// First replay, from the audit log, the events since this long ago (`10m`, `2h`) or this
+    /// time (`2026-11-22T10:00:00Z`).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<SystemTime>,
+}
+
+fn parse_since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("`{text}` reaches before 1970"));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!("`{text}` is neither a duration (10m, 2h, 1d) nor a time (2026-11-22T10:00:00Z)")
+    })
 }
 
 impl Only {
     fn admits(&self, event: &Event) -> bool {
         (self.agent.is_empty() || self.agent.contains(&event.agent))
-            && (self.op.is_empty() || self.op.contains(&event.op))
+            // `*`: counts over all of an agent's operations (throttled, lost) concern every op.
+            && (self.op.is_empty() || event.op == "*" || self.op.contains(&event.op))
     }
 }
 
@@ -149,14 +168,16 @@ fn main() -> ExitCode {
             json,
             include,
             only,
-        } => follow(socket, json, |e| {
-            (e.kind == "deny" || e.kind == "audit" || include.contains(&e.kind)) && only.admits(e)
+        } => follow(socket, "denials", json, only.since, |e| {
+            (["deny", "audit", "throttled", "lost"].contains(&e.kind.as_str())
+                || include.contains(&e.kind))
+                && only.admits(e)
         }),
         Command::Events {
             follow: _,
             json,
             only,
-        } => self::follow(socket, json, |e| only.admits(e)),
+        } => self::follow(socket, "events", json, only.since, |e| only.admits(e)),
         Command::Policy { command } => match command {
             PolicyCommand::Check { file } => check(&file),
             PolicyCommand::Apply { file } => apply(socket, &file),
@@ -347,34 +368,109 @@ fn print_status(status: &Status) {
     );
 }
 
-/// Prints the events `wanted` picks, as they come.
-fn follow(socket: &Path, json: bool, wanted: impl Fn(&Event) -> bool) -> anyhow::Result<()> {
-    let mut connection = Connection::open(socket, &Request::Follow {})?;
+/// How often a follower tries to reach a daemon that went away.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// Prints the events `wanted` picks, as they come. When claw-agent restarts, reconnects and
+/// resumes after the last event seen (the daemon replays the gap from its audit log, or says
+/// how many events it cannot replay).
+fn follow(
+    socket: &Path,
+    what: &str,
+    json: bool,
+    since: Option<SystemTime>,
+    wanted: impl Fn(&Event) -> bool,
+) -> anyhow::Result<()> {
+    let mut request = Request::Follow {
+        after: None,
+        since: since.map(|t| humantime::format_rfc3339_nanos(t).to_string()),
+    };
+    let mut connection = Connection::open(socket, &request)?;
     let mut stdout = std::io::stdout().lock();
-    while let Some(reply) = connection.next_reply()? {
-        match reply {
-            Reply::Subscribed => eprintln!("clawctl: following denials from {}", socket.display()),
-            Reply::Event { event } if !wanted(&event) => {}
-            Reply::Event { event } => {
-                if json {
-                    serde_json::to_writer(&mut stdout, &event)?;
-                    writeln!(stdout)?;
-                } else {
-                    writeln!(stdout, "{}", human_line(&event))?;
+    let mut last_seq = None;
+    loop {
+        while let Some(reply) = connection.next_reply().unwrap_or(None) {
+            match reply {
+                Reply::Subscribed => {
+                    eprintln!("clawctl: following {what} from {}", socket.display())
                 }
-                stdout.flush()?;
+                Reply::Event { event } => {
+                    last_seq = Some(event.seq);
+                    if !wanted(&event) {
+                        continue;
+                    }
+                    if json {
+                        serde_json::to_writer(&mut stdout, &event)?;
+                        writeln!(stdout)?;
+                    } else {
+                        writeln!(stdout, "{}", human_line(&event))?;
+                    }
+                    stdout.flush()?;
+                }
+                Reply::Lost { count } => {
+                    eprintln!("clawctl: LOST {count} events: this client fell behind claw-agent, or they are not in its audit log")
+                }
+                Reply::Error { message } => bail!("claw-agent: {message}"),
+                other => bail!("unexpected reply while following: {other:?}"),
             }
-            Reply::Lost { count } => {
-                eprintln!("clawctl: LOST {count} events: this client fell behind claw-agent")
-            }
-            Reply::Error { message } => bail!("claw-agent: {message}"),
-            other => bail!("unexpected reply while following: {other:?}"),
         }
+        eprintln!("clawctl: claw-agent closed the connection; reconnecting");
+        request = Request::Follow {
+            after: last_seq,
+            since: match request {
+                Request::Follow { since, .. } if last_seq.is_none() => since,
+                _ => None,
+            },
+        };
+        connection = loop {
+            match Connection::open(socket, &request) {
+                Ok(connection) => break connection,
+                Err(_) => std::thread::sleep(RECONNECT_EVERY),
+            }
+        };
     }
-    bail!("claw-agent closed the connection (did it stop?)")
 }
 
 fn human_line(e: &Event) -> String {
+    let count = |key: &str| {
+        e.details
+            .as_ref()
+            .and_then(|d| d.get(key)?.as_u64())
+            .unwrap_or(0)
+    };
+    match e.kind.as_str() {
+        "throttled" => {
+            let reason = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("reason")?.as_str())
+                .unwrap_or("");
+            let what = match reason {
+                "agent-budget" => "of its events over its budget".to_owned(),
+                _ => format!(
+                    "identical {} {}",
+                    e.op,
+                    e.object().unwrap_or("(objects not recorded)")
+                ),
+            };
+            return format!(
+                "{}  {}  THROTTLED  +{} more {what} ({}) in the last second",
+                e.time,
+                e.agent,
+                count("suppressed"),
+                e.decision
+            );
+        }
+        "lost" => {
+            return format!(
+                "{}  {}  LOST {} events (ring buffer full)",
+                e.time,
+                e.agent,
+                count("lost")
+            )
+        }
+        _ => {}
+    }
     if let Some(details) = &e.details {
         return format!(
             "{}  {}  pid={} comm={}  {} {}  {details}",

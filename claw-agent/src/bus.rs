@@ -1,0 +1,128 @@
+//! The event bus: every event the daemon publishes gets the next sequence number, then goes to
+//! every subscriber (followers, the audit log, forwarders, metrics). The numbers continue across
+//! restarts (from the audit log), so a follower that reconnects can ask for what it missed.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Mutex,
+};
+
+use tokio::sync::broadcast;
+
+use crate::event::Event;
+
+/// Events buffered for each subscriber before the slowest is told it lost some.
+pub const SUBSCRIBER_BUFFER: usize = 4096;
+
+pub struct Bus {
+    sender: broadcast::Sender<Event>,
+    /// The next sequence number; the lock also orders sends, so that subscribers see numbers
+    /// rising by one.
+    next: Mutex<u64>,
+    lost: [AtomicU64; Stage::ALL.len()],
+}
+
+/// Where along the way events were lost (each is also reported where it happened: a `lost`
+/// event, a follower's `lost` marker, an audit log record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The ring buffer was full (counted by the programs, per agent).
+    Kernel,
+    /// A kernel record the daemon could not decode.
+    Decode,
+    /// A follower (`clawctl deny-log --follow`) fell behind.
+    Follower,
+    /// The audit log writer fell behind or could not write.
+    Audit,
+    /// A forwarder's spool overflowed.
+    Forward,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Kernel,
+        Stage::Decode,
+        Stage::Follower,
+        Stage::Audit,
+        Stage::Forward,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Kernel => "kernel",
+            Stage::Decode => "decode",
+            Stage::Follower => "follower",
+            Stage::Audit => "audit",
+            Stage::Forward => "forward",
+        }
+    }
+}
+
+impl Bus {
+    /// A bus whose first event gets `first_seq`.
+    pub fn new(first_seq: u64) -> Self {
+        Self::with_capacity(first_seq, SUBSCRIBER_BUFFER)
+    }
+
+    /// A bus that buffers `capacity` events for each subscriber.
+    pub fn with_capacity(first_seq: u64, capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(capacity).0,
+            next: Mutex::new(first_seq),
+            lost: Default::default(),
+        }
+    }
+
+    pub fn publish(&self, mut event: Event) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        event.seq = *next;
+        *next += 1;
+        // No subscriber yet is not an error: the daemon's own log has every event.
+        let _ = self.sender.send(event);
+    }
+
+    /// A subscription, and the sequence number of the first event it will receive: earlier ones
+    /// are in the audit log.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        (self.sender.subscribe(), *next)
+    }
+
+    /// Subscribers now (followers, the audit log writer, forwarders).
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `count` events lost at `stage`.
+    pub fn count_lost(&self, stage: Stage, count: u64) {
+        self.lost[stage as usize].fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn lost(&self, stage: Stage) -> u64 {
+        self.lost[stage as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::sample;
+
+    #[tokio::test]
+    async fn events_are_numbered_in_the_order_subscribers_see_them() {
+        let bus = Bus::new(7);
+        bus.publish(sample("deny"));
+        let (mut events, first) = bus.subscribe();
+        assert_eq!(first, 8);
+        bus.publish(sample("deny"));
+        bus.publish(sample("oom"));
+        assert_eq!(events.recv().await.unwrap().seq, 8);
+        let second = events.recv().await.unwrap();
+        assert_eq!((second.seq, second.kind.as_str()), (9, "oom"));
+    }
+}
