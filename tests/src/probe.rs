@@ -84,6 +84,7 @@ pub fn run(args: &[String]) -> ExitCode {
             .map(drop),
         ("sendto", 2) => sendto(arg(1)),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
+        ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4)),
         ("time-open", 3) => return time_open(arg(1), arg(2)),
         ("time-open-landlock", n) if n >= 4 => {
             if let Err(err) = landlock_read_only(&args[3..]) {
@@ -252,6 +253,45 @@ fn open_loop(allowed: &str, other: &str, count: &str) -> ExitCode {
     for ((label, code), n) in outcomes {
         println!("{label} {code} {n}");
     }
+    ExitCode::SUCCESS
+}
+
+/// Connects to HOST:PORT for PORT in FIRST..FIRST+PORTS, round and round, until COUNT attempts or
+/// SECONDS have passed; prints `denied N other M` (EPERM, any other outcome).
+fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str) -> ExitCode {
+    let Some((host, first)) = host.rsplit_once(':') else {
+        eprintln!("probe: connect-storm wants HOST:FIRST_PORT");
+        return ExitCode::from(2);
+    };
+    let (first, ports, count, seconds): (u16, u16, u64, u64) = match (
+        first.parse(),
+        ports.parse(),
+        count.parse(),
+        seconds.parse(),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) if b > 0 => (a, b, c, d),
+        _ => {
+            eprintln!("probe: connect-storm HOST:FIRST_PORT PORTS COUNT SECONDS, numbers");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        eprintln!("probe: connect-storm: `{host}` is not an address");
+        return ExitCode::from(2);
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let (mut denied, mut other) = (0u64, 0u64);
+    for attempt in 0..count {
+        if attempt % 256 == 0 && std::time::Instant::now() > deadline {
+            break;
+        }
+        let port = first.wrapping_add((attempt % u64::from(ports)) as u16);
+        match TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(1)) {
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => denied += 1,
+            _ => other += 1,
+        }
+    }
+    println!("denied {denied} other {other}");
     ExitCode::SUCCESS
 }
 

@@ -1,0 +1,284 @@
+//! The event pipeline on this host, driven by connect denials (the cgroup network programs load
+//! here): repeats throttled in the kernel and counted exactly, one agent's storm not crowding out
+//! another's events, followers resuming across a daemon restart and looking back.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead as _, BufReader},
+    process::Child,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{probe, probe_output, Host, EPERM};
+use serde_json::Value;
+
+/// Lines of a clawctl child's stdout, parsed, as they arrive.
+fn json_lines(child: &mut Child) -> mpsc::Receiver<Value> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for clawctl's "following ..." notice on stderr, then keeps reading its notices (a
+/// closed stderr would end it with SIGPIPE at its next one).
+fn subscribed(child: &mut Child) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut notice = String::new();
+    stderr.read_line(&mut notice).unwrap();
+    assert!(notice.contains("following"), "{notice}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+}
+
+/// Each agent's decisions as the events account for them: deny events, plus repeats summarised
+/// as throttled, plus reports lost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Accounted {
+    denied: u64,
+    throttled: u64,
+    lost: u64,
+}
+
+impl Accounted {
+    fn total(&self) -> u64 {
+        self.denied + self.throttled + self.lost
+    }
+}
+
+fn count(event: &Value, key: &str) -> u64 {
+    event["details"][key].as_u64().unwrap_or(0)
+}
+
+/// Reads events until `done` says the accounts are complete or `timeout` passes.
+fn account(
+    events: &mpsc::Receiver<Value>,
+    timeout: Duration,
+    seen: &mut Vec<Value>,
+    done: impl Fn(&HashMap<String, Accounted>) -> bool,
+) -> HashMap<String, Accounted> {
+    let mut accounts: HashMap<String, Accounted> = HashMap::new();
+    for event in seen.iter() {
+        add(&mut accounts, event);
+    }
+    let deadline = Instant::now() + timeout;
+    while !done(&accounts) {
+        let Ok(event) = events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        else {
+            break;
+        };
+        add(&mut accounts, &event);
+        seen.push(event);
+    }
+    accounts
+}
+
+fn add(accounts: &mut HashMap<String, Accounted>, event: &Value) {
+    let Some(agent) = event["agent"].as_str() else {
+        return;
+    };
+    let account = accounts.entry(agent.to_owned()).or_default();
+    match event["kind"].as_str() {
+        Some("deny") => account.denied += 1,
+        Some("throttled") => account.throttled += count(event, "suppressed"),
+        Some("lost") => account.lost += count(event, "lost"),
+        _ => {}
+    }
+}
+
+fn storm(args: &[&str], cgroup: &std::path::Path) -> u64 {
+    let (code, out) = probe_output(args, Some(cgroup));
+    assert_eq!(code, 0, "probe {args:?}: {out}");
+    let denied = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("probe printed {out}"));
+    assert!(out.ends_with("other 0\n"), "{out}");
+    denied
+}
+
+#[test]
+fn repeats_are_throttled_in_the_kernel_and_counted_exactly() {
+    let mut host = Host::new("throttle");
+    let (relative, noisy) = host.agent("noisy");
+    let policy = host.policy(&format!(
+        "agents:\n  - name: noisy\n    cgroup: {relative}\n"
+    ));
+    host.start(&policy, &[]);
+    let mut follower = host.clawctl_child(&["events", "--follow", "--json", "--agent", "noisy"]);
+    subscribed(&mut follower);
+    let events = json_lines(&mut follower);
+
+    let attempts = storm(&["connect-storm", "127.0.0.1:9", "1", "20000", "60"], &noisy);
+    assert_eq!(attempts, 20000);
+    let mut seen = Vec::new();
+    let accounts = account(&events, Duration::from_secs(20), &mut seen, |a| {
+        a.get("noisy").map_or(0, Accounted::total) >= attempts
+    });
+    let noisy_account = accounts.get("noisy").copied().unwrap_or_default();
+    assert_eq!(
+        noisy_account.total(),
+        attempts,
+        "every denial is an event or part of a count: {noisy_account:?}"
+    );
+    assert!(
+        noisy_account.denied < attempts / 10,
+        "identical denials were not throttled: {noisy_account:?}"
+    );
+    let summary = seen
+        .iter()
+        .find(|e| e["kind"] == "throttled")
+        .expect("a throttled summary");
+    assert_eq!(summary["destination"], "127.0.0.1:9/tcp", "{summary}");
+    assert_eq!(summary["op"], "connect", "{summary}");
+    assert_eq!(summary["details"]["reason"], "identical", "{summary}");
+
+    // The human form says how many more, of what.
+    let mut human = host.clawctl_child(&["deny-log", "--follow", "--agent", "noisy"]);
+    subscribed(&mut human);
+    let lines = json_lines(&mut human);
+    storm(&["connect-storm", "127.0.0.1:9", "1", "2000", "60"], &noisy);
+    let line = (0..100)
+        .filter_map(|_| lines.recv_timeout(Duration::from_secs(5)).ok())
+        .find_map(|l| l.as_str().filter(|l| l.contains("THROTTLED")).map(str::to_owned))
+        .expect("a THROTTLED line");
+    assert!(
+        line.contains("more identical connect 127.0.0.1:9/tcp (deny) in the last second"),
+        "{line}"
+    );
+    human.kill().unwrap();
+    human.wait().unwrap();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
+
+#[test]
+fn a_storming_agent_does_not_crowd_out_another() {
+    let mut host = Host::new("storm");
+    let (storm_relative, storm_cgroup) = host.agent("storm");
+    let (quiet_relative, quiet_cgroup) = host.agent("quiet");
+    let policy = host.policy(&format!(
+        "agents:\n  - name: storm\n    cgroup: {storm_relative}\n  - name: quiet\n    cgroup: {quiet_relative}\n"
+    ));
+    host.start(&policy, &[]);
+    let mut follower = host.clawctl_child(&["events", "--follow", "--json"]);
+    subscribed(&mut follower);
+    let events = json_lines(&mut follower);
+
+    // Distinct ports: no two denials identical, so only the agent's budget holds the storm.
+    let storming = {
+        let cgroup = storm_cgroup.clone();
+        std::thread::spawn(move || {
+            storm(
+                &["connect-storm", "127.0.0.1:20000", "30000", "100000000", "6"],
+                &cgroup,
+            )
+        })
+    };
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            probe(&["connect", "127.0.0.1:9"], Some(&quiet_cgroup)),
+            EPERM
+        );
+    }
+    let stormed = storming.join().unwrap();
+    assert!(stormed > 1000, "the storm made only {stormed} denials");
+    let mut seen = Vec::new();
+    let accounts = account(&events, Duration::from_secs(20), &mut seen, |a| {
+        a.get("storm").map_or(0, Accounted::total) >= stormed
+            && a.get("quiet").is_some_and(|q| q.denied >= 5)
+    });
+    let quiet = accounts.get("quiet").copied().unwrap_or_default();
+    assert_eq!(
+        quiet,
+        Accounted {
+            denied: 5,
+            throttled: 0,
+            lost: 0
+        },
+        "every one of the quiet agent's denials arrives"
+    );
+    let storm_account = accounts.get("storm").copied().unwrap_or_default();
+    assert_eq!(storm_account.total(), stormed, "{storm_account:?}");
+    let budget_summaries = seen
+        .iter()
+        .filter(|e| e["kind"] == "throttled" && e["details"]["reason"] == "agent-budget")
+        .count();
+    assert!(budget_summaries > 0, "the storm never hit its budget");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
+
+#[test]
+fn followers_resume_across_a_daemon_restart_and_look_back() {
+    let mut host = Host::new("resume");
+    let (relative, agent) = host.agent("a");
+    let policy = host.policy(&format!("agents:\n  - name: a\n    cgroup: {relative}\n"));
+    host.start(&policy, &[]);
+    let mut follower = host.clawctl_child(&["events", "--follow", "--json"]);
+    subscribed(&mut follower);
+    let events = json_lines(&mut follower);
+    let until = |destination: &str| {
+        let mut received = Vec::new();
+        while !received
+            .last()
+            .is_some_and(|e: &Value| e["destination"] == destination)
+        {
+            received.push(
+                events
+                    .recv_timeout(Duration::from_secs(15))
+                    .unwrap_or_else(|_| panic!("no {destination} after {received:?}")),
+            );
+        }
+        received
+    };
+    assert_eq!(probe(&["connect", "127.0.0.1:9"], Some(&agent)), EPERM);
+    let mut received = until("127.0.0.1:9/tcp");
+
+    assert!(host.stop().success());
+    host.start(&policy, &[]);
+    assert_eq!(probe(&["connect", "127.0.0.1:10"], Some(&agent)), EPERM);
+    received.extend(until("127.0.0.1:10/tcp"));
+    let numbers: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(numbers.len(), received.len());
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbering continues without a gap across the restart: {numbers:?}"
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // A new follower looks back through the audit log, then follows.
+    let mut late = host.clawctl_child(&[
+        "deny-log", "--follow", "--json", "--op", "connect", "--since", "1h",
+    ]);
+    subscribed(&mut late);
+    let replayed = json_lines(&mut late);
+    let destinations: Vec<Value> = (0..2)
+        .map(|_| replayed.recv_timeout(Duration::from_secs(10)).unwrap()["destination"].clone())
+        .collect();
+    assert_eq!(destinations, ["127.0.0.1:9/tcp", "127.0.0.1:10/tcp"]);
+    late.kill().unwrap();
+    late.wait().unwrap();
+    let verify = std::process::Command::new(common::sibling("clawctl"))
+        .args(["audit", "verify"])
+        .arg(&host.audit_log)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
