@@ -351,6 +351,7 @@ pub mod tests {
             boot_time_ns: 1_500_000_000,
             cgroup_id: 77,
             object_hash: 0,
+            repeats_before: 0,
             pid: 4242,
             ruleset: 5,
             decision,

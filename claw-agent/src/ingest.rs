@@ -67,8 +67,9 @@ impl Accounting {
         self.agents.insert(cgroup_id, counts);
     }
 
-    /// Follows the key of a report that arrived; `suppressed` is its count now.
-    pub fn learn(&mut self, header: &RecordHeader, event: &Event, suppressed: u64) {
+    /// Follows the key of a report that arrived, counting its repeats from those the kernel had
+    /// when it sent the report (earlier ones are the agent's to report, without their object).
+    pub fn learn(&mut self, header: &RecordHeader, event: &Event) {
         let key = key_of(header);
         if self.keys.len() >= MAX_TRACKED_KEYS || self.keys.contains_key(&key) {
             return;
@@ -77,24 +78,26 @@ impl Accounting {
             key,
             Tracked {
                 template: event.clone(),
-                reported: suppressed,
+                reported: header.repeats_before,
             },
         );
     }
 
-    pub fn is_tracked(&self, header: &RecordHeader) -> bool {
+    #[cfg(test)]
+    fn is_tracked(&self, header: &RecordHeader) -> bool {
         self.keys.contains_key(&key_of(header))
     }
 
     /// Summaries of every followed key whose repeats grew; `read` gives a key's kernel state
     /// (None once the kernel evicted it). Each summary's count is added to its agent's reported
-    /// repeats.
+    /// repeats. Also the idle keys no longer followed, whose kernel entries the caller removes.
     pub fn key_summaries(
         &mut self,
         now_ns: u64,
         read: impl Fn(&ThrottleKey) -> Option<RateState>,
-    ) -> Vec<Event> {
+    ) -> (Vec<Event>, Vec<ThrottleKey>) {
         let mut summaries = Vec::new();
+        let mut idle = Vec::new();
         let mut attributed: HashMap<u64, u64> = HashMap::new();
         self.keys.retain(|key, tracked| {
             let Some(state) = read(key) else {
@@ -116,7 +119,11 @@ impl Accounting {
                 }));
                 summaries.push(summary);
             }
-            grown > 0 || now_ns.saturating_sub(state.window_start_ns) < IDLE_KEY_NS
+            let follow = grown > 0 || now_ns.saturating_sub(state.window_start_ns) < IDLE_KEY_NS;
+            if !follow {
+                idle.push(*key);
+            }
+            follow
         });
         for (cgroup_id, count) in attributed {
             self.agents
@@ -124,7 +131,7 @@ impl Accounting {
                 .or_default()
                 .throttled_identical += count;
         }
-        summaries
+        (summaries, idle)
     }
 
     /// Summaries of what grew in an agent's counts (read before the keys were): reports over
@@ -230,8 +237,9 @@ pub async fn run(
     let KernelEvents {
         ring,
         agent_events,
-        throttle,
+        mut throttle,
     } = kernel;
+
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // and it lives inside the AsyncFd.
     let mut ring = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
@@ -262,12 +270,7 @@ pub async fn run(
                 while let Some(item) = buffer.next() {
                     match event::decode_with_header(&item, &identities, offset, coverage) {
                         Ok((header, event)) => {
-                            if !accounting.is_tracked(&header) {
-                                let suppressed = throttle
-                                    .get(&key_of(&header), 0)
-                                    .map_or(0, |state| state.suppressed);
-                                accounting.learn(&header, &event, suppressed);
-                            }
+                            accounting.learn(&header, &event);
                             tracing::debug!(
                                 kind = %event.kind, agent = %event.agent, pid = event.pid,
                                 comm = %event.comm, op = %event.op,
@@ -289,8 +292,11 @@ pub async fn run(
                 let agents: Vec<(u64, AgentEvents)> =
                     agent_events.iter().filter_map(Result::ok).collect();
                 let now_ns = event::boot_time_ns();
-                let mut summaries =
+                let (mut summaries, idle) =
                     accounting.key_summaries(now_ns, |key| throttle.get(key, 0).ok());
+                for key in idle {
+                    let _ = throttle.remove(&key);
+                }
                 let identities = identities.read().unwrap_or_else(|p| p.into_inner()).clone();
                 for (cgroup_id, counts) in agents {
                     summaries.extend(accounting.agent_summaries(cgroup_id, counts, &identities));
@@ -330,6 +336,7 @@ mod tests {
             boot_time_ns: 0,
             cgroup_id: 77,
             object_hash,
+            repeats_before: 0,
             pid: 1,
             ruleset: 5,
             decision: 1,
@@ -359,27 +366,27 @@ mod tests {
     #[test]
     fn repeats_are_summarised_once_with_their_object() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(9), &sample("deny"), 0);
+        accounting.learn(&header(9), &sample("deny"));
         let state = RefCell::new(RateState {
             window_start_ns: 1_000,
             sent: 10,
             suppressed: 12_345,
         });
         let read = |_: &ThrottleKey| Some(*state.borrow());
-        let summaries = accounting.key_summaries(2_000, read);
+        let (summaries, _) = accounting.key_summaries(2_000, read);
         assert_eq!(summaries.len(), 1);
         assert_eq!(summaries[0].kind, "throttled");
         assert_eq!(summaries[0].path.as_deref(), Some("/etc/shadow"));
         assert_eq!(suppressed(&summaries), 12_345);
-        assert!(accounting.key_summaries(2_000, read).is_empty());
+        assert!(accounting.key_summaries(2_000, read).0.is_empty());
         state.borrow_mut().suppressed += 5;
-        assert_eq!(suppressed(&accounting.key_summaries(2_000, read)), 5);
+        assert_eq!(suppressed(&accounting.key_summaries(2_000, read).0), 5);
     }
 
     #[test]
     fn agent_counts_cover_what_keys_do_not_and_nothing_twice() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(9), &sample("deny"), 0);
+        accounting.learn(&header(9), &sample("deny"));
         // When the agent was read it had 30 repeats: 20 of the followed key, 10 of a key the
         // kernel evicted. By the time the key is read it has 25 (5 more since).
         let agent = AgentEvents {
@@ -395,7 +402,7 @@ mod tests {
                 suppressed: 25,
             })
         };
-        let keys = accounting.key_summaries(0, read);
+        let (keys, _) = accounting.key_summaries(0, read);
         assert_eq!(suppressed(&keys), 25);
         let agents = accounting.agent_summaries(77, agent, &identities());
         assert_eq!(Accounting::lost_in(&agents), 3);
@@ -408,7 +415,7 @@ mod tests {
             throttled_identical: 35,
             ..agent
         };
-        assert!(accounting.key_summaries(0, read).is_empty());
+        assert!(accounting.key_summaries(0, read).0.is_empty());
         assert_eq!(
             suppressed(&accounting.agent_summaries(77, later, &identities())),
             5
@@ -419,10 +426,26 @@ mod tests {
     }
 
     #[test]
+    fn a_key_counts_from_the_repeats_its_first_report_carried() {
+        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut first = header(9);
+        first.repeats_before = 95;
+        accounting.learn(&first, &sample("deny"));
+        let read = |_: &ThrottleKey| {
+            Some(RateState {
+                window_start_ns: 0,
+                sent: 1,
+                suppressed: 100,
+            })
+        };
+        assert_eq!(suppressed(&accounting.key_summaries(0, read).0), 5);
+    }
+
+    #[test]
     fn evicted_and_idle_keys_are_no_longer_followed() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(1), &sample("deny"), 0);
-        accounting.learn(&header(2), &sample("deny"), 0);
+        accounting.learn(&header(1), &sample("deny"));
+        accounting.learn(&header(2), &sample("deny"));
         let read = |key: &ThrottleKey| {
             (key.object_hash == 2).then_some(RateState {
                 window_start_ns: 0,
@@ -430,10 +453,12 @@ mod tests {
                 suppressed: 0,
             })
         };
-        accounting.key_summaries(IDLE_KEY_NS - 1, read);
+        let (_, idle) = accounting.key_summaries(IDLE_KEY_NS - 1, read);
+        assert!(idle.is_empty(), "an evicted key needs no removal");
         assert!(!accounting.is_tracked(&header(1)));
         assert!(accounting.is_tracked(&header(2)));
-        accounting.key_summaries(IDLE_KEY_NS, read);
+        let (_, idle) = accounting.key_summaries(IDLE_KEY_NS, read);
+        assert_eq!(idle, [key_of(&header(2))]);
         assert!(!accounting.is_tracked(&header(2)));
     }
 

@@ -272,6 +272,9 @@ pub struct RecordHeader {
     /// Hash of what the operation touched (path, destination, device): with `cgroup_id` and `op`
     /// it names the ThrottleKey under which repeats of this report are counted.
     pub object_hash: u64,
+    /// Repeats of this key the kernel had counted (suppressed) when it sent this record: what
+    /// claw-agent counts the key's later summaries from.
+    pub repeats_before: u64,
     /// Thread group id (what userspace calls the pid).
     pub pid: u32,
     pub ruleset: u32,
@@ -312,7 +315,7 @@ pub struct NetRecord {
 
 const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
-const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 48 + COMM_BYTES + 16);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 56 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
 const _: () = assert!(
@@ -320,9 +323,9 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 48 + COMM_BYTES);
-const _: () = assert!(core::mem::size_of::<FileRecord>() == 64 + 8 + EVENT_PATH_BYTES);
-const _: () = assert!(core::mem::size_of::<NetRecord>() == 64 + 24);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56 + COMM_BYTES);
+const _: () = assert!(core::mem::size_of::<FileRecord>() == 72 + 8 + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRecord>() == 72 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 40);

@@ -237,9 +237,10 @@ pub fn emit<T: Report + 'static>(mut record: T) {
     let header = record.header_mut();
     header.object_hash = object_hash;
     let (cgroup_id, op) = (header.cgroup_id, header.op);
-    if !admit(cgroup_id, op, object_hash) {
+    let Some(repeats_before) = admit(cgroup_id, op, object_hash) else {
         return;
-    }
+    };
+    header.repeats_before = repeats_before;
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(record);
@@ -441,6 +442,7 @@ pub fn header(
         boot_time_ns: unsafe { bpf_ktime_get_boot_ns() },
         cgroup_id,
         object_hash: 0,
+        repeats_before: 0,
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         ruleset: agent.ruleset,
         decision,
@@ -497,10 +499,11 @@ pub fn report_file(
             }
         };
         (*record).header.object_hash = object_hash;
-        if !admit(cgroup_id, op, object_hash) {
+        let Some(repeats_before) = admit(cgroup_id, op, object_hash) else {
             entry.discard(0);
             return;
-        }
+        };
+        (*record).header.repeats_before = repeats_before;
     }
     entry.submit(0);
 }

@@ -69,16 +69,17 @@ fn agent_events(cgroup_id: u64) -> Option<*mut AgentEvents> {
     AGENT_EVENTS.get_ptr_mut(&cgroup_id)
 }
 
-/// Whether a report of (`cgroup_id`, `op`, `object_hash`) may go to the ring buffer; if not, it
-/// is counted as throttled.
+/// Whether a report of (`cgroup_id`, `op`, `object_hash`) may go to the ring buffer: if so, the
+/// repeats of it counted so far (the record carries them); if not, it is counted as throttled.
 #[inline(always)]
-pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> bool {
+pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> Option<u64> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(agent) = agent_events(cgroup_id) else {
         // The per-agent map is full: send, so the report is at least counted on arrival.
-        return true;
+        return Some(0);
     };
+    let mut repeats_before = 0;
     let identical = limit(&IDENTICAL_PER_SECOND);
     if identical != 0 {
         let key = ThrottleKey {
@@ -98,8 +99,9 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> bool {
                 ) {
                     increment(&raw mut (*state).suppressed);
                     increment(&raw mut (*agent).throttled_identical);
-                    return false;
+                    return None;
                 }
+                repeats_before = (*state).suppressed;
             },
             None => {
                 let first = RateState {
@@ -123,10 +125,10 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> bool {
             )
         {
             increment(&raw mut (*agent).throttled_budget);
-            return false;
+            return None;
         }
     }
-    true
+    Some(repeats_before)
 }
 
 /// Counts a report the ring buffer had no room for, globally (the caller) and for its agent.

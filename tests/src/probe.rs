@@ -263,18 +263,14 @@ fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str) -> ExitCod
         eprintln!("probe: connect-storm wants HOST:FIRST_PORT");
         return ExitCode::from(2);
     };
-    let (first, ports, count, seconds): (u16, u16, u64, u64) = match (
-        first.parse(),
-        ports.parse(),
-        count.parse(),
-        seconds.parse(),
-    ) {
-        (Ok(a), Ok(b), Ok(c), Ok(d)) if b > 0 => (a, b, c, d),
-        _ => {
-            eprintln!("probe: connect-storm HOST:FIRST_PORT PORTS COUNT SECONDS, numbers");
-            return ExitCode::from(2);
-        }
-    };
+    let (first, ports, count, seconds): (u16, u16, u64, u64) =
+        match (first.parse(), ports.parse(), count.parse(), seconds.parse()) {
+            (Ok(a), Ok(b), Ok(c), Ok(d)) if b > 0 => (a, b, c, d),
+            _ => {
+                eprintln!("probe: connect-storm HOST:FIRST_PORT PORTS COUNT SECONDS, numbers");
+                return ExitCode::from(2);
+            }
+        };
     let Ok(ip) = host.parse::<std::net::IpAddr>() else {
         eprintln!("probe: connect-storm: `{host}` is not an address");
         return ExitCode::from(2);

@@ -119,7 +119,10 @@ fn repeats_are_throttled_in_the_kernel_and_counted_exactly() {
     subscribed(&mut follower);
     let events = json_lines(&mut follower);
 
-    let attempts = storm(&["connect-storm", "127.0.0.1:9", "1", "20000", "60"], &noisy);
+    let attempts = storm(
+        &["connect-storm", "127.0.0.1:9", "1", "20000", "60"],
+        &noisy,
+    );
     assert_eq!(attempts, 20000);
     let mut seen = Vec::new();
     let accounts = account(&events, Duration::from_secs(20), &mut seen, |a| {
@@ -150,7 +153,11 @@ fn repeats_are_throttled_in_the_kernel_and_counted_exactly() {
     storm(&["connect-storm", "127.0.0.1:9", "1", "2000", "60"], &noisy);
     let line = (0..100)
         .filter_map(|_| lines.recv_timeout(Duration::from_secs(5)).ok())
-        .find_map(|l| l.as_str().filter(|l| l.contains("THROTTLED")).map(str::to_owned))
+        .find_map(|l| {
+            l.as_str()
+                .filter(|l| l.contains("THROTTLED"))
+                .map(str::to_owned)
+        })
         .expect("a THROTTLED line");
     assert!(
         line.contains("more identical connect 127.0.0.1:9/tcp (deny) in the last second"),
@@ -180,7 +187,13 @@ fn a_storming_agent_does_not_crowd_out_another() {
         let cgroup = storm_cgroup.clone();
         std::thread::spawn(move || {
             storm(
-                &["connect-storm", "127.0.0.1:20000", "30000", "100000000", "6"],
+                &[
+                    "connect-storm",
+                    "127.0.0.1:20000",
+                    "30000",
+                    "100000000",
+                    "6",
+                ],
                 &cgroup,
             )
         })

@@ -11,7 +11,9 @@ use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
-use claw_tests::harness::{expect, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT};
+use claw_tests::harness::{
+    expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT, VMTEST,
+};
 
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
 const DELIVERY_BOUND: Duration = Duration::from_secs(1);
@@ -51,6 +53,10 @@ pub fn run(runner: &mut Runner) {
             .and_then(|cgroup| outside_unaffected(Some(&cgroup.0))),
     );
     runner.check("status_counts_decisions", status_counts());
+    runner.check(
+        "identical_file_denials_are_throttled_in_the_kernel_and_counted_exactly",
+        throttled_and_counted(),
+    );
     runner.check(
         "audit_log_holds_the_denials_and_shows_tampering",
         audit_log(),
@@ -135,6 +141,51 @@ fn cgroup_created() -> anyhow::Result<()> {
         tools().join("cgroup.procs").exists(),
         "{} is not a cgroup",
         tools().display()
+    );
+    Ok(())
+}
+
+/// 500 denied opens of one file: a few arrive as deny events, the kernel counts the rest, and the
+/// summaries name the file; deny events plus summarised repeats are exactly 500.
+fn throttled_and_counted() -> anyhow::Result<()> {
+    const OPENS: u64 = 500;
+    let file = "/tmp/claw-throttled";
+    std::fs::write(file, "x")?;
+    let follower = Follower::start(&["--json", "--agent", "tools", "--op", "open"])?;
+    let (mut command, _procs) = in_cgroup(
+        {
+            let mut command = Command::new(VMTEST);
+            command.args(["probe", "open-loop", ALLOWED_FILE, file, &OPENS.to_string()]);
+            command
+        },
+        &tools(),
+    )?;
+    let output = command.output()?;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        printed.contains(&format!("other {EPERM} {OPENS}")),
+        "the probe's opens were not all denied: {printed}"
+    );
+    let (mut denied, mut suppressed) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while denied + suppressed < OPENS && Instant::now() < deadline {
+        let Some(line) = follower.line_within(Duration::from_secs(1), |l| l.contains(file)) else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&line)?;
+        match event["kind"].as_str() {
+            Some("deny") => denied += 1,
+            Some("throttled") => suppressed += event["details"]["suppressed"].as_u64().unwrap_or(0),
+            _ => bail!("unexpected event: {line}"),
+        }
+    }
+    ensure!(
+        denied + suppressed == OPENS,
+        "{denied} deny events + {suppressed} summarised repeats, want {OPENS} in all"
+    );
+    ensure!(
+        denied < OPENS / 2,
+        "identical denials were not throttled: {denied} deny events"
     );
     Ok(())
 }
