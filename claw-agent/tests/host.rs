@@ -5,15 +5,17 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{atomic::AtomicU64, Arc},
     time::Duration,
 };
 
 use claw_agent::{
+    bus::Bus,
     event::Event,
     protocol::{Counters, ProgramStatus, Status},
     server::{self, Control, Handles},
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 const CLAW_AGENT: &str = env!("CARGO_BIN_EXE_claw-agent");
 const CLAWCTL: &str = env!("CARGO_BIN_EXE_clawctl");
@@ -87,6 +89,7 @@ fn claw_agent_reports_policy_errors_with_position() {
 fn sample_event(pid: u32) -> Event {
     Event {
         schema: 1,
+        seq: 0,
         kind: "deny".to_owned(),
         time: "2026-11-22T10:00:00.000000000Z".to_owned(),
         agent: "tools".to_owned(),
@@ -108,7 +111,7 @@ fn sample_event(pid: u32) -> Event {
 /// The daemon's server on a temporary socket, answering status as an enforcing daemon would.
 struct Server {
     socket: PathBuf,
-    events: broadcast::Sender<Event>,
+    bus: Arc<Bus>,
     _dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
 }
@@ -117,7 +120,7 @@ fn start_server(enforcing: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("claw.sock");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (events, _) = broadcast::channel(16);
+    let bus = Arc::new(Bus::new(0));
     let (control, mut requests) = mpsc::channel(4);
     let listener = runtime
         .block_on(async { tokio::net::UnixListener::bind(&socket) })
@@ -144,13 +147,15 @@ fn start_server(enforcing: bool) -> Server {
         }
     });
     let handles = Handles {
-        events: events.clone(),
+        bus: bus.clone(),
         control,
+        audit_log: dir.path().join("audit.log"),
+        audit_progress: Arc::new(AtomicU64::new(0)),
     };
     runtime.spawn(server::run(listener, handles, std::future::pending()));
     Server {
         socket,
-        events,
+        bus,
         _dir: dir,
         runtime,
     }
@@ -210,7 +215,7 @@ fn deny_log_follow_json_prints_each_event_with_the_documented_keys() {
     assert!(notice.contains("following denials"), "{notice}");
 
     for pid in [10, 11] {
-        server.events.send(sample_event(pid)).unwrap();
+        server.bus.publish(sample_event(pid));
     }
     let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
     for pid in [10, 11] {
@@ -301,7 +306,7 @@ fn deny_log_narrows_to_agents_and_operations() {
     let mut wanted = sample_event(3);
     wanted.op = "connect".to_owned();
     for event in [other_agent, open, wanted] {
-        server.events.send(event).unwrap();
+        server.bus.publish(event);
     }
     let line = BufReader::new(follower.stdout.take().unwrap())
         .lines()
