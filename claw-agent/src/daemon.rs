@@ -29,11 +29,13 @@ use crate::{
     bus::{Bus, Stage},
     cgroupfs,
     compile::{self, Compiled},
+    config,
     describe::{self, RuleLine},
     enforcer::{Coverage, Enforcer, InstalledAgent},
     event::{AgentIdentity, Event, Identities},
+    forward,
     ingest::{self, ReportLimits},
-    limits,
+    limits, metrics,
     policy::RunSpec,
     policy::{self, Policy},
     protocol::{AgentStatus, LimitStatus, Status, Usage},
@@ -61,6 +63,8 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// Report rates the programs enforce before counting instead of sending.
     pub report_limits: ReportLimits,
+    /// The daemon's configuration file's contents: forwarders, metrics.
+    pub settings: config::Config,
 }
 
 /// Writes every event to the audit log; events this writer fell behind on are recorded as a
@@ -273,13 +277,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Coverage::Full => "full",
         Coverage::NetworkOnly => "degraded",
     };
+    let backlog = metrics::backlog_histogram();
     tokio::spawn(ingest::run(
         enforcer.take_events()?,
         config.report_limits,
         coverage_name,
         identities.clone(),
         bus.clone(),
+        backlog.clone(),
     ));
+    let mut forwarders = Vec::new();
+    for settings in &config.settings.forward {
+        forwarders.push(forward::start(settings, bus.clone())?);
+        tracing::info!(forwarder = %settings.name.0, target = %settings.address, "forwarding events");
+    }
     let view: watch::Agents = Arc::new(RwLock::new(agent_views(&prepared.compiled)));
     let root = enforcer.cgroup_root().to_path_buf();
     watch::oom_kills(root.clone(), view.clone(), bus.clone(), coverage_name);
@@ -306,6 +317,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
     tokio::spawn(tick(control.clone()));
 
+    if let Some(settings) = &config.settings.metrics {
+        metrics::serve(
+            settings.listen,
+            metrics::Sources {
+                bus: bus.clone(),
+                forwarders,
+                backlog,
+                control: control.clone(),
+            },
+        )
+        .await?;
+    }
     let listener = bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
     server::run(

@@ -11,6 +11,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use claw_common::{AgentEvents, RateState, RecordHeader, ThrottleKey};
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -233,6 +234,7 @@ pub async fn run(
     coverage: &'static str,
     identities: Arc<RwLock<Identities>>,
     bus: Arc<Bus>,
+    backlog: Histogram,
 ) {
     let KernelEvents {
         ring,
@@ -267,7 +269,10 @@ pub async fn run(
                 let offset = event::boot_to_wall_offset();
                 let identities = identities.read().unwrap_or_else(|p| p.into_inner());
                 let buffer = ready.get_inner_mut();
+                let mut waiting = 0;
                 while let Some(item) = buffer.next() {
+                    // Each record also takes the ring buffer's 8-byte header.
+                    waiting += item.len() + 8;
                     match event::decode_with_header(&item, &identities, offset, coverage) {
                         Ok((header, event)) => {
                             accounting.learn(&header, &event);
@@ -285,6 +290,7 @@ pub async fn run(
                     }
                 }
                 ready.clear_ready();
+                backlog.observe(waiting as f64);
             }
             _ = ticks.tick() => {
                 // Agents first, then keys: a repeat the kernel counts for its key before its

@@ -330,6 +330,14 @@ pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
 }
 
 fn parse_document(file: &str, text: &str) -> Result<Document, PolicyError> {
+    from_yaml(file, text)
+}
+
+/// Reads YAML into `T`; an error is placed (file:line:col) and shows the offending line.
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, PolicyError> {
     serde_saphyr::from_str(text).map_err(|err| {
         let (line, column) = err.location().map_or((1, 1), |at| (at.line(), at.column()));
         let message = err.without_snippet().to_string();

@@ -4,7 +4,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use claw_agent::{
-    btf::VMLINUX_BTF, daemon, enforcer::LSM_LIST, ingest::ReportLimits, protocol::DEFAULT_SOCKET,
+    btf::VMLINUX_BTF, config, daemon, enforcer::LSM_LIST, ingest::ReportLimits,
+    protocol::DEFAULT_SOCKET,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -15,6 +16,9 @@ struct Args {
     /// The policy file (YAML).
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
+    /// claw-agent's configuration (YAML): SIEM forwarders, the metrics endpoint.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where to serve clawctl.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -63,6 +67,16 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let settings = match &args.config {
+        Some(file) => match config::load(file) {
+            Ok(settings) => settings,
+            Err(err) => {
+                eprintln!("claw-agent: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => config::Config::default(),
+    };
     let config = daemon::Config {
         policy: args.policy,
         socket: args.socket,
@@ -78,6 +92,7 @@ async fn main() -> ExitCode {
             identical_per_second: args.identical_events_per_second,
             agent_per_second: args.agent_events_per_second,
         },
+        settings,
     };
     match daemon::run(config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
