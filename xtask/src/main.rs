@@ -1,5 +1,6 @@
 //! claw's developer tasks. `cargo xtask --help` lists them.
 
+mod collector;
 mod kernels;
 mod run;
 mod setup;
@@ -58,7 +59,12 @@ fn main() -> ExitCode {
 /// Unit and host tests first (fast, and they fail early), then the VM matrix. Plain `cargo test`
 /// covers the default members, which leave out claw-ebpf (it cannot build for the host).
 fn test() -> anyhow::Result<()> {
-    run::cargo(&["test"])?;
+    run::status(
+        std::process::Command::new(env!("CARGO"))
+            .arg("test")
+            .env(collector::ROOT_ENV, collector::root())
+            .current_dir(run::workspace_root()),
+    )?;
     vm::test(None)
 }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
-use crate::{kernels, run};
+use crate::{collector, kernels, run};
 
 /// Debian packages: LLVM for bpf-linker, qemu and busybox for the VM tests, cpio for the initramfs.
 const APT_PACKAGES: &[&str] = &["llvm-22-dev", "qemu-system-x86", "busybox-static", "cpio"];
@@ -84,6 +84,7 @@ fn install(verbose: bool) -> anyhow::Result<()> {
         eprintln!("setup: bpf-linker present");
     }
 
+    collector::ensure(verbose)?;
     for kernel in kernels::ensure_all()? {
         if verbose {
             eprintln!(

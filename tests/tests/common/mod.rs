@@ -1,6 +1,8 @@
 //! What the host tests share: claw-agent --degraded (the host kernel refuses BPF LSM; its cgroup
 //! network programs load) on cgroups the test creates under the cgroup v2 root, and removes with
 //! the daemon stopped, whatever happens.
+// Each test file compiles this module on its own and uses part of it.
+#![allow(dead_code)]
 
 use std::{
     path::{Path, PathBuf},
