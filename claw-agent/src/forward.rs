@@ -516,7 +516,130 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
+    use std::{io::BufRead as _, net::TcpListener};
+
+    use rustls::{ServerConfig, ServerConnection};
+    use rustls_pki_types::PrivateKeyDer;
+
     use super::*;
+    use crate::{config, event::tests::sample};
+
+    /// Reads one octet-counted frame.
+    fn frame(reader: &mut impl io::BufRead) -> String {
+        let mut length = Vec::new();
+        reader.read_until(b' ', &mut length).unwrap();
+        let length: usize = String::from_utf8_lossy(&length).trim().parse().unwrap();
+        let mut record = vec![0u8; length];
+        reader.read_exact(&mut record).unwrap();
+        String::from_utf8(record).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tls_collectors_get_octet_counted_records_after_verifying_their_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = Arc::new(
+            ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![certified.cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let collector = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let tls = StreamOwned::new(ServerConnection::new(server_config).unwrap(), tcp);
+            let mut reader = io::BufReader::new(tls);
+            (0..3).map(|_| frame(&mut reader)).collect::<Vec<String>>()
+        });
+
+        let settings = config::parse(
+            "claw.yaml",
+            &format!(
+                "forward:\n  - name: tls\n    address: tls://127.0.0.1:{port}\n    server_name: localhost\n    ca: {}\n    spool: {}\n",
+                ca.display(),
+                dir.path().join("spool").display()
+            ),
+        )
+        .unwrap();
+        let bus = Arc::new(Bus::new(7));
+        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
+        for _ in 0..3 {
+            bus.publish(sample("deny"));
+        }
+        let records = tokio::task::spawn_blocking(move || collector.join().unwrap())
+            .await
+            .unwrap();
+        for (record, seq) in records.iter().zip(7..) {
+            assert!(
+                record.starts_with("<108>1 ")
+                    && record.contains(&format!("[claw@32473 seq=\"{seq}\"]")),
+                "{record}"
+            );
+            let (_, json) = record.split_once("] ").unwrap();
+            let event: Event = serde_json::from_str(json).unwrap();
+            assert_eq!(event.seq, seq);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while forwarder.stats.sent.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(forwarder.stats.sent.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_collector_with_an_untrusted_certificate_gets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let collector = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, other.cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = Arc::new(
+            ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![collector.cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(collector.key_pair.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().map_while(Result::ok) {
+                let mut tls =
+                    StreamOwned::new(ServerConnection::new(server_config.clone()).unwrap(), tcp);
+                let _ = tls.read(&mut [0u8; 64]);
+            }
+        });
+        let settings = config::parse(
+            "claw.yaml",
+            &format!(
+                "forward:\n  - name: tls\n    address: tls://localhost:{port}\n    ca: {}\n    spool: {}\n",
+                ca.display(),
+                dir.path().join("spool").display()
+            ),
+        )
+        .unwrap();
+        let bus = Arc::new(Bus::new(0));
+        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
+        bus.publish(sample("deny"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(forwarder.stats.sent.load(Ordering::Relaxed), 0);
+        assert_eq!(forwarder.stats.spooled_records.load(Ordering::Relaxed), 1);
+        assert!(!forwarder.stats.connected.load(Ordering::Relaxed));
+    }
 
     #[test]
     fn the_spool_keeps_order_across_reopening_and_empties_when_taken() {
@@ -547,6 +670,38 @@ mod tests {
             std::fs::metadata(dir.path().join("records")).unwrap().len(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn spool_overflow_is_counted_and_reported_on_the_bus() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = config::parse(
+            "claw.yaml",
+            "forward:\n  - name: down\n    address: tcp://127.0.0.1:9\n",
+        )
+        .unwrap();
+        let bus = Arc::new(Bus::new(0));
+        let (mut events, _) = bus.subscribe();
+        let mut worker = Worker {
+            name: "down".to_owned(),
+            spool: Spool::open(dir.path(), 600).unwrap(),
+            connector: Connector::new(&settings.forward[0]).unwrap(),
+            stats: Arc::new(ForwarderStats::default()),
+            bus: bus.clone(),
+            dropped: 0,
+        };
+        for _ in 0..5 {
+            worker.take(Feed::Record("x".repeat(200)));
+        }
+        assert_eq!(worker.spool.pending_records(), 2);
+        assert_eq!(worker.stats.overflowed.load(Ordering::Relaxed), 3);
+        assert_eq!(bus.lost(Stage::Forward), 3);
+        worker.report_dropped();
+        let lost = events.recv().await.unwrap();
+        assert_eq!(lost.kind, "lost");
+        assert_eq!(lost.details.as_ref().unwrap()["lost"], 3);
+        assert_eq!(lost.details.as_ref().unwrap()["stage"], "forward");
+        assert_eq!(worker.dropped, 0);
     }
 
     #[test]
