@@ -516,7 +516,7 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::BufRead as _, net::TcpListener};
+    use std::net::TcpListener;
 
     use rustls::{ServerConfig, ServerConnection};
     use rustls_pki_types::PrivateKeyDer;
