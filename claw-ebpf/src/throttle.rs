@@ -61,12 +61,12 @@ unsafe fn take(window_start: *mut u64, sent: *mut u64, now: u64, limit: u64) -> 
 /// The agent's counters, created on its first report.
 #[inline(always)]
 fn agent_events(cgroup_id: u64) -> Option<*mut AgentEvents> {
-    if let Some(events) = AGENT_EVENTS.get_ptr_mut(&cgroup_id) {
+    if let Some(events) = AGENT_EVENTS.get_ptr_mut(cgroup_id) {
         return Some(events);
     }
     // Another CPU may create it first: that is fine, the entry exists either way.
-    let _ = AGENT_EVENTS.insert(&cgroup_id, &AgentEvents::default(), 1);
-    AGENT_EVENTS.get_ptr_mut(&cgroup_id)
+    let _ = AGENT_EVENTS.insert(cgroup_id, AgentEvents::default(), 1);
+    AGENT_EVENTS.get_ptr_mut(cgroup_id)
 }
 
 /// Whether a report of (`cgroup_id`, `op`, `object_hash`) may go to the ring buffer: if so, the
@@ -88,7 +88,7 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> Option<u64> {
             op,
             _pad: 0,
         };
-        match THROTTLE.get_ptr_mut(&key) {
+        match THROTTLE.get_ptr_mut(key) {
             // SAFETY: pointers into the map values found above.
             Some(state) => unsafe {
                 if !take(
@@ -109,7 +109,7 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> Option<u64> {
                     sent: 1,
                     suppressed: 0,
                 };
-                let _ = THROTTLE.insert(&key, &first, 0);
+                let _ = THROTTLE.insert(key, first, 0);
             }
         }
     }
