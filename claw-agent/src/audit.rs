@@ -39,19 +39,25 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Entry {
-    Event(Box<Event>),
+    Event(std::sync::Arc<Event>),
     Lost { lost: u64 },
 }
 
 fn digest(seq: u64, prev: &str, entry: &Entry) -> String {
+    digest_bytes(seq, prev, &serde_json::to_vec(entry).unwrap_or_default())
+}
+
+fn digest_bytes(seq: u64, prev: &str, entry_json: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(seq.to_le_bytes());
     hasher.update(prev.as_bytes());
-    hasher.update(serde_json::to_vec(entry).unwrap_or_default());
+    hasher.update(entry_json);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     hasher
         .finalize()
         .iter()
-        .map(|b| format!("{b:02x}"))
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
         .collect()
 }
 
@@ -108,23 +114,49 @@ impl Writer {
     }
 
     pub fn append(&mut self, entry: Entry) -> Result<(), AuditError> {
-        let hash = digest(self.seq, &self.prev, &entry);
-        let record = Record {
-            seq: self.seq,
-            prev: std::mem::replace(&mut self.prev, hash.clone()),
-            event: entry,
-            hash,
-        };
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
-        if self.written + line.len() as u64 > self.max_bytes && self.written > 0 {
-            self.rotate()?;
+        self.append_all(std::iter::once(entry))
+    }
+
+    /// Appends records with one write (per file, when the log rotates between them).
+    pub fn append_all(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(), AuditError> {
+        let mut lines = Vec::new();
+        for entry in entries {
+            // The entry is serialised once: the hash covers these bytes, and the line embeds
+            // them as they are (the same bytes serde would write for the Record).
+            let entry_json = serde_json::to_vec(&entry).unwrap_or_default();
+            let hash = digest_bytes(self.seq, &self.prev, &entry_json);
+            let mut line = format!(
+                "{{\"seq\":{},\"prev\":\"{}\",\"event\":",
+                self.seq, self.prev
+            )
+            .into_bytes();
+            line.extend_from_slice(&entry_json);
+            line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+            if self.written + (lines.len() + line.len()) as u64 > self.max_bytes
+                && self.written + lines.len() as u64 > 0
+            {
+                self.write(&lines)?;
+                lines.clear();
+                self.rotate()?;
+            }
+            lines.extend_from_slice(&line);
+            self.prev = hash;
+            self.seq += 1;
+        }
+        self.write(&lines)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        if bytes.is_empty() {
+            return Ok(());
         }
         self.file
-            .write_all(&line)
+            .write_all(bytes)
             .map_err(|source| self.error(source))?;
-        self.written += line.len() as u64;
-        self.seq += 1;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
@@ -196,7 +228,7 @@ fn events_of(file: &Path) -> impl Iterator<Item = Event> {
         .flat_map(|f| BufReader::new(f).lines().map_while(Result::ok))
         .filter_map(|line| serde_json::from_str::<Record>(&line).ok())
         .filter_map(|record| match record.event {
-            Entry::Event(event) => Some(*event),
+            Entry::Event(event) => Some(std::sync::Arc::unwrap_or_clone(event)),
             Entry::Lost { .. } => None,
         })
 }

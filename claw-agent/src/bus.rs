@@ -4,7 +4,7 @@
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
-    Mutex,
+    Arc, Mutex,
 };
 
 use tokio::sync::broadcast;
@@ -15,11 +15,15 @@ use crate::event::Event;
 pub const SUBSCRIBER_BUFFER: usize = 4096;
 
 pub struct Bus {
-    sender: broadcast::Sender<Event>,
+    /// Shared, not copied, between subscribers.
+    sender: broadcast::Sender<Arc<Event>>,
     /// The next sequence number; the lock also orders sends, so that subscribers see numbers
     /// rising by one.
     next: Mutex<u64>,
     lost: [AtomicU64; Stage::ALL.len()],
+    /// The sequence number after the last event the audit log writer handled: the subscriber
+    /// that must not fall behind, so the reader of the kernel's records paces itself to it.
+    audit_progress: Arc<AtomicU64>,
 }
 
 /// Where along the way events were lost (each is also reported where it happened: a `lost`
@@ -70,22 +74,38 @@ impl Bus {
             sender: broadcast::channel(capacity).0,
             next: Mutex::new(first_seq),
             lost: Default::default(),
+            audit_progress: Arc::new(AtomicU64::new(first_seq)),
         }
     }
 
-    pub fn publish(&self, mut event: Event) {
+    /// Numbers and sends `event`; returns it as subscribers share it.
+    pub fn publish(&self, mut event: Event) -> Arc<Event> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         event.seq = *next;
         *next += 1;
+        let event = Arc::new(event);
         // No subscriber yet is not an error: the daemon's own log has every event.
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(event.clone());
+        event
     }
 
     /// A subscription, and the sequence number of the first event it will receive: earlier ones
     /// are in the audit log.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
         let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         (self.sender.subscribe(), *next)
+    }
+
+    /// Where the audit log writer records its progress (see `audit_lag`).
+    pub fn audit_progress(&self) -> Arc<AtomicU64> {
+        self.audit_progress.clone()
+    }
+
+    /// Events published that the audit log writer has not handled yet. Kept below the buffer,
+    /// it never loses any: the kernel's ring buffer holds (or counts, per agent) the rest.
+    pub fn audit_lag(&self) -> u64 {
+        self.next_seq()
+            .saturating_sub(self.audit_progress.load(Ordering::Acquire))
     }
 
     /// Subscribers now (followers, the audit log writer, forwarders).

@@ -1,12 +1,15 @@
 //! The client side of the control socket, for clawctl.
 
 use std::{
+    borrow::Cow,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
     path::Path,
 };
 
 use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::{
     describe::RuleLine,
@@ -50,6 +53,22 @@ impl Connection {
         Ok(Some(reply))
     }
 
+    /// The next reply line as it came; None when the daemon closed the connection.
+    pub fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+        let mut line = String::new();
+        let read = self
+            .reader
+            .read_line(&mut line)
+            .context("reading from claw-agent")?;
+        Ok((read > 0).then_some(line))
+    }
+
+    /// Whether more of the daemon's replies have arrived already (a follower flushes its output
+    /// once it has printed all of them, not after each line).
+    pub fn has_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
     /// The one reply to a request that has one.
     fn single(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
         match Self::open(socket, request)?.next_reply()? {
@@ -58,6 +77,33 @@ impl Connection {
             None => bail!("claw-agent closed the connection without answering"),
         }
     }
+}
+
+/// A reply read without building its event: a follower filters on a few fields and, printing
+/// JSON, prints the daemon's bytes as they came.
+#[derive(Debug, Deserialize)]
+pub struct ReplyView<'a> {
+    #[serde(borrow)]
+    pub reply: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub event: Option<&'a RawValue>,
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The fields of an event a follower filters on.
+#[derive(Debug, Deserialize)]
+pub struct EventView<'a> {
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub agent: Cow<'a, str>,
+    #[serde(borrow)]
+    pub op: Cow<'a, str>,
 }
 
 pub fn status(socket: &Path) -> anyhow::Result<Status> {

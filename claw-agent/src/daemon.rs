@@ -67,28 +67,29 @@ pub struct Config {
     pub settings: config::Config,
 }
 
-/// Writes every event to the audit log; events this writer fell behind on are recorded as a
-/// count. `progress` is the sequence number after the last event handled (written or counted),
-/// so that a resuming follower knows when the log holds what it needs.
+/// Writes every event to the audit log, in batches of what has arrived; events this writer fell
+/// behind on are recorded as a count. `progress` is the sequence number after the last event
+/// handled (written or counted), so that a resuming follower knows when the log holds what it
+/// needs.
 async fn write_audit_log(mut writer: audit::Writer, bus: Arc<Bus>, progress: Arc<AtomicU64>) {
+    /// Records written with one write(2) at most.
+    const BATCH: usize = 1024;
     let (mut events, _) = bus.subscribe();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
+    let entry = |received: Result<Arc<Event>, broadcast::error::RecvError>| match received {
+        Ok(event) => {
+            progress.store(event.seq + 1, Ordering::Release);
+            Some(audit::Entry::Event(event))
+        }
+        Err(broadcast::error::RecvError::Lagged(lost)) => {
+            bus.count_lost(Stage::Audit, lost);
+            Some(audit::Entry::Lost { lost })
+        }
+        Err(broadcast::error::RecvError::Closed) => None,
+    };
     loop {
-        let entry = tokio::select! {
-            received = events.recv() => match received {
-                Ok(event) => {
-                    progress.store(event.seq + 1, Ordering::Release);
-                    audit::Entry::Event(Box::new(event))
-                }
-                Err(broadcast::error::RecvError::Lagged(lost)) => {
-                    bus.count_lost(Stage::Audit, lost);
-                    audit::Entry::Lost { lost }
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = writer.sync();
-                    return;
-                }
-            },
+        let first = tokio::select! {
+            received = events.recv() => received,
             _ = sync.tick() => {
                 if let Err(err) = writer.sync() {
                     tracing::error!("audit log: {err}");
@@ -96,12 +97,26 @@ async fn write_audit_log(mut writer: audit::Writer, bus: Arc<Bus>, progress: Arc
                 continue;
             }
         };
-        let lost = match &entry {
-            audit::Entry::Event(_) => 1,
-            audit::Entry::Lost { .. } => 0,
+        let Some(first) = entry(first) else {
+            let _ = writer.sync();
+            return;
         };
-        if let Err(err) = writer.append(entry) {
-            bus.count_lost(Stage::Audit, lost);
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.extend(entry(Ok(event))),
+                Err(broadcast::error::TryRecvError::Lagged(lost)) => {
+                    batch.extend(entry(Err(broadcast::error::RecvError::Lagged(lost))))
+                }
+                Err(_) => break,
+            }
+        }
+        let events_in_batch = batch
+            .iter()
+            .filter(|e| matches!(e, audit::Entry::Event(_)))
+            .count() as u64;
+        if let Err(err) = writer.append_all(batch) {
+            bus.count_lost(Stage::Audit, events_in_batch);
             tracing::error!("audit log: {err}; records are being LOST");
         }
     }
@@ -254,6 +269,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .map_err(anyhow::Error::msg)?;
     record_identities(&enforcer, &identities);
     enforcer.attach_programs()?;
+    // Loading parsed the kernel's BTF and the object (tens of MiB, freed since): hand the freed
+    // heap back, so that the daemon's resident size is what it uses.
+    // SAFETY: malloc_trim(3) only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     if coverage == Coverage::NetworkOnly {
         tracing::warn!(
             "DEGRADED: no BPF LSM — network rules are enforced; file and exec rules are NOT"
@@ -267,12 +286,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
     let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
-    let audit_progress = Arc::new(AtomicU64::new(bus.next_seq()));
-    tokio::spawn(write_audit_log(
-        audit_writer,
-        bus.clone(),
-        audit_progress.clone(),
-    ));
+    let audit_progress = bus.audit_progress();
+    // A thread of its own: hashing and writing every record must not wait behind the tasks
+    // that serve followers, or it falls behind in a storm.
+    let audit_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let audit = write_audit_log(audit_writer, bus.clone(), audit_progress.clone());
+    std::thread::Builder::new()
+        .name("audit-log".to_owned())
+        .spawn(move || audit_runtime.block_on(audit))?;
     let coverage_name = match coverage {
         Coverage::Full => "full",
         Coverage::NetworkOnly => "degraded",

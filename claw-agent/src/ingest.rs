@@ -20,13 +20,18 @@ use crate::{
     event::{self, Event, Identities},
 };
 
-/// Keys followed at most (the size of the programs' THROTTLE map): repeats of keys beyond it
-/// are still reported, per agent, without their object.
-const MAX_TRACKED_KEYS: usize = 16384;
+/// Keys followed at most (each keeps its first event): repeats of keys beyond it are still
+/// reported, per agent, without their object.
+const MAX_TRACKED_KEYS: usize = 4096;
 
 /// A key whose window is this old has seen no report for a while: its next report will be sent
 /// (and learned again), so it is no longer followed.
 const IDLE_KEY_NS: u64 = 3_000_000_000;
+
+/// Events the audit log writer may be behind before the reader stops publishing: well inside the
+/// bus's buffer, so that the writer never loses one.
+const PACE_LAG: u64 = (crate::bus::SUBSCRIBER_BUFFER / 2) as u64;
+const PACE_PAUSE: Duration = Duration::from_millis(1);
 
 /// How often the counts are turned into events: the "second" of "+N more in the last second".
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,7 +45,7 @@ pub struct ReportLimits {
 
 struct Tracked {
     /// The first report of the key that arrived: what summaries of it name.
-    template: Event,
+    template: Arc<Event>,
     /// Its suppressed count already reported.
     reported: u64,
 }
@@ -70,9 +75,10 @@ impl Accounting {
 
     /// Follows the key of a report that arrived, counting its repeats from those the kernel had
     /// when it sent the report (earlier ones are the agent's to report, without their object).
-    pub fn learn(&mut self, header: &RecordHeader, event: &Event) {
+    pub fn learn(&mut self, header: &RecordHeader, event: &Arc<Event>) {
         let key = key_of(header);
-        if self.keys.len() >= MAX_TRACKED_KEYS || self.keys.contains_key(&key) {
+        let unlimited = self.limits.identical_per_second == 0;
+        if unlimited || self.keys.len() >= MAX_TRACKED_KEYS || self.keys.contains_key(&key) {
             return;
         }
         self.keys.insert(
@@ -108,7 +114,7 @@ impl Accounting {
             if grown > 0 {
                 tracked.reported = state.suppressed;
                 *attributed.entry(key.cgroup_id).or_default() += grown;
-                let mut summary = tracked.template.clone();
+                let mut summary = Event::clone(&tracked.template);
                 summary.kind = "throttled".to_owned();
                 summary.time = event::now();
                 summary.pid = 0;
@@ -267,32 +273,57 @@ pub async fn run(
                     }
                 };
                 let offset = event::boot_to_wall_offset();
+                let paced = {
                 let identities = identities.read().unwrap_or_else(|p| p.into_inner());
-                let buffer = ready.get_inner_mut();
-                let mut waiting = 0;
-                while let Some(item) = buffer.next() {
-                    // Each record also takes the ring buffer's 8-byte header.
-                    waiting += item.len() + 8;
-                    match event::decode_with_header(&item, &identities, offset, coverage) {
-                        Ok((header, event)) => {
-                            accounting.learn(&header, &event);
-                            tracing::debug!(
-                                kind = %event.kind, agent = %event.agent, pid = event.pid,
-                                comm = %event.comm, op = %event.op,
-                                object = event.object().unwrap_or(""), "{}", event.decision
-                            );
-                            bus.publish(event);
-                        }
-                        Err(err) => {
-                            bus.count_lost(Stage::Decode, 1);
-                            tracing::warn!("dropping a kernel record: {err}");
+                let mut publish = |ring: &mut RingBuf<MapData>| {
+                    let mut waiting = 0;
+                    while bus.audit_lag() < PACE_LAG {
+                        let Some(item) = ring.next() else {
+                            return (waiting, false);
+                        };
+                        // Each record also takes the ring buffer's 8-byte header.
+                        waiting += item.len() + 8;
+                        match event::decode_with_header(&item, &identities, offset, coverage) {
+                            Ok((header, event)) => {
+                                tracing::debug!(
+                                    kind = %event.kind, agent = %event.agent, pid = event.pid,
+                                    comm = %event.comm, op = %event.op,
+                                    object = event.object().unwrap_or(""), "{}", event.decision
+                                );
+                                accounting.learn(&header, &bus.publish(event));
+                            }
+                            Err(err) => {
+                                bus.count_lost(Stage::Decode, 1);
+                                tracing::warn!("dropping a kernel record: {err}");
+                            }
                         }
                     }
+                    (waiting, true)
+                };
+                let (mut waiting, mut paced) = publish(ready.get_inner_mut());
+                if !paced {
+                    // The kernel wakes the reader only when it had caught up: a record
+                    // submitted between the drain above and clearing readiness would wait for a
+                    // wake-up that never comes. Draining again after clearing closes that window.
+                    ready.clear_ready();
+                    let (more, again) = publish(ready.get_inner_mut());
+                    waiting += more;
+                    paced = again;
                 }
-                ready.clear_ready();
                 backlog.observe(waiting as f64);
+                paced
+                };
+                if paced {
+                    // The audit log writer is behind: let it catch up; records wait in the
+                    // kernel's ring buffer meanwhile (or are counted there, per agent).
+                    tokio::time::sleep(PACE_PAUSE).await;
+                }
             }
             _ = ticks.tick() => {
+                // A storm's events are allocated on one thread and freed on others, leaving
+                // free memory in glibc's per-thread arenas; give it back once a second.
+                // SAFETY: malloc_trim(3) only releases free memory.
+                unsafe { libc::malloc_trim(0) };
                 // Agents first, then keys: a repeat the kernel counts for its key before its
                 // agent is then never reported twice (see Accounting::agent_summaries).
                 let agents: Vec<(u64, AgentEvents)> =
@@ -372,7 +403,7 @@ mod tests {
     #[test]
     fn repeats_are_summarised_once_with_their_object() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(9), &sample("deny"));
+        accounting.learn(&header(9), &Arc::new(sample("deny")));
         let state = RefCell::new(RateState {
             window_start_ns: 1_000,
             sent: 10,
@@ -392,7 +423,7 @@ mod tests {
     #[test]
     fn agent_counts_cover_what_keys_do_not_and_nothing_twice() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(9), &sample("deny"));
+        accounting.learn(&header(9), &Arc::new(sample("deny")));
         // When the agent was read it had 30 repeats: 20 of the followed key, 10 of a key the
         // kernel evicted. By the time the key is read it has 25 (5 more since).
         let agent = AgentEvents {
@@ -436,7 +467,7 @@ mod tests {
         let mut accounting = Accounting::new(LIMITS, "full");
         let mut first = header(9);
         first.repeats_before = 95;
-        accounting.learn(&first, &sample("deny"));
+        accounting.learn(&first, &Arc::new(sample("deny")));
         let read = |_: &ThrottleKey| {
             Some(RateState {
                 window_start_ns: 0,
@@ -450,8 +481,8 @@ mod tests {
     #[test]
     fn evicted_and_idle_keys_are_no_longer_followed() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(1), &sample("deny"));
-        accounting.learn(&header(2), &sample("deny"));
+        accounting.learn(&header(1), &Arc::new(sample("deny")));
+        accounting.learn(&header(2), &Arc::new(sample("deny")));
         let read = |key: &ThrottleKey| {
             (key.object_hash == 2).then_some(RateState {
                 window_start_ns: 0,

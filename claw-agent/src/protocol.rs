@@ -38,7 +38,7 @@ pub enum Reply {
     /// The subscription is in place: every event from here on will follow.
     Subscribed,
     Event {
-        event: Event,
+        event: std::sync::Arc<Event>,
     },
     /// This subscriber fell behind and `count` events were dropped for it (and only for it).
     Lost {

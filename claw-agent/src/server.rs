@@ -54,6 +54,9 @@ pub struct Handles {
     pub audit_progress: Arc<AtomicU64>,
 }
 
+/// Bytes of events a follower is sent in one write at most.
+const FOLLOW_BATCH_BYTES: usize = 64 * 1024;
+
 /// Longest a replay waits for the audit log writer to reach the live stream.
 const AUDIT_CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -154,16 +157,35 @@ async fn serve(
                     send(&mut write, &reply).await?;
                 }
             }
+            // What has arrived goes out with one write, not one per event.
+            let mut lines = Vec::new();
             loop {
-                let reply = match events.recv().await {
-                    Ok(event) => Reply::Event { event },
-                    Err(broadcast::error::RecvError::Lagged(count)) => {
-                        handles.bus.count_lost(Stage::Follower, count);
-                        Reply::Lost { count }
+                let first = events.recv().await;
+                let mut next = Some(first);
+                while let Some(received) = next.take() {
+                    let reply = match received {
+                        Ok(event) => Reply::Event { event },
+                        Err(broadcast::error::RecvError::Lagged(count)) => {
+                            handles.bus.count_lost(Stage::Follower, count);
+                            Reply::Lost { count }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    serde_json::to_writer(&mut lines, &reply).map_err(std::io::Error::other)?;
+                    lines.push(b'\n');
+                    if lines.len() < FOLLOW_BATCH_BYTES {
+                        next = match events.try_recv() {
+                            Ok(event) => Some(Ok(event)),
+                            Err(broadcast::error::TryRecvError::Lagged(count)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(count)))
+                            }
+                            Err(_) => None,
+                        };
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                };
-                send(&mut write, &reply).await?;
+                }
+                write.write_all(&lines).await?;
+                write.flush().await?;
+                lines.clear();
             }
         }
     }
@@ -196,7 +218,9 @@ async fn replay(handles: &Handles, from: ReplayFrom, until: u64) -> Vec<Reply> {
             replies.push(Reply::Lost { count: gap });
         }
         expected = Some(event.seq + 1);
-        replies.push(Reply::Event { event });
+        replies.push(Reply::Event {
+            event: Arc::new(event),
+        });
     }
     if let Some(gap) = expected.map(|e| until.saturating_sub(e)).filter(|&g| g > 0) {
         replies.push(Reply::Lost { count: gap });
@@ -249,7 +273,7 @@ mod tests {
             let mut event = sample("deny");
             event.seq = seq;
             event.pid = seq as u32;
-            writer.append(audit::Entry::Event(Box::new(event))).unwrap();
+            writer.append(audit::Entry::Event(Arc::new(event))).unwrap();
         }
         let next = logged.last().map_or(0, |s| s + 1);
         let (control, requests) = mpsc::channel(1);

@@ -6,6 +6,7 @@
 //! an agent's cgroup: one operation, exiting with 0 or its errno.
 
 mod bench;
+mod bench_events;
 mod cases;
 mod demo;
 mod probe;
@@ -19,8 +20,9 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("probe") => probe::run(&args[2..]),
         Some("bench") => bench::run(),
+        Some("bench-events") => bench_events::run(&args[2..]),
         _ => {
-            eprintln!("usage: claw-vmtest test | demo | bench | probe OP ARGS...");
+            eprintln!("usage: claw-vmtest test | demo | bench | bench-events CLAW_AGENT CLAWCTL | probe OP ARGS...");
             ExitCode::from(2)
         }
     }

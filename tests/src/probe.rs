@@ -84,7 +84,8 @@ pub fn run(args: &[String]) -> ExitCode {
             .map(drop),
         ("sendto", 2) => sendto(arg(1)),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
-        ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4)),
+        ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4), "0"),
+        ("connect-storm", 6) => return connect_storm(arg(1), arg(2), arg(3), arg(4), arg(5)),
         ("time-open", 3) => return time_open(arg(1), arg(2)),
         ("time-open-landlock", n) if n >= 4 => {
             if let Err(err) = landlock_read_only(&args[3..]) {
@@ -257,8 +258,9 @@ fn open_loop(allowed: &str, other: &str, count: &str) -> ExitCode {
 }
 
 /// Connects to HOST:PORT for PORT in FIRST..FIRST+PORTS, round and round, until COUNT attempts or
-/// SECONDS have passed; prints `denied N other M` (EPERM, any other outcome).
-fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str) -> ExitCode {
+/// SECONDS have passed, at most PER_SECOND a second (0: as fast as it can); prints
+/// `denied N other M` (EPERM, any other outcome).
+fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str, rate: &str) -> ExitCode {
     let Some((host, first)) = host.rsplit_once(':') else {
         eprintln!("probe: connect-storm wants HOST:FIRST_PORT");
         return ExitCode::from(2);
@@ -267,19 +269,30 @@ fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str) -> ExitCod
         match (first.parse(), ports.parse(), count.parse(), seconds.parse()) {
             (Ok(a), Ok(b), Ok(c), Ok(d)) if b > 0 => (a, b, c, d),
             _ => {
-                eprintln!("probe: connect-storm HOST:FIRST_PORT PORTS COUNT SECONDS, numbers");
+                eprintln!(
+                    "probe: connect-storm HOST:FIRST_PORT PORTS COUNT SECONDS [PER_SECOND], numbers"
+                );
                 return ExitCode::from(2);
             }
         };
+    let Ok(rate) = rate.parse::<u64>() else {
+        eprintln!("probe: connect-storm: PER_SECOND `{rate}` is not a number");
+        return ExitCode::from(2);
+    };
+    let start = std::time::Instant::now();
     let Ok(ip) = host.parse::<std::net::IpAddr>() else {
         eprintln!("probe: connect-storm: `{host}` is not an address");
         return ExitCode::from(2);
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let deadline = start + Duration::from_secs(seconds);
     let (mut denied, mut other) = (0u64, 0u64);
     for attempt in 0..count {
         if attempt % 256 == 0 && std::time::Instant::now() > deadline {
             break;
+        }
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(attempt as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
         }
         let port = first.wrapping_add((attempt % u64::from(ports)) as u16);
         match TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_secs(1)) {

@@ -31,9 +31,14 @@ enum Task {
     Test,
     /// Show claw at work: the daemon, a denied open, and `clawctl deny-log --follow` (in a VM).
     Demo,
-    /// Kernel time per program run and open() latency, claw beside a yardstick and Landlock, in
-    /// the VM on every kernel of the matrix; prints a table of ratios.
-    Bench,
+    /// Benchmarks, each printing a table of ratios measured side by side in one run.
+    Bench {
+        /// `kernel`: time per program run and open() latency, claw beside a yardstick and
+        /// Landlock, in the VM on every kernel of the matrix. `events`: denials per second end
+        /// to end beside a raw ring-buffer consumer, latency, loss and RSS, on this host.
+        #[arg(value_enum, default_value = "kernel")]
+        suite: Suite,
+    },
     /// rustfmt check and clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
 }
@@ -45,7 +50,10 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
-        Task::Bench => setup::ensure().and_then(|()| vm::bench()),
+        Task::Bench { suite } => setup::ensure().and_then(|()| match suite {
+            Suite::Kernel => vm::bench(),
+            Suite::Events => bench_events(),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +62,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Suite {
+    Kernel,
+    Events,
+}
+
+/// The events bench runs on this host (its cgroup network programs load here), on release
+/// builds of claw-agent, clawctl and the bench driver.
+fn bench_events() -> anyhow::Result<()> {
+    run::cargo(&["build", "--release", "-p", "claw-agent", "-p", "claw-tests"])?;
+    let release = run::workspace_root().join("target/release");
+    run::status(
+        std::process::Command::new(release.join("claw-vmtest"))
+            .arg("bench-events")
+            .arg(release.join("claw-agent"))
+            .arg(release.join("clawctl")),
+    )
 }
 
 /// Unit and host tests first (fast, and they fail early), then the VM matrix. Plain `cargo test`

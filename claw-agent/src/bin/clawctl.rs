@@ -7,15 +7,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use claw_agent::{
     audit,
-    client::{self, Connection},
+    client::{self, Connection, EventView, ReplyView},
     daemon::{prepare, DEFAULT_MAX_TTL},
     describe::{self, RuleLine},
     event::Event,
-    protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
+    protocol::{ProgramStatus, Request, Status, DEFAULT_SOCKET},
     spawn,
 };
 use serde_json::json;
@@ -128,10 +128,10 @@ fn parse_since(text: &str) -> Result<SystemTime, String> {
 }
 
 impl Only {
-    fn admits(&self, event: &Event) -> bool {
-        (self.agent.is_empty() || self.agent.contains(&event.agent))
+    fn admits(&self, event: &EventView) -> bool {
+        (self.agent.is_empty() || self.agent.iter().any(|agent| *agent == event.agent))
             // `*`: counts over all of an agent's operations (throttled, lost) concern every op.
-            && (self.op.is_empty() || event.op == "*" || self.op.contains(&event.op))
+            && (self.op.is_empty() || event.op == "*" || self.op.iter().any(|op| *op == event.op))
     }
 }
 
@@ -169,8 +169,8 @@ fn main() -> ExitCode {
             include,
             only,
         } => follow(socket, "denials", json, only.since, |e| {
-            (["deny", "audit", "throttled", "lost"].contains(&e.kind.as_str())
-                || include.contains(&e.kind))
+            (["deny", "audit", "throttled", "lost"].contains(&e.kind.as_ref())
+                || include.iter().any(|kind| *kind == e.kind))
                 && only.admits(e)
         }),
         Command::Events {
@@ -379,39 +379,49 @@ fn follow(
     what: &str,
     json: bool,
     since: Option<SystemTime>,
-    wanted: impl Fn(&Event) -> bool,
+    wanted: impl Fn(&EventView) -> bool,
 ) -> anyhow::Result<()> {
     let mut request = Request::Follow {
         after: None,
         since: since.map(|t| humantime::format_rfc3339_nanos(t).to_string()),
     };
     let mut connection = Connection::open(socket, &request)?;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut last_seq = None;
     loop {
-        while let Some(reply) = connection.next_reply().unwrap_or(None) {
-            match reply {
-                Reply::Subscribed => {
+        while let Some(line) = connection.next_line().unwrap_or(None) {
+            let reply: ReplyView = serde_json::from_str(&line).with_context(|| {
+                format!("claw-agent sent an unreadable reply: {}", line.trim_end())
+            })?;
+            match reply.reply.as_ref() {
+                "subscribed" => {
                     eprintln!("clawctl: following {what} from {}", socket.display())
                 }
-                Reply::Event { event } => {
-                    last_seq = Some(event.seq);
-                    if !wanted(&event) {
-                        continue;
+                "event" => {
+                    let raw = reply.event.context("an event reply without its event")?;
+                    let view: EventView = serde_json::from_str(raw.get())?;
+                    last_seq = Some(view.seq);
+                    if wanted(&view) {
+                        if json {
+                            stdout.write_all(raw.get().as_bytes())?;
+                            writeln!(stdout)?;
+                        } else {
+                            let event: Event = serde_json::from_str(raw.get())?;
+                            writeln!(stdout, "{}", human_line(&event))?;
+                        }
                     }
-                    if json {
-                        serde_json::to_writer(&mut stdout, &event)?;
-                        writeln!(stdout)?;
-                    } else {
-                        writeln!(stdout, "{}", human_line(&event))?;
-                    }
-                    stdout.flush()?;
                 }
-                Reply::Lost { count } => {
-                    eprintln!("clawctl: LOST {count} events: this client fell behind claw-agent, or they are not in its audit log")
+                "lost" => {
+                    eprintln!(
+                        "clawctl: LOST {} events: this client fell behind claw-agent, or they are not in its audit log",
+                        reply.count.unwrap_or(0)
+                    )
                 }
-                Reply::Error { message } => bail!("claw-agent: {message}"),
-                other => bail!("unexpected reply while following: {other:?}"),
+                "error" => bail!("claw-agent: {}", reply.message.unwrap_or_default()),
+                other => bail!("unexpected reply while following: {other}"),
+            }
+            if !connection.has_buffered() {
+                stdout.flush()?;
             }
         }
         eprintln!("clawctl: claw-agent closed the connection; reconnecting");

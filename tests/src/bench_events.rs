@@ -1,0 +1,400 @@
+//! `claw-vmtest bench-events CLAW_AGENT CLAWCTL` (run by `cargo xtask bench events`, on the host:
+//! its cgroup connect programs load here). Connect denials at full speed, counted twice in one
+//! run: by a minimal raw ring-buffer consumer over claw's own programs (the ceiling), and end to
+//! end through claw-agent into a `clawctl deny-log --follow --json` subscriber and the audit log.
+//! Then a paced run for latency (kernel deny -> line printed by clawctl). Prints one table.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context as _};
+use claw_agent::{
+    btf::VMLINUX_BTF,
+    daemon::{prepare, DEFAULT_MAX_TTL},
+    enforcer::{Coverage, Enforcer, LSM_LIST},
+    ingest::ReportLimits,
+};
+use serde_json::Value;
+
+use claw_tests::harness::in_cgroup;
+
+/// How long each full-speed storm lasts.
+const STORM: Duration = Duration::from_secs(5);
+/// Denials per second of the paced run that measures latency.
+const PACED_RATE: u64 = 2000;
+const PACED: Duration = Duration::from_secs(3);
+
+const TARGET_RATIO: f64 = 0.75;
+const TARGET_P99_MS: f64 = 10.0;
+const TARGET_RSS_MIB: f64 = 30.0;
+
+pub fn run(args: &[String]) -> ExitCode {
+    let [claw_agent, clawctl] = args else {
+        eprintln!("usage: claw-vmtest bench-events CLAW_AGENT CLAWCTL");
+        return ExitCode::from(2);
+    };
+    match bench(Path::new(claw_agent), Path::new(clawctl)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench-events: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bench's cgroups, removed at the end whatever happens.
+struct Cgroups {
+    root: PathBuf,
+    base: String,
+}
+
+impl Cgroups {
+    fn path(&self, agent: &str) -> PathBuf {
+        self.root.join(&self.base).join(agent)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for agent in ["raw", "piped"] {
+            let _ = std::fs::remove_dir(self.path(agent));
+        }
+        let _ = std::fs::remove_dir(self.root.join(&self.base));
+    }
+}
+
+/// A child process killed (by pid) when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn policy(dir: &Path, cgroups: &Cgroups, agent: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("{agent}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "agents:\n  - name: {agent}\n    cgroup: {}/{agent}\n",
+            cgroups.base
+        ),
+    )?;
+    Ok(path)
+}
+
+/// The probe's connect storm in `cgroup`: (denials, how long it ran).
+fn storm(cgroup: &Path, seconds: Duration, rate: u64) -> anyhow::Result<(u64, Duration)> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args([
+        "probe",
+        "connect-storm",
+        "127.0.0.1:20000",
+        "30000",
+        "1000000000",
+        &seconds.as_secs().to_string(),
+        &rate.to_string(),
+    ]);
+    let (mut command, _procs) = in_cgroup(command, cgroup)?;
+    let started = Instant::now();
+    let output = command.output()?;
+    let elapsed = started.elapsed();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let denied = printed
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the probe printed `{printed}`"))?;
+    Ok((denied, elapsed))
+}
+
+/// Phase 1: claw's programs with a consumer that only counts ring-buffer records.
+fn raw_rate(dir: &Path, cgroups: &Cgroups) -> anyhow::Result<(f64, u64)> {
+    let prepared =
+        prepare(&policy(dir, cgroups, "raw")?, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
+    let unlimited = ReportLimits {
+        identical_per_second: 0,
+        agent_per_second: 0,
+    };
+    let mut enforcer = Enforcer::load(
+        Path::new(VMLINUX_BTF),
+        Path::new(LSM_LIST),
+        Coverage::NetworkOnly,
+        cgroups.root.clone(),
+        unlimited,
+    )?;
+    enforcer.apply(&prepared.compiled)?;
+    enforcer.attach_programs()?;
+    let mut kernel = enforcer.take_events()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut records = 0u64;
+            let mut last = Instant::now();
+            let fd = kernel.ring.as_raw_fd();
+            loop {
+                while kernel.ring.next().is_some() {
+                    records += 1;
+                    last = Instant::now();
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return (records, last);
+                }
+                let mut poll = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll(2) on one pollfd we own.
+                unsafe { libc::poll(&mut poll, 1, 50) };
+            }
+        })
+    };
+    let started = Instant::now();
+    let (denied, _) = storm(&cgroups.path("raw"), STORM, 0)?;
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (records, last) = counting.join().expect("the counting thread");
+    let lost = enforcer.counters()?.events_lost_kernel;
+    let rate = records as f64 / last.duration_since(started).as_secs_f64();
+    eprintln!("bench-events: raw: {denied} denials, {records} records counted, {lost} lost");
+    Ok((rate, lost))
+}
+
+struct Delivered {
+    denials: u64,
+    lost: u64,
+    /// Kernel deny -> line read from clawctl, in milliseconds.
+    latencies: Vec<f64>,
+    last: SystemTime,
+}
+
+/// Reads clawctl's JSON lines until `expected` denials are accounted for or it goes quiet.
+fn collect(lines: &std::sync::mpsc::Receiver<(SystemTime, String)>, expected: u64) -> Delivered {
+    let mut delivered = Delivered {
+        denials: 0,
+        lost: 0,
+        latencies: Vec::new(),
+        last: SystemTime::now(),
+    };
+    while delivered.denials + delivered.lost < expected {
+        let Ok((now, line)) = lines.recv_timeout(Duration::from_secs(10)) else {
+            break;
+        };
+        // Picked out of the text, not parsed: the bench's reader shares the CPUs it measures.
+        if line.contains("\"kind\":\"deny\"") {
+            delivered.denials += 1;
+            delivered.last = now;
+            let at = line
+                .split_once("\"time\":\"")
+                .and_then(|(_, rest)| humantime::parse_rfc3339(rest.split('"').next()?).ok());
+            if let Some(at) = at {
+                let latency = now.duration_since(at).unwrap_or_default();
+                delivered.latencies.push(latency.as_secs_f64() * 1000.0);
+            }
+        } else if line.contains("\"kind\":\"lost\"") {
+            let event: Value = serde_json::from_str(&line).unwrap_or_default();
+            delivered.lost += event["details"]["lost"].as_u64().unwrap_or(0);
+        }
+    }
+    delivered
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The daemon's resident size now and at its peak, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
+    let root = claw_agent::cgroupfs::find_cgroup2_root()?;
+    let cgroups = Cgroups {
+        root,
+        base: format!("claw-bench-{}", std::process::id()),
+    };
+    let dir = tempfile::tempdir()?;
+    let (raw, raw_lost) = raw_rate(dir.path(), &cgroups)?;
+
+    let socket = dir.path().join("claw.sock");
+    let audit_log = dir.path().join("audit.log");
+    let daemon = Guard(
+        Command::new(claw_agent)
+            .args(["--degraded", "--policy"])
+            .arg(policy(dir.path(), &cgroups, "piped")?)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--cgroup-root")
+            .arg(&cgroups.root)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args([
+                "--identical-events-per-second",
+                "0",
+                "--agent-events-per-second",
+                "0",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting claw-agent")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(clawctl)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("status")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success()
+    {
+        if Instant::now() > deadline {
+            bail!("claw-agent did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut follower = Guard(
+        Command::new(clawctl)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["deny-log", "--follow", "--json", "--agent", "piped"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let stdout = follower.0.stdout.take().context("clawctl's stdout")?;
+    let stderr = follower.0.stderr.take().context("clawctl's stderr")?;
+    let (sender, lines) = std::sync::mpsc::channel();
+    let notices = sender.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Stamped as it is read: the latency ends when clawctl's line arrives.
+            if sender.send((SystemTime::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    // A follower that fell behind is told on stderr ("clawctl: LOST N events ..."): counted.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let lost = line
+                .strip_prefix("clawctl: LOST ")
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
+            if let Some(lost) = lost {
+                let marker = format!("{{\"kind\":\"lost\",\"details\":{{\"lost\":{lost}}}}}");
+                if notices.send((SystemTime::now(), marker)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = SystemTime::now();
+    let (denied, _) = storm(&cgroups.path("piped"), STORM, 0)?;
+    let full = collect(&lines, denied);
+    let piped = full.denials as f64
+        / full
+            .last
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64();
+    // The audit log is the record that must account for every denial: each is there, or in a
+    // count of the kernel's (lost, per agent) or of the writer's (lost, audit). It rotates
+    // every 64 MiB: every file is read.
+    let (mut audited, mut audit_lost) = (0u64, 0u64);
+    for file in claw_agent::audit::files_of(&audit_log) {
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            if line.contains("\"kind\":\"deny\"") && line.contains("\"agent\":\"piped\"") {
+                audited += 1;
+            } else if line.contains("\"kind\":\"lost\"") && line.contains("\"agent\":\"piped\"")
+                || line.contains("\"event\":{\"lost\":")
+            {
+                let record: Value = serde_json::from_str(line).unwrap_or_default();
+                let event = &record["event"];
+                audit_lost += event["details"]["lost"]
+                    .as_u64()
+                    .or(event["lost"].as_u64())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    let unaccounted = denied.saturating_sub(audited + audit_lost);
+    // Let the daemon finish the storm's backlog (audit log included) before timing latency.
+    let mut audit_size = 0;
+    while std::fs::metadata(&audit_log).map_or(0, |m| m.len()) != audit_size {
+        audit_size = std::fs::metadata(&audit_log).map_or(0, |m| m.len());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    while lines.try_recv().is_ok() {}
+
+    let (paced_denied, _) = storm(&cgroups.path("piped"), PACED, PACED_RATE)?;
+    let paced = collect(&lines, paced_denied);
+    let mut latencies = paced.latencies.clone();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let (rss, peak) = rss_mib(daemon.0.id());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!();
+    println!(
+        "claw events bench — host kernel {}, {} s storms of distinct denied connects, throttling off",
+        kernel.trim(),
+        STORM.as_secs()
+    );
+    println!("  raw ring-buffer consumer (counts only)      {raw:>10.0} denials/s  ({raw_lost} lost in the kernel)");
+    println!(
+        "  claw-agent -> clawctl deny-log --json       {piped:>10.0} denials/s  ratio {:.2} (target >= {TARGET_RATIO}: {})",
+        piped / raw,
+        verdict(piped / raw >= TARGET_RATIO)
+    );
+    println!(
+        "  subscriber received                         {:>10} of {denied} denials (+{} in lost counts)",
+        full.denials, full.lost
+    );
+    println!(
+        "  audit log holds                             {audited:>10} of {denied} denials (+{audit_lost} in lost counts)"
+    );
+    println!(
+        "  unaccounted loss (audit log)                {unaccounted:>10} (target 0: {})",
+        verdict(unaccounted == 0)
+    );
+    println!(
+        "  latency deny -> clawctl line, {PACED_RATE}/s paced   p50 {p50:.2} ms, p99 {p99:.2} ms (target p99 <= {TARGET_P99_MS} ms: {})",
+        verdict(p99 <= TARGET_P99_MS)
+    );
+    println!(
+        "  claw-agent RSS after the runs               {rss:>10.1} MiB (target <= {TARGET_RSS_MIB}: {}); peak {peak:.1} MiB",
+        verdict(rss <= TARGET_RSS_MIB)
+    );
+    drop(follower);
+    drop(daemon);
+    Ok(())
+}
