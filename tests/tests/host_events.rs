@@ -147,7 +147,9 @@ fn repeats_are_throttled_in_the_kernel_and_counted_exactly() {
     assert_eq!(summary["details"]["reason"], "identical", "{summary}");
 
     // The human form says how many more, of what.
-    let mut human = host.clawctl_child(&["deny-log", "--follow", "--agent", "noisy"]);
+    let mut human = host.clawctl_child(&[
+        "deny-log", "--follow", "--agent", "noisy", "--op", "connect",
+    ]);
     subscribed(&mut human);
     let lines = json_lines(&mut human);
     storm(&["connect-storm", "127.0.0.1:9", "1", "2000", "60"], &noisy);
