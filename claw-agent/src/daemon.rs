@@ -63,6 +63,8 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// Report rates the programs enforce before counting instead of sending.
     pub report_limits: ReportLimits,
+    /// Size of the kernel's event ring buffer (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
     /// The daemon's configuration file's contents: forwarders, metrics.
     pub settings: config::Config,
 }
@@ -259,6 +261,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         coverage,
         cgroup_root,
         config.report_limits,
+        config.ring_buffer_bytes,
     )?;
     let identities = Arc::new(RwLock::new(Identities::new()));
     let unenforced = install_policy(

@@ -333,6 +333,7 @@ impl Enforcer {
         coverage: Coverage,
         cgroup_root: PathBuf,
         report_limits: ReportLimits,
+        ring_buffer_bytes: u32,
     ) -> Result<Self, EnforcerError> {
         let btf = Btf::from_file(vmlinux_btf)?;
         let mut offsets = Vec::new();
@@ -343,6 +344,7 @@ impl Enforcer {
             .iter()
             .fold(0, |bits, (cap, _)| bits | 1 << cap);
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(names::EVENTS, ring_buffer_bytes);
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }

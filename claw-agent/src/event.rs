@@ -65,7 +65,7 @@ pub struct Event {
 
 impl Event {
     /// An event the daemon itself reports now (not a kernel record) about `agent`, whose cgroup
-    /// is given relative to the cgroup root without the leading `/`.
+    /// is given relative to the cgroup root (or `-` for no agent).
     pub fn about(kind: &str, agent: &str, cgroup: &str, op: &str, coverage: &str) -> Self {
         Self {
             schema: SCHEMA_VERSION,
@@ -73,7 +73,11 @@ impl Event {
             kind: kind.to_owned(),
             time: now(),
             agent: agent.to_owned(),
-            cgroup: format!("/{}", cgroup.trim_start_matches('/')),
+            // `-`: an event about no agent (an apply, a forwarder's losses).
+            cgroup: match cgroup {
+                "-" => "-".to_owned(),
+                _ => format!("/{}", cgroup.trim_start_matches('/')),
+            },
             pid: 0,
             comm: String::new(),
             op: op.to_owned(),

@@ -25,7 +25,7 @@ use claw_agent::{
 };
 use serde_json::Value;
 
-use claw_tests::harness::in_cgroup;
+use claw_tests::harness::{audit_accounts, in_cgroup};
 
 /// How long each full-speed storm lasts.
 const STORM: Duration = Duration::from_secs(5);
@@ -134,6 +134,7 @@ fn raw_rate(dir: &Path, cgroups: &Cgroups) -> anyhow::Result<(f64, u64)> {
         Coverage::NetworkOnly,
         cgroups.root.clone(),
         unlimited,
+        4 << 20,
     )?;
     enforcer.apply(&prepared.compiled)?;
     enforcer.attach_programs()?;
@@ -326,25 +327,8 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
             .unwrap_or_default()
             .as_secs_f64();
     // The audit log is the record that must account for every denial: each is there, or in a
-    // count of the kernel's (lost, per agent) or of the writer's (lost, audit). It rotates
-    // every 64 MiB: every file is read.
-    let (mut audited, mut audit_lost) = (0u64, 0u64);
-    for file in claw_agent::audit::files_of(&audit_log) {
-        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
-            if line.contains("\"kind\":\"deny\"") && line.contains("\"agent\":\"piped\"") {
-                audited += 1;
-            } else if line.contains("\"kind\":\"lost\"") && line.contains("\"agent\":\"piped\"")
-                || line.contains("\"event\":{\"lost\":")
-            {
-                let record: Value = serde_json::from_str(line).unwrap_or_default();
-                let event = &record["event"];
-                audit_lost += event["details"]["lost"]
-                    .as_u64()
-                    .or(event["lost"].as_u64())
-                    .unwrap_or(0);
-            }
-        }
-    }
+    // count of the kernel's (lost, per agent) or of the writer's (lost, audit).
+    let (audited, audit_lost) = audit_accounts(&audit_log, "piped");
     let unaccounted = denied.saturating_sub(audited + audit_lost);
     // Let the daemon finish the storm's backlog (audit log included) before timing latency.
     let mut audit_size = 0;

@@ -261,3 +261,27 @@ impl Drop for ScratchCgroup {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// What an audit log says of `agent`'s denials: (deny events, denials in `lost` counts — the
+/// kernel's, per agent — and in the writer's own lost records). Reads every rotated file.
+pub fn audit_accounts(audit_log: &Path, agent: &str) -> (u64, u64) {
+    let (mut denied, mut lost) = (0u64, 0u64);
+    let of_agent = format!("\"agent\":\"{agent}\"");
+    for file in claw_agent::audit::files_of(audit_log) {
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            if line.contains("\"kind\":\"deny\"") && line.contains(&of_agent) {
+                denied += 1;
+            } else if line.contains("\"kind\":\"lost\"") && line.contains(&of_agent)
+                || line.contains("\"event\":{\"lost\":")
+            {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                let event = &record["event"];
+                lost += event["details"]["lost"]
+                    .as_u64()
+                    .or(event["lost"].as_u64())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (denied, lost)
+}

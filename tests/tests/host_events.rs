@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use claw_tests::harness::audit_accounts;
 use common::{probe, probe_output, Host, EPERM};
 use serde_json::Value;
 
@@ -271,6 +272,36 @@ fn followers_resume_across_a_daemon_restart_and_look_back() {
         numbers.windows(2).all(|w| w[1] == w[0] + 1),
         "numbering continues without a gap across the restart: {numbers:?}"
     );
+
+    // Applies, accepted or rejected, are events too.
+    let applied = host.clawctl(&["policy", "apply", policy.to_str().unwrap()]);
+    assert!(applied.status.success(), "{applied:?}");
+    let broken = host.dir.path().join("broken.yaml");
+    std::fs::write(&broken, "agents: [").unwrap();
+    assert!(!host
+        .clawctl(&["policy", "apply", broken.to_str().unwrap()])
+        .status
+        .success());
+    let policy_events: Vec<Value> = (0..2)
+        .map(|_| loop {
+            let event = events.recv_timeout(Duration::from_secs(15)).unwrap();
+            if event["kind"] == "policy" {
+                break event;
+            }
+        })
+        .collect();
+    assert_eq!(policy_events[0]["decision"], "applied", "{policy_events:?}");
+    assert_eq!(policy_events[0]["details"]["generation"], 2);
+    assert_eq!(
+        policy_events[1]["decision"], "rejected",
+        "{policy_events:?}"
+    );
+    assert!(
+        policy_events[1]["details"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.yaml:")),
+        "{policy_events:?}"
+    );
     follower.kill().unwrap();
     follower.wait().unwrap();
 
@@ -295,5 +326,51 @@ fn followers_resume_across_a_daemon_restart_and_look_back() {
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn a_full_ring_buffer_loses_nothing_uncounted() {
+    let mut host = Host::new("overflow");
+    let (relative, flood) = host.agent("flood");
+    let policy = host.policy(&format!(
+        "agents:\n  - name: flood\n    cgroup: {relative}\n"
+    ));
+    // No throttling and the smallest ring buffer: a storm of distinct denials overflows it.
+    host.start(
+        &policy,
+        &[
+            "--identical-events-per-second",
+            "0",
+            "--agent-events-per-second",
+            "0",
+            "--ring-buffer-mib",
+            "1",
+        ],
+    );
+    let denied = storm(
+        &[
+            "connect-storm",
+            "127.0.0.1:20000",
+            "30000",
+            "100000000",
+            "3",
+        ],
+        &flood,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut recorded, mut lost) = audit_accounts(&host.audit_log, "flood");
+    while recorded + lost < denied && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        (recorded, lost) = audit_accounts(&host.audit_log, "flood");
+    }
+    assert_eq!(
+        recorded + lost,
+        denied,
+        "the audit log accounts for every denial: {recorded} recorded + {lost} counted lost"
+    );
+    assert!(
+        lost > 0,
+        "{denied} denials did not overflow a 1 MiB ring buffer: the test proves nothing"
     );
 }

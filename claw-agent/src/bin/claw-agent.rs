@@ -56,6 +56,19 @@ struct Args {
     /// and summarised, so one agent cannot crowd out the others' events. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     agent_events_per_second: u64,
+    /// Size of the kernel's event ring buffer, in MiB (a power of two): how many events can wait
+    /// while claw-agent is busy before they are counted as lost.
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = ring_buffer_mib)]
+    ring_buffer_mib: u32,
+}
+
+fn ring_buffer_mib(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(mib) if mib.is_power_of_two() && mib <= 1024 => Ok(mib),
+        _ => Err(format!(
+            "`{text}` is not a power of two from 1 to 1024 (the kernel sizes ring buffers in powers of two)"
+        )),
+    }
 }
 
 #[tokio::main]
@@ -92,6 +105,7 @@ async fn main() -> ExitCode {
             identical_per_second: args.identical_events_per_second,
             agent_per_second: args.agent_events_per_second,
         },
+        ring_buffer_bytes: args.ring_buffer_mib << 20,
         settings,
     };
     match daemon::run(config, shutdown_signal()).await {
