@@ -2,12 +2,15 @@
 //! every subscriber (followers, the audit log, forwarders, metrics). The numbers continue across
 //! restarts (from the audit log), so a follower that reconnects can ask for what it missed.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::event::Event;
 
@@ -21,9 +24,12 @@ pub struct Bus {
     /// rising by one.
     next: Mutex<u64>,
     lost: [AtomicU64; Stage::ALL.len()],
-    /// The sequence number after the last event the audit log writer handled: the subscriber
-    /// that must not fall behind, so the reader of the kernel's records paces itself to it.
-    audit_progress: Arc<AtomicU64>,
+    /// The sequence number after the last event the audit log writer wrote: the subscriber
+    /// that must not fall behind, so the reader of the kernel's records paces itself to it, and
+    /// followers are sent only what the log holds (so that one resuming after a restart finds
+    /// in the log whatever it may have missed).
+    audit_written: AtomicU64,
+    written: Notify,
 }
 
 /// Where along the way events were lost (each is also reported where it happened: a `lost`
@@ -74,7 +80,8 @@ impl Bus {
             sender: broadcast::channel(capacity).0,
             next: Mutex::new(first_seq),
             lost: Default::default(),
-            audit_progress: Arc::new(AtomicU64::new(first_seq)),
+            audit_written: AtomicU64::new(first_seq),
+            written: Notify::new(),
         }
     }
 
@@ -96,16 +103,32 @@ impl Bus {
         (self.sender.subscribe(), *next)
     }
 
-    /// Where the audit log writer records its progress (see `audit_lag`).
-    pub fn audit_progress(&self) -> Arc<AtomicU64> {
-        self.audit_progress.clone()
+    /// The audit log writer has written (or counted as lost) every event before `next`.
+    pub fn mark_written(&self, next: u64) {
+        self.audit_written.fetch_max(next, Ordering::AcqRel);
+        self.written.notify_waiters();
     }
 
-    /// Events published that the audit log writer has not handled yet. Kept below the buffer,
+    /// Waits until the audit log holds every event before `next`, at most `timeout` (the
+    /// writer is stuck): whether it does.
+    pub async fn until_written(&self, next: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.written.notified();
+            if self.audit_written.load(Ordering::Acquire) >= next {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.audit_written.load(Ordering::Acquire) >= next;
+            }
+        }
+    }
+
+    /// Events published that the audit log writer has not written yet. Kept below the buffer,
     /// it never loses any: the kernel's ring buffer holds (or counts, per agent) the rest.
     pub fn audit_lag(&self) -> u64 {
         self.next_seq()
-            .saturating_sub(self.audit_progress.load(Ordering::Acquire))
+            .saturating_sub(self.audit_written.load(Ordering::Acquire))
     }
 
     /// Subscribers now (followers, the audit log writer, forwarders).

@@ -10,10 +10,7 @@ use std::{
     future::Future,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
+    sync::{atomic::Ordering, Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -31,7 +28,7 @@ use crate::{
     compile::{self, Compiled},
     config,
     describe::{self, RuleLine},
-    enforcer::{Coverage, Enforcer, InstalledAgent},
+    enforcer::{Coverage, Enforcer, InstalledAgent, LoadOptions},
     event::{AgentIdentity, Event, Identities},
     forward,
     ingest::{self, ReportLimits},
@@ -63,6 +60,8 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// Report rates the programs enforce before counting instead of sending.
     pub report_limits: ReportLimits,
+    /// Where the kernel objects are pinned, to outlive the daemon.
+    pub pins: PathBuf,
     /// Size of the kernel's event ring buffer (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
     /// The daemon's configuration file's contents: forwarders, metrics.
@@ -71,18 +70,17 @@ pub struct Config {
 
 /// Writes every event to the audit log, in batches of what has arrived; events this writer fell
 /// behind on are recorded as a count. `progress` is the sequence number after the last event
-/// handled (written or counted), so that a resuming follower knows when the log holds what it
-/// needs.
-async fn write_audit_log(mut writer: audit::Writer, bus: Arc<Bus>, progress: Arc<AtomicU64>) {
+/// written (the bus tells followers and the kernel reader).
+async fn write_audit_log(
+    mut writer: audit::Writer,
+    mut events: broadcast::Receiver<Arc<Event>>,
+    bus: Arc<Bus>,
+) {
     /// Records written with one write(2) at most.
     const BATCH: usize = 1024;
-    let (mut events, _) = bus.subscribe();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     let entry = |received: Result<Arc<Event>, broadcast::error::RecvError>| match received {
-        Ok(event) => {
-            progress.store(event.seq + 1, Ordering::Release);
-            Some(audit::Entry::Event(event))
-        }
+        Ok(event) => Some(audit::Entry::Event(event)),
         Err(broadcast::error::RecvError::Lagged(lost)) => {
             bus.count_lost(Stage::Audit, lost);
             Some(audit::Entry::Lost { lost })
@@ -117,9 +115,17 @@ async fn write_audit_log(mut writer: audit::Writer, bus: Arc<Bus>, progress: Arc
             .iter()
             .filter(|e| matches!(e, audit::Entry::Event(_)))
             .count() as u64;
+        let handled = batch.iter().rev().find_map(|e| match e {
+            audit::Entry::Event(event) => Some(event.seq + 1),
+            audit::Entry::Lost { .. } => None,
+        });
         if let Err(err) = writer.append_all(batch) {
             bus.count_lost(Stage::Audit, events_in_batch);
             tracing::error!("audit log: {err}; records are being LOST");
+        }
+        // Only once written: a follower replaying up to here reads them from the file.
+        if let Some(handled) = handled {
+            bus.mark_written(handled);
         }
     }
 }
@@ -255,14 +261,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(root) => root,
         None => cgroupfs::find_cgroup2_root()?,
     };
-    let mut enforcer = Enforcer::load(
-        &config.vmlinux_btf,
-        &config.lsm_list,
+    let mut enforcer = Enforcer::load(LoadOptions {
+        vmlinux_btf: config.vmlinux_btf.clone(),
+        lsm_list: config.lsm_list.clone(),
         coverage,
         cgroup_root,
-        config.report_limits,
-        config.ring_buffer_bytes,
-    )?;
+        report_limits: config.report_limits,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+        pins: config.pins.clone(),
+    })?;
     let identities = Arc::new(RwLock::new(Identities::new()));
     let unenforced = install_policy(
         &mut enforcer,
@@ -289,13 +296,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
     let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
-    let audit_progress = bus.audit_progress();
     // A thread of its own: hashing and writing every record must not wait behind the tasks
     // that serve followers, or it falls behind in a storm.
     let audit_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let audit = write_audit_log(audit_writer, bus.clone(), audit_progress.clone());
+    // Subscribed here, before anything can publish: the log must have every event.
+    let (audit_events, _) = bus.subscribe();
+    let audit = write_audit_log(audit_writer, audit_events, bus.clone());
     std::thread::Builder::new()
         .name("audit-log".to_owned())
         .spawn(move || audit_runtime.block_on(audit))?;
@@ -363,7 +371,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             bus,
             control: control.clone(),
             audit_log: config.audit_log.clone(),
-            audit_progress,
         },
         shutdown,
     )

@@ -6,14 +6,15 @@ use std::{
     collections::HashMap as StdHashMap,
     fs::File,
     io,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use aya::{
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{
-        cgroup_device::CgroupDeviceLinkId, cgroup_sock_addr::CgroupSockAddrLinkId,
-        links::CgroupAttachMode, CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint,
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -28,6 +29,7 @@ use crate::{
     compile::{Compiled, FileRule, NetRule},
     devices,
     ingest::{KernelEvents, ReportLimits},
+    pins::{self, PinError, Pins},
     policy::Mode,
     protocol::{Counters, ProgramStatus},
     tracefs::{self, TracefsError},
@@ -46,6 +48,7 @@ pub mod names {
     pub const DEVICE_RULES: &str = "DEVICE_RULES";
     pub const AGENT_EVENTS: &str = "AGENT_EVENTS";
     pub const THROTTLE: &str = "THROTTLE";
+    pub const REPORTED: &str = "REPORTED";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -273,6 +276,14 @@ pub enum EnforcerError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("pinning {what} at {path}: {reason}")]
+    PinLink {
+        what: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("map `{map}`: {source}")]
     Map {
         map: &'static str,
@@ -316,26 +327,78 @@ pub struct Enforcer {
     cgroup_root: PathBuf,
     /// LSM programs, or in degraded mode tracepoints, attached so far.
     attached: Vec<&'static str>,
-    /// Per agent cgroup (relative path): its network program links.
-    net_links: StdHashMap<String, Vec<(&'static str, CgroupSockAddrLinkId)>>,
-    /// Per agent cgroup: its device program link.
-    device_links: StdHashMap<String, CgroupDeviceLinkId>,
+    /// The LSM programs' links, pinned: they stay attached when claw-agent dies.
+    lsm_links: Vec<PinnedLink>,
+    /// Per agent cgroup (relative path): its network program links, pinned.
+    net_links: StdHashMap<String, Vec<(&'static str, PinnedLink)>>,
+    /// Per agent cgroup: where its device program's link is pinned.
+    device_links: StdHashMap<String, PathBuf>,
     installed: Vec<InstalledAgent>,
     next_ruleset: u32,
+    pins: Pins,
+    /// The maps were an earlier claw-agent's: the first apply also clears what it left.
+    adopting: bool,
 }
+
+/// What loading needs.
+pub struct LoadOptions {
+    pub vmlinux_btf: PathBuf,
+    pub lsm_list: PathBuf,
+    pub coverage: Coverage,
+    pub cgroup_root: PathBuf,
+    pub report_limits: ReportLimits,
+    pub ring_buffer_bytes: u32,
+    /// Where maps and links are pinned (and found, after a restart).
+    pub pins: PathBuf,
+}
+
+/// The kernel's BPF_CGROUP_DEVICE attach type.
+const BPF_CGROUP_DEVICE: u32 = 6;
+
+/// Maps pinned, so that rules, counts and waiting events outlive the daemon.
+pub const PINNED_MAPS: &[&str] = &[
+    names::AGENTS,
+    names::FILE_RULES,
+    names::NET_RULES,
+    names::DEVICE_RULES,
+    names::EVENTS,
+    names::CPU_STATE,
+    names::AGENT_EVENTS,
+    names::THROTTLE,
+    names::REPORTED,
+];
 
 impl Enforcer {
     /// Loads the programs into the kernel (verified, not attached), with struct offsets read from
     /// `vmlinux_btf`. With `Coverage::Full`, refuses unless BPF LSM is usable and active.
-    pub fn load(
-        vmlinux_btf: &Path,
-        lsm_list: &Path,
-        coverage: Coverage,
-        cgroup_root: PathBuf,
-        report_limits: ReportLimits,
-        ring_buffer_bytes: u32,
+    ///
+    /// Maps pinned by an earlier claw-agent are adopted (its rules stay in force meanwhile);
+    /// otherwise new maps are pinned, and removed again if loading fails.
+    pub fn load(options: LoadOptions) -> Result<Self, EnforcerError> {
+        let pins = Pins::open(&options.pins)?;
+        let adopting = pins.has_maps(PINNED_MAPS);
+        let loaded = Self::load_pinned(options, pins.clone(), adopting);
+        if loaded.is_err() && !adopting {
+            let _ = Pins::remove_all(pins.dir());
+        }
+        loaded
+    }
+
+    fn load_pinned(
+        options: LoadOptions,
+        pins: Pins,
+        adopting: bool,
     ) -> Result<Self, EnforcerError> {
-        let btf = Btf::from_file(vmlinux_btf)?;
+        let LoadOptions {
+            vmlinux_btf,
+            lsm_list,
+            coverage,
+            cgroup_root,
+            report_limits,
+            ring_buffer_bytes,
+            ..
+        } = options;
+        let btf = Btf::from_file(&vmlinux_btf)?;
         let mut offsets = Vec::new();
         for (global, strukt, member) in OFFSETS {
             offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
@@ -345,6 +408,9 @@ impl Enforcer {
             .fold(0, |bits, (cap, _)| bits | 1 << cap);
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(names::EVENTS, ring_buffer_bytes);
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
@@ -393,7 +459,7 @@ impl Enforcer {
                         reason: refusal_reason(&err),
                     })?;
             }
-            check_lsm_active(lsm_list)?;
+            check_lsm_active(&lsm_list)?;
         }
         device_program(&mut ebpf)?
             .load()
@@ -412,17 +478,28 @@ impl Enforcer {
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
             .ok();
-        Ok(Self {
+        let mut enforcer = Self {
             ebpf,
             _stats: stats,
             coverage,
             cgroup_root,
             attached: Vec::new(),
+            lsm_links: Vec::new(),
             net_links: StdHashMap::new(),
             device_links: StdHashMap::new(),
             installed: Vec::new(),
             next_ruleset: 1,
-        })
+            pins,
+            adopting,
+        };
+        if adopting {
+            enforcer.next_ruleset = enforcer.rulesets_in_maps()?.into_iter().max().unwrap_or(0) + 1;
+            tracing::info!(
+                pins = %enforcer.pins.dir().display(),
+                "adopting the pinned rules of an earlier claw-agent: they stay enforced until this one's are in place"
+            );
+        }
+        Ok(enforcer)
     }
 
     pub fn cgroup_root(&self) -> &Path {
@@ -496,7 +573,110 @@ impl Enforcer {
             tracing::warn!("removing the previous policy's rules: {err}");
         }
         self.installed = staged;
+        if self.adopting {
+            self.adopting = false;
+            self.remove_foreign()?;
+        }
         Ok(())
+    }
+
+    /// Every ruleset id the rule maps and AGENTS hold.
+    fn rulesets_in_maps(&mut self) -> Result<Vec<u32>, EnforcerError> {
+        let mut rulesets = Vec::new();
+        let agents: HashMap<_, u64, AgentEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::AGENTS)?)
+                .map_err(map_error(names::AGENTS))?;
+        rulesets.extend(agents.iter().filter_map(Result::ok).map(|(_, a)| a.ruleset));
+        let files: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::FILE_RULES)?)
+                .map_err(map_error(names::FILE_RULES))?;
+        rulesets.extend(
+            files
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| u32::from_be_bytes(k.data().ruleset)),
+        );
+        let nets: LpmTrie<_, NetRuleKey, NetRuleValue> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::NET_RULES)?)
+                .map_err(map_error(names::NET_RULES))?;
+        rulesets.extend(
+            nets.keys()
+                .filter_map(Result::ok)
+                .map(|k| u32::from_be_bytes(k.data().ruleset)),
+        );
+        let devices: HashMap<_, DeviceKey, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
+                .map_err(map_error(names::DEVICE_RULES))?;
+        rulesets.extend(devices.keys().filter_map(Result::ok).map(|k| k.ruleset));
+        rulesets.sort_unstable();
+        rulesets.dedup();
+        Ok(rulesets)
+    }
+
+    /// After adopting an earlier daemon's maps and installing this daemon's policy: removes the
+    /// cgroups and rules it installed that this policy does not have.
+    fn remove_foreign(&mut self) -> Result<(), EnforcerError> {
+        let ours: Vec<u32> = self.installed.iter().map(|a| a.ruleset).collect();
+        let cgroups: Vec<u64> = self.installed.iter().map(|a| a.cgroup_id).collect();
+        let mut agents: HashMap<_, u64, AgentEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::AGENTS)?)
+                .map_err(map_error(names::AGENTS))?;
+        let stale: Vec<u64> = agents
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !cgroups.contains(id))
+            .collect();
+        for id in &stale {
+            let _ = agents.remove(id);
+        }
+        let mut files: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::FILE_RULES)?)
+                .map_err(map_error(names::FILE_RULES))?;
+        let foreign: Vec<_> = files
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ours.contains(&u32::from_be_bytes(k.data().ruleset)))
+            .collect();
+        for key in &foreign {
+            let _ = files.remove(key);
+        }
+        let mut nets: LpmTrie<_, NetRuleKey, NetRuleValue> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::NET_RULES)?)
+                .map_err(map_error(names::NET_RULES))?;
+        let foreign: Vec<_> = nets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ours.contains(&u32::from_be_bytes(k.data().ruleset)))
+            .collect();
+        for key in &foreign {
+            let _ = nets.remove(key);
+        }
+        let mut devices: HashMap<_, DeviceKey, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
+                .map_err(map_error(names::DEVICE_RULES))?;
+        let foreign: Vec<DeviceKey> = devices
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ours.contains(&k.ruleset))
+            .collect();
+        for key in &foreign {
+            let _ = devices.remove(key);
+        }
+        tracing::info!(
+            cgroups = stale.len(),
+            "adopted state reconciled with the policy file"
+        );
+        Ok(())
+    }
+
+    /// Pins a link this daemon attached, so that it outlives the daemon.
+    fn pin(&self, link: FdLink, name: &str) -> Result<PinnedLink, EnforcerError> {
+        let path = self.pins.link(name);
+        link.pin(&path).map_err(|err| EnforcerError::PinLink {
+            what: name.to_owned(),
+            path,
+            reason: err.to_string(),
+        })
     }
 
     fn insert_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
@@ -601,17 +781,34 @@ impl Enforcer {
                 path: path.clone(),
                 source,
             })?;
+            let attach_error = |program: String| {
+                let path = path.clone();
+                move |source| EnforcerError::Attach {
+                    program: format!("{program} to {}", path.display()),
+                    source,
+                }
+            };
             let mut links = Vec::new();
             for (program, _) in NET_PROGRAMS {
                 // Through a BPF link (kernels >= 5.7), which stacks with other programs on the
-                // cgroup and must be created without attach flags.
-                let attached = net_program(&mut self.ebpf, program)?
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .map_err(|source| EnforcerError::Attach {
-                        program: format!("cgroup/{program} to {}", path.display()),
-                        source,
-                    });
-                match attached {
+                // cgroup (an earlier claw-agent's, during a restart) and must be created
+                // without attach flags.
+                let attached = net_program(&mut self.ebpf, program).and_then(|prog| {
+                    let id = prog
+                        .attach(&cgroup, CgroupAttachMode::Single)
+                        .map_err(attach_error(format!("cgroup/{program}")))?;
+                    let link = prog
+                        .take_link(id)
+                        .map_err(attach_error(format!("cgroup/{program}")))?;
+                    FdLink::try_from(link).map_err(|err| EnforcerError::PinLink {
+                        what: format!("cgroup/{program}"),
+                        path: path.clone(),
+                        reason: err.to_string(),
+                    })
+                });
+                let pinned = attached
+                    .and_then(|link| self.pin(link, &format!("{program}@{}", agent.cgroup_id)));
+                match pinned {
                     Ok(link) => links.push((*program, link)),
                     Err(err) => {
                         self.net_links.insert(agent.cgroup.clone(), links);
@@ -620,17 +817,23 @@ impl Enforcer {
                 }
             }
             self.net_links.insert(agent.cgroup.clone(), links);
-            let link = device_program(&mut self.ebpf)?
-                .attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|source| EnforcerError::Attach {
-                    program: format!("cgroup/dev to {}", path.display()),
-                    source,
-                })?;
-            self.device_links.insert(agent.cgroup.clone(), link);
+            let pin = self.pins.link(&format!("dev@{}", agent.cgroup_id));
+            let program = device_program(&mut self.ebpf)?
+                .fd()
+                .map_err(attach_error("cgroup/dev".to_owned()))?;
+            pins::link_and_pin(program.as_fd(), cgroup.as_fd(), BPF_CGROUP_DEVICE, &pin).map_err(
+                |err| EnforcerError::PinLink {
+                    what: format!("cgroup/dev to {}", path.display()),
+                    path: pin.clone(),
+                    reason: err.to_string(),
+                },
+            )?;
+            self.device_links.insert(agent.cgroup.clone(), pin);
         }
         Ok(())
     }
 
+    /// Unpins (so detaches) the links of cgroups no longer in the policy.
     fn detach_net_except(&mut self, keep: &[String]) {
         let gone: Vec<String> = self
             .net_links
@@ -639,25 +842,23 @@ impl Enforcer {
             .cloned()
             .collect();
         for cgroup in gone {
-            if let Some(link) = self.device_links.remove(&cgroup) {
-                if let Ok(prog) = device_program(&mut self.ebpf) {
-                    if let Err(err) = prog.detach(link) {
-                        tracing::warn!("detaching cgroup/dev from {cgroup}: {err}");
-                    }
+            for (_, link) in self.net_links.remove(&cgroup).unwrap_or_default() {
+                if let Err(err) = link.unpin() {
+                    tracing::warn!("detaching a network program from {cgroup}: {err}");
                 }
             }
-            for (program, link) in self.net_links.remove(&cgroup).unwrap_or_default() {
-                if let Ok(prog) = net_program(&mut self.ebpf, program) {
-                    if let Err(err) = prog.detach(link) {
-                        tracing::warn!("detaching cgroup/{program} from {cgroup}: {err}");
-                    }
+            if let Some(pin) = self.device_links.remove(&cgroup) {
+                if let Err(err) = std::fs::remove_file(&pin) {
+                    tracing::warn!("detaching the device program from {cgroup}: {err}");
                 }
             }
         }
     }
 
     /// Attaches the LSM programs, or in degraded mode the reporting tracepoints (after the
-    /// first `apply`, so they never run without rules).
+    /// first `apply`, so they never run without rules); then unpins an earlier claw-agent's
+    /// links, this daemon's now being in place. The LSM links are pinned; the tracepoints, which
+    /// only report, live as long as the daemon.
     pub fn attach_programs(&mut self) -> Result<(), EnforcerError> {
         if self.coverage != Coverage::Full {
             for (program, category, name, _) in AUDIT_TRACEPOINTS {
@@ -669,16 +870,23 @@ impl Enforcer {
                     })?;
                 self.attached.push(program);
             }
-            return Ok(());
-        }
-        for (hook, _) in LSM_HOOKS {
-            lsm_program(&mut self.ebpf, hook)?
-                .attach()
-                .map_err(|source| EnforcerError::Attach {
+        } else {
+            for (hook, _) in LSM_HOOKS {
+                let attach_error = |source| EnforcerError::Attach {
                     program: format!("lsm/{hook}"),
                     source,
-                })?;
-            self.attached.push(hook);
+                };
+                let prog = lsm_program(&mut self.ebpf, hook)?;
+                let id = prog.attach().map_err(attach_error)?;
+                let link = FdLink::from(prog.take_link(id).map_err(attach_error)?);
+                let pinned = self.pin(link, hook)?;
+                self.lsm_links.push(pinned);
+                self.attached.push(hook);
+            }
+        }
+        let removed = self.pins.remove_older_links()?;
+        if removed > 0 {
+            tracing::info!(links = removed, "an earlier claw-agent's links removed");
         }
         Ok(())
     }
@@ -691,16 +899,18 @@ impl Enforcer {
                 name: name.to_owned(),
             })
         };
-        let (ring, agent_events, throttle) = (
+        let (ring, agent_events, throttle, reported) = (
             take(names::EVENTS)?,
             take(names::AGENT_EVENTS)?,
             take(names::THROTTLE)?,
+            take(names::REPORTED)?,
         );
         Ok(KernelEvents {
             ring: RingBuf::try_from(ring).map_err(map_error(names::EVENTS))?,
             agent_events: HashMap::try_from(agent_events)
                 .map_err(map_error(names::AGENT_EVENTS))?,
             throttle: HashMap::try_from(throttle).map_err(map_error(names::THROTTLE))?,
+            reported: HashMap::try_from(reported).map_err(map_error(names::REPORTED))?,
         })
     }
 

@@ -224,7 +224,14 @@ pub fn decode_with_header(
 }
 
 fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Duration) -> Event {
-    let (agent, cgroup) = match identities.get(&header.ruleset) {
+    // A ruleset of an earlier claw-agent (events that waited in the ring buffer across a
+    // restart) is not known by id: its cgroup still says whose it was.
+    let identity = identities.get(&header.ruleset).or_else(|| {
+        identities
+            .values()
+            .find(|identity| identity.cgroup_id == header.cgroup_id)
+    });
+    let (agent, cgroup) = match identity {
         Some(a) => (a.name.clone(), format!("/{}", a.cgroup)),
         None => (
             format!("unknown-ruleset-{}", header.ruleset),

@@ -68,9 +68,15 @@ impl Accounting {
         }
     }
 
-    /// Starts from what the kernel counted before this daemon: not reported again.
+    /// Starts from what was reported before this daemon (an earlier claw-agent's record, or the
+    /// kernel's counts when there is none): not reported again.
     pub fn baseline(&mut self, cgroup_id: u64, counts: AgentEvents) {
         self.agents.insert(cgroup_id, counts);
+    }
+
+    /// What has been reported of an agent's counts.
+    pub fn reported(&self, cgroup_id: u64) -> Option<AgentEvents> {
+        self.agents.get(&cgroup_id).copied()
     }
 
     /// Follows the key of a report that arrived, counting its repeats from those the kernel had
@@ -226,11 +232,48 @@ fn key_of(header: &RecordHeader) -> ThrottleKey {
     }
 }
 
+/// Publishes the records waiting in `ring` until it is empty or the audit log writer is behind:
+/// (bytes read, whether it stopped for the writer).
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    identities: &Identities,
+    coverage: &'static str,
+    accounting: &mut Accounting,
+    bus: &Bus,
+) -> (usize, bool) {
+    let offset = event::boot_to_wall_offset();
+    let mut waiting = 0;
+    while bus.audit_lag() < PACE_LAG {
+        let Some(item) = ring.next() else {
+            return (waiting, false);
+        };
+        // Each record also takes the ring buffer's 8-byte header.
+        waiting += item.len() + 8;
+        match event::decode_with_header(&item, identities, offset, coverage) {
+            Ok((header, event)) => {
+                tracing::debug!(
+                    kind = %event.kind, agent = %event.agent, pid = event.pid,
+                    comm = %event.comm, op = %event.op,
+                    object = event.object().unwrap_or(""), "{}", event.decision
+                );
+                accounting.learn(&header, &bus.publish(event));
+            }
+            Err(err) => {
+                bus.count_lost(Stage::Decode, 1);
+                tracing::warn!("dropping a kernel record: {err}");
+            }
+        }
+    }
+    (waiting, true)
+}
+
 /// The kernel side of the pipeline, handed over by the enforcer.
 pub struct KernelEvents {
     pub ring: RingBuf<MapData>,
     pub agent_events: BpfHashMap<MapData, u64, AgentEvents>,
     pub throttle: BpfHashMap<MapData, ThrottleKey, RateState>,
+    /// What has been reported of AGENT_EVENTS, kept for the next claw-agent.
+    pub reported: BpfHashMap<MapData, u64, AgentEvents>,
 }
 
 /// Reads records until the ring buffer fails; publishes summaries every SUMMARY_INTERVAL.
@@ -246,6 +289,7 @@ pub async fn run(
         ring,
         agent_events,
         mut throttle,
+        mut reported,
     } = kernel;
 
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
@@ -258,8 +302,21 @@ pub async fn run(
         }
     };
     let mut accounting = Accounting::new(limits, coverage);
+    // Counted while no claw-agent ran (it died, it restarts) is reported now.
     for (cgroup_id, counts) in agent_events.iter().filter_map(Result::ok) {
-        accounting.baseline(cgroup_id, counts);
+        accounting.baseline(cgroup_id, reported.get(&cgroup_id, 0).unwrap_or(counts));
+    }
+    // What waited in the ring buffer while no claw-agent ran is read now: the kernel does not
+    // wake a new reader for records already there.
+    loop {
+        let paced = {
+            let identities = identities.read().unwrap_or_else(|p| p.into_inner());
+            drain(ring.get_mut(), &identities, coverage, &mut accounting, &bus).1
+        };
+        if !paced {
+            break;
+        }
+        tokio::time::sleep(PACE_PAUSE).await;
     }
     let mut ticks = tokio::time::interval(SUMMARY_INTERVAL);
     loop {
@@ -272,46 +329,24 @@ pub async fn run(
                         return;
                     }
                 };
-                let offset = event::boot_to_wall_offset();
                 let paced = {
-                let identities = identities.read().unwrap_or_else(|p| p.into_inner());
-                let mut publish = |ring: &mut RingBuf<MapData>| {
-                    let mut waiting = 0;
-                    while bus.audit_lag() < PACE_LAG {
-                        let Some(item) = ring.next() else {
-                            return (waiting, false);
-                        };
-                        // Each record also takes the ring buffer's 8-byte header.
-                        waiting += item.len() + 8;
-                        match event::decode_with_header(&item, &identities, offset, coverage) {
-                            Ok((header, event)) => {
-                                tracing::debug!(
-                                    kind = %event.kind, agent = %event.agent, pid = event.pid,
-                                    comm = %event.comm, op = %event.op,
-                                    object = event.object().unwrap_or(""), "{}", event.decision
-                                );
-                                accounting.learn(&header, &bus.publish(event));
-                            }
-                            Err(err) => {
-                                bus.count_lost(Stage::Decode, 1);
-                                tracing::warn!("dropping a kernel record: {err}");
-                            }
-                        }
+                    let identities = identities.read().unwrap_or_else(|p| p.into_inner());
+                    let mut drain = |ring: &mut RingBuf<MapData>| {
+                        drain(ring, &identities, coverage, &mut accounting, &bus)
+                    };
+                    let (mut waiting, mut paced) = drain(ready.get_inner_mut());
+                    if !paced {
+                        // The kernel wakes the reader only when it had caught up: a record
+                        // submitted between the drain above and clearing readiness would wait
+                        // for a wake-up that never comes. Draining again after clearing closes
+                        // that window.
+                        ready.clear_ready();
+                        let (more, again) = drain(ready.get_inner_mut());
+                        waiting += more;
+                        paced = again;
                     }
-                    (waiting, true)
-                };
-                let (mut waiting, mut paced) = publish(ready.get_inner_mut());
-                if !paced {
-                    // The kernel wakes the reader only when it had caught up: a record
-                    // submitted between the drain above and clearing readiness would wait for a
-                    // wake-up that never comes. Draining again after clearing closes that window.
-                    ready.clear_ready();
-                    let (more, again) = publish(ready.get_inner_mut());
-                    waiting += more;
-                    paced = again;
-                }
-                backlog.observe(waiting as f64);
-                paced
+                    backlog.observe(waiting as f64);
+                    paced
                 };
                 if paced {
                     // The audit log writer is behind: let it catch up; records wait in the
@@ -336,7 +371,13 @@ pub async fn run(
                 }
                 let identities = identities.read().unwrap_or_else(|p| p.into_inner()).clone();
                 for (cgroup_id, counts) in agents {
+                    let before = accounting.reported(cgroup_id);
                     summaries.extend(accounting.agent_summaries(cgroup_id, counts, &identities));
+                    if let Some(now) = accounting.reported(cgroup_id).filter(|now| Some(*now) != before) {
+                        if let Err(err) = reported.insert(cgroup_id, now, 0) {
+                            tracing::warn!("recording reported counts: {err}");
+                        }
+                    }
                 }
                 bus.count_lost(Stage::Kernel, Accounting::lost_in(&summaries));
                 for summary in summaries {

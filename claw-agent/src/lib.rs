@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod kmsg;
 pub mod limits;
 pub mod metrics;
+pub mod pins;
 pub mod policy;
 pub mod protocol;
 pub mod resolve;

@@ -42,8 +42,11 @@ pub fn backlog_histogram() -> Histogram {
 
 /// Counts denials (and audit-mode would-be denials) by agent, operation and decision: each
 /// deny or audit event counts one, each throttled summary the repeats it stands for.
-async fn count_denials(bus: Arc<Bus>, denials: Family<Labels, Counter>) {
-    let (mut events, _) = bus.subscribe();
+async fn count_denials(
+    bus: Arc<Bus>,
+    mut events: broadcast::Receiver<Arc<crate::event::Event>>,
+    denials: Family<Labels, Counter>,
+) {
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
@@ -174,7 +177,8 @@ pub async fn serve(listen: SocketAddr, sources: Sources) -> anyhow::Result<()> {
     })?;
     tracing::info!(%listen, "metrics endpoint listening");
     let denials: Family<Labels, Counter> = Family::default();
-    tokio::spawn(count_denials(sources.bus.clone(), denials.clone()));
+    let (events, _) = sources.bus.subscribe();
+    tokio::spawn(count_denials(sources.bus.clone(), events, denials.clone()));
     let sources = Arc::new(sources);
     tokio::spawn(async move {
         loop {
@@ -247,10 +251,8 @@ mod tests {
             control,
         };
         let denials: Family<Labels, Counter> = Family::default();
-        let counting = tokio::spawn(count_denials(bus.clone(), denials.clone()));
-        while bus.subscribers() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (events, _) = bus.subscribe();
+        let counting = tokio::spawn(count_denials(bus.clone(), events, denials.clone()));
         bus.publish(sample("deny"));
         let mut summary = sample("throttled");
         summary.details = Some(serde_json::json!({ "suppressed": 41 }));

@@ -1,14 +1,6 @@
 //! The control socket: accepts clients, answers their one request, streams events to followers.
 
-use std::{
-    future::Future,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     io::{
@@ -50,8 +42,6 @@ pub struct Handles {
     pub control: mpsc::Sender<Control>,
     /// The audit log, from which followers that resume or look back are replayed.
     pub audit_log: PathBuf,
-    /// The sequence number after the last event the audit log writer handled.
-    pub audit_progress: Arc<AtomicU64>,
 }
 
 /// Bytes of events a follower is sent in one write at most.
@@ -157,14 +147,20 @@ async fn serve(
                     send(&mut write, &reply).await?;
                 }
             }
-            // What has arrived goes out with one write, not one per event.
+            // What has arrived goes out with one write, not one per event, once the audit log
+            // holds it: a follower that resumes after a restart then finds there whatever the
+            // connection lost.
             let mut lines = Vec::new();
             loop {
                 let first = events.recv().await;
                 let mut next = Some(first);
+                let mut last_seq = None;
                 while let Some(received) = next.take() {
                     let reply = match received {
-                        Ok(event) => Reply::Event { event },
+                        Ok(event) => {
+                            last_seq = Some(event.seq);
+                            Reply::Event { event }
+                        }
                         Err(broadcast::error::RecvError::Lagged(count)) => {
                             handles.bus.count_lost(Stage::Follower, count);
                             Reply::Lost { count }
@@ -183,6 +179,9 @@ async fn serve(
                         };
                     }
                 }
+                if let Some(seq) = last_seq {
+                    handles.bus.until_written(seq + 1, AUDIT_CATCH_UP).await;
+                }
                 write.write_all(&lines).await?;
                 write.flush().await?;
                 lines.clear();
@@ -194,12 +193,7 @@ async fn serve(
 /// The logged events from `from` up to the live stream's first (`until`), with `lost` markers
 /// where sequence numbers are missing (rotated away, or never written).
 async fn replay(handles: &Handles, from: ReplayFrom, until: u64) -> Vec<Reply> {
-    let deadline = tokio::time::Instant::now() + AUDIT_CATCH_UP;
-    while handles.audit_progress.load(Ordering::Acquire) < until
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    handles.bus.until_written(until, AUDIT_CATCH_UP).await;
     let path = handles.audit_log.clone();
     let start = from.clone();
     let events = tokio::task::spawn_blocking(move || audit::replay(&path, &start, until))
@@ -282,7 +276,6 @@ mod tests {
                 bus: Arc::new(Bus::with_capacity(next, capacity)),
                 control,
                 audit_log,
-                audit_progress: Arc::new(AtomicU64::new(next)),
             },
             requests,
             _dir: dir,
@@ -375,6 +368,7 @@ mod tests {
         for _ in 0..6 {
             bus.publish(sample("deny"));
         }
+        bus.mark_written(6);
         let mut replies = Vec::new();
         for _ in 0..5 {
             replies.push(
@@ -398,6 +392,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         bus.publish(sample("deny"));
+        bus.mark_written(7);
         let replies = follow.await.unwrap();
         assert_eq!(replies[0], Reply::Subscribed);
         assert_eq!(seqs(&replies[1..]), ["3", "4", "5", "6"]);

@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -171,6 +171,41 @@ fn launch(agent: &Agent, spec: &RunSpec) -> Result<spawn::Child, String> {
     Ok(child)
 }
 
+/// Ends what an earlier claw-agent started in the agent's cgroup (it died without stopping it:
+/// its programs stay attached, its processes run on): one instance of the agent's process, the
+/// one this supervisor starts.
+async fn end_leftovers(agent: &Agent, events: &Bus) {
+    let procs = agent.cgroup_dir.join("cgroup.procs");
+    let pids = |procs: &Path| -> Vec<i32> {
+        std::fs::read_to_string(procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let leftovers = pids(&procs);
+    if leftovers.is_empty() {
+        return;
+    }
+    for pid in &leftovers {
+        // SAFETY: kill(2) by pid, of processes in the cgroup this daemon owns.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    for _ in 0..100 {
+        if pids(&procs).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(agent = %agent.name, ?leftovers, "ended processes an earlier claw-agent left in the agent's cgroup");
+    events.publish(lifecycle(
+        agent,
+        0,
+        "ended-leftovers",
+        json!({ "pids": leftovers }),
+    ));
+}
+
 /// Resolves once a stop was asked for (or the supervisor's owner is gone).
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
@@ -183,6 +218,7 @@ async fn supervise(
     mut stopped: watch::Receiver<bool>,
     restarts: Arc<AtomicU64>,
 ) {
+    end_leftovers(&agent, &events).await;
     let mut in_a_row = 0u32;
     let mut delay = Duration::from_millis(spec.restart_delay_ms);
     loop {

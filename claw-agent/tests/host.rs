@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{atomic::AtomicU64, Arc},
+    sync::Arc,
     time::Duration,
 };
 
@@ -150,7 +150,6 @@ fn start_server(enforcing: bool) -> Server {
         bus: bus.clone(),
         control,
         audit_log: dir.path().join("audit.log"),
-        audit_progress: Arc::new(AtomicU64::new(0)),
     };
     runtime.spawn(server::run(listener, handles, std::future::pending()));
     Server {
@@ -217,6 +216,8 @@ fn deny_log_follow_json_prints_each_event_with_the_documented_keys() {
     for pid in [10, 11] {
         server.bus.publish(sample_event(pid));
     }
+    // As the audit log writer would: followers are sent what the log holds.
+    server.bus.mark_written(2);
     let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
     for pid in [10, 11] {
         let line = lines.next().unwrap().unwrap();
@@ -308,6 +309,7 @@ fn deny_log_narrows_to_agents_and_operations() {
     for event in [other_agent, open, wanted] {
         server.bus.publish(event);
     }
+    server.bus.mark_written(3);
     let line = BufReader::new(follower.stdout.take().unwrap())
         .lines()
         .next()

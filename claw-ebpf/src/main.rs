@@ -50,6 +50,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static AGENT_EVENTS: HashMap<u64, AgentEvents> = HashMap::with_max_entries(8192, 0);
 
+/// cgroup id -> the AGENT_EVENTS counts claw-agent has reported. Only claw-agent uses it: pinned
+/// with the others, it tells a restarted daemon what happened while none ran.
+#[map]
+static REPORTED: HashMap<u64, AgentEvents> = HashMap::with_max_entries(8192, 0);
+
 /// (agent, operation, object) -> repeats sent this second and suppressed so far. LRU: an evicted
 /// key's later repeats still count in AGENT_EVENTS.
 #[map]

@@ -20,12 +20,12 @@ use anyhow::{bail, Context as _};
 use claw_agent::{
     btf::VMLINUX_BTF,
     daemon::{prepare, DEFAULT_MAX_TTL},
-    enforcer::{Coverage, Enforcer, LSM_LIST},
+    enforcer::{Coverage, Enforcer, LoadOptions, LSM_LIST},
     ingest::ReportLimits,
 };
 use serde_json::Value;
 
-use claw_tests::harness::{audit_accounts, in_cgroup};
+use claw_tests::harness::{audit_accounts, in_cgroup, PrivateBpffs};
 
 /// How long each full-speed storm lasts.
 const STORM: Duration = Duration::from_secs(5);
@@ -121,21 +121,22 @@ fn storm(cgroup: &Path, seconds: Duration, rate: u64) -> anyhow::Result<(u64, Du
 }
 
 /// Phase 1: claw's programs with a consumer that only counts ring-buffer records.
-fn raw_rate(dir: &Path, cgroups: &Cgroups) -> anyhow::Result<(f64, u64)> {
+fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64, u64)> {
     let prepared =
         prepare(&policy(dir, cgroups, "raw")?, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
     let unlimited = ReportLimits {
         identical_per_second: 0,
         agent_per_second: 0,
     };
-    let mut enforcer = Enforcer::load(
-        Path::new(VMLINUX_BTF),
-        Path::new(LSM_LIST),
-        Coverage::NetworkOnly,
-        cgroups.root.clone(),
-        unlimited,
-        4 << 20,
-    )?;
+    let mut enforcer = Enforcer::load(LoadOptions {
+        vmlinux_btf: VMLINUX_BTF.into(),
+        lsm_list: LSM_LIST.into(),
+        coverage: Coverage::NetworkOnly,
+        cgroup_root: cgroups.root.clone(),
+        report_limits: unlimited,
+        ring_buffer_bytes: 4 << 20,
+        pins: bpffs.join("raw"),
+    })?;
     enforcer.apply(&prepared.compiled)?;
     enforcer.attach_programs()?;
     let mut kernel = enforcer.take_events()?;
@@ -241,7 +242,8 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
         base: format!("claw-bench-{}", std::process::id()),
     };
     let dir = tempfile::tempdir()?;
-    let (raw, raw_lost) = raw_rate(dir.path(), &cgroups)?;
+    let bpffs = PrivateBpffs::mount(&dir.path().join("bpffs"))?;
+    let (raw, raw_lost) = raw_rate(dir.path(), &cgroups, &bpffs.0)?;
 
     let socket = dir.path().join("claw.sock");
     let audit_log = dir.path().join("audit.log");
@@ -255,6 +257,8 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
             .arg(&cgroups.root)
             .arg("--audit-log")
             .arg(&audit_log)
+            .arg("--bpffs")
+            .arg(bpffs.pins())
             .args([
                 "--identical-events-per-second",
                 "0",

@@ -89,7 +89,12 @@ impl Daemon {
 
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        self.signal(libc::SIGTERM);
+        self.kill(libc::SIGTERM)
+    }
+
+    /// `signal`, then the exit status.
+    pub fn kill(&mut self, signal: i32) -> anyhow::Result<ExitStatus> {
+        self.signal(signal);
         Ok(self.child.wait()?)
     }
 }
@@ -106,6 +111,7 @@ impl Drop for Daemon {
 pub struct Follower {
     child: Child,
     lines: mpsc::Receiver<String>,
+    notices: mpsc::Receiver<String>,
 }
 
 impl Follower {
@@ -125,7 +131,11 @@ impl Follower {
             Ok(line) => bail!("clawctl deny-log said: {line}"),
             Err(_) => bail!("clawctl deny-log did not confirm its subscription"),
         }
-        Ok(Self { child, lines })
+        Ok(Self {
+            child,
+            lines,
+            notices,
+        })
     }
 
     /// The first line matching `wanted` that arrives within `timeout`.
@@ -140,6 +150,11 @@ impl Follower {
                 return Some(line);
             }
         }
+    }
+
+    /// What clawctl said on stderr since it subscribed (reconnections, losses).
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.try_iter().collect()
     }
 
     /// Discards lines already received.
@@ -284,4 +299,47 @@ pub fn audit_accounts(audit_log: &Path, agent: &str) -> (u64, u64) {
         }
     }
     (denied, lost)
+}
+
+/// A BPF filesystem of the test's own, mounted on a directory it created: what claw-agent pins
+/// there (programs kept attached, maps) goes when it is unmounted, also when the test fails.
+pub struct PrivateBpffs(pub PathBuf);
+
+impl PrivateBpffs {
+    pub fn mount(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+        // SAFETY: mount(2) with NUL-terminated strings we own.
+        let ret = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if ret != 0 {
+            bail!(
+                "mounting a BPF filesystem on {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self(dir.to_path_buf()))
+    }
+
+    /// Where claw-agent is told to pin (`--bpffs`).
+    pub fn pins(&self) -> PathBuf {
+        self.0.join("claw")
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2(2) of the mount this value made.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
 }

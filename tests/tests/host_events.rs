@@ -374,3 +374,27 @@ fn a_full_ring_buffer_loses_nothing_uncounted() {
         "{denied} denials did not overflow a 1 MiB ring buffer: the test proves nothing"
     );
 }
+
+#[test]
+fn denials_while_no_daemon_runs_are_delivered_by_the_next() {
+    let mut host = Host::new("down");
+    let (relative, agent) = host.agent("a");
+    let policy = host.policy(&format!("agents:\n  - name: a\n    cgroup: {relative}\n"));
+    host.start(&policy, &[]);
+    let mut follower = host.clawctl_child(&["deny-log", "--follow", "--json", "--op", "connect"]);
+    subscribed(&mut follower);
+    let events = json_lines(&mut follower);
+    assert_eq!(probe(&["connect", "127.0.0.1:10"], Some(&agent)), EPERM);
+    let before = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(before["destination"], "127.0.0.1:10/tcp", "{before}");
+    host.signal_and_wait(libc::SIGKILL);
+    assert_eq!(probe(&["connect", "127.0.0.1:11"], Some(&agent)), EPERM);
+    host.start(&policy, &[]);
+    let event = events
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the denial made while no daemon ran");
+    assert_eq!(event["destination"], "127.0.0.1:11/tcp", "{event}");
+    assert_eq!(event["agent"], "a", "{event}");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}

@@ -8,6 +8,8 @@ use std::{
     net::{TcpListener, UdpSocket},
 };
 
+use std::os::unix::process::ExitStatusExt as _;
+
 use common::{probe, Host, EPERM, PROBE};
 
 #[test]
@@ -89,13 +91,34 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
         "UDP outside the agent"
     );
 
-    // Stopping the daemon removes its programs: nothing of claw stays on this host.
+    // Fail-closed: a stopped daemon, or a killed one, leaves enforcement exactly as it was.
     assert!(host.stop().success());
     assert_eq!(
         probe(&["connect", &denied], inside),
-        0,
-        "enforcement outlived the daemon"
+        EPERM,
+        "enforcement ended with the daemon"
     );
+    assert_eq!(probe(&["connect", &allowed], inside), 0, "allowed connect");
+    host.start(&policy, &[]);
+    assert_eq!(
+        host.signal_and_wait(libc::SIGKILL).signal(),
+        Some(libc::SIGKILL)
+    );
+    assert_eq!(
+        probe(&["connect", &denied], inside),
+        EPERM,
+        "enforcement ended with a killed daemon"
+    );
+
+    // Uninstalling, on purpose, removes it all: nothing of claw stays on this host.
+    let uninstalled = host.uninstall();
+    assert!(uninstalled.status.success(), "{uninstalled:?}");
+    assert_eq!(
+        probe(&["connect", &denied], inside),
+        0,
+        "enforcement outlived --uninstall"
+    );
+    assert!(!host.bpffs.pins().exists());
 }
 
 /// This host's cgroup v2 tree has no memory controller (hybrid mode): a memory limit cannot be

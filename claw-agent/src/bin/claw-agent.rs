@@ -1,10 +1,17 @@
 //! claw-agent: enforces a claw policy in the kernel and serves its events on a Unix socket.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::Parser;
 use claw_agent::{
-    btf::VMLINUX_BTF, config, daemon, enforcer::LSM_LIST, ingest::ReportLimits,
+    btf::VMLINUX_BTF,
+    config, daemon,
+    enforcer::LSM_LIST,
+    ingest::ReportLimits,
+    pins::{self, Pins},
     protocol::DEFAULT_SOCKET,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,8 +21,16 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version)]
 struct Args {
     /// The policy file (YAML).
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
+    policy: Option<PathBuf>,
+    /// Remove everything claw pinned (the programs detach, the maps go) and exit: enforcement
+    /// ends. Stop claw-agent first; a stopped or killed claw-agent leaves enforcement in place.
+    #[arg(long, conflicts_with = "policy")]
+    uninstall: bool,
+    /// Where claw's programs, links and maps are pinned, on a BPF filesystem (mounted at
+    /// /sys/fs/bpf if nothing is).
+    #[arg(long, value_name = "DIR", default_value = pins::DEFAULT_DIR)]
+    bpffs: PathBuf,
     /// claw-agent's configuration (YAML): SIEM forwarders, the metrics endpoint.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -80,6 +95,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let Some(policy) = args.policy else {
+        return uninstall(&args.bpffs, &args.socket);
+    };
     let settings = match &args.config {
         Some(file) => match config::load(file) {
             Ok(settings) => settings,
@@ -91,7 +109,8 @@ async fn main() -> ExitCode {
         None => config::Config::default(),
     };
     let config = daemon::Config {
-        policy: args.policy,
+        policy,
+        pins: args.bpffs,
         socket: args.socket,
         cgroup_root: args.cgroup_root,
         vmlinux_btf: args.vmlinux_btf,
@@ -112,6 +131,29 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("claw-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn uninstall(pins: &Path, socket: &Path) -> ExitCode {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        eprintln!(
+            "claw-agent: a claw-agent is running (it answers on {}): stop it first — it holds its programs attached while it runs",
+            socket.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match Pins::remove_all(pins) {
+        Ok(links) => {
+            eprintln!(
+                "claw-agent: removed {links} links and the maps under {}: claw enforces nothing now",
+                pins.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("claw-agent: uninstalling: {err}");
             ExitCode::FAILURE
         }
     }

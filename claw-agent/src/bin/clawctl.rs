@@ -385,6 +385,7 @@ fn follow(
         after: None,
         since: since.map(|t| humantime::format_rfc3339_nanos(t).to_string()),
     };
+    let started = since.unwrap_or_else(SystemTime::now);
     let mut connection = Connection::open(socket, &request)?;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut last_seq = None;
@@ -425,11 +426,13 @@ fn follow(
             }
         }
         eprintln!("clawctl: claw-agent closed the connection; reconnecting");
+        // After the last event seen; or, having seen none, since this follower began (a new
+        // daemon publishes what waited in the kernel before its socket opens).
         request = Request::Follow {
             after: last_seq,
-            since: match request {
-                Request::Follow { since, .. } if last_seq.is_none() => since,
-                _ => None,
+            since: match last_seq {
+                Some(_) => None,
+                None => Some(humantime::format_rfc3339_nanos(started).to_string()),
             },
         };
         connection = loop {

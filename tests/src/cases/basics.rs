@@ -2,6 +2,7 @@
 //! reaches `clawctl deny-log --follow` (human and JSON) within 1 s, nothing changes outside agents.
 
 use std::{
+    os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -12,7 +13,8 @@ use serde_json::Value;
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
 use claw_tests::harness::{
-    expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT, VMTEST,
+    expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT, DAEMON_LOG,
+    VMTEST,
 };
 
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
@@ -64,7 +66,78 @@ pub fn run(runner: &mut Runner) {
 }
 
 pub fn after(runner: &mut Runner, daemon: &mut Daemon) {
+    runner.check(
+        "sigkilled_daemon_leaves_enforcement_in_place_and_its_successor_reports_what_happened",
+        survives_sigkill(daemon),
+    );
     runner.check("daemon_stops_on_sigterm", stops_cleanly(daemon));
+    runner.check(
+        "enforcement_outlives_a_stopped_daemon_until_uninstall",
+        uninstall_ends_enforcement(),
+    );
+}
+
+/// A file only the denial made while no daemon runs names.
+const WHILE_DOWN: &str = "/etc/claw-while-down";
+
+/// SIGKILL: the pinned programs keep enforcing; a denial meanwhile waits in the pinned ring
+/// buffer; a new daemon adopts the pinned state and the follower, reconnected, gets the denial.
+fn survives_sigkill(daemon: &mut Daemon) -> anyhow::Result<()> {
+    std::fs::write(WHILE_DOWN, "x")?;
+    let follower = Follower::start(&["--json", "--op", "open"])?;
+    let status = daemon.kill(libc::SIGKILL)?;
+    ensure!(
+        status.signal() == Some(libc::SIGKILL),
+        "claw-agent ended with {status}"
+    );
+    expect(&["open", DENIED_FILE], Some(&tools()), EPERM)?;
+    expect(&["open", ALLOWED_FILE], Some(&tools()), 0)?;
+    expect(&["open", WHILE_DOWN], Some(&tools()), EPERM)?;
+    *daemon = Daemon::start(
+        Path::new(POLICY_PATH),
+        Path::new(DAEMON_LOG),
+        &["--max-dns-ttl", "1"],
+    )?;
+    daemon.wait_enforcing(Duration::from_secs(120))?;
+    if follower
+        .line_within(Duration::from_secs(20), |line| line.contains(WHILE_DOWN))
+        .is_none()
+    {
+        let logged: Vec<String> = std::fs::read_to_string(claw_agent::audit::DEFAULT_PATH)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(WHILE_DOWN))
+            .map(|l| l.chars().take(160).collect())
+            .collect();
+        bail!(
+            "the denial made while no daemon ran never reached the reconnected follower; the audit log has {logged:?}; clawctl said {:?}",
+            follower.notices()
+        );
+    }
+    expect(&["open", DENIED_FILE], Some(&tools()), EPERM)?;
+    expect(&["open", ALLOWED_FILE], Some(&tools()), 0)?;
+    Ok(())
+}
+
+/// After a clean stop the rules still hold; `claw-agent --uninstall` ends them.
+fn uninstall_ends_enforcement() -> anyhow::Result<()> {
+    expect(&["open", DENIED_FILE], Some(&tools()), EPERM)?;
+    let out = Command::new(CLAW_AGENT).arg("--uninstall").output()?;
+    ensure!(
+        out.status.success(),
+        "claw-agent --uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        !Path::new("/sys/fs/bpf/claw").exists(),
+        "/sys/fs/bpf/claw is still there"
+    );
+    // The kernel frees a released link's attachment after an RCU grace period.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe(&["open", DENIED_FILE], Some(&tools()))?.1 != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    expect(&["open", DENIED_FILE], Some(&tools()), 0)
 }
 
 fn status_fails_without_daemon() -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use claw_tests::harness::in_cgroup;
+use claw_tests::harness::{in_cgroup, PrivateBpffs};
 
 pub const PROBE: &str = env!("CARGO_BIN_EXE_claw-vmtest");
 pub const EPERM: i32 = 1;
@@ -28,6 +28,8 @@ pub fn sibling(name: &str) -> PathBuf {
 
 /// The test's cgroups, files and daemon.
 pub struct Host {
+    /// First, so that it is unmounted (the pins go) before the directory holding it is removed.
+    pub bpffs: PrivateBpffs,
     pub root: PathBuf,
     /// The test's own cgroup, relative to the root; agents' cgroups go below it.
     pub base: String,
@@ -42,7 +44,9 @@ impl Host {
     pub fn new(tag: &str) -> Self {
         let root = claw_agent::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
         let dir = tempfile::tempdir().unwrap();
+        let bpffs = PrivateBpffs::mount(&dir.path().join("bpffs")).unwrap();
         Self {
+            bpffs,
             base: format!("claw-{tag}-{}", std::process::id()),
             socket: dir.path().join("claw.sock"),
             audit_log: dir.path().join("audit.log"),
@@ -79,6 +83,8 @@ impl Host {
             .arg(&self.root)
             .arg("--audit-log")
             .arg(&self.audit_log)
+            .arg("--bpffs")
+            .arg(self.bpffs.pins())
             .args(extra)
             .stderr(Stdio::null());
         command
@@ -97,10 +103,27 @@ impl Host {
 
     /// SIGTERM to the daemon, then its exit status.
     pub fn stop(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    /// `signal` to the daemon, then its exit status.
+    pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
         let mut daemon = self.daemon.take().expect("a running daemon");
         // SAFETY: kill(2) on our own child's pid, not yet reaped.
-        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(daemon.id() as i32, signal) };
         daemon.wait().unwrap()
+    }
+
+    /// `claw-agent --uninstall` on this host's pins.
+    pub fn uninstall(&self) -> Output {
+        Command::new(sibling("claw-agent"))
+            .arg("--uninstall")
+            .arg("--bpffs")
+            .arg(self.bpffs.pins())
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap()
     }
 
     pub fn clawctl(&self, args: &[&str]) -> Output {
