@@ -329,6 +329,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let root = enforcer.cgroup_root().to_path_buf();
     watch::oom_kills(root.clone(), view.clone(), bus.clone(), coverage_name);
     watch::pids_limits(root, view.clone(), bus.clone(), coverage_name);
+    let socket_view = view.clone();
 
     let (control, requests) = mpsc::channel(16);
     let owner = Owner {
@@ -371,6 +372,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             bus,
             control: control.clone(),
             audit_log: config.audit_log.clone(),
+            agents: socket_view,
         },
         shutdown,
     )

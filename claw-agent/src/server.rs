@@ -42,6 +42,35 @@ pub struct Handles {
     pub control: mpsc::Sender<Control>,
     /// The audit log, from which followers that resume or look back are replayed.
     pub audit_log: PathBuf,
+    /// The agents' cgroups: no client inside one is served.
+    pub agents: crate::watch::Agents,
+}
+
+/// Why a client may not use the control socket, if it may not: it must be root (the socket's
+/// mode already says so) and outside every agent's cgroup, or an agent's root could reach the
+/// daemon that confines it. `cgroup` is the client's /proc/PID/cgroup.
+pub fn refusal(uid: u32, pid: Option<i32>, cgroup: &str, agents: &[String]) -> Option<String> {
+    if uid != 0 {
+        return Some(format!(
+            "the control socket serves root only (this client runs as uid {uid})"
+        ));
+    }
+    let Some(pid) = pid else {
+        return Some("the client's pid is unknown (SO_PEERCRED)".to_owned());
+    };
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("")
+        .trim_start_matches('/');
+    agents
+        .iter()
+        .find(|agent| path == agent.as_str() || path.starts_with(&format!("{agent}/")))
+        .map(|agent| {
+            format!(
+                "the control socket serves no process inside an agent (pid {pid} is in /{agent})"
+            )
+        })
 }
 
 /// Bytes of events a follower is sent in one write at most.
@@ -60,7 +89,29 @@ pub async fn run(listener: UnixListener, handles: Handles, shutdown: impl Future
                 Ok((stream, _)) => {
                     let handles = handles.clone();
                     tokio::spawn(async move {
-                        let (read, write) = stream.into_split();
+                        let refused = match stream.peer_cred() {
+                            Ok(peer) => {
+                                let cgroup = peer
+                                    .pid()
+                                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+                                    .unwrap_or_default();
+                                let agents: Vec<String> = handles
+                                    .agents
+                                    .read()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .iter()
+                                    .map(|a| a.cgroup.clone())
+                                    .collect();
+                                refusal(peer.uid(), peer.pid(), &cgroup, &agents)
+                            }
+                            Err(err) => Some(format!("reading the client's credentials: {err}")),
+                        };
+                        let (read, mut write) = stream.into_split();
+                        if let Some(message) = refused {
+                            tracing::warn!("control socket: refused a client: {message}");
+                            let _ = send(&mut write, &Reply::Error { message }).await;
+                            return;
+                        }
                         if let Err(err) = serve(read, write, handles).await {
                             tracing::debug!("client connection ended: {err}");
                         }
@@ -276,6 +327,7 @@ mod tests {
                 bus: Arc::new(Bus::with_capacity(next, capacity)),
                 control,
                 audit_log,
+                agents: Default::default(),
             },
             requests,
             _dir: dir,
@@ -310,6 +362,20 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn only_root_outside_agents_is_served() {
+        let agents = ["claw/tools".to_owned()];
+        assert_eq!(refusal(0, Some(7), "0::/user.slice\n", &agents), None);
+        assert_eq!(refusal(0, Some(7), "0::/claw/toolsmith\n", &agents), None);
+        for inside in ["0::/claw/tools\n", "0::/claw/tools/call-1\n"] {
+            let refused = refusal(0, Some(7), inside, &agents).unwrap();
+            assert!(refused.contains("inside an agent"), "{refused}");
+        }
+        assert!(refusal(1000, Some(7), "0::/\n", &agents)
+            .unwrap()
+            .contains("root only"));
     }
 
     #[tokio::test]

@@ -150,6 +150,7 @@ fn start_server(enforcing: bool) -> Server {
         bus: bus.clone(),
         control,
         audit_log: dir.path().join("audit.log"),
+        agents: Default::default(),
     };
     runtime.spawn(server::run(listener, handles, std::future::pending()));
     Server {

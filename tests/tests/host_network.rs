@@ -36,6 +36,21 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
         "{human}"
     );
 
+    // Root inside an agent cannot use the control socket (no LSM here: SO_PEERCRED alone).
+    let (mut inside_clawctl, _procs) = claw_tests::harness::in_cgroup(
+        {
+            let mut command = std::process::Command::new(common::sibling("clawctl"));
+            command.arg("--socket").arg(&host.socket).arg("status");
+            command
+        },
+        &agent,
+    )
+    .unwrap();
+    let refused = inside_clawctl.output().unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("serves no process inside an agent"), "{said}");
+
     // File and exec rules are not enforced, but what breaks them is reported, marked degraded.
     let mut follower = host.clawctl_child(&["deny-log", "--follow", "--json"]);
     let mut notice = String::new();
