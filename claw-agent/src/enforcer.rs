@@ -72,6 +72,11 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("FS_ROOT", "fs_struct", "root"),
     ("UNIX_SOCK_PATH", "unix_sock", "path"),
     ("SOCKET_SK", "socket", "sk"),
+    ("TASK_CGROUPS", "task_struct", "cgroups"),
+    ("TASK_TGID", "task_struct", "tgid"),
+    ("CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
+    ("CGROUP_KN", "cgroup", "kn"),
+    ("KERNFS_NODE_ID", "kernfs_node", "id"),
 ];
 
 /// Every BPF LSM program claw attaches, in attach order: (hook, what it enforces). Each program
@@ -141,6 +146,14 @@ pub const LSM_HOOKS: &[(&str, &str)] = &[
     (
         "task_alloc",
         "clone3(CLONE_INTO_CGROUP) denied: a child may not start outside the agent",
+    ),
+    (
+        "task_kill",
+        "signals to processes outside the agent denied (claw-agent, other agents, the host)",
+    ),
+    (
+        "ptrace_access_check",
+        "tracing processes outside the agent denied",
     ),
 ];
 

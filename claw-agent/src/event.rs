@@ -194,6 +194,21 @@ pub fn decode_with_header(
                 event.capability = Some(capability_name(net.port));
                 return Ok((header, event));
             }
+            if header.op == op::SIGNAL || header.op == op::PTRACE {
+                let target = i32::from_ne_bytes([
+                    net.address[0],
+                    net.address[1],
+                    net.address[2],
+                    net.address[3],
+                ]);
+                let detail = if header.op == op::SIGNAL {
+                    "signal"
+                } else {
+                    "mode"
+                };
+                event.details = Some(serde_json::json!({ "target_pid": target, detail: net.port }));
+                return Ok((header, event));
+            }
             event.destination = Some(if header.op == op::SOCKET {
                 // `port` carries the socket type for socket creation.
                 format!(
@@ -335,6 +350,8 @@ pub fn op_name(code: u32) -> &'static str {
         op::XATTR => "xattr",
         op::CLONE_INTO_CGROUP => "clone-into-cgroup",
         op::DEVICE => "device",
+        op::SIGNAL => "signal",
+        op::PTRACE => "ptrace",
         _ => "unknown",
     }
 }

@@ -81,6 +81,12 @@ pub mod op {
     pub const CLONE_INTO_CGROUP: u32 = 24;
     /// Opening or making a device node (DeviceRecord).
     pub const DEVICE: u32 = 25;
+    /// Signalling a process outside the agent (NetRecord: `port` holds the signal, `address`
+    /// the target's pid in its first four bytes, native order).
+    pub const SIGNAL: u32 = 26;
+    /// Tracing a process outside the agent (NetRecord: `port` holds the ptrace mode, `address`
+    /// the target's pid).
+    pub const PTRACE: u32 = 27;
 }
 
 /// Decisions reported in events.

@@ -194,3 +194,60 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     };
     refuse(cgroup_id, agent, op::CLONE_INTO_CGROUP)
 }
+
+/// The cgroup v2 id of `task` (task->cgroups->dfl_cgrp->kn->id), if it can be read.
+///
+/// # Safety
+/// `task` is a kernel pointer to a task_struct.
+#[inline(always)]
+unsafe fn task_cgroup_id(task: *const u8) -> Option<u64> {
+    // SAFETY: checked kernel reads along the chain.
+    unsafe {
+        let css_set = read_ptr(task, offset!(TASK_CGROUPS))?;
+        let cgroup = read_ptr(css_set, offset!(CSS_SET_DFL_CGRP))?;
+        let kn = read_ptr(cgroup, offset!(CGROUP_KN))?;
+        read::<u64>(kn, offset!(KERNFS_NODE_ID))
+    }
+}
+
+/// An agent's process acting on `target` (signal, ptrace): allowed within the agent's own
+/// cgroup, refused (reported with `op`, `detail`) outside it — claw-agent, other agents, the
+/// host. A target whose cgroup cannot be read is outside.
+#[inline(always)]
+fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    // SAFETY: `target` is the hook's task_struct argument.
+    if unsafe { task_cgroup_id(target) } == Some(cgroup_id) {
+        return 0;
+    }
+    // SAFETY: as above.
+    let pid = unsafe { read::<i32>(target, offset!(TASK_TGID)) }.unwrap_or(0);
+    let mut address = [0u8; 16];
+    address[..4].copy_from_slice(&pid.to_ne_bytes());
+    let (decision, ret) = outcome(agent);
+    emit(NetRecord {
+        header: header(record::NET, op, cgroup_id, agent, decision, 0),
+        address,
+        port: detail,
+        protocol: 0,
+        family: 0,
+        _pad: 0,
+    });
+    ret
+}
+
+#[lsm(hook = "task_kill")]
+pub fn task_kill(ctx: LsmContext) -> i32 {
+    let target: *const u8 = ctx.arg(0);
+    let signal: i32 = ctx.arg(2);
+    within_agent(target, op::SIGNAL, signal as u16)
+}
+
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    let target: *const u8 = ctx.arg(0);
+    let mode: u32 = ctx.arg(1);
+    within_agent(target, op::PTRACE, mode as u16)
+}

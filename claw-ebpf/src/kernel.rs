@@ -36,6 +36,11 @@ offsets!(
     FS_ROOT,
     UNIX_SOCK_PATH,
     SOCKET_SK,
+    TASK_CGROUPS,
+    TASK_TGID,
+    CSS_SET_DFL_CGRP,
+    CGROUP_KN,
+    KERNFS_NODE_ID,
 );
 
 /// The value of an offset global, by name.

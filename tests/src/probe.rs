@@ -84,6 +84,10 @@ pub fn run(args: &[String]) -> ExitCode {
             .map(drop),
         ("sendto", 2) => sendto(arg(1)),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
+        ("signal", 2) => signal(arg(1)),
+        ("ptrace", 2) => ptrace(arg(1)),
+        ("signal-own-child", 1) => on_own_child(signal),
+        ("ptrace-own-child", 1) => on_own_child(ptrace),
         ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4), "0"),
         ("connect-storm", 6) => return connect_storm(arg(1), arg(2), arg(3), arg(4), arg(5)),
         ("time-open", 3) => return time_open(arg(1), arg(2)),
@@ -302,6 +306,40 @@ fn connect_storm(host: &str, ports: &str, count: &str, seconds: &str, rate: &str
     }
     println!("denied {denied} other {other}");
     ExitCode::SUCCESS
+}
+
+/// SIGCONT (harmless) to PID: 0 or the errno.
+fn signal(pid: &str) -> std::io::Result<()> {
+    let pid: i32 = pid.parse().map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) with a harmless signal.
+    if unsafe { libc::kill(pid, libc::SIGCONT) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// PTRACE_SEIZE on PID, then detaching: 0 or the errno.
+fn ptrace(pid: &str) -> std::io::Result<()> {
+    let pid: i32 = pid.parse().map_err(std::io::Error::other)?;
+    // SAFETY: seizing does not stop the tracee; it is released at once.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
+/// Does `act` to a child of this process (in its cgroup), which is then ended.
+fn on_own_child(act: fn(&str) -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut child = std::process::Command::new("/usr/bin/claw-vmtest")
+        .args(["probe", "sleep", "30"])
+        .spawn()?;
+    let result = act(&child.id().to_string());
+    child.kill()?;
+    child.wait()?;
+    result
 }
 
 /// Opens PATH COUNT times and prints the average nanoseconds per open.

@@ -9,11 +9,60 @@ use std::os::{
 use anyhow::ensure;
 
 use super::{runtime, tools, Runner, ALLOWED_FILE, EPERM};
-use claw_tests::harness::{expect, probe};
+use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
+
+/// A `probe sleep` the case started (outside agents or in `cgroup`), ended by pid when dropped.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start(cgroup: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut command = std::process::Command::new(VMTEST);
+        command.args(["probe", "sleep", "120"]);
+        let child = match cgroup {
+            Some(cgroup) => {
+                let (mut command, _procs) = in_cgroup(command, cgroup)?;
+                command.spawn()?
+            }
+            None => command.spawn()?,
+        };
+        Ok(Self(child))
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Root in an agent may signal and trace its own processes, and nothing else: not claw-agent,
+/// not another agent's, not the host's.
+fn signals_and_ptrace(agent: &std::path::Path) -> anyhow::Result<()> {
+    let inside = Some(agent);
+    let host = Sleeper::start(None)?;
+    let other_agent = Sleeper::start(Some(&runtime()))?;
+    for target in [&host, &other_agent] {
+        expect(&["signal", &target.pid()], inside, EPERM)?;
+        expect(&["ptrace", &target.pid()], inside, EPERM)?;
+    }
+    expect(&["signal-own-child"], inside, 0)?;
+    expect(&["ptrace-own-child"], inside, 0)?;
+    expect(&["signal", &host.pid()], None, 0)?;
+    expect(&["ptrace", &host.pid()], None, 0)
+}
 
 pub fn run(runner: &mut Runner) {
     let agent = tools();
     let inside = Some(agent.as_path());
+    runner.check(
+        "signals_and_ptrace_reach_only_the_agents_own_processes",
+        signals_and_ptrace(&agent),
+    );
     runner.check(
         "raw_and_packet_sockets_are_eperm",
         (|| {
