@@ -41,6 +41,12 @@ enum Task {
     },
     /// rustfmt check and clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
+    /// Run each cargo-fuzz target (policy, event_decode, control) for a bounded time from the
+    /// corpus kept in fuzz/corpus; fails on any crash (kept in fuzz/artifacts).
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
+        Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz(seconds)),
         Task::Bench { suite } => setup::ensure().and_then(|()| match suite {
             Suite::Kernel => vm::bench(),
             Suite::Events => bench_events(),
@@ -83,8 +90,38 @@ fn bench_events() -> anyhow::Result<()> {
     )
 }
 
-/// Unit and host tests first (fast, and they fail early), then the VM matrix. Plain `cargo test`
-/// covers the default members, which leave out claw-ebpf (it cannot build for the host).
+/// Fuzz targets, from cargo-fuzz's layout in fuzz/.
+const FUZZ_TARGETS: &[&str] = &["policy", "event_decode", "control"];
+
+/// Fuzz time per target within `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
+/// Runs every fuzz target for `seconds`. New inputs go to a scratch directory, so the kept
+/// corpus changes only when someone adds to it on purpose.
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    let fuzz_dir = run::workspace_root().join("fuzz");
+    for target in FUZZ_TARGETS {
+        let scratch = std::env::temp_dir().join(format!("claw-fuzz-{target}"));
+        std::fs::create_dir_all(&scratch)?;
+        eprintln!("fuzz: {target} for {seconds} s");
+        run::status(
+            std::process::Command::new("rustup")
+                .args(["run", "nightly", "cargo", "fuzz", "run", target])
+                .arg(&scratch)
+                .arg(fuzz_dir.join("corpus").join(target))
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .env_remove("RUSTC")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                .current_dir(&fuzz_dir),
+        )?;
+    }
+    Ok(())
+}
+
+/// Unit and host tests first (fast, and they fail early), a bounded fuzzing run, then the VM
+/// matrix. Plain `cargo test` covers the default members, which leave out claw-ebpf (it cannot
+/// build for the host).
 fn test() -> anyhow::Result<()> {
     run::status(
         std::process::Command::new(env!("CARGO"))
@@ -92,6 +129,7 @@ fn test() -> anyhow::Result<()> {
             .env(collector::ROOT_ENV, collector::root())
             .current_dir(run::workspace_root()),
     )?;
+    fuzz(TEST_FUZZ_SECONDS)?;
     vm::test(None)
 }
 

@@ -84,6 +84,13 @@ fn install(verbose: bool) -> anyhow::Result<()> {
         eprintln!("setup: bpf-linker present");
     }
 
+    if !run::succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        eprintln!("setup: installing cargo-fuzz");
+        run::status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    } else if verbose {
+        eprintln!("setup: cargo-fuzz present");
+    }
+
     collector::ensure(verbose)?;
     for kernel in kernels::ensure_all()? {
         if verbose {

@@ -1,0 +1,20 @@
+//! Any line on the control socket, either way, and any daemon configuration: parsed or refused,
+//! never a panic.
+#![no_main]
+
+use claw_agent::{
+    client::ReplyView,
+    config,
+    protocol::{Reply, Request},
+    server,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = serde_json::from_slice::<Request>(data);
+    let _ = serde_json::from_slice::<Reply>(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = serde_json::from_str::<ReplyView>(&text);
+    let _ = server::refusal(0, Some(1), &text, &["claw/tools".to_owned()]);
+    let _ = config::parse("fuzz.yaml", &text);
+});
