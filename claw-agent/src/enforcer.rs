@@ -331,6 +331,14 @@ pub struct InstalledAgent {
     pub device_keys: Vec<DeviceKey>,
 }
 
+impl InstalledAgent {
+    /// Names the cgroup the programs are attached to: its path and its id, because a cgroup
+    /// removed and made again under the same path is a new cgroup, with nothing attached.
+    fn link_key(&self) -> String {
+        format!("{}@{}", self.cgroup, self.cgroup_id)
+    }
+}
+
 pub struct Enforcer {
     ebpf: Ebpf,
     /// Keeps the kernel counting program runs and run time while claw-agent runs (the live proof
@@ -342,7 +350,7 @@ pub struct Enforcer {
     attached: Vec<&'static str>,
     /// The LSM programs' links, pinned: they stay attached when claw-agent dies.
     lsm_links: Vec<PinnedLink>,
-    /// Per agent cgroup (relative path): its network program links, pinned.
+    /// Per agent cgroup (InstalledAgent::link_key): its network program links, pinned.
     net_links: StdHashMap<String, Vec<(&'static str, PinnedLink)>>,
     /// Per agent cgroup: where its device program's link is pinned.
     device_links: StdHashMap<String, PathBuf>,
@@ -566,7 +574,7 @@ impl Enforcer {
                 &self
                     .installed
                     .iter()
-                    .map(|a| a.cgroup.clone())
+                    .map(InstalledAgent::link_key)
                     .collect::<Vec<_>>(),
             );
             let _ = self.remove_rules(&staged);
@@ -580,7 +588,7 @@ impl Enforcer {
             self.installed = previous;
             return Err(err);
         }
-        let keep: Vec<String> = staged.iter().map(|a| a.cgroup.clone()).collect();
+        let keep: Vec<String> = staged.iter().map(InstalledAgent::link_key).collect();
         self.detach_net_except(&keep);
         if let Err(err) = self.remove_rules(&previous) {
             tracing::warn!("removing the previous policy's rules: {err}");
@@ -786,7 +794,7 @@ impl Enforcer {
 
     fn attach_net(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
         for agent in agents {
-            if self.net_links.contains_key(&agent.cgroup) {
+            if self.net_links.contains_key(&agent.link_key()) {
                 continue;
             }
             let path = self.cgroup_root.join(&agent.cgroup);
@@ -824,12 +832,12 @@ impl Enforcer {
                 match pinned {
                     Ok(link) => links.push((*program, link)),
                     Err(err) => {
-                        self.net_links.insert(agent.cgroup.clone(), links);
+                        self.net_links.insert(agent.link_key(), links);
                         return Err(err);
                     }
                 }
             }
-            self.net_links.insert(agent.cgroup.clone(), links);
+            self.net_links.insert(agent.link_key(), links);
             let pin = self.pins.link(&format!("dev@{}", agent.cgroup_id));
             let program = device_program(&mut self.ebpf)?
                 .fd()
@@ -841,7 +849,7 @@ impl Enforcer {
                     reason: err.to_string(),
                 },
             )?;
-            self.device_links.insert(agent.cgroup.clone(), pin);
+            self.device_links.insert(agent.link_key(), pin);
         }
         Ok(())
     }
@@ -947,7 +955,7 @@ impl Enforcer {
                 attached: !self.installed.is_empty()
                     && self.installed.iter().all(|a| {
                         self.net_links
-                            .get(&a.cgroup)
+                            .get(&a.link_key())
                             .is_some_and(|links| links.iter().any(|(p, _)| p == program))
                     }),
                 id: info.as_ref().map(|i| i.id()),
@@ -977,7 +985,7 @@ impl Enforcer {
                 && self
                     .installed
                     .iter()
-                    .all(|a| self.device_links.contains_key(&a.cgroup)),
+                    .all(|a| self.device_links.contains_key(&a.link_key())),
             id: info.as_ref().map(|i| i.id()),
             enforces: "devices: the base set for every agent, GPU nodes with devices.gpu; all others denied".to_owned(),
             run_count: info.map_or(0, |i| i.run_count()),

@@ -114,6 +114,13 @@ impl Host {
         daemon.wait().unwrap()
     }
 
+    /// SIGHUP: the daemon re-applies its policy file.
+    pub fn reload(&self) {
+        let daemon = self.daemon.as_ref().expect("a running daemon");
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    }
+
     /// `claw-agent --uninstall` on this host's pins.
     pub fn uninstall(&self) -> Output {
         Command::new(sibling("claw-agent"))
