@@ -405,7 +405,8 @@ pub mod tests {
         bytes(&record)
     }
 
-    fn identities() -> Identities {
+    /// Ruleset 5 is agent `tools` (cgroup claw/tools, id 77).
+    pub fn identities() -> Identities {
         HashMap::from([(
             5,
             AgentIdentity {

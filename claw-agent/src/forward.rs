@@ -524,6 +524,22 @@ mod tests {
     use super::*;
     use crate::{config, event::tests::sample};
 
+    /// A TLS collector's configuration, presenting `certified`.
+    fn collector_config(certified: &rcgen::CertifiedKey) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![certified.cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+                )
+                .unwrap(),
+        )
+    }
+
     /// Reads one octet-counted frame.
     fn frame(reader: &mut impl io::BufRead) -> String {
         let mut length = Vec::new();
@@ -540,18 +556,7 @@ mod tests {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, certified.cert.pem()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = Arc::new(
-            ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![certified.cert.der().clone()],
-                    PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
-                )
-                .unwrap(),
-        );
+        let server_config = collector_config(&certified);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let collector = std::thread::spawn(move || {
@@ -602,18 +607,7 @@ mod tests {
         let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, other.cert.pem()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = Arc::new(
-            ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![collector.cert.der().clone()],
-                    PrivateKeyDer::Pkcs8(collector.key_pair.serialize_der().into()),
-                )
-                .unwrap(),
-        );
+        let server_config = collector_config(&collector);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {

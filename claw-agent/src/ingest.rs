@@ -400,7 +400,7 @@ mod tests {
     use claw_common::COMM_BYTES;
 
     use super::*;
-    use crate::event::{tests::sample, AgentIdentity};
+    use crate::event::tests::{identities, sample};
 
     const LIMITS: ReportLimits = ReportLimits {
         identical_per_second: 10,
@@ -421,17 +421,6 @@ mod tests {
             access: 1,
             comm: [0; COMM_BYTES],
         }
-    }
-
-    fn identities() -> Identities {
-        HashMap::from([(
-            5,
-            AgentIdentity {
-                name: "tools".to_owned(),
-                cgroup: "claw/tools".to_owned(),
-                cgroup_id: 77,
-            },
-        )])
     }
 
     fn suppressed(events: &[Event]) -> u64 {

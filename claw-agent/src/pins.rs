@@ -212,7 +212,8 @@ pub fn link_and_pin(
     Ok(())
 }
 
-fn mount_bpffs(path: &Path) -> Result<(), PinError> {
+/// Mounts a BPF filesystem on `path` (made if missing).
+pub fn mount_bpffs(path: &Path) -> Result<(), PinError> {
     let mount_error = |source| PinError::Mount {
         path: path.to_path_buf(),
         source,

@@ -307,25 +307,7 @@ pub struct PrivateBpffs(pub PathBuf);
 
 impl PrivateBpffs {
     pub fn mount(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-        // SAFETY: mount(2) with NUL-terminated strings we own.
-        let ret = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if ret != 0 {
-            bail!(
-                "mounting a BPF filesystem on {}: {}",
-                dir.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+        claw_agent::pins::mount_bpffs(dir)?;
         Ok(Self(dir.to_path_buf()))
     }
 
