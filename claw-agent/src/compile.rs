@@ -139,6 +139,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                 }
             }
             inherit_directory_grants(&mut prefixes);
+            stop_writes_short_of_protected_trees(&mut prefixes);
             let hostname_rules = rules
                 .connect
                 .iter()
@@ -183,6 +184,31 @@ fn inherit_directory_grants(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
             if prefix.starts_with(directory) {
                 *bits |= granted;
             }
+        }
+    }
+}
+
+/// A directory rule wider than a protected tree (`write: [/]`) grants everything it did, but
+/// writing, inside the tree: the tree gets entries of its own (itself and below) without WRITE.
+fn stop_writes_short_of_protected_trees(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
+    for tree in crate::rules::PROTECTED {
+        let covering = prefixes
+            .iter()
+            .filter(|(prefix, _)| prefix.ends_with(b"/") && tree.as_bytes().starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(0, |(_, bits)| *bits);
+        if covering & access::WRITE == 0 {
+            continue;
+        }
+        for own in prefixes_of(&RulePath(tree.to_owned())) {
+            prefixes.insert(own, covering & !access::WRITE);
+        }
+    }
+    // Entries inside a tree (a read rule there) inherited WRITE from the wider rule.
+    for (prefix, bits) in prefixes.iter_mut() {
+        let path = String::from_utf8_lossy(prefix);
+        if crate::rules::protected_tree(path.trim_end_matches('\0')).is_some() {
+            *bits &= !access::WRITE;
         }
     }
 }
@@ -348,6 +374,51 @@ mod tests {
         assert_eq!(bits["/w/"], access::READ);
         // `/w/out` (the directory itself) is under `/w/` but not under `/w/out/`.
         assert_eq!(bits["/w/out$"], access::READ | access::WRITE);
+    }
+
+    #[test]
+    fn wide_write_rules_stop_short_of_the_cgroup_and_bpf_trees() {
+        let a = agent("    files:\n      read: [/, /sys/fs/bpf/claw/]\n      write: [/]\n");
+        let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
+        assert_eq!(bits["/"], access::READ | access::WRITE);
+        assert_eq!(bits["/sys/fs/bpf/claw/"], access::READ);
+        for tree in [
+            "/sys/fs/cgroup/",
+            "/sys/fs/cgroup$",
+            "/sys/fs/bpf/",
+            "/sys/fs/bpf$",
+        ] {
+            assert_eq!(bits[tree], access::READ, "{tree}");
+        }
+        let narrow = agent("    files:\n      write: [/workspace/]\n");
+        assert_eq!(
+            prefixes(&narrow).len(),
+            2,
+            "no entries for trees nothing covers"
+        );
+    }
+
+    #[test]
+    fn write_rules_inside_the_cgroup_and_bpf_trees_are_refused_at_the_rule() {
+        for path in [
+            "/sys/fs/cgroup/claw/t/cgroup.procs",
+            "/sys/fs/bpf/",
+            "/sys/fs/cgroup",
+        ] {
+            let text = format!(
+                "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      write: [/tmp/, {path}]\n"
+            );
+            let err = parse("p.yaml", &text).unwrap_err().to_string();
+            assert!(
+                err.contains("p.yaml:5:") && err.contains("agents may never write there"),
+                "{err}"
+            );
+        }
+        assert!(parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    files:\n      read: [/sys/fs/cgroup/]\n"
+        )
+        .is_ok());
     }
 
     #[test]

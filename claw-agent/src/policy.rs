@@ -150,7 +150,7 @@ pub struct Files {
     pub read: Vec<RulePath>,
     /// Paths the agent may open for writing, create, remove, rename, link, truncate, chmod,
     /// chown.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "writable_paths")]
     pub write: Vec<RulePath>,
 }
 
@@ -363,6 +363,27 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
 
 pub(crate) fn invalid<E: de::Error>(what: impl fmt::Display) -> E {
     E::custom(what)
+}
+
+/// A write rule's path, refused inside the trees claw's enforcement lives in.
+struct WritablePath(RulePath);
+
+impl<'de> Deserialize<'de> for WritablePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = RulePath::deserialize(deserializer)?;
+        if let Some(tree) = crate::rules::protected_tree(&path.0) {
+            return Err(invalid(format_args!(
+                "write rule `{}` is inside {tree}, where claw's own enforcement lives — agents may never write there; remove the rule",
+                path.0
+            )));
+        }
+        Ok(Self(path))
+    }
+}
+
+fn writable_paths<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RulePath>, D::Error> {
+    let paths = Vec::<WritablePath>::deserialize(deserializer)?;
+    Ok(paths.into_iter().map(|p| p.0).collect())
 }
 
 impl<'de> Deserialize<'de> for AgentName {

@@ -14,6 +14,19 @@ use crate::policy::invalid;
 /// rule needs one more byte for its terminating NUL.
 pub const MAX_RULE_PATH: usize = claw_common::RULE_PATH_BYTES - 1;
 
+/// Where claw's own enforcement lives: the cgroup tree (writing `cgroup.procs` moves a process
+/// out of its agent, `rmdir` removes an agent's cgroup) and the BPF filesystem (pinned programs
+/// and maps). No policy lets an agent write there: a write rule inside is refused, a wider one
+/// stops short of them.
+pub const PROTECTED: [&str; 2] = ["/sys/fs/cgroup/", "/sys/fs/bpf/"];
+
+/// The protected tree `path` lies in, if any (the tree's own directory included).
+pub fn protected_tree(path: &str) -> Option<&'static str> {
+    PROTECTED
+        .into_iter()
+        .find(|tree| path.starts_with(tree) || path == tree.trim_end_matches('/'))
+}
+
 /// An absolute, normalised path in a rule. A trailing `/` names a directory and everything below
 /// it; otherwise exactly that path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,7 +19,7 @@ rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
-time-open-landlock PATH COUNT PREFIX...";
+time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
 
 pub fn run(args: &[String]) -> ExitCode {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
@@ -78,6 +78,11 @@ pub fn run(args: &[String]) -> ExitCode {
         ("packet-socket", 1) => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
         ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
         ("chroot", 2) => path_call(arg(1), |p| unsafe { libc::chroot(p) }),
+        ("init-module", 1) => init_module(),
+        ("delete-module", 2) => path_call(arg(1), |name| unsafe {
+            libc::syscall(libc::SYS_delete_module, name, libc::O_NONBLOCK) as libc::c_int
+        }),
+        ("umount", 2) => path_call(arg(1), |p| unsafe { libc::umount2(p, 0) }),
         ("unix-connect", 2) => unix_connect(arg(1)),
         ("unix-sendto", 2) => std::os::unix::net::UnixDatagram::unbound()
             .and_then(|s| s.send_to(b"claw", arg(1)))
@@ -138,6 +143,27 @@ fn open(path: &str, how: &str) -> std::io::Result<()> {
         _ => options.read(true),
     };
     options.open(path).map(drop)
+}
+
+/// Offers the kernel a module image that is not one: it checks the caller's right to load
+/// modules (EPERM) before it reads the image (ENOEXEC).
+fn init_module() -> std::io::Result<()> {
+    let image = [0u8; 64];
+    let params = c"";
+    // SAFETY: init_module(2) reads `image.len()` bytes of `image` and the NUL-terminated params.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            image.as_ptr(),
+            image.len(),
+            params.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn path_call(

@@ -6,9 +6,11 @@ use std::os::{
     unix::net::{SocketAddr, UnixDatagram, UnixListener},
 };
 
-use anyhow::ensure;
+use std::path::Path;
 
-use super::{runtime, tools, Runner, ALLOWED_FILE, EPERM};
+use anyhow::{ensure, Context as _};
+
+use super::{named, runtime, tools, Runner, ALLOWED_FILE, CGROUP_ROOT, EPERM};
 use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
 
 /// A `probe sleep` the case started (outside agents or in `cgroup`), ended by pid when dropped.
@@ -56,7 +58,81 @@ fn signals_and_ptrace(agent: &std::path::Path) -> anyhow::Result<()> {
     expect(&["ptrace", &host.pid()], None, 0)
 }
 
+/// An agent whose policy writes everywhere (`write: [/]`) still cannot touch the cgroup tree
+/// (leave its cgroup, make or remove cgroups, change limits) or claw's pinned BPF objects.
+fn cgroup_and_bpf_files(broad: &Path) -> anyhow::Result<()> {
+    let inside = Some(broad);
+    let root = Path::new(CGROUP_ROOT);
+    expect(&["create", "/tmp/broad-wrote-this"], inside, 0)?;
+    std::fs::remove_file("/tmp/broad-wrote-this")?;
+    for file in [
+        root.join("cgroup.procs"),
+        broad.join("cgroup.procs"),
+        tools().join("pids.max"),
+    ] {
+        expect(&["open", &file.to_string_lossy(), "w"], inside, EPERM)?;
+    }
+    let child = broad.join("escape");
+    expect(&["mkdir", &child.to_string_lossy()], inside, EPERM)?;
+    ensure!(!child.exists(), "the agent made a cgroup");
+    expect(&["rmdir", &tools().to_string_lossy()], inside, EPERM)?;
+    let pinned = std::fs::read_dir("/sys/fs/bpf/claw")?
+        .next()
+        .context("nothing pinned under /sys/fs/bpf/claw")??
+        .path();
+    expect(&["unlink", &pinned.to_string_lossy()], inside, EPERM)?;
+    ensure!(pinned.exists(), "{} was unpinned", pinned.display());
+    expect(&["mkdir", "/sys/fs/bpf/claw/planted"], inside, EPERM)?;
+    // The same writes outside agents go through.
+    let outside = root.join("claw-probe-outside");
+    expect(&["mkdir", &outside.to_string_lossy()], None, 0)?;
+    expect(&["rmdir", &outside.to_string_lossy()], None, 0)
+}
+
+/// Module loading and unloading, and unmounting, are refused inside any agent.
+fn modules_and_umount(broad: &Path) -> anyhow::Result<()> {
+    let inside = Some(broad);
+    expect(&["init-module"], inside, EPERM)?;
+    expect(&["delete-module", "claw_no_such_module"], inside, EPERM)?;
+    let (_, code) = probe(&["init-module"], None)?;
+    ensure!(
+        code != EPERM && code != 0,
+        "outside agents, a bogus module image got exit {code}: want the image refused, not the caller"
+    );
+    expect(
+        &["delete-module", "claw_no_such_module"],
+        None,
+        libc::ENOENT,
+    )?;
+    let mountpoint = "/tmp/claw-umount";
+    std::fs::create_dir_all(mountpoint)?;
+    let target = std::ffi::CString::new(mountpoint)?;
+    // SAFETY: mounting a fresh tmpfs on a directory this test made.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    ensure!(rc == 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+    let refused = expect(&["umount", mountpoint], inside, EPERM);
+    let unmounted = expect(&["umount", mountpoint], None, 0);
+    refused.and(unmounted)
+}
+
 pub fn run(runner: &mut Runner) {
+    let broad = named("broad");
+    runner.check(
+        "cgroup_and_bpf_files_cannot_be_changed_even_with_write_everywhere",
+        cgroup_and_bpf_files(&broad),
+    );
+    runner.check(
+        "modules_cannot_be_loaded_or_removed_nor_filesystems_unmounted",
+        modules_and_umount(&broad),
+    );
     let agent = tools();
     let inside = Some(agent.as_path());
     runner.check(

@@ -63,6 +63,12 @@ agents:
     cgroup: claw/runtime
     jit: true
     exec: [/usr/bin/claw-vmtest]
+  - name: broad
+    cgroup: claw/broad
+    files:
+      read: [/]
+      write: [/]
+    exec: [/usr/bin/claw-vmtest]
   - name: auditor
     cgroup: claw/auditor
     mode: audit
@@ -145,6 +151,7 @@ pub fn run_all() -> ExitCode {
         named("devuser"),
         named("svclong"),
         runtime(),
+        named("broad"),
         auditor(),
         Path::new(CGROUP_ROOT).join("claw"),
     ] {
