@@ -71,6 +71,25 @@ pub enum AuditError {
     },
 }
 
+/// Records that could not be written, and the events they held.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}; {events} events not written")]
+pub struct Unwritten {
+    #[source]
+    pub error: AuditError,
+    pub events: u64,
+}
+
+impl Entry {
+    /// The events this record stands for.
+    fn events(&self) -> u64 {
+        match self {
+            Entry::Event(_) => 1,
+            Entry::Lost { lost } => *lost,
+        }
+    }
+}
+
 pub struct Writer {
     path: PathBuf,
     file: File,
@@ -113,17 +132,22 @@ impl Writer {
         })
     }
 
-    pub fn append(&mut self, entry: Entry) -> Result<(), AuditError> {
+    pub fn append(&mut self, entry: Entry) -> Result<(), Unwritten> {
         self.append_all(std::iter::once(entry))
     }
 
-    /// Appends records with one write (per file, when the log rotates between them).
+    /// Appends records with one write (per file, when the log rotates between them). On failure
+    /// (a full disk) the records not written are rolled back whole — the file is cut back to its
+    /// last complete record and the chain continues from it — and counted in the error.
     pub fn append_all(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<(), AuditError> {
+    ) -> Result<(), Unwritten> {
         let mut lines = Vec::new();
-        for entry in entries {
+        let mut events_in_lines = 0;
+        let mut chain_before_lines = (self.seq, self.prev.clone());
+        let mut entries = entries.into_iter();
+        while let Some(entry) = entries.next() {
             // The entry is serialised once: the hash covers these bytes, and the line embeds
             // them as they are (the same bytes serde would write for the Record).
             let entry_json = serde_json::to_vec(&entry).unwrap_or_default();
@@ -138,15 +162,32 @@ impl Writer {
             if self.written + (lines.len() + line.len()) as u64 > self.max_bytes
                 && self.written + lines.len() as u64 > 0
             {
-                self.write(&lines)?;
+                if let Err(error) = self.write(&lines).and_then(|()| self.rotate()) {
+                    let events =
+                        events_in_lines + entry.events() + entries.map(|e| e.events()).sum::<u64>();
+                    return Err(self.roll_back(chain_before_lines, error, events));
+                }
                 lines.clear();
-                self.rotate()?;
+                events_in_lines = 0;
+                chain_before_lines = (self.seq, self.prev.clone());
             }
             lines.extend_from_slice(&line);
+            events_in_lines += entry.events();
             self.prev = hash;
             self.seq += 1;
         }
         self.write(&lines)
+            .map_err(|error| self.roll_back(chain_before_lines, error, events_in_lines))
+    }
+
+    /// A write that failed part-way leaves a torn line: cut the file back to its last whole
+    /// record, so that the chain continues from there.
+    fn roll_back(&mut self, chain: (u64, String), error: AuditError, events: u64) -> Unwritten {
+        if let Err(err) = self.file.set_len(self.written) {
+            tracing::error!("audit log: cutting back a partly written record: {err}");
+        }
+        (self.seq, self.prev) = chain;
+        Unwritten { error, events }
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {

@@ -69,8 +69,9 @@ pub struct Config {
 }
 
 /// Writes every event to the audit log, in batches of what has arrived; events this writer fell
-/// behind on are recorded as a count. `progress` is the sequence number after the last event
-/// written (the bus tells followers and the kernel reader).
+/// behind on, or could not write (a full disk), are recorded as a count once it can write again.
+/// The bus learns the sequence number after the last event handled (for followers and the
+/// kernel reader's pacing).
 async fn write_audit_log(
     mut writer: audit::Writer,
     mut events: broadcast::Receiver<Arc<Event>>,
@@ -87,10 +88,23 @@ async fn write_audit_log(
         }
         Err(broadcast::error::RecvError::Closed) => None,
     };
+    // Events not written, waiting to be recorded as a count.
+    let mut unwritten = 0;
+    let record_unwritten = |writer: &mut audit::Writer, unwritten: &mut u64| {
+        if *unwritten > 0
+            && writer
+                .append(audit::Entry::Lost { lost: *unwritten })
+                .is_ok()
+        {
+            tracing::warn!("audit log: writable again; {unwritten} events were not written");
+            *unwritten = 0;
+        }
+    };
     loop {
         let first = tokio::select! {
             received = events.recv() => received,
             _ = sync.tick() => {
+                record_unwritten(&mut writer, &mut unwritten);
                 if let Err(err) = writer.sync() {
                     tracing::error!("audit log: {err}");
                 }
@@ -111,19 +125,19 @@ async fn write_audit_log(
                 Err(_) => break,
             }
         }
-        let events_in_batch = batch
-            .iter()
-            .filter(|e| matches!(e, audit::Entry::Event(_)))
-            .count() as u64;
         let handled = batch.iter().rev().find_map(|e| match e {
             audit::Entry::Event(event) => Some(event.seq + 1),
             audit::Entry::Lost { .. } => None,
         });
+        record_unwritten(&mut writer, &mut unwritten);
         if let Err(err) = writer.append_all(batch) {
-            bus.count_lost(Stage::Audit, events_in_batch);
-            tracing::error!("audit log: {err}; records are being LOST");
+            bus.count_lost(Stage::Audit, err.events);
+            if unwritten == 0 {
+                tracing::error!("audit log: {err}; events are being LOST (counted)");
+            }
+            unwritten += err.events;
         }
-        // Only once written: a follower replaying up to here reads them from the file.
+        // Only once handled: a follower replaying up to here reads them from the file.
         if let Some(handled) = handled {
             bus.mark_written(handled);
         }
