@@ -174,14 +174,16 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
 /// each directory rule that covers it: with `read: [/w/]` and `write: [/w/out/]`, `/w/out/x` is
 /// readable and writable.
 fn inherit_directory_grants(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
-    let directories: Vec<(Vec<u8>, u32)> = prefixes
+    let directories: BTreeMap<Vec<u8>, u32> = prefixes
         .iter()
         .filter(|(prefix, _)| prefix.ends_with(b"/"))
         .map(|(prefix, bits)| (prefix.clone(), *bits))
         .collect();
     for (prefix, bits) in prefixes.iter_mut() {
-        for (directory, granted) in &directories {
-            if prefix.starts_with(directory) {
+        // The directories covering a prefix end at one of its slashes: look each up, rather than
+        // test every directory (policies run to thousands of rules).
+        for (at, _) in prefix.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            if let Some(granted) = directories.get(&prefix[..=at]) {
                 *bits |= granted;
             }
         }
@@ -250,17 +252,17 @@ pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, String> {
                 .push(rule.ports);
         }
     }
+    let lengths: std::collections::BTreeSet<u8> = own.keys().map(|&(_, _, len)| len).collect();
     own.keys()
         .map(|&(protocol, address, prefix_len)| {
-            // Inherit the ports of every network of the same protocol that contains this one.
-            let ports: Vec<PortRange> = own
-                .iter()
-                .filter(|((p, a, l), _)| {
-                    *p == protocol
-                        && *l <= prefix_len
-                        && crate::rules::mask(&address, *l) == *a
+            // Inherit the ports of every network of the same protocol that contains this one:
+            // one lookup per prefix length in use, rather than a test of every rule.
+            let ports: Vec<PortRange> = lengths
+                .range(..=prefix_len)
+                .filter_map(|&len| {
+                    own.get(&(protocol, crate::rules::mask(&address, len), len))
                 })
-                .flat_map(|(_, ports)| ports.iter().copied())
+                .flat_map(|ports| ports.iter().copied())
                 .collect();
             let ports = merge(ports);
             if ports.len() > MAX_PORT_RANGES {

@@ -338,7 +338,15 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
     file: &str,
     text: &str,
 ) -> Result<T, PolicyError> {
-    serde_saphyr::from_str(text).map_err(|err| {
+    // The parser's default budget (250,000 nodes) guards against YAML bombs but stops short of
+    // a fleet's policy: 100 agents with 10,000 rules each are about a million nodes.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: 4_000_000,
+            max_events: 16_000_000,
+        },
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let (line, column) = err.location().map_or((1, 1), |at| (at.line(), at.column()));
         let message = err.without_snippet().to_string();
         // The position is also appended in words; it already leads as line:col.

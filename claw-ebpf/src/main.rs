@@ -32,11 +32,11 @@ static AGENTS: HashMap<u64, AgentEntry> = HashMap::with_max_entries(4096, 0);
 
 /// (ruleset, path prefix) -> access bits (claw_common::access).
 #[map]
-static FILE_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 20, 0);
+static FILE_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 21, 0);
 
 /// (ruleset, protocol, network) -> allowed port ranges.
 #[map]
-static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(1 << 18, 0);
+static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(1 << 21, 0);
 
 /// (ruleset, device kind, major, minor or ANY_MINOR) an agent may use.
 #[map]
