@@ -263,7 +263,7 @@ pub fn files_of(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn events_of(file: &Path) -> impl Iterator<Item = Event> {
+pub fn events_of(file: &Path) -> impl Iterator<Item = Event> {
     File::open(file)
         .into_iter()
         .flat_map(|f| BufReader::new(f).lines().map_while(Result::ok))

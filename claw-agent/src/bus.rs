@@ -46,15 +46,19 @@ pub enum Stage {
     Audit,
     /// A forwarder's spool overflowed.
     Forward,
+    /// Records a claw-agent read from the kernel but was killed before logging them (told by
+    /// the next one, from the records' numbers).
+    Restart,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Kernel,
         Stage::Decode,
         Stage::Follower,
         Stage::Audit,
         Stage::Forward,
+        Stage::Restart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl Stage {
             Stage::Follower => "follower",
             Stage::Audit => "audit",
             Stage::Forward => "forward",
+            Stage::Restart => "restart",
         }
     }
 }
@@ -122,6 +127,11 @@ impl Bus {
                 return self.audit_written.load(Ordering::Acquire) >= next;
             }
         }
+    }
+
+    /// The sequence number after the last event the audit log writer has handled.
+    pub fn audit_written(&self) -> u64 {
+        self.audit_written.load(Ordering::Acquire)
     }
 
     /// Events published that the audit log writer has not written yet. Kept below the buffer,

@@ -328,6 +328,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let backlog = metrics::backlog_histogram();
     tokio::spawn(ingest::run(
         enforcer.take_events()?,
+        config.audit_log.clone(),
         config.report_limits,
         coverage_name,
         identities.clone(),

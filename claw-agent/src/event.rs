@@ -8,7 +8,7 @@ use std::{
 
 use claw_common::{
     access, decision, device_kind, op, record, DeviceRecord, FileRecord, NetRecord, RecordHeader,
-    EVENT_PATH_BYTES, PROTO_TCP, PROTO_UDP,
+    EVENT_PATH_BYTES, PROTO_TCP, PROTO_UDP, UNNUMBERED,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,10 @@ pub struct Event {
     pub cgroup: String,
     pub pid: u32,
     pub comm: String,
+    /// The kernel's number for the record this event came from, per agent cgroup (the agent's
+    /// records before it); none for events claw-agent makes itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
     /// open, exec, mmap, mprotect, mknod, unlink, mkdir, rmdir, rename, link, symlink, truncate,
     /// chmod, chown, connect, sendmsg.
     pub op: String,
@@ -80,6 +84,7 @@ impl Event {
             },
             pid: 0,
             comm: String::new(),
+            record: None,
             op: op.to_owned(),
             path: None,
             destination: None,
@@ -267,6 +272,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         cgroup,
         pid: header.pid,
         comm: c_string(&header.comm),
+        record: (header.record != UNNUMBERED).then_some(header.record),
         op: op_name(header.op).to_owned(),
         path: None,
         destination: None,
@@ -380,6 +386,7 @@ pub mod tests {
             cgroup_id: 77,
             object_hash: 0,
             repeats_before: 0,
+            record: 31,
             pid: 4242,
             ruleset: 5,
             decision,

@@ -4,13 +4,14 @@
 //! decision is either an event or part of a count.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use claw_common::{AgentEvents, RateState, RecordHeader, ThrottleKey};
+use claw_common::{AgentEvents, RateState, RecordHeader, Reported, ThrottleKey};
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::io::{unix::AsyncFd, Interest};
@@ -155,16 +156,7 @@ impl Accounting {
         counts: AgentEvents,
         identities: &Identities,
     ) -> Vec<Event> {
-        let (name, cgroup) = identities
-            .values()
-            .find(|i| i.cgroup_id == cgroup_id)
-            .map(|i| (i.name.clone(), i.cgroup.clone()))
-            .unwrap_or_else(|| {
-                (
-                    format!("unknown-cgroup-{cgroup_id}"),
-                    format!("cgroup-id:{cgroup_id}"),
-                )
-            });
+        let (name, cgroup) = identity_of(cgroup_id, identities);
         let reported = self.agents.entry(cgroup_id).or_default();
         let mut summaries = Vec::new();
         let mut summary = |kind: &str, details: serde_json::Value| {
@@ -223,6 +215,206 @@ impl Accounting {
     }
 }
 
+/// Whether every record the kernel placed in the ring buffer, and every count it keeps, reached
+/// the audit log, across claw-agents. The kernel numbers each agent's records; a claw-agent
+/// counts the records the audit log writer has handled (`accounted`) and the counts whose
+/// summaries it has handled (`reported`), and keeps both pinned with the bus position they are
+/// complete up to. One that starts adds what the log holds after that position, then counts,
+/// for each agent, the numbers below the kernel's count at its start that are neither accounted
+/// for nor waiting in the ring buffer: records a predecessor read but was killed before logging
+/// — lost, exactly, and said so.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    agents: HashMap<u64, Delivered>,
+    /// Published, not yet handled by the audit log writer: (bus position, cgroup id, what).
+    pending: VecDeque<(u64, u64, Pending)>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Delivered {
+    accounted: u64,
+    reported: AgentEvents,
+    /// At this claw-agent's start: the kernel's count, the records accounted for by then, and
+    /// the records numbered below the count read since; None once the restart is settled.
+    start: Option<(u64, u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    /// Records (one read from the kernel, or a count of records lost).
+    Records(u64),
+    /// The agent's counts as reported once this tick's summaries are logged.
+    Reported(AgentEvents),
+}
+
+/// What the audit log holds of an agent after a bus position.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    pub records: u64,
+    pub counts: AgentEvents,
+}
+
+impl Delivery {
+    /// An agent's state at this claw-agent's start: the kernel's count of its records, and what
+    /// earlier claw-agents accounted for and reported.
+    pub fn start(&mut self, cgroup_id: u64, submitted: u64, accounted: u64, reported: AgentEvents) {
+        self.agents.insert(
+            cgroup_id,
+            Delivered {
+                accounted,
+                reported,
+                start: Some((submitted, accounted, 0)),
+            },
+        );
+    }
+
+    /// A record published on the bus at `seq`.
+    pub fn published(&mut self, header: &RecordHeader, seq: u64) {
+        if header.record == claw_common::UNNUMBERED {
+            return;
+        }
+        let agent = self.agents.entry(header.cgroup_id).or_default();
+        if let Some((submitted, _, read)) = &mut agent.start {
+            if header.record < *submitted {
+                *read += 1;
+            }
+        }
+        self.pending
+            .push_back((seq, header.cgroup_id, Pending::Records(1)));
+    }
+
+    /// A summary published at `seq` brought the agent's reported counts to `reported`.
+    pub fn summarised(&mut self, seq: u64, cgroup_id: u64, reported: AgentEvents) {
+        self.pending
+            .push_back((seq, cgroup_id, Pending::Reported(reported)));
+    }
+
+    /// A `lost` event published at `seq` for `lost` of the agent's records.
+    pub fn lost(&mut self, seq: u64, cgroup_id: u64, lost: u64) {
+        self.pending
+            .push_back((seq, cgroup_id, Pending::Records(lost)));
+    }
+
+    /// The audit log writer has handled every event before `written`.
+    pub fn handled(&mut self, written: u64) {
+        while let Some(&(seq, cgroup_id, what)) = self.pending.front() {
+            if seq >= written {
+                break;
+            }
+            self.pending.pop_front();
+            let agent = self.agents.entry(cgroup_id).or_default();
+            match what {
+                Pending::Records(n) => agent.accounted += n,
+                Pending::Reported(counts) => agent.reported = counts,
+            }
+        }
+    }
+
+    /// Once the records that waited for this claw-agent have been read: per agent, those its
+    /// predecessors read and never logged (to be published as lost, then passed to `lost`).
+    pub fn settle_restart(&mut self) -> Vec<(u64, u64)> {
+        let mut lost = Vec::new();
+        for (cgroup_id, agent) in &mut self.agents {
+            let Some((submitted, accounted, read)) = agent.start.take() else {
+                continue;
+            };
+            let missing = submitted.saturating_sub(accounted + read);
+            if missing > 0 {
+                lost.push((*cgroup_id, missing));
+            }
+        }
+        lost
+    }
+
+    /// What to keep pinned for the next claw-agent, complete up to bus position `written`.
+    pub fn record(&self, cgroup_id: u64, written: u64) -> Reported {
+        let agent = self.agents.get(&cgroup_id).copied().unwrap_or_default();
+        Reported {
+            counts: agent.reported,
+            accounted: agent.accounted,
+            accounted_through: written,
+        }
+    }
+}
+
+/// Per agent cgroup: what the audit log at `path` holds of it at or after bus position
+/// `from[cgroup]` — its records, and the counts its summaries reported. Reads the newest files
+/// first and stops at the first one that begins before every position asked for.
+pub fn logged_after(
+    path: &std::path::Path,
+    from: &HashMap<String, u64>,
+) -> HashMap<String, Logged> {
+    let mut logged: HashMap<String, Logged> = HashMap::new();
+    let Some(earliest) = from.values().min().copied() else {
+        return logged;
+    };
+    for file in crate::audit::files_of(path).iter().rev() {
+        let mut first = None;
+        for event in crate::audit::events_of(file) {
+            first.get_or_insert(event.seq);
+            if from.get(&event.cgroup).is_none_or(|&f| event.seq < f) {
+                continue;
+            }
+            let text = |key: &str| {
+                event
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get(key)?.as_str().map(str::to_owned))
+            };
+            let number = |key: &str| {
+                event
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get(key)?.as_u64())
+                    .unwrap_or(0)
+            };
+            let entry = logged.entry(event.cgroup.clone()).or_default();
+            match (event.kind.as_str(), event.record) {
+                (_, Some(_)) => entry.records += 1,
+                ("lost", None) if text("stage").as_deref() == Some(Stage::Restart.name()) => {
+                    entry.records += number("lost")
+                }
+                ("lost", None) => entry.counts.lost += number("lost"),
+                ("throttled", None) if text("reason").as_deref() == Some("agent-budget") => {
+                    entry.counts.throttled_budget += number("suppressed")
+                }
+                ("throttled", None) => entry.counts.throttled_identical += number("suppressed"),
+                _ => {}
+            }
+        }
+        if first.is_some_and(|first| first < earliest) {
+            break;
+        }
+    }
+    logged
+}
+
+/// A `lost` event for the records of an agent that a killed claw-agent read and never logged.
+fn restart_loss(cgroup_id: u64, lost: u64, identities: &Identities, coverage: &str) -> Event {
+    let (name, cgroup) = identity_of(cgroup_id, identities);
+    let mut event = Event::about("lost", &name, &cgroup, "*", coverage);
+    event.details = Some(json!({
+        "lost": lost,
+        "stage": Stage::Restart.name(),
+        "reason": "read from the kernel by a claw-agent that was killed before logging them",
+    }));
+    event
+}
+
+/// An agent's name and cgroup, or placeholders naming the cgroup id.
+fn identity_of(cgroup_id: u64, identities: &Identities) -> (String, String) {
+    identities
+        .values()
+        .find(|i| i.cgroup_id == cgroup_id)
+        .map(|i| (i.name.clone(), i.cgroup.clone()))
+        .unwrap_or_else(|| {
+            (
+                format!("unknown-cgroup-{cgroup_id}"),
+                format!("cgroup-id:{cgroup_id}"),
+            )
+        })
+}
+
 fn key_of(header: &RecordHeader) -> ThrottleKey {
     ThrottleKey {
         cgroup_id: header.cgroup_id,
@@ -238,7 +430,7 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     identities: &Identities,
     coverage: &'static str,
-    accounting: &mut Accounting,
+    (accounting, delivery): (&mut Accounting, &mut Delivery),
     bus: &Bus,
 ) -> (usize, bool) {
     let offset = event::boot_to_wall_offset();
@@ -256,7 +448,9 @@ fn drain(
                     comm = %event.comm, op = %event.op,
                     object = event.object().unwrap_or(""), "{}", event.decision
                 );
-                accounting.learn(&header, &bus.publish(event));
+                let event = bus.publish(event);
+                delivery.published(&header, event.seq);
+                accounting.learn(&header, &event);
             }
             Err(err) => {
                 bus.count_lost(Stage::Decode, 1);
@@ -272,13 +466,14 @@ pub struct KernelEvents {
     pub ring: RingBuf<MapData>,
     pub agent_events: BpfHashMap<MapData, u64, AgentEvents>,
     pub throttle: BpfHashMap<MapData, ThrottleKey, RateState>,
-    /// What has been reported of AGENT_EVENTS, kept for the next claw-agent.
-    pub reported: BpfHashMap<MapData, u64, AgentEvents>,
+    /// What has been reported and accounted for of AGENT_EVENTS, kept for the next claw-agent.
+    pub reported: BpfHashMap<MapData, u64, Reported>,
 }
 
 /// Reads records until the ring buffer fails; publishes summaries every SUMMARY_INTERVAL.
 pub async fn run(
     kernel: KernelEvents,
+    audit_log: PathBuf,
     limits: ReportLimits,
     coverage: &'static str,
     identities: Arc<RwLock<Identities>>,
@@ -302,16 +497,67 @@ pub async fn run(
         }
     };
     let mut accounting = Accounting::new(limits, coverage);
-    // Counted while no claw-agent ran (it died, it restarts) is reported now.
-    for (cgroup_id, counts) in agent_events.iter().filter_map(Result::ok) {
-        accounting.baseline(cgroup_id, reported.get(&cgroup_id, 0).unwrap_or(counts));
+    let mut delivery = Delivery::default();
+    let at_start: Vec<(u64, AgentEvents, Reported)> = agent_events
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(cgroup_id, counts)| {
+            // No record of an earlier claw-agent: it was killed before its first summary of
+            // the agent, so nothing of the counts was reported, and the agent's records in the
+            // audit log are all it accounted for.
+            let earlier = reported.get(&cgroup_id, 0).unwrap_or_default();
+            (cgroup_id, counts, earlier)
+        })
+        .collect();
+    let cgroups: HashMap<u64, String> = {
+        let identities = identities.read().unwrap_or_else(|p| p.into_inner());
+        identities
+            .values()
+            .map(|i| (i.cgroup_id, format!("/{}", i.cgroup)))
+            .collect()
+    };
+    let from: HashMap<String, u64> = at_start
+        .iter()
+        .filter_map(|(id, _, earlier)| Some((cgroups.get(id)?.clone(), earlier.accounted_through)))
+        .collect();
+    let logged = logged_after(&audit_log, &from);
+    for (cgroup_id, counts, earlier) in at_start {
+        let since = cgroups
+            .get(&cgroup_id)
+            .and_then(|cgroup| logged.get(cgroup))
+            .copied()
+            .unwrap_or_default();
+        let reported = AgentEvents {
+            throttled_identical: earlier.counts.throttled_identical
+                + since.counts.throttled_identical,
+            throttled_budget: earlier.counts.throttled_budget + since.counts.throttled_budget,
+            lost: earlier.counts.lost + since.counts.lost,
+            ..earlier.counts
+        };
+        // Counted while no claw-agent ran (it died, it restarts) is reported now.
+        accounting.baseline(cgroup_id, reported);
+        delivery.start(
+            cgroup_id,
+            counts.submitted,
+            earlier.accounted + since.records,
+            reported,
+        );
     }
+    let mut restart_settled = false;
+    let mut persisted: HashMap<u64, Reported> = HashMap::new();
     // What waited in the ring buffer while no claw-agent ran is read now: the kernel does not
     // wake a new reader for records already there.
     loop {
         let paced = {
             let identities = identities.read().unwrap_or_else(|p| p.into_inner());
-            drain(ring.get_mut(), &identities, coverage, &mut accounting, &bus).1
+            drain(
+                ring.get_mut(),
+                &identities,
+                coverage,
+                (&mut accounting, &mut delivery),
+                &bus,
+            )
+            .1
         };
         if !paced {
             break;
@@ -332,7 +578,13 @@ pub async fn run(
                 let paced = {
                     let identities = identities.read().unwrap_or_else(|p| p.into_inner());
                     let mut drain = |ring: &mut RingBuf<MapData>| {
-                        drain(ring, &identities, coverage, &mut accounting, &bus)
+                        drain(
+                            ring,
+                            &identities,
+                            coverage,
+                            (&mut accounting, &mut delivery),
+                            &bus,
+                        )
                     };
                     let (mut waiting, mut paced) = drain(ready.get_inner_mut());
                     if !paced {
@@ -370,23 +622,52 @@ pub async fn run(
                     let _ = throttle.remove(&key);
                 }
                 let identities = identities.read().unwrap_or_else(|p| p.into_inner()).clone();
-                for (cgroup_id, counts) in agents {
-                    let before = accounting.reported(cgroup_id);
-                    summaries.extend(accounting.agent_summaries(cgroup_id, counts, &identities));
-                    if let Some(now) = accounting.reported(cgroup_id).filter(|now| Some(*now) != before) {
-                        if let Err(err) = reported.insert(cgroup_id, now, 0) {
-                            tracing::warn!("recording reported counts: {err}");
-                        }
-                    }
+                let written = bus.audit_written();
+                delivery.handled(written);
+                for (cgroup_id, counts) in &agents {
+                    summaries.extend(accounting.agent_summaries(*cgroup_id, *counts, &identities));
                 }
                 bus.count_lost(Stage::Kernel, Accounting::lost_in(&summaries));
+                let mut last_seq = None;
                 for summary in summaries {
                     tracing::info!(
                         kind = %summary.kind, agent = %summary.agent, op = %summary.op,
                         object = summary.object().unwrap_or(""),
                         details = %summary.details.clone().unwrap_or_default(), "summary"
                     );
-                    bus.publish(summary);
+                    last_seq = Some(bus.publish(summary).seq);
+                }
+                if let Some(seq) = last_seq {
+                    for (cgroup_id, _) in &agents {
+                        if let Some(reported) = accounting.reported(*cgroup_id) {
+                            delivery.summarised(seq, *cgroup_id, reported);
+                        }
+                    }
+                }
+                if !restart_settled {
+                    restart_settled = true;
+                    for (cgroup_id, lost) in delivery.settle_restart() {
+                        bus.count_lost(Stage::Restart, lost);
+                        let summary = restart_loss(cgroup_id, lost, &identities, coverage);
+                        tracing::warn!(
+                            agent = %summary.agent, lost,
+                            "records read by a killed claw-agent and never logged"
+                        );
+                        let seq = bus.publish(summary).seq;
+                        delivery.lost(seq, cgroup_id, lost);
+                    }
+                }
+                for (cgroup_id, _) in &agents {
+                    let now = delivery.record(*cgroup_id, written);
+                    if persisted.get(cgroup_id) == Some(&now) {
+                        continue;
+                    }
+                    match reported.insert(cgroup_id, now, 0) {
+                        Ok(()) => {
+                            persisted.insert(*cgroup_id, now);
+                        }
+                        Err(err) => tracing::warn!("recording reported counts: {err}"),
+                    }
                 }
             }
         }
@@ -415,6 +696,7 @@ mod tests {
             cgroup_id: 77,
             object_hash,
             repeats_before: 0,
+            record: 0,
             pid: 1,
             ruleset: 5,
             decision: 1,
@@ -540,5 +822,125 @@ mod tests {
         assert!(accounting
             .agent_summaries(77, before, &identities())
             .is_empty());
+    }
+
+    fn numbered(cgroup_id: u64, record: u64) -> RecordHeader {
+        RecordHeader {
+            cgroup_id,
+            record,
+            ..header(1)
+        }
+    }
+
+    #[test]
+    fn records_a_killed_claw_agent_read_are_counted_exactly_once() {
+        let mut delivery = Delivery::default();
+        // Agent 77's kernel count at start: 100. Earlier claw-agents accounted for 90 (of them,
+        // records 0..=89 say); records 95..=99 waited in the ring buffer; 90..=94 are gone.
+        delivery.start(77, 100, 90, AgentEvents::default());
+        for (seq, record) in (95..100).enumerate() {
+            delivery.published(&numbered(77, record), seq as u64);
+        }
+        // Records placed after the start do not count as waiting.
+        delivery.published(&numbered(77, 100), 5);
+        assert_eq!(delivery.settle_restart(), [(77, 5)]);
+        assert!(delivery.settle_restart().is_empty(), "settled once");
+        delivery.lost(6, 77, 5);
+        let accounted = |delivery: &Delivery| delivery.record(77, 0).accounted;
+        assert_eq!(
+            accounted(&delivery),
+            90,
+            "nothing handled by the audit log yet"
+        );
+        delivery.handled(6);
+        assert_eq!(accounted(&delivery), 96);
+        delivery.handled(7);
+        assert_eq!(
+            accounted(&delivery),
+            101,
+            "every record accounted for, the lost ones too"
+        );
+        assert_eq!(delivery.record(77, 7).accounted_through, 7);
+    }
+
+    #[test]
+    fn reported_counts_are_kept_once_their_summaries_are_logged() {
+        let mut delivery = Delivery::default();
+        let before = AgentEvents {
+            lost: 10,
+            ..Default::default()
+        };
+        delivery.start(77, 0, 0, before);
+        let after = AgentEvents {
+            lost: 25,
+            ..Default::default()
+        };
+        delivery.summarised(3, 77, after);
+        delivery.handled(3);
+        assert_eq!(delivery.record(77, 3).counts, before);
+        delivery.handled(4);
+        assert_eq!(delivery.record(77, 4).counts, after);
+    }
+
+    #[test]
+    fn agents_first_seen_after_the_start_and_unnumbered_records_claim_no_loss() {
+        let mut delivery = Delivery::default();
+        delivery.start(77, 10, 10, AgentEvents::default());
+        delivery.published(&numbered(88, 0), 0);
+        delivery.published(&numbered(88, claw_common::UNNUMBERED), 1);
+        assert!(delivery.settle_restart().is_empty());
+        delivery.handled(2);
+        let accounted = |id| delivery.record(id, 2).accounted;
+        assert_eq!((accounted(77), accounted(88)), (10, 1));
+    }
+
+    #[test]
+    fn the_log_after_a_position_gives_records_and_reported_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut writer = crate::audit::Writer::open(&path, 1 << 20).unwrap();
+        let event = |seq: u64, kind: &str, record: Option<u64>, details: serde_json::Value| {
+            let mut event = sample(kind);
+            event.seq = seq;
+            event.cgroup = "/claw/a".to_owned();
+            event.record = record;
+            event.details = (!details.is_null()).then_some(details);
+            crate::audit::Entry::Event(Arc::new(event))
+        };
+        for entry in [
+            event(1, "deny", Some(0), json!(null)),
+            event(2, "deny", Some(1), json!(null)),
+            event(3, "lost", None, json!({ "lost": 7, "stage": "kernel" })),
+            event(4, "lost", None, json!({ "lost": 2, "stage": "restart" })),
+            event(
+                5,
+                "throttled",
+                None,
+                json!({ "suppressed": 4, "reason": "agent-budget" }),
+            ),
+            event(
+                6,
+                "throttled",
+                None,
+                json!({ "suppressed": 3, "reason": "identical" }),
+            ),
+            event(7, "policy", None, json!(null)),
+        ] {
+            writer.append(entry).unwrap();
+        }
+        let from = HashMap::from([("/claw/a".to_owned(), 2)]);
+        let logged = logged_after(&path, &from);
+        assert_eq!(
+            logged["/claw/a"],
+            Logged {
+                records: 3,
+                counts: AgentEvents {
+                    lost: 7,
+                    throttled_budget: 4,
+                    throttled_identical: 3,
+                    ..Default::default()
+                },
+            }
+        );
     }
 }

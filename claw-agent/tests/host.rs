@@ -96,6 +96,7 @@ fn sample_event(pid: u32) -> Event {
         cgroup: "/claw/tools".to_owned(),
         pid,
         comm: "cat".to_owned(),
+        record: Some(0),
         op: "open".to_owned(),
         path: Some("/etc/shadow".to_owned()),
         destination: None,

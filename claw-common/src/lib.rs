@@ -186,6 +186,21 @@ pub struct AgentEvents {
     pub throttled_budget: u64,
     /// Reports that did not fit in the ring buffer.
     pub lost: u64,
+    /// Reports placed in the ring buffer: the number the next one gets.
+    pub submitted: u64,
+}
+
+/// Value of the REPORTED map, keyed by cgroup id: what claw-agent has made of an agent's
+/// AGENT_EVENTS so far, kept pinned for the claw-agent after it. Only claw-agent uses it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// The counts reported (as `throttled` and `lost` events).
+    pub counts: AgentEvents,
+    /// The agent's records accounted for: written to the audit log, or reported lost.
+    pub accounted: u64,
+    /// The event-bus sequence number `accounted` is complete up to (exclusive).
+    pub accounted_through: u64,
 }
 
 /// A rule-trie lookup key as the kernel takes it: the prefix length, then the key.
@@ -263,6 +278,9 @@ pub struct NetRuleValue {
     pub ranges: [PortRangeEntry; MAX_PORT_RANGES],
 }
 
+/// RecordHeader::record of a report whose agent had no AGENT_EVENTS entry (the map was full).
+pub const UNNUMBERED: u64 = u64::MAX;
+
 /// What every record starts with.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -281,6 +299,10 @@ pub struct RecordHeader {
     /// Repeats of this key the kernel had counted (suppressed) when it sent this record: what
     /// claw-agent counts the key's later summaries from.
     pub repeats_before: u64,
+    /// The agent's records before this one (AgentEvents::submitted when it was placed), or
+    /// UNNUMBERED: a claw-agent that starts tells what waited in the ring buffer for it from
+    /// what came after, and so what its predecessor read but never logged.
+    pub record: u64,
     /// Thread group id (what userspace calls the pid).
     pub pid: u32,
     pub ruleset: u32,
@@ -321,7 +343,7 @@ pub struct NetRecord {
 
 const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
-const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 56 + COMM_BYTES + 16);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 64 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
 const _: () = assert!(
@@ -329,12 +351,13 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56 + COMM_BYTES);
-const _: () = assert!(core::mem::size_of::<FileRecord>() == 72 + 8 + EVENT_PATH_BYTES);
-const _: () = assert!(core::mem::size_of::<NetRecord>() == 72 + 24);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 64 + COMM_BYTES);
+const _: () = assert!(core::mem::size_of::<FileRecord>() == 80 + 8 + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRecord>() == 80 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
-const _: () = assert!(core::mem::size_of::<AgentEvents>() == 40);
+const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);
+const _: () = assert!(core::mem::size_of::<Reported>() == 64);
 
 #[cfg(feature = "user")]
 mod user {
@@ -352,4 +375,5 @@ mod user {
     unsafe impl aya::Pod for super::ThrottleKey {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::AgentEvents {}
+    unsafe impl aya::Pod for super::Reported {}
 }

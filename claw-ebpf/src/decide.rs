@@ -14,12 +14,12 @@ use aya_ebpf::{
 use claw_common::{
     access, agent_flags, counter, decision, mode, record, AgentEntry, CpuState, DeviceRecord,
     FileRecord, NetRecord, PathLookup, PathRuleKey, RecordHeader, EVENT_PATH_BYTES,
-    RULE_PATH_BYTES,
+    RULE_PATH_BYTES, UNNUMBERED,
 };
 
 use crate::{
     kernel::{offset, read, read_ptr},
-    throttle::{admit, count_lost, mix, HASH_SEED},
+    throttle::{admit, count_lost, mix, number, HASH_SEED},
     AGENTS, CPU_STATE, EVENTS, FILE_RULES,
 };
 
@@ -243,6 +243,7 @@ pub fn emit<T: Report + 'static>(mut record: T) {
     header.repeats_before = repeats_before;
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
+            record.header_mut().record = number(cgroup_id);
             entry.write(record);
             entry.submit(0);
         }
@@ -443,6 +444,7 @@ pub fn header(
         cgroup_id,
         object_hash: 0,
         repeats_before: 0,
+        record: UNNUMBERED,
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         ruleset: agent.ruleset,
         decision,
@@ -504,6 +506,7 @@ pub fn report_file(
             return;
         };
         (*record).header.repeats_before = repeats_before;
+        (*record).header.record = number(cgroup_id);
     }
     entry.submit(0);
 }

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use claw_common::{
     AgentEntry, AgentEvents, CpuState, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey, RateState,
-    ThrottleKey,
+    Reported, ThrottleKey,
 };
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
@@ -53,7 +53,7 @@ static AGENT_EVENTS: HashMap<u64, AgentEvents> = HashMap::with_max_entries(8192,
 /// cgroup id -> the AGENT_EVENTS counts claw-agent has reported. Only claw-agent uses it: pinned
 /// with the others, it tells a restarted daemon what happened while none ran.
 #[map]
-static REPORTED: HashMap<u64, AgentEvents> = HashMap::with_max_entries(8192, 0);
+static REPORTED: HashMap<u64, Reported> = HashMap::with_max_entries(8192, 0);
 
 /// (agent, operation, object) -> repeats sent this second and suppressed so far. LRU: an evicted
 /// key's later repeats still count in AGENT_EVENTS.

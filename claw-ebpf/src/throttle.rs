@@ -7,7 +7,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
-use claw_common::{AgentEvents, RateState, ThrottleKey};
+use claw_common::{AgentEvents, RateState, ThrottleKey, UNNUMBERED};
 
 use crate::{AGENT_EVENTS, THROTTLE};
 
@@ -129,6 +129,20 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> Option<u64> {
         }
     }
     Some(repeats_before)
+}
+
+/// The number of a report placed in the ring buffer: the agent's reports placed before it.
+#[inline(always)]
+pub fn number(cgroup_id: u64) -> u64 {
+    match agent_events(cgroup_id) {
+        // SeqCst, not Relaxed: LLVM 22 lowers a relaxed fetch-add on BPF to the plain atomic add
+        // and hands back the operand instead of the old value. SAFETY: a pointer into the
+        // agent's map value, 8-byte aligned.
+        Some(agent) => unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*agent).submitted, 1)
+        },
+        None => UNNUMBERED,
+    }
 }
 
 /// Counts a report the ring buffer had no room for, globally (the caller) and for its agent.

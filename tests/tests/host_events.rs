@@ -398,3 +398,71 @@ fn denials_while_no_daemon_runs_are_delivered_by_the_next() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 }
+
+#[test]
+fn sigkill_during_a_deny_storm_loses_nothing_uncounted() {
+    let mut host = Host::new("killstorm");
+    let (relative, agent) = host.agent("storm");
+    let policy = host.policy(&format!(
+        "agents:\n  - name: storm\n    cgroup: {relative}\n"
+    ));
+    let unthrottled = [
+        "--identical-events-per-second",
+        "0",
+        "--agent-events-per-second",
+        "0",
+    ];
+    host.start(&policy, &unthrottled);
+    let storm_cgroup = agent.clone();
+    let storm = std::thread::spawn(move || storm_for_three_seconds(&storm_cgroup));
+    // Kill claw-agent once the storm is well under way (and it has summed up the kernel's
+    // counts at least once): records are then in flight between the ring buffer and the
+    // audit log.
+    let storm_started = Instant::now();
+    let deadline = storm_started + Duration::from_secs(30);
+    while audit_accounts(&host.audit_log, "storm").0 < 2_000
+        || storm_started.elapsed() < Duration::from_millis(1500)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the storm's denials never reached the audit log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.signal_and_wait(libc::SIGKILL);
+    let (logged_by_the_killed, _) = audit_accounts(&host.audit_log, "storm");
+    let denied = storm.join().unwrap();
+    assert!(
+        denied > logged_by_the_killed,
+        "the storm ended before claw-agent was killed: the test proves nothing"
+    );
+    host.start(&policy, &unthrottled);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut recorded, mut lost) = audit_accounts(&host.audit_log, "storm");
+    while recorded + lost < denied && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        (recorded, lost) = audit_accounts(&host.audit_log, "storm");
+    }
+    // Settle: a count arriving late would show as more than the denials.
+    std::thread::sleep(Duration::from_millis(1500));
+    (recorded, lost) = audit_accounts(&host.audit_log, "storm");
+    assert_eq!(
+        recorded + lost,
+        denied,
+        "{denied} denials: {recorded} logged ({logged_by_the_killed} by the killed claw-agent) + {lost} counted lost"
+    );
+}
+
+/// Distinct denied connects for 3 s, as fast as they go; how many were denied.
+fn storm_for_three_seconds(cgroup: &std::path::Path) -> u64 {
+    storm(
+        &[
+            "connect-storm",
+            "127.0.0.1:20000",
+            "30000",
+            "100000000",
+            "3",
+        ],
+        cgroup,
+    )
+}
