@@ -19,6 +19,11 @@ fn main() -> anyhow::Result<()> {
         // Not for the host's build scripts and macros.
         std::env::set_var("CARGO_PROFILE_RELEASE_BUILD_OVERRIDE_RUSTFLAGS", "");
     }
+    // aya-build watches claw-ebpf only; the programs also compile claw-common's layouts.
+    println!(
+        "cargo:rerun-if-changed={}",
+        metadata_root.with_file_name("claw-common").display()
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "claw-ebpf",

@@ -125,6 +125,7 @@ impl Accounting {
                 summary.kind = "throttled".to_owned();
                 summary.time = event::now();
                 summary.pid = 0;
+                summary.record = None;
                 summary.comm = String::new();
                 summary.details = Some(json!({
                     "suppressed": grown,
@@ -243,8 +244,9 @@ struct Delivered {
 enum Pending {
     /// Records (one read from the kernel, or a count of records lost).
     Records(u64),
-    /// The agent's counts as reported once this tick's summaries are logged.
-    Reported(AgentEvents),
+    /// The agent's counts as reported once a tick's summaries, from bus position `first`, are
+    /// logged.
+    Reported { first: u64, counts: AgentEvents },
 }
 
 /// What the audit log holds of an agent after a bus position.
@@ -268,25 +270,30 @@ impl Delivery {
         );
     }
 
-    /// A record published on the bus at `seq`.
-    pub fn published(&mut self, header: &RecordHeader, seq: u64) {
+    /// A record published on the bus at `seq`: whether it was placed before this claw-agent
+    /// started (it waited in the ring buffer).
+    pub fn published(&mut self, header: &RecordHeader, seq: u64) -> bool {
         if header.record == claw_common::UNNUMBERED {
-            return;
+            return false;
         }
         let agent = self.agents.entry(header.cgroup_id).or_default();
+        let mut waited = false;
         if let Some((submitted, _, read)) = &mut agent.start {
             if header.record < *submitted {
                 *read += 1;
+                waited = true;
             }
         }
         self.pending
             .push_back((seq, header.cgroup_id, Pending::Records(1)));
+        waited
     }
 
-    /// A summary published at `seq` brought the agent's reported counts to `reported`.
-    pub fn summarised(&mut self, seq: u64, cgroup_id: u64, reported: AgentEvents) {
+    /// Summaries published at bus positions `first..=last` brought the agent's reported counts
+    /// to `counts`.
+    pub fn summarised(&mut self, (first, last): (u64, u64), cgroup_id: u64, counts: AgentEvents) {
         self.pending
-            .push_back((seq, cgroup_id, Pending::Reported(reported)));
+            .push_back((last, cgroup_id, Pending::Reported { first, counts }));
     }
 
     /// A `lost` event published at `seq` for `lost` of the agent's records.
@@ -305,7 +312,7 @@ impl Delivery {
             let agent = self.agents.entry(cgroup_id).or_default();
             match what {
                 Pending::Records(n) => agent.accounted += n,
-                Pending::Reported(counts) => agent.reported = counts,
+                Pending::Reported { counts, .. } => agent.reported = counts,
             }
         }
     }
@@ -326,35 +333,43 @@ impl Delivery {
         lost
     }
 
-    /// What to keep pinned for the next claw-agent, complete up to bus position `written`.
+    /// What to keep pinned for the next claw-agent, once the audit log writer has handled every
+    /// event before `written`: the counts of a tick whose summaries are not all handled yet are
+    /// not in it, so a successor reads the log from that tick's first summary on.
     pub fn record(&self, cgroup_id: u64, written: u64) -> Reported {
         let agent = self.agents.get(&cgroup_id).copied().unwrap_or_default();
+        let unconfirmed = self.pending.iter().find_map(|(_, id, what)| match what {
+            Pending::Reported { first, .. } if *id == cgroup_id => Some(*first),
+            _ => None,
+        });
         Reported {
             counts: agent.reported,
             accounted: agent.accounted,
             accounted_through: written,
+            reported_through: unconfirmed.map_or(written, |first| first.min(written)),
         }
     }
 }
 
-/// Per agent cgroup: what the audit log at `path` holds of it at or after bus position
-/// `from[cgroup]` — its records, and the counts its summaries reported. Reads the newest files
-/// first and stops at the first one that begins before every position asked for.
+/// Per agent cgroup: what the audit log at `path` holds of it from the bus positions
+/// `from[cgroup]` on — its records from the first, the counts its summaries reported from
+/// the second. Reads the newest files first and stops at the first one that begins before
+/// every position asked for.
 pub fn logged_after(
     path: &std::path::Path,
-    from: &HashMap<String, u64>,
+    from: &HashMap<String, (u64, u64)>,
 ) -> HashMap<String, Logged> {
     let mut logged: HashMap<String, Logged> = HashMap::new();
-    let Some(earliest) = from.values().min().copied() else {
+    let Some(earliest) = from.values().map(|&(a, b)| a.min(b)).min() else {
         return logged;
     };
     for file in crate::audit::files_of(path).iter().rev() {
         let mut first = None;
         for event in crate::audit::events_of(file) {
             first.get_or_insert(event.seq);
-            if from.get(&event.cgroup).is_none_or(|&f| event.seq < f) {
+            let Some(&(records_from, counts_from)) = from.get(&event.cgroup) else {
                 continue;
-            }
+            };
             let text = |key: &str| {
                 event
                     .details
@@ -368,17 +383,23 @@ pub fn logged_after(
                     .and_then(|d| d.get(key)?.as_u64())
                     .unwrap_or(0)
             };
+            let (records, counts) = (event.seq >= records_from, event.seq >= counts_from);
+            let stage = text("stage");
             let entry = logged.entry(event.cgroup.clone()).or_default();
-            match (event.kind.as_str(), event.record) {
-                (_, Some(_)) => entry.records += 1,
-                ("lost", None) if text("stage").as_deref() == Some(Stage::Restart.name()) => {
-                    entry.records += number("lost")
+            match (event.kind.as_str(), stage.as_deref()) {
+                // Records a killed claw-agent read: accounted for as records, not counts.
+                ("lost", Some(stage)) if stage == Stage::Restart.name() => {
+                    entry.records += if records { number("lost") } else { 0 }
                 }
-                ("lost", None) => entry.counts.lost += number("lost"),
-                ("throttled", None) if text("reason").as_deref() == Some("agent-budget") => {
+                ("lost", _) if counts => entry.counts.lost += number("lost"),
+                ("throttled", _) if counts && text("reason").as_deref() == Some("agent-budget") => {
                     entry.counts.throttled_budget += number("suppressed")
                 }
-                ("throttled", None) => entry.counts.throttled_identical += number("suppressed"),
+                ("throttled", _) if counts => {
+                    entry.counts.throttled_identical += number("suppressed")
+                }
+                ("lost" | "throttled", _) => {}
+                _ if records && event.record.is_some() => entry.records += 1,
                 _ => {}
             }
         }
@@ -449,8 +470,13 @@ fn drain(
                     object = event.object().unwrap_or(""), "{}", event.decision
                 );
                 let event = bus.publish(event);
-                delivery.published(&header, event.seq);
-                accounting.learn(&header, &event);
+                // A record that waited in the ring buffer carries the repeats of its key from
+                // before a predecessor's summaries of them: following the key from it would
+                // report those again. Its key's repeats stay the agent's to report until a
+                // record placed in this claw-agent's time arrives.
+                if !delivery.published(&header, event.seq) {
+                    accounting.learn(&header, &event);
+                }
             }
             Err(err) => {
                 bus.count_lost(Stage::Decode, 1);
@@ -516,9 +542,12 @@ pub async fn run(
             .map(|i| (i.cgroup_id, format!("/{}", i.cgroup)))
             .collect()
     };
-    let from: HashMap<String, u64> = at_start
+    let from: HashMap<String, (u64, u64)> = at_start
         .iter()
-        .filter_map(|(id, _, earlier)| Some((cgroups.get(id)?.clone(), earlier.accounted_through)))
+        .filter_map(|(id, _, earlier)| {
+            let from = (earlier.accounted_through, earlier.reported_through);
+            Some((cgroups.get(id)?.clone(), from))
+        })
         .collect();
     let logged = logged_after(&audit_log, &from);
     for (cgroup_id, counts, earlier) in at_start {
@@ -628,19 +657,20 @@ pub async fn run(
                     summaries.extend(accounting.agent_summaries(*cgroup_id, *counts, &identities));
                 }
                 bus.count_lost(Stage::Kernel, Accounting::lost_in(&summaries));
-                let mut last_seq = None;
+                let mut published: Option<(u64, u64)> = None;
                 for summary in summaries {
                     tracing::info!(
                         kind = %summary.kind, agent = %summary.agent, op = %summary.op,
                         object = summary.object().unwrap_or(""),
                         details = %summary.details.clone().unwrap_or_default(), "summary"
                     );
-                    last_seq = Some(bus.publish(summary).seq);
+                    let seq = bus.publish(summary).seq;
+                    published = Some((published.map_or(seq, |(first, _)| first), seq));
                 }
-                if let Some(seq) = last_seq {
+                if let Some(seqs) = published {
                     for (cgroup_id, _) in &agents {
                         if let Some(reported) = accounting.reported(*cgroup_id) {
-                            delivery.summarised(seq, *cgroup_id, reported);
+                            delivery.summarised(seqs, *cgroup_id, reported);
                         }
                     }
                 }
@@ -715,7 +745,11 @@ mod tests {
     #[test]
     fn repeats_are_summarised_once_with_their_object() {
         let mut accounting = Accounting::new(LIMITS, "full");
-        accounting.learn(&header(9), &Arc::new(sample("deny")));
+        let first = Event {
+            record: Some(3),
+            ..sample("deny")
+        };
+        accounting.learn(&header(9), &Arc::new(first));
         let state = RefCell::new(RateState {
             window_start_ns: 1_000,
             sent: 10,
@@ -726,6 +760,10 @@ mod tests {
         assert_eq!(summaries.len(), 1);
         assert_eq!(summaries[0].kind, "throttled");
         assert_eq!(summaries[0].path.as_deref(), Some("/etc/shadow"));
+        assert_eq!(
+            summaries[0].record, None,
+            "a summary is not the record it names"
+        );
         assert_eq!(suppressed(&summaries), 12_345);
         assert!(accounting.key_summaries(2_000, read).0.is_empty());
         state.borrow_mut().suppressed += 5;
@@ -839,10 +877,10 @@ mod tests {
         // records 0..=89 say); records 95..=99 waited in the ring buffer; 90..=94 are gone.
         delivery.start(77, 100, 90, AgentEvents::default());
         for (seq, record) in (95..100).enumerate() {
-            delivery.published(&numbered(77, record), seq as u64);
+            assert!(delivery.published(&numbered(77, record), seq as u64));
         }
-        // Records placed after the start do not count as waiting.
-        delivery.published(&numbered(77, 100), 5);
+        // Records placed after the start did not wait.
+        assert!(!delivery.published(&numbered(77, 100), 5));
         assert_eq!(delivery.settle_restart(), [(77, 5)]);
         assert!(delivery.settle_restart().is_empty(), "settled once");
         delivery.lost(6, 77, 5);
@@ -875,11 +913,17 @@ mod tests {
             lost: 25,
             ..Default::default()
         };
-        delivery.summarised(3, 77, after);
+        delivery.summarised((2, 3), 77, after);
         delivery.handled(3);
-        assert_eq!(delivery.record(77, 3).counts, before);
+        let kept = delivery.record(77, 3);
+        assert_eq!(kept.counts, before);
+        assert_eq!(
+            kept.reported_through, 2,
+            "summary 2 is logged but not in the counts"
+        );
         delivery.handled(4);
-        assert_eq!(delivery.record(77, 4).counts, after);
+        let kept = delivery.record(77, 4);
+        assert_eq!((kept.counts, kept.reported_through), (after, 4));
     }
 
     #[test]
@@ -928,14 +972,13 @@ mod tests {
         ] {
             writer.append(entry).unwrap();
         }
-        let from = HashMap::from([("/claw/a".to_owned(), 2)]);
+        let from = HashMap::from([("/claw/a".to_owned(), (2, 4))]);
         let logged = logged_after(&path, &from);
         assert_eq!(
             logged["/claw/a"],
             Logged {
                 records: 3,
                 counts: AgentEvents {
-                    lost: 7,
                     throttled_budget: 4,
                     throttled_identical: 3,
                     ..Default::default()

@@ -201,6 +201,8 @@ pub struct Reported {
     pub accounted: u64,
     /// The event-bus sequence number `accounted` is complete up to (exclusive).
     pub accounted_through: u64,
+    /// The event-bus sequence number from which summaries may be missing from `counts`.
+    pub reported_through: u64,
 }
 
 /// A rule-trie lookup key as the kernel takes it: the prefix length, then the key.
@@ -357,7 +359,7 @@ const _: () = assert!(core::mem::size_of::<NetRecord>() == 80 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);
-const _: () = assert!(core::mem::size_of::<Reported>() == 64);
+const _: () = assert!(core::mem::size_of::<Reported>() == 72);
 
 #[cfg(feature = "user")]
 mod user {

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
 use claw_tests::harness::{
-    expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT, DAEMON_LOG,
-    VMTEST,
+    audit_decisions, expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL,
+    CLAW_AGENT, DAEMON_LOG, VMTEST,
 };
 
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
@@ -67,6 +67,10 @@ pub fn run(runner: &mut Runner) {
 
 pub fn after(runner: &mut Runner, daemon: &mut Daemon) {
     runner.check(
+        "sigkill_during_a_deny_storm_loses_nothing_uncounted",
+        storm_survives_sigkill(daemon),
+    );
+    runner.check(
         "sigkilled_daemon_leaves_enforcement_in_place_and_its_successor_reports_what_happened",
         survives_sigkill(daemon),
     );
@@ -75,6 +79,129 @@ pub fn after(runner: &mut Runner, daemon: &mut Daemon) {
         "enforcement_outlives_a_stopped_daemon_until_uninstall",
         uninstall_ends_enforcement(),
     );
+}
+
+/// SIGKILL while an agent hammers a denied file: every open is refused throughout, and once a
+/// new daemon runs, the audit log accounts for each denial — logged, summarised as throttled,
+/// or counted lost (those the killed daemon had read and not logged among them).
+fn storm_survives_sigkill(daemon: &mut Daemon) -> anyhow::Result<()> {
+    const OPENS: u64 = 60_000;
+    let audit_log = Path::new(claw_agent::audit::DEFAULT_PATH);
+    let before = audit_decisions(audit_log, "tools");
+    let last_before = last_seq(audit_log);
+    let (mut command, _procs) = in_cgroup(
+        {
+            let mut command = Command::new(VMTEST);
+            command.args([
+                "probe",
+                "open-loop",
+                ALLOWED_FILE,
+                DENIED_FILE,
+                &OPENS.to_string(),
+            ]);
+            command.stdout(Stdio::piped());
+            command
+        },
+        &tools(),
+    )?;
+    let storm = command.spawn()?;
+    let started = Instant::now();
+    while audit_decisions(audit_log, "tools") == before
+        || started.elapsed() < Duration::from_secs(2)
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the storm's denials never reached the audit log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = daemon.kill(libc::SIGKILL)?;
+    ensure!(
+        status.signal() == Some(libc::SIGKILL),
+        "claw-agent ended with {status}"
+    );
+    let output = storm.wait_with_output()?;
+    let printed = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        printed.contains(&format!("other {EPERM} {OPENS}")),
+        "not every open was refused across the kill: {printed}"
+    );
+    *daemon = Daemon::start(
+        Path::new(POLICY_PATH),
+        Path::new(DAEMON_LOG),
+        &["--max-dns-ttl", "1"],
+    )?;
+    daemon.wait_enforcing(Duration::from_secs(120))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut accounted = audit_decisions(audit_log, "tools") - before;
+    while accounted < OPENS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        accounted = audit_decisions(audit_log, "tools") - before;
+    }
+    // A count arriving late would show as more than the opens.
+    std::thread::sleep(Duration::from_millis(1500));
+    // The probe's own start is refused one read (glibc reads /proc/self/maps for its stack).
+    let others = breakdown(audit_log, last_before)
+        .iter()
+        .filter(|(key, _)| key.starts_with("\"tools\" \"deny\" /proc/"))
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    accounted = audit_decisions(audit_log, "tools") - before - others;
+    ensure!(
+        accounted == OPENS,
+        "{OPENS} denied opens, the audit log accounts for {accounted}: {:?}",
+        breakdown(audit_log, last_before)
+    );
+    Ok(())
+}
+
+fn last_seq(audit_log: &Path) -> u64 {
+    std::fs::read_to_string(audit_log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["event"]["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// What the audit log says after event `after`: counts by kind, reason or stage, and agent.
+fn breakdown(audit_log: &Path, after: u64) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(audit_log)
+        .unwrap_or_default()
+        .lines()
+    {
+        let Ok(record) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let event = &record["event"];
+        if event["seq"].as_u64().is_some_and(|seq| seq <= after) {
+            continue;
+        }
+        let details = &event["details"];
+        let key = format!(
+            "{} {} {}{} seq {}",
+            event["agent"],
+            event["kind"],
+            details["reason"]
+                .as_str()
+                .or(details["stage"].as_str())
+                .unwrap_or(""),
+            event["path"].as_str().unwrap_or(""),
+            if event["record"].is_u64() {
+                "numbered"
+            } else {
+                ""
+            }
+        );
+        let n = details["suppressed"]
+            .as_u64()
+            .or(details["lost"].as_u64())
+            .or(event["lost"].as_u64())
+            .unwrap_or(1);
+        *counts.entry(key).or_default() += n;
+    }
+    counts
 }
 
 /// A file only the denial made while no daemon runs names.
