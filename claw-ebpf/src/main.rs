@@ -5,6 +5,7 @@
 // atomic_xadd: counters that several CPUs add to (see throttle.rs).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+#![feature(asm_experimental_arch)]
 
 mod confine;
 mod decide;

@@ -134,15 +134,22 @@ pub fn admit(cgroup_id: u64, op: u32, object_hash: u64) -> Option<u64> {
 /// The number of a report placed in the ring buffer: the agent's reports placed before it.
 #[inline(always)]
 pub fn number(cgroup_id: u64) -> u64 {
-    match agent_events(cgroup_id) {
-        // SeqCst, not Relaxed: LLVM 22 lowers a relaxed fetch-add on BPF to the plain atomic add
-        // and hands back the operand instead of the old value. SAFETY: a pointer into the
-        // agent's map value, 8-byte aligned.
-        Some(agent) => unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*agent).submitted, 1)
-        },
-        None => UNNUMBERED,
+    let Some(agent) = agent_events(cgroup_id) else {
+        return UNNUMBERED;
+    };
+    let mut number: u64 = 1;
+    // The BPF atomic fetch-and-add (kernel 5.12+), written out: LLVM emits it only for BPF CPU
+    // v3, whose 32-bit code the 6.1 verifier cannot follow through the path hash, and for
+    // the generic CPU it lowers a fetch-add to the plain atomic add, returning the operand.
+    // SAFETY: `agent` points into the agent's map value, at an 8-byte aligned counter.
+    unsafe {
+        core::arch::asm!(
+            "{number} = atomic_fetch_add((u64 *)({counter} + 0), {number})",
+            counter = in(reg) &raw mut (*agent).submitted,
+            number = inout(reg) number,
+        );
     }
+    number
 }
 
 /// Counts a report the ring buffer had no room for, globally (the caller) and for its agent.

@@ -301,29 +301,6 @@ pub fn audit_accounts(audit_log: &Path, agent: &str) -> (u64, u64) {
     (denied, lost)
 }
 
-/// Every decision about `agent` the audit log at `audit_log` accounts for: deny events, repeats
-/// summarised as throttled, and counts of events lost (the agent's, and the log's own).
-pub fn audit_decisions(audit_log: &Path, agent: &str) -> u64 {
-    let mut decisions = 0;
-    for file in claw_agent::audit::files_of(audit_log) {
-        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
-            let record: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let event = &record["event"];
-            if event["agent"] != agent {
-                decisions += event["lost"].as_u64().unwrap_or(0);
-                continue;
-            }
-            decisions += match event["kind"].as_str() {
-                Some("deny") => 1,
-                Some("throttled") => event["details"]["suppressed"].as_u64().unwrap_or(0),
-                Some("lost") => event["details"]["lost"].as_u64().unwrap_or(0),
-                _ => 0,
-            };
-        }
-    }
-    decisions
-}
-
 /// A BPF filesystem of the test's own, mounted on a directory it created: what claw-agent pins
 /// there (programs kept attached, maps) goes when it is unmounted, also when the test fails.
 pub struct PrivateBpffs(pub PathBuf);
