@@ -69,6 +69,16 @@ impl Connection {
         !self.reader.buffer().is_empty()
     }
 
+    /// Sends one more request line on this connection.
+    pub fn send(&mut self, request: &Request) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        self.reader
+            .get_mut()
+            .write_all(&line)
+            .context("sending to claw-agent")
+    }
+
     /// The one reply to a request that has one.
     fn single(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
         match Self::open(socket, request)?.next_reply()? {
@@ -104,6 +114,8 @@ pub struct EventView<'a> {
     pub agent: Cow<'a, str>,
     #[serde(borrow)]
     pub op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub call: Option<Cow<'a, str>>,
 }
 
 pub fn status(socket: &Path) -> anyhow::Result<Status> {

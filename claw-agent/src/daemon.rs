@@ -24,12 +24,12 @@ use tokio::{
 use crate::{
     audit,
     bus::{Bus, Stage},
-    cgroupfs,
-    compile::{self, Compiled},
+    call, cgroupfs,
+    compile::{self, Compiled, CompiledAgent},
     config,
     describe::{self, RuleLine},
     enforcer::{Coverage, Enforcer, InstalledAgent, LoadOptions},
-    event::{AgentIdentity, Event, Identities},
+    event::{AgentIdentity, CallIdentity, Event, Identities},
     forward,
     ingest::{self, ReportLimits},
     limits, metrics,
@@ -166,6 +166,7 @@ pub type Unenforced = HashMap<String, Vec<&'static str>>;
 fn install_policy(
     enforcer: &mut Enforcer,
     compiled: &Compiled,
+    narrowed_calls: &HashMap<u64, CompiledAgent>,
     allow_missing: bool,
 ) -> Result<Unenforced, String> {
     let root = enforcer.cgroup_root().to_path_buf();
@@ -193,7 +194,9 @@ fn install_policy(
                 .push(limit);
         }
     }
-    enforcer.apply(compiled).map_err(|err| err.to_string())?;
+    enforcer
+        .apply(compiled, narrowed_calls)
+        .map_err(|err| err.to_string())?;
     let usable: Vec<&str> = ["memory", "pids", "cpu"]
         .into_iter()
         .filter(|c| available.iter().any(|a| a == c))
@@ -288,6 +291,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let unenforced = install_policy(
         &mut enforcer,
         &prepared.compiled,
+        &HashMap::new(),
         config.allow_missing_limits,
     )
     .map_err(anyhow::Error::msg)?;
@@ -362,6 +366,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         max_ttl: config.max_ttl,
         generation: 1,
         identities,
+        calls: HashMap::new(),
+        ending: Vec::new(),
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
@@ -492,7 +498,25 @@ struct Owner {
     lines: Vec<RuleLine>,
     generation: u64,
     identities: Arc<RwLock<Identities>>,
+    /// Tool calls running, by cgroup id.
+    calls: HashMap<u64, LiveCall>,
+    /// Calls ended whose processes had not gone yet: removed on a later tick.
+    ending: Vec<u64>,
 }
+
+/// A tool call the daemon started and its client has not ended.
+struct LiveCall {
+    agent: String,
+    call: String,
+    /// Relative to the cgroup v2 mount.
+    cgroup: String,
+    narrowing: Option<call::Parsed>,
+    started: Instant,
+}
+
+/// Longest the daemon waits, when a call ends, for its killed processes to go before it leaves
+/// the removal of the cgroup to later ticks.
+const CALL_END_WAIT: Duration = Duration::from_secs(1);
 
 impl Owner {
     /// Starts, restarts or stops supervised processes to match the installed policy.
@@ -550,6 +574,23 @@ impl Owner {
                 Control::Apply { policy, reply } => {
                     let _ = reply.send(self.apply(policy).await);
                 }
+                Control::StartCall {
+                    agent,
+                    call,
+                    narrowing,
+                    command,
+                    reply,
+                } => {
+                    let _ = reply.send(self.start_call(agent, call, narrowing, command).await);
+                }
+                Control::EndCall {
+                    cgroup_id,
+                    status,
+                    reply,
+                } => {
+                    self.end_call(cgroup_id, status, "ended").await;
+                    let _ = reply.send(());
+                }
             }
         }
     }
@@ -578,17 +619,24 @@ impl Owner {
         let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
             .await
             .map_err(|err| format!("preparing the policy failed: {err}"))??;
-        self.install(prepared)?;
+        let narrowed = self.narrowed_calls(&prepared.policy).await;
+        self.install(prepared, &narrowed)?;
+        self.end_orphaned_calls().await;
         self.reconcile().await;
         self.generation += 1;
         tracing::info!(policy = %self.policy.file.display(), generation = self.generation, "policy applied");
         Ok((self.policy.file.display().to_string(), self.generation))
     }
 
-    fn install(&mut self, prepared: Prepared) -> Result<(), String> {
+    fn install(
+        &mut self,
+        prepared: Prepared,
+        narrowed: &HashMap<u64, CompiledAgent>,
+    ) -> Result<(), String> {
         self.unenforced = install_policy(
             &mut self.enforcer,
             &prepared.compiled,
+            narrowed,
             self.allow_missing_limits,
         )
         .map_err(|err| {
@@ -608,6 +656,7 @@ impl Owner {
 
     /// Resolves hostname rules again once their answers expired; re-installs if addresses moved.
     async fn refresh(&mut self) {
+        self.remove_ended_calls();
         if self.expires.is_none_or(|at| at > Instant::now()) {
             return;
         }
@@ -638,10 +687,196 @@ impl Owner {
             self.expires = prepared.expires;
             return;
         }
-        match self.install(prepared) {
+        let narrowed = self.narrowed_calls(&prepared.policy).await;
+        match self.install(prepared, &narrowed) {
             Ok(()) => tracing::info!("hostname addresses changed: network rules re-installed"),
             Err(message) => tracing::error!("{message}"),
         }
+    }
+
+    /// Starts tool call `call_id` of `agent`: its cgroup under the agent's, held to the agent's
+    /// rules or to `narrowing` of them, before the client puts a process there.
+    async fn start_call(
+        &mut self,
+        agent: String,
+        call_id: String,
+        narrowing: call::Narrowing,
+        command: Vec<String>,
+    ) -> Result<(String, u64), String> {
+        call::check_id(&call_id)?;
+        let Some(source) = self.policy.agents.iter().find(|a| a.name.0 == agent) else {
+            let names: Vec<&str> = self
+                .policy
+                .agents
+                .iter()
+                .map(|a| a.name.0.as_str())
+                .collect();
+            return Err(format!(
+                "no agent `{agent}` in the enforced policy (agents: {})",
+                names.join(", ")
+            ));
+        };
+        let parsed = if narrowing.is_empty() {
+            None
+        } else {
+            Some(call::parse(&narrowing, source)?)
+        };
+        let own = match &parsed {
+            Some(parsed) => Some(
+                self.compile_narrowed(&agent, parsed, &self.policy.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        let installed = self
+            .enforcer
+            .start_call(&agent, &call_id, own.as_ref())
+            .map_err(|err| err.to_string())?;
+        let entry = installed.entry;
+        self.identities
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .call_started(
+                entry.cgroup_id,
+                CallIdentity {
+                    agent: agent.clone(),
+                    call: call_id.clone(),
+                    cgroup: entry.cgroup.clone(),
+                },
+            );
+        let mut event = Event::about("call", &agent, &entry.cgroup, "start", self.coverage_name);
+        event.call = Some(call_id.clone());
+        event.details = Some(serde_json::json!({
+            "command": command,
+            "narrowing": narrowing,
+            "cgroup_id": entry.cgroup_id,
+        }));
+        self.bus.publish(event);
+        tracing::info!(
+            agent,
+            call = call_id,
+            cgroup = entry.cgroup,
+            "tool call started"
+        );
+        let path = self.enforcer.cgroup_root().join(&entry.cgroup);
+        self.calls.insert(
+            entry.cgroup_id,
+            LiveCall {
+                agent,
+                call: call_id,
+                cgroup: entry.cgroup,
+                narrowing: parsed,
+                started: Instant::now(),
+            },
+        );
+        Ok((path.display().to_string(), entry.cgroup_id))
+    }
+
+    /// The narrowed rules of one call of `agent` in `policy`, compiled (hostnames resolved).
+    async fn compile_narrowed(
+        &self,
+        agent: &str,
+        narrowing: &call::Parsed,
+        policy: &Policy,
+    ) -> Result<CompiledAgent, String> {
+        let source = policy
+            .agents
+            .iter()
+            .find(|a| a.name.0 == agent)
+            .ok_or_else(|| format!("no agent `{agent}` in the policy"))?;
+        let narrowed = Policy {
+            file: policy.file.clone(),
+            agents: vec![call::narrow(source, narrowing)],
+        };
+        let max_ttl = self.max_ttl;
+        let mut prepared = tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl))
+            .await
+            .map_err(|err| format!("compiling the call's rules failed: {err}"))??;
+        Ok(prepared.compiled.agents.remove(0))
+    }
+
+    /// Every narrowed call's rules compiled against `policy`; a call whose rules cannot be
+    /// compiled is left out, so it is held to no rules at all until it ends.
+    async fn narrowed_calls(&self, policy: &Policy) -> HashMap<u64, CompiledAgent> {
+        let mut compiled = HashMap::new();
+        for (cgroup_id, live) in &self.calls {
+            let Some(narrowing) = &live.narrowing else {
+                continue;
+            };
+            match self.compile_narrowed(&live.agent, narrowing, policy).await {
+                Ok(rules) => {
+                    compiled.insert(*cgroup_id, rules);
+                }
+                Err(err) => {
+                    tracing::warn!(call = live.call, "the call is denied everything: {err}")
+                }
+            }
+        }
+        compiled
+    }
+
+    /// Ends the calls whose agent the enforced policy no longer has.
+    async fn end_orphaned_calls(&mut self) {
+        let orphans: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !self.policy.agents.iter().any(|a| a.name.0 == c.agent))
+            .map(|(id, _)| *id)
+            .collect();
+        for cgroup_id in orphans {
+            self.end_call(cgroup_id, None, "its agent left the policy")
+                .await;
+        }
+    }
+
+    /// Ends a call: kills what is left of it, removes its cgroup (or, if its processes take
+    /// longer to go, leaves that to later ticks — its rules hold meanwhile) and reports the end.
+    async fn end_call(&mut self, cgroup_id: u64, status: Option<i32>, reason: &str) {
+        let Some(live) = self.calls.remove(&cgroup_id) else {
+            return;
+        };
+        if let Err(err) = self.enforcer.kill_call(cgroup_id) {
+            tracing::warn!(call = live.call, "killing the call's processes: {err}");
+        }
+        let deadline = Instant::now() + CALL_END_WAIT;
+        let removed = loop {
+            match self.enforcer.remove_call(cgroup_id) {
+                Ok(true) => break true,
+                Ok(false) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Ok(false) => break false,
+                Err(err) => {
+                    tracing::warn!(call = live.call, "removing the call: {err}");
+                    break false;
+                }
+            }
+        };
+        if !removed {
+            self.ending.push(cgroup_id);
+        }
+        self.identities
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .call_ended(cgroup_id);
+        let mut event = Event::about("call", &live.agent, &live.cgroup, "end", self.coverage_name);
+        event.call = Some(live.call.clone());
+        event.details = Some(serde_json::json!({
+            "status": status,
+            "reason": if status.is_some() { reason } else if reason == "ended" { "its client went away" } else { reason },
+            "duration_ms": live.started.elapsed().as_millis() as u64,
+            "cgroup_removed": removed,
+        }));
+        self.bus.publish(event);
+    }
+
+    /// Removes the cgroups of ended calls whose processes have gone since.
+    fn remove_ended_calls(&mut self) {
+        let enforcer = &mut self.enforcer;
+        self.ending.retain(|cgroup_id| {
+            let _ = enforcer.kill_call(*cgroup_id);
+            !matches!(enforcer.remove_call(*cgroup_id), Ok(true))
+        });
     }
 
     fn agent_status(&self, installed: &InstalledAgent) -> AgentStatus {

@@ -26,7 +26,7 @@ use claw_common::{
 use crate::{
     btf::{Btf, BtfError},
     cgroupfs::{self, CgroupError},
-    compile::{Compiled, FileRule, NetRule},
+    compile::{Compiled, CompiledAgent, FileRule, NetRule},
     devices,
     ingest::{KernelEvents, ReportLimits},
     pins::{self, PinError, Pins},
@@ -241,6 +241,8 @@ pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {
+    #[error("tool call `{call}`: {reason}")]
+    Call { call: String, reason: String },
     #[error("reading kernel struct layout: {0}")]
     Btf(#[from] BtfError),
     #[error("loading claw's eBPF object: {0}")]
@@ -329,7 +331,24 @@ pub struct InstalledAgent {
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
     pub device_keys: Vec<DeviceKey>,
+    /// The agent whose reports this cgroup's are counted with: `cgroup_id` itself for an agent,
+    /// the agent's for a tool call.
+    pub agent_cgroup_id: u64,
 }
+
+/// A tool call's cgroup as installed: a child of its agent's, held to the agent's rules or to
+/// narrower ones of its own.
+#[derive(Debug, Clone)]
+pub struct InstalledCall {
+    pub call: String,
+    /// `name` is the agent's, `cgroup` and `cgroup_id` the call's. Without rules of its own the
+    /// rule lists are empty and `ruleset` is the agent's.
+    pub entry: InstalledAgent,
+    pub narrowed: bool,
+}
+
+/// Prefix of a tool call's cgroup name under its agent's.
+pub const CALL_CGROUP_PREFIX: &str = "call-";
 
 impl InstalledAgent {
     /// Names the cgroup the programs are attached to: its path and its id, because a cgroup
@@ -355,6 +374,7 @@ pub struct Enforcer {
     /// Per agent cgroup: where its device program's link is pinned.
     device_links: StdHashMap<String, PathBuf>,
     installed: Vec<InstalledAgent>,
+    calls: Vec<InstalledCall>,
     next_ruleset: u32,
     pins: Pins,
     /// The maps were an earlier claw-agent's: the first apply also clears what it left.
@@ -509,6 +529,7 @@ impl Enforcer {
             net_links: StdHashMap::new(),
             device_links: StdHashMap::new(),
             installed: Vec::new(),
+            calls: Vec::new(),
             next_ruleset: 1,
             pins,
             adopting,
@@ -538,7 +559,14 @@ impl Enforcer {
     /// Makes `compiled` the enforced policy. Every agent's new rules are complete in the maps
     /// before its cgroup switches to them (one map update per agent); on any error the previous
     /// policy stays fully in force.
-    pub fn apply(&mut self, compiled: &Compiled) -> Result<(), EnforcerError> {
+    ///
+    /// Live tool calls follow their agents: onto the new rules, or with `narrowed` (by call
+    /// cgroup id) onto narrowed rules of their own compiled from the new policy.
+    pub fn apply(
+        &mut self,
+        compiled: &Compiled,
+        narrowed: &StdHashMap<u64, CompiledAgent>,
+    ) -> Result<(), EnforcerError> {
         // Majors that GPU drivers registered when they loaded (none on a machine without them).
         let majors = devices::registered_majors(
             &std::fs::read_to_string("/proc/devices").unwrap_or_default(),
@@ -562,11 +590,23 @@ impl Enforcer {
                     }
                     keys
                 },
+                agent_cgroup_id: cgroup_id,
             });
             self.next_ruleset += 1;
         }
-        if let Err(err) = self.insert_rules(&staged) {
-            let _ = self.remove_rules(&staged);
+        let staged_calls: Vec<InstalledCall> = self
+            .calls
+            .clone()
+            .iter()
+            .map(|call| {
+                let agent = staged.iter().find(|a| a.name == call.entry.name);
+                self.stage_call(agent, call, narrowed.get(&call.entry.cgroup_id), &majors)
+            })
+            .collect();
+        let mut entries = staged.clone();
+        entries.extend(staged_calls.iter().map(|c| c.entry.clone()));
+        if let Err(err) = self.insert_rules(&entries) {
+            let _ = self.remove_rules(&entries);
             return Err(err);
         }
         if let Err(err) = self.attach_net(&staged) {
@@ -577,14 +617,18 @@ impl Enforcer {
                     .map(InstalledAgent::link_key)
                     .collect::<Vec<_>>(),
             );
-            let _ = self.remove_rules(&staged);
+            let _ = self.remove_rules(&entries);
             return Err(err);
         }
-        let previous = std::mem::take(&mut self.installed);
-        if let Err(err) = self.switch(&staged, &previous) {
+        let first = self.installed.is_empty() && self.calls.is_empty();
+        let mut previous = std::mem::take(&mut self.installed);
+        let previous_agents = previous.len();
+        previous.extend(self.calls.iter().map(|c| c.entry.clone()));
+        if let Err(err) = self.switch(&entries, &previous) {
             // Put every cgroup back on its previous rules.
-            let _ = self.switch(&previous, &staged);
-            let _ = self.remove_rules(&staged);
+            let _ = self.switch(&previous, &entries);
+            let _ = self.remove_rules(&entries);
+            previous.truncate(previous_agents);
             self.installed = previous;
             return Err(err);
         }
@@ -594,11 +638,207 @@ impl Enforcer {
             tracing::warn!("removing the previous policy's rules: {err}");
         }
         self.installed = staged;
+        self.calls = staged_calls;
+        let unremovable = if first {
+            self.remove_leftover_calls()
+        } else {
+            Vec::new()
+        };
         if self.adopting {
             self.adopting = false;
-            self.remove_foreign()?;
+            self.remove_foreign(&unremovable)?;
         }
         Ok(())
+    }
+
+    /// A call's entry for the rules of `agent` (as staged now): the agent's own ruleset, or with
+    /// `own` a fresh ruleset of narrowed rules. A call without its agent, or whose narrowed
+    /// rules are missing, gets ruleset 0, which holds no rules: everything is denied to it.
+    fn stage_call(
+        &mut self,
+        agent: Option<&InstalledAgent>,
+        call: &InstalledCall,
+        own: Option<&CompiledAgent>,
+        majors: &StdHashMap<String, u32>,
+    ) -> InstalledCall {
+        let mut entry = InstalledAgent {
+            file_rules: Vec::new(),
+            net_rules: Vec::new(),
+            device_keys: Vec::new(),
+            ruleset: 0,
+            ..call.entry.clone()
+        };
+        if let Some(agent) = agent {
+            entry.mode = agent.mode;
+            entry.jit = agent.jit;
+            entry.agent_cgroup_id = agent.cgroup_id;
+            match own {
+                Some(own) => {
+                    entry.ruleset = self.next_ruleset;
+                    self.next_ruleset += 1;
+                    entry.file_rules = own.file_rules.clone();
+                    entry.net_rules = own.net_rules.clone();
+                    entry.device_keys = devices::keys(devices::BASE, entry.ruleset, majors);
+                    if own.gpu {
+                        entry.device_keys.extend(devices::keys(
+                            devices::GPU,
+                            entry.ruleset,
+                            majors,
+                        ));
+                    }
+                }
+                None if call.narrowed => {}
+                None => entry.ruleset = agent.ruleset,
+            }
+        }
+        InstalledCall {
+            call: call.call.clone(),
+            entry,
+            narrowed: call.narrowed,
+        }
+    }
+
+    pub fn calls(&self) -> &[InstalledCall] {
+        &self.calls
+    }
+
+    /// Makes the cgroup of tool call `call` under agent `agent` and puts it under the agent's
+    /// rules, or with `own` under narrowed rules of its own, before any process is in it.
+    pub fn start_call(
+        &mut self,
+        agent: &str,
+        call: &str,
+        own: Option<&CompiledAgent>,
+    ) -> Result<InstalledCall, EnforcerError> {
+        let failed = |reason: String| EnforcerError::Call {
+            call: call.to_owned(),
+            reason,
+        };
+        let installed = self
+            .installed
+            .iter()
+            .find(|a| a.name == agent)
+            .cloned()
+            .ok_or_else(|| failed(format!("no agent `{agent}` in the enforced policy")))?;
+        let cgroup = format!("{}/{CALL_CGROUP_PREFIX}{call}", installed.cgroup);
+        let path = self.cgroup_root.join(&cgroup);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(failed(format!(
+                    "a call with this id is running ({} exists) — give each call its own id",
+                    path.display()
+                )))
+            }
+            Err(err) => return Err(failed(format!("creating {}: {err}", path.display()))),
+        }
+        let cgroup_id = match std::fs::metadata(&path) {
+            Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
+            Err(err) => {
+                let _ = std::fs::remove_dir(&path);
+                return Err(failed(format!("reading {}: {err}", path.display())));
+            }
+        };
+        let template = InstalledCall {
+            call: call.to_owned(),
+            entry: InstalledAgent {
+                cgroup,
+                cgroup_id,
+                ..installed.clone()
+            },
+            narrowed: own.is_some(),
+        };
+        let majors = devices::registered_majors(
+            &std::fs::read_to_string("/proc/devices").unwrap_or_default(),
+        );
+        let staged = self.stage_call(Some(&installed), &template, own, &majors);
+        let entries = [staged.entry.clone()];
+        let installed = self
+            .insert_rules(&entries)
+            .and_then(|()| self.switch(&entries, &[]));
+        if let Err(err) = installed {
+            let _ = self.remove_rules(&entries);
+            let _ = std::fs::remove_dir(&path);
+            return Err(err);
+        }
+        self.calls.push(staged.clone());
+        Ok(staged)
+    }
+
+    /// Kills every process of the tool call whose cgroup is `cgroup_id`.
+    pub fn kill_call(&self, cgroup_id: u64) -> Result<(), EnforcerError> {
+        let Some(call) = self.calls.iter().find(|c| c.entry.cgroup_id == cgroup_id) else {
+            return Ok(());
+        };
+        cgroupfs::write_file(&self.cgroup_root, &call.entry.cgroup, "cgroup.kill", "1")?;
+        Ok(())
+    }
+
+    /// Removes an ended tool call once no process is left in it: its cgroup first (so that no
+    /// process can be in it unheld), then its entry and rules. False while processes remain.
+    pub fn remove_call(&mut self, cgroup_id: u64) -> Result<bool, EnforcerError> {
+        let Some(index) = self
+            .calls
+            .iter()
+            .position(|c| c.entry.cgroup_id == cgroup_id)
+        else {
+            return Ok(true);
+        };
+        let call = self.calls[index].clone();
+        let path = self.cgroup_root.join(&call.entry.cgroup);
+        match std::fs::remove_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
+            Err(err) => {
+                return Err(EnforcerError::Call {
+                    call: call.call,
+                    reason: format!("removing {}: {err}", path.display()),
+                })
+            }
+        }
+        let entries = [call.entry];
+        self.switch(&[], &entries)?;
+        self.remove_rules(&entries)?;
+        self.calls.remove(index);
+        Ok(true)
+    }
+
+    /// Tool-call cgroups an earlier claw-agent left under the agents' cgroups: their processes
+    /// are killed and the cgroups removed, since nobody waits for those calls. Returns the ids of
+    /// those that could not be removed (their entries stay: held, not freed).
+    fn remove_leftover_calls(&self) -> Vec<u64> {
+        let mut unremovable = Vec::new();
+        for agent in &self.installed {
+            let dir = self.cgroup_root.join(&agent.cgroup);
+            let Ok(children) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for child in children.filter_map(Result::ok) {
+                let name = child.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(CALL_CGROUP_PREFIX) || !child.path().is_dir() {
+                    continue;
+                }
+                let path = child.path();
+                let id = std::fs::metadata(&path)
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                    .unwrap_or(0);
+                let _ = std::fs::write(path.join("cgroup.kill"), "1");
+                let removed = (0..200).any(|_| {
+                    std::fs::remove_dir(&path).is_ok() || {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        false
+                    }
+                });
+                if removed {
+                    tracing::warn!(cgroup = %path.display(), "ended a tool call an earlier claw-agent left running");
+                } else {
+                    tracing::error!(cgroup = %path.display(), "a left-over tool call could not be ended; it stays held by its last rules");
+                    unremovable.push(id);
+                }
+            }
+        }
+        unremovable
     }
 
     /// Every ruleset id the rule maps and AGENTS hold.
@@ -636,9 +876,11 @@ impl Enforcer {
 
     /// After adopting an earlier daemon's maps and installing this daemon's policy: removes the
     /// cgroups and rules it installed that this policy does not have.
-    fn remove_foreign(&mut self) -> Result<(), EnforcerError> {
+    /// `unremovable`: cgroups of left-over tool calls whose entries stay.
+    fn remove_foreign(&mut self, unremovable: &[u64]) -> Result<(), EnforcerError> {
         let ours: Vec<u32> = self.installed.iter().map(|a| a.ruleset).collect();
-        let cgroups: Vec<u64> = self.installed.iter().map(|a| a.cgroup_id).collect();
+        let mut cgroups: Vec<u64> = self.installed.iter().map(|a| a.cgroup_id).collect();
+        cgroups.extend(unremovable);
         let mut agents: HashMap<_, u64, AgentEntry> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::AGENTS)?)
                 .map_err(map_error(names::AGENTS))?;
@@ -779,6 +1021,8 @@ impl Enforcer {
                     Mode::Audit => mode::AUDIT,
                 },
                 flags: if agent.jit { agent_flags::JIT } else { 0 },
+                _pad: 0,
+                agent_cgroup_id: agent.agent_cgroup_id,
             };
             map.insert(agent.cgroup_id, entry, 0)
                 .map_err(map_error(names::AGENTS))?;

@@ -1,7 +1,7 @@
 //! Events as operators, the audit log and SIEMs see them, and their decoding from kernel records.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::Ipv6Addr,
     time::{Duration, SystemTime},
 };
@@ -30,9 +30,13 @@ pub struct Event {
     /// RFC 3339, UTC, nanoseconds.
     pub time: String,
     pub agent: String,
-    /// The agent's cgroup as /proc/PID/cgroup shows it: relative to the cgroup v2 root, with a
-    /// leading `/`.
+    /// The cgroup of the process as /proc/PID/cgroup shows it: relative to the cgroup v2 root,
+    /// with a leading `/` — the agent's, or its tool call's.
     pub cgroup: String,
+    /// The tool call the process belongs to (`clawctl run --call-id`), known from its cgroup:
+    /// nothing the process says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
     pub pid: u32,
     pub comm: String,
     /// The kernel's number for the record this event came from, per agent cgroup (the agent's
@@ -82,6 +86,7 @@ impl Event {
                 "-" => "-".to_owned(),
                 _ => format!("/{}", cgroup.trim_start_matches('/')),
             },
+            call: None,
             pid: 0,
             comm: String::new(),
             record: None,
@@ -115,9 +120,61 @@ pub struct AgentIdentity {
     pub cgroup_id: u64,
 }
 
-/// Every ruleset id the daemon has installed, old ones included (events may arrive after an
-/// apply replaced them).
-pub type Identities = HashMap<u32, AgentIdentity>;
+/// A tool call: its agent, its id, its cgroup (relative to the cgroup v2 mount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallIdentity {
+    pub agent: String,
+    pub call: String,
+    pub cgroup: String,
+}
+
+/// Calls that ended, still known so that their last events (read from the kernel after the end)
+/// are attributed.
+const ENDED_CALLS_KEPT: usize = 4096;
+
+/// Who the kernel's records are about: every ruleset id the daemon has installed, old ones
+/// included (events may arrive after an apply replaced them), and the tool calls' cgroups.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    rulesets: HashMap<u32, AgentIdentity>,
+    calls: HashMap<u64, CallIdentity>,
+    ended: VecDeque<u64>,
+}
+
+impl Identities {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, ruleset: u32, identity: AgentIdentity) {
+        self.rulesets.insert(ruleset, identity);
+    }
+
+    pub fn get(&self, ruleset: &u32) -> Option<&AgentIdentity> {
+        self.rulesets.get(ruleset)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &AgentIdentity> {
+        self.rulesets.values()
+    }
+
+    pub fn call_started(&mut self, cgroup_id: u64, call: CallIdentity) {
+        self.calls.insert(cgroup_id, call);
+    }
+
+    pub fn call_ended(&mut self, cgroup_id: u64) {
+        self.ended.push_back(cgroup_id);
+        while self.ended.len() > ENDED_CALLS_KEPT {
+            if let Some(oldest) = self.ended.pop_front() {
+                self.calls.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn call(&self, cgroup_id: u64) -> Option<&CallIdentity> {
+        self.calls.get(&cgroup_id)
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -251,13 +308,23 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
             .values()
             .find(|identity| identity.cgroup_id == header.cgroup_id)
     });
-    let (agent, cgroup) = match identity {
+    let (agent, mut cgroup) = match identity {
         Some(a) => (a.name.clone(), format!("/{}", a.cgroup)),
         None => (
             format!("unknown-ruleset-{}", header.ruleset),
             format!("cgroup-id:{}", header.cgroup_id),
         ),
     };
+    let mut call = None;
+    if header.task_cgroup_id != header.cgroup_id {
+        match identities.call(header.task_cgroup_id) {
+            Some(known) => {
+                cgroup = format!("/{}", known.cgroup);
+                call = Some(known.call.clone());
+            }
+            None => cgroup = format!("cgroup-id:{}", header.task_cgroup_id),
+        }
+    }
     let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(header.boot_time_ns);
     let (kind, outcome) = match header.decision {
         decision::AUDIT => ("audit", "allow"),
@@ -270,6 +337,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         time: humantime::format_rfc3339_nanos(time).to_string(),
         agent,
         cgroup,
+        call,
         pid: header.pid,
         comm: c_string(&header.comm),
         record: (header.record != UNNUMBERED).then_some(header.record),
@@ -384,6 +452,7 @@ pub mod tests {
             op,
             boot_time_ns: 1_500_000_000,
             cgroup_id: 77,
+            task_cgroup_id: 77,
             object_hash: 0,
             repeats_before: 0,
             record: 31,
@@ -414,14 +483,56 @@ pub mod tests {
 
     /// Ruleset 5 is agent `tools` (cgroup claw/tools, id 77).
     pub fn identities() -> Identities {
-        HashMap::from([(
+        let mut identities = Identities::new();
+        identities.insert(
             5,
             AgentIdentity {
                 name: "tools".to_owned(),
                 cgroup: "claw/tools".to_owned(),
                 cgroup_id: 77,
             },
-        )])
+        );
+        identities
+    }
+
+    #[test]
+    fn a_tool_calls_records_carry_its_call_id_from_the_cgroup() {
+        let mut identities = identities();
+        identities.call_started(
+            78,
+            CallIdentity {
+                agent: "tools".to_owned(),
+                call: "c-1".to_owned(),
+                cgroup: "claw/tools/call-c-1".to_owned(),
+            },
+        );
+        let mut record = FileRecord {
+            header: RecordHeader {
+                task_cgroup_id: 78,
+                ..header(record::FILE, op::OPEN, decision::DENY)
+            },
+            path_len: 4,
+            _pad: 0,
+            path: [0; EVENT_PATH_BYTES],
+        };
+        record.path[..4].copy_from_slice(b"/x\0\0");
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        assert_eq!(
+            (
+                event.agent.as_str(),
+                event.cgroup.as_str(),
+                event.call.as_deref()
+            ),
+            ("tools", "/claw/tools/call-c-1", Some("c-1"))
+        );
+        // Ended calls stay known for their last records.
+        identities.call_ended(78);
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        assert_eq!(event.call.as_deref(), Some("c-1"));
+        // A call cgroup the daemon never started is not passed off as the agent's.
+        record.header.task_cgroup_id = 79;
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        assert_eq!((event.cgroup.as_str(), event.call), ("cgroup-id:79", None));
     }
 
     #[test]
@@ -493,7 +604,7 @@ pub mod tests {
     #[test]
     fn unresolved_path_and_unknown_ruleset_are_explicit() {
         let bytes = file_record(b"", -1, decision::DENY);
-        let event = decode(&bytes, &HashMap::new(), Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes, &Identities::new(), Duration::ZERO, "full").unwrap();
         assert_eq!(event.path.as_deref(), Some("<unresolved>"));
         assert_eq!(event.agent, "unknown-ruleset-5");
         assert_eq!(event.cgroup, "cgroup-id:77");

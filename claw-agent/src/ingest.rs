@@ -724,6 +724,7 @@ mod tests {
             op: 1,
             boot_time_ns: 0,
             cgroup_id: 77,
+            task_cgroup_id: 77,
             object_hash,
             repeats_before: 0,
             record: 0,

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod baseline;
 pub mod btf;
 pub mod bus;
+pub mod call;
 pub mod cgroupfs;
 pub mod client;
 pub mod compile;

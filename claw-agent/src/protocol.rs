@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{describe::RuleLine, event::Event};
+use crate::{call::Narrowing, describe::RuleLine, event::Event};
 
 /// Where claw-agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
@@ -29,6 +29,21 @@ pub enum Request {
     Apply { policy: String },
     /// The enforced policy, as rule lines.
     Rules {},
+    /// Start tool call `call` of agent `agent`: the daemon makes its cgroup (held to the agent's
+    /// policy, or to `narrowing` of it) and answers `call-started`; the client runs `command`
+    /// there, then sends `call-end`. The call ends, and its processes are killed, when the
+    /// client sends that or its connection closes.
+    Call {
+        agent: String,
+        call: String,
+        #[serde(default)]
+        narrowing: Narrowing,
+        /// For the record (the `call` event): what the client runs.
+        #[serde(default)]
+        command: Vec<String>,
+    },
+    /// The second line of a `call` connection: the command ended with `status`.
+    CallEnd { status: i32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +70,15 @@ pub enum Reply {
     },
     Error {
         message: String,
+    },
+    /// The call's cgroup (absolute path) exists and holds its rules: start the command in it.
+    CallStarted {
+        cgroup: String,
+        cgroup_id: u64,
+    },
+    /// The call's processes are gone and its cgroup removed.
+    CallEnded {
+        call: String,
     },
 }
 

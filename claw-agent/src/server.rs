@@ -14,6 +14,7 @@ use tokio::{
 use crate::{
     audit::{self, ReplayFrom},
     bus::{Bus, Stage},
+    call::Narrowing,
     describe::RuleLine,
     protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
 };
@@ -32,6 +33,21 @@ pub enum Control {
     Apply {
         policy: PathBuf,
         reply: oneshot::Sender<Result<(String, u64), String>>,
+    },
+    /// Start a tool call; the answer is its cgroup (absolute path) and cgroup id, or why not.
+    StartCall {
+        agent: String,
+        call: String,
+        narrowing: Narrowing,
+        command: Vec<String>,
+        reply: oneshot::Sender<Result<(String, u64), String>>,
+    },
+    /// End the tool call whose cgroup is `cgroup_id` (its command exited with `status`, or
+    /// with None its client went away); answered once its processes are gone.
+    EndCall {
+        cgroup_id: u64,
+        status: Option<i32>,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -129,9 +145,8 @@ async fn serve(
     handles: Handles,
 ) -> std::io::Result<()> {
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST_BYTES))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    reader.read_line(&mut line).await?;
     let request = match serde_json::from_str::<Request>(&line) {
         Ok(request) => request,
         Err(err) => {
@@ -142,6 +157,50 @@ async fn serve(
         }
     };
     match request {
+        Request::Call {
+            agent,
+            call,
+            narrowing,
+            command,
+        } => {
+            let started = ask(&handles, |reply| Control::StartCall {
+                agent,
+                call: call.clone(),
+                narrowing,
+                command,
+                reply,
+            })
+            .await;
+            let cgroup_id = match started {
+                Some(Ok((cgroup, cgroup_id))) => {
+                    send(&mut write, &Reply::CallStarted { cgroup, cgroup_id }).await?;
+                    cgroup_id
+                }
+                Some(Err(message)) => return send(&mut write, &Reply::Error { message }).await,
+                None => return send(&mut write, &shutting_down()).await,
+            };
+            // The call lasts until the client says it ended or goes away (killed with its
+            // command, or the command with it): either way the call ends here.
+            line.clear();
+            let status = match reader.read_line(&mut line).await {
+                Ok(read) if read > 0 => match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::CallEnd { status }) => Some(status),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let _ = ask(&handles, |reply| Control::EndCall {
+                cgroup_id,
+                status,
+                reply,
+            })
+            .await;
+            send(&mut write, &Reply::CallEnded { call }).await
+        }
+        Request::CallEnd { .. } => {
+            let message = "call-end outside a call — send it on the connection that sent `call`, after `call-started`".to_owned();
+            send(&mut write, &Reply::Error { message }).await
+        }
         Request::Status {} => {
             let reply = ask(&handles, Control::Status)
                 .await

@@ -236,6 +236,11 @@ pub struct AgentEntry {
     pub mode: u32,
     /// [`agent_flags`] bits.
     pub flags: u32,
+    pub _pad: u32,
+    /// The agent whose reports this cgroup's are numbered, throttled and counted with: the
+    /// cgroup's own id for an agent, its agent's for a tool call's cgroup (so that calls, which
+    /// come and go, add no entries to the report maps).
+    pub agent_cgroup_id: u64,
 }
 
 /// Per-agent switches (AgentEntry::flags).
@@ -293,8 +298,10 @@ pub struct RecordHeader {
     pub op: u32,
     /// CLOCK_BOOTTIME of the decision, in nanoseconds.
     pub boot_time_ns: u64,
-    /// cgroup v2 id (inode number) of the task's cgroup.
+    /// cgroup v2 id (inode number) of the agent's cgroup: the key its reports are counted under.
     pub cgroup_id: u64,
+    /// cgroup v2 id of the task's own cgroup: the agent's, or one of its tool calls'.
+    pub task_cgroup_id: u64,
     /// Hash of what the operation touched (path, destination, device): with `cgroup_id` and `op`
     /// it names the ThrottleKey under which repeats of this report are counted.
     pub object_hash: u64,
@@ -343,9 +350,9 @@ pub struct NetRecord {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<AgentEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
-const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 64 + COMM_BYTES + 16);
+const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 72 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);
 const _: () = assert!(core::mem::size_of::<PathLookup>() == 260);
 const _: () = assert!(
@@ -353,9 +360,9 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 21);
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 4 + 4 * MAX_PORT_RANGES);
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 64 + COMM_BYTES);
-const _: () = assert!(core::mem::size_of::<FileRecord>() == 80 + 8 + EVENT_PATH_BYTES);
-const _: () = assert!(core::mem::size_of::<NetRecord>() == 80 + 24);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 72 + COMM_BYTES);
+const _: () = assert!(core::mem::size_of::<FileRecord>() == 88 + 8 + EVENT_PATH_BYTES);
+const _: () = assert!(core::mem::size_of::<NetRecord>() == 88 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);

@@ -8,7 +8,10 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use claw_common::{access, op, record, NetRecord};
 
 use crate::{
-    decide::{current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk},
+    decide::{
+        current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk,
+        task_cgroup_id as current_task_cgroup_id,
+    },
     kernel::{offset, read, read_ptr},
 };
 
@@ -210,16 +213,17 @@ unsafe fn task_cgroup_id(task: *const u8) -> Option<u64> {
     }
 }
 
-/// An agent's process acting on `target` (signal, ptrace): allowed within the agent's own
-/// cgroup, refused (reported with `op`, `detail`) outside it — claw-agent, other agents, the
-/// host. A target whose cgroup cannot be read is outside.
+/// An agent's process acting on `target` (signal, ptrace): allowed within its own cgroup,
+/// refused (reported with `op`, `detail`) outside it — claw-agent, other agents, the host, and
+/// for a tool call the agent's other processes and calls. A target whose cgroup cannot be read
+/// is outside.
 #[inline(always)]
 fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
     // SAFETY: `target` is the hook's task_struct argument.
-    if unsafe { task_cgroup_id(target) } == Some(cgroup_id) {
+    if unsafe { task_cgroup_id(target) } == Some(current_task_cgroup_id()) {
         return 0;
     }
     // SAFETY: as above.

@@ -35,14 +35,20 @@ pub fn count(index: u32) {
     }
 }
 
-/// The calling task's agent, if its cgroup is one claw manages.
+/// The calling task's agent, if its cgroup is one claw manages (an agent's or a tool call's):
+/// the agent's cgroup id, under which its reports are counted, and the entry of the task's cgroup.
 #[inline(always)]
 pub fn current_agent() -> Option<(u64, AgentEntry)> {
-    // SAFETY: helper without preconditions.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: the value is copied out at once.
-    let entry = unsafe { AGENTS.get(cgroup_id) }.copied()?;
-    Some((cgroup_id, entry))
+    let entry = unsafe { AGENTS.get(task_cgroup_id()) }.copied()?;
+    Some((entry.agent_cgroup_id, entry))
+}
+
+/// The calling task's own cgroup.
+#[inline(always)]
+pub fn task_cgroup_id() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_cgroup_id() }
 }
 
 #[inline(always)]
@@ -442,6 +448,7 @@ pub fn header(
         // SAFETY: helpers without preconditions.
         boot_time_ns: unsafe { bpf_ktime_get_boot_ns() },
         cgroup_id,
+        task_cgroup_id: task_cgroup_id(),
         object_hash: 0,
         repeats_before: 0,
         record: UNNUMBERED,

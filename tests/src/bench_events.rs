@@ -137,7 +137,7 @@ fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64,
         ring_buffer_bytes: 4 << 20,
         pins: bpffs.join("raw"),
     })?;
-    enforcer.apply(&prepared.compiled)?;
+    enforcer.apply(&prepared.compiled, &Default::default())?;
     enforcer.attach_programs()?;
     let mut kernel = enforcer.take_events()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -53,6 +53,7 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(())
         }
         ("clone-into-cgroup", 2) => clone_into_cgroup(arg(1)),
+        ("background-sleep", 2) => background_sleep(arg(1)),
         ("sethostname", 2) => {
             let name = arg(1).as_bytes();
             // SAFETY: sethostname(2) with a buffer and its length.
@@ -497,6 +498,26 @@ fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
             let mut status = 0;
             // SAFETY: reaping our own child.
             unsafe { libc::waitpid(child as i32, &mut status, 0) };
+            Ok(())
+        }
+    }
+}
+
+/// Leaves a child sleeping SECONDS behind and prints its pid: what a tool call that daemonises
+/// leaves when its command exits.
+fn background_sleep(seconds: &str) -> std::io::Result<()> {
+    let seconds: u32 = seconds
+        .parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: fork(2); the child only sleeps and exits.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            libc::sleep(seconds);
+            libc::_exit(0)
+        },
+        -1 => Err(std::io::Error::last_os_error()),
+        child => {
+            println!("{child}");
             Ok(())
         }
     }

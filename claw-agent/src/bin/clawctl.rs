@@ -11,11 +11,12 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use claw_agent::{
     audit,
+    call::Narrowing,
     client::{self, Connection, EventView, ReplyView},
     daemon::{prepare, DEFAULT_MAX_TTL},
     describe::{self, RuleLine},
     event::Event,
-    protocol::{ProgramStatus, Request, Status, DEFAULT_SOCKET},
+    protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
     spawn,
 };
 use serde_json::json;
@@ -58,9 +59,13 @@ enum Command {
     /// Every event, of every kind: deny, audit, throttled, lost, oom, pids_max, lifecycle,
     /// policy.
     Events {
-        /// Keep printing new events until interrupted.
-        #[arg(long, required = true)]
+        /// Keep printing new events until interrupted (needed unless --call is given).
+        #[arg(long, required_unless_present = "call")]
         follow: bool,
+        /// One tool call's story, from the audit log: its start, every event of its processes,
+        /// its end (waited for if it is still running). Looks back --since (default 1d).
+        #[arg(long, value_name = "ID")]
+        call: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -72,6 +77,19 @@ enum Command {
     Run {
         #[arg(long)]
         agent: String,
+        /// Run it as this tool call, in a cgroup of its own under the agent's (every event of
+        /// the call names it; the call's processes are killed when the command ends).
+        #[arg(long, value_name = "ID")]
+        call_id: Option<String>,
+        /// For this call only: reads limited to these paths (within what the agent may read).
+        #[arg(long, value_name = "PATH", requires = "call_id")]
+        allow_read: Vec<String>,
+        /// For this call only: writes limited to these paths (within the agent's).
+        #[arg(long, value_name = "PATH", requires = "call_id")]
+        allow_write: Vec<String>,
+        /// For this call only: connects limited to these destinations (within the agent's).
+        #[arg(long, value_name = "HOST:PORT", requires = "call_id")]
+        allow_connect: Vec<String>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -169,15 +187,22 @@ fn main() -> ExitCode {
             include,
             only,
         } => follow(socket, "denials", json, only.since, |e| {
-            (["deny", "audit", "throttled", "lost"].contains(&e.kind.as_ref())
+            ((["deny", "audit", "throttled", "lost"].contains(&e.kind.as_ref())
                 || include.iter().any(|kind| *kind == e.kind))
-                && only.admits(e)
+                && only.admits(e))
+            .then_some(Continue::Print)
         }),
         Command::Events {
-            follow: _,
+            follow,
+            call,
             json,
             only,
-        } => self::follow(socket, "events", json, only.since, |e| only.admits(e)),
+        } => match call {
+            Some(call) => call_story(socket, &call, follow, json, &only),
+            None => self::follow(socket, "events", json, only.since, |e| {
+                only.admits(e).then_some(Continue::Print)
+            }),
+        },
         Command::Policy { command } => match command {
             PolicyCommand::Check { file } => check(&file),
             PolicyCommand::Apply { file } => apply(socket, &file),
@@ -188,7 +213,28 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify_audit(files),
-        Command::Run { agent, command } => match run(socket, &agent, command) {
+        Command::Run {
+            agent,
+            call_id,
+            allow_read,
+            allow_write,
+            allow_connect,
+            command,
+        } => match run(
+            socket,
+            &agent,
+            call_id.map(|id| {
+                (
+                    id,
+                    Narrowing {
+                        read: allow_read,
+                        write: allow_write,
+                        connect: allow_connect,
+                    },
+                )
+            }),
+            command,
+        ) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(255)),
             Err(err) => Err(err),
         },
@@ -221,7 +267,15 @@ fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(socket: &Path, agent: &str, command: Vec<String>) -> anyhow::Result<i32> {
+fn run(
+    socket: &Path,
+    agent: &str,
+    call: Option<(String, Narrowing)>,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    if let Some((call, narrowing)) = call {
+        return run_call(socket, agent, call, narrowing, command);
+    }
     let status = client::status(socket)?;
     let Some(found) = status.agents.iter().find(|a| a.name == agent) else {
         let names: Vec<&str> = status.agents.iter().map(|a| a.name.as_str()).collect();
@@ -242,6 +296,73 @@ fn run(socket: &Path, agent: &str, command: Vec<String>) -> anyhow::Result<i32> 
     };
     let child = spawn::spawn(&cgroup, &spec)?;
     Ok(spawn::wait(&child)?)
+}
+
+/// A tool call: the daemon makes its cgroup; the command runs there; the call ends when the
+/// command does (or this process dies: the daemon sees the connection close).
+fn run_call(
+    socket: &Path,
+    agent: &str,
+    call: String,
+    narrowing: Narrowing,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    let request = Request::Call {
+        agent: agent.to_owned(),
+        call,
+        narrowing,
+        command: command.clone(),
+    };
+    let mut connection = Connection::open(socket, &request)?;
+    let cgroup = match connection.next_reply()? {
+        Some(Reply::CallStarted { cgroup, .. }) => cgroup,
+        Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
+        Some(other) => bail!("unexpected reply from claw-agent: {other:?}"),
+        None => bail!("claw-agent closed the connection without starting the call"),
+    };
+    let spec = spawn::Spec {
+        command,
+        env: std::env::vars().collect(),
+        workdir: std::env::current_dir().ok(),
+        user: None,
+        stdio: [None, None, None],
+    };
+    // Whatever happens to the command, the call is ended: by the message below, or by the
+    // connection closing when this process exits.
+    let status = spawn::spawn(Path::new(&cgroup), &spec)
+        .map_err(anyhow::Error::from)
+        .and_then(|child| Ok(spawn::wait(&child)?));
+    connection.send(&Request::CallEnd {
+        status: *status.as_ref().unwrap_or(&127),
+    })?;
+    match connection.next_reply()? {
+        Some(Reply::CallEnded { .. }) => status,
+        Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
+        other => bail!("claw-agent did not confirm the end of the call: {other:?}"),
+    }
+}
+
+/// One call's events: replayed from `--since` (default a day back), until its end event.
+fn call_story(
+    socket: &Path,
+    call: &str,
+    follow: bool,
+    json: bool,
+    only: &Only,
+) -> anyhow::Result<()> {
+    let since = only
+        .since
+        .or_else(|| SystemTime::now().checked_sub(Duration::from_secs(24 * 3600)));
+    self::follow(socket, "the call's events", json, since, |e| {
+        if e.call.as_deref() != Some(call) || !only.admits(e) {
+            return None;
+        }
+        Some(if e.kind == "call" && e.op == "end" && !follow {
+            Continue::PrintAndStop
+        } else {
+            Continue::Print
+        })
+    })
 }
 
 fn verify_audit(files: Vec<PathBuf>) -> anyhow::Result<()> {
@@ -371,6 +492,13 @@ fn print_status(status: &Status) {
 /// How often a follower tries to reach a daemon that went away.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
+/// What a follower does with an event: print it, or print it and stop there.
+#[derive(PartialEq, Eq)]
+enum Continue {
+    Print,
+    PrintAndStop,
+}
+
 /// Prints the events `wanted` picks, as they come. When claw-agent restarts, reconnects and
 /// resumes after the last event seen (the daemon replays the gap from its audit log, or says
 /// how many events it cannot replay).
@@ -379,7 +507,7 @@ fn follow(
     what: &str,
     json: bool,
     since: Option<SystemTime>,
-    wanted: impl Fn(&EventView) -> bool,
+    wanted: impl Fn(&EventView) -> Option<Continue>,
 ) -> anyhow::Result<()> {
     let mut request = Request::Follow {
         after: None,
@@ -402,13 +530,17 @@ fn follow(
                     let raw = reply.event.context("an event reply without its event")?;
                     let view: EventView = serde_json::from_str(raw.get())?;
                     last_seq = Some(view.seq);
-                    if wanted(&view) {
+                    if let Some(next) = wanted(&view) {
                         if json {
                             stdout.write_all(raw.get().as_bytes())?;
                             writeln!(stdout)?;
                         } else {
                             let event: Event = serde_json::from_str(raw.get())?;
                             writeln!(stdout, "{}", human_line(&event))?;
+                        }
+                        if next == Continue::PrintAndStop {
+                            stdout.flush()?;
+                            return Ok(());
                         }
                     }
                 }
@@ -445,6 +577,10 @@ fn follow(
 }
 
 fn human_line(e: &Event) -> String {
+    let who = match &e.call {
+        Some(call) => format!("{} call={call}", e.agent),
+        None => e.agent.clone(),
+    };
     let count = |key: &str| {
         e.details
             .as_ref()
@@ -488,7 +624,7 @@ fn human_line(e: &Event) -> String {
         return format!(
             "{}  {}  pid={} comm={}  {} {}  {details}",
             e.time,
-            e.agent,
+            who,
             e.pid,
             e.comm,
             e.kind.to_uppercase(),
@@ -512,7 +648,7 @@ fn human_line(e: &Event) -> String {
     };
     format!(
         "{}  {}  pid={} comm={}  {} {}{access}  {verdict}",
-        e.time, e.agent, e.pid, e.comm, e.op, object
+        e.time, who, e.pid, e.comm, e.op, object
     )
 }
 

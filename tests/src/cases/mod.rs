@@ -2,6 +2,7 @@
 //! policy put it back.
 
 mod basics;
+mod calls;
 mod confine;
 mod devices;
 mod exec;
@@ -141,6 +142,7 @@ pub fn run_all() -> ExitCode {
     limits::run(&mut runner);
     devices::run(&mut runner);
     run::run(&mut runner);
+    calls::run(&mut runner);
     supervise::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);

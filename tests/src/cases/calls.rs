@@ -1,0 +1,267 @@
+//! Tool calls (`clawctl run --call-id`): each in a cgroup of its own under its agent's, held to
+//! the agent's policy or a narrowing of it, named in every event, ended with its command.
+
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _};
+use claw_tests::harness::{CGROUP_ROOT, CLAWCTL, VMTEST};
+use serde_json::Value;
+
+use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, ECONNREFUSED, EPERM};
+
+/// A sibling of ALLOWED_FILE that the agent may read (made by the fixtures).
+const SIBLING_FILE: &str = "/workspace/true";
+
+fn call_cgroup(call: &str) -> std::path::PathBuf {
+    tools().join(format!("call-{call}"))
+}
+
+/// `clawctl run --agent tools --call-id CALL [EXTRA...] -- claw-vmtest probe PROBE...`
+fn run_call(call: &str, extra: &[&str], probe: &[&str]) -> anyhow::Result<Output> {
+    let output = Command::new(CLAWCTL)
+        .args(["run", "--agent", "tools", "--call-id", call])
+        .args(extra)
+        .args(["--", VMTEST, "probe"])
+        .args(probe)
+        .output()?;
+    Ok(output)
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// Runs `command`, killing it if it has not ended within `limit`.
+fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{command:?} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// The events `clawctl events --call CALL --json` prints (it ends at the call's end).
+fn story(call: &str) -> anyhow::Result<Vec<Value>> {
+    let mut command = Command::new(CLAWCTL);
+    command.args(["events", "--call", call, "--json", "--since", "10m"]);
+    let output = output_within(command, Duration::from_secs(20))?;
+    ensure!(output.status.success(), "clawctl events --call: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).context("an event line"))
+        .collect()
+}
+
+fn gone(pid: &str) -> bool {
+    // A killed orphan may linger as a zombie of an init that does not reap: dead all the same.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+}
+
+pub fn run(runner: &mut Runner) {
+    runner.check(
+        "a_tool_call_runs_in_its_own_cgroup_under_its_agent",
+        (|| {
+            let output = run_call("vm-where", &[], &["cgroup"])?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            ensure!(
+                output.status.success() && stdout.trim() == "0::/claw/tools/call-vm-where",
+                "{output:?}"
+            );
+            ensure!(
+                !call_cgroup("vm-where").exists(),
+                "the call's cgroup is left after the call"
+            );
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_tool_calls_events_carry_its_call_id_and_tell_its_story",
+        (|| {
+            let output = run_call("vm-story", &[], &["open", DENIED_FILE])?;
+            ensure!(code(&output) == EPERM, "{output:?}");
+            let events = story("vm-story")?;
+            let kinds: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["kind"].as_str().unwrap_or("?"),
+                        e["op"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            ensure!(
+                kinds.first().map(String::as_str) == Some("call start")
+                    && kinds.last().map(String::as_str) == Some("call end"),
+                "{kinds:?}"
+            );
+            let denial = events
+                .iter()
+                .find(|e| e["kind"] == "deny" && e["path"] == DENIED_FILE)
+                .with_context(|| format!("no denial of {DENIED_FILE} in {events:?}"))?;
+            ensure!(
+                denial["call"] == "vm-story"
+                    && denial["agent"] == "tools"
+                    && denial["cgroup"] == "/claw/tools/call-vm-story",
+                "{denial}"
+            );
+            let end = events.last().context("no events")?;
+            ensure!(end["details"]["status"] == EPERM, "{end}");
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_process_cannot_leave_its_tool_call",
+        (|| {
+            let agent_procs = tools().join("cgroup.procs");
+            let root_procs = Path::new(CGROUP_ROOT).join("cgroup.procs");
+            for target in [&agent_procs, &root_procs] {
+                let output = run_call(
+                    "vm-leave",
+                    &[],
+                    &["open", &target.display().to_string(), "w"],
+                )?;
+                ensure!(
+                    code(&output) == EPERM,
+                    "writing {}: {output:?}",
+                    target.display()
+                );
+            }
+            let output = run_call(
+                "vm-leave",
+                &[],
+                &["clone-into-cgroup", &tools().display().to_string()],
+            )?;
+            ensure!(
+                code(&output) == EPERM,
+                "clone3 into the agent's cgroup: {output:?}"
+            );
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_tool_call_ends_with_its_command_and_what_it_left_is_killed",
+        (|| {
+            let output = run_call("vm-bg", &[], &["background-sleep", "60"])?;
+            ensure!(output.status.success(), "{output:?}");
+            let pid = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            ensure!(
+                gone(&pid),
+                "the call's background process {pid} outlived the call"
+            );
+            ensure!(!call_cgroup("vm-bg").exists(), "the call's cgroup is left");
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_call_whose_client_dies_is_ended_and_ids_are_not_shared",
+        (|| {
+            let mut first = Command::new(CLAWCTL)
+                .args([
+                    "run",
+                    "--agent",
+                    "tools",
+                    "--call-id",
+                    "vm-dup",
+                    "--",
+                    VMTEST,
+                    "probe",
+                    "sleep",
+                    "60",
+                ])
+                .stdout(Stdio::null())
+                .spawn()?;
+            let cgroup = call_cgroup("vm-dup");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !cgroup.join("cgroup.procs").exists()
+                || std::fs::read_to_string(cgroup.join("cgroup.procs"))?
+                    .trim()
+                    .is_empty()
+            {
+                ensure!(Instant::now() < deadline, "the first call did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let second = run_call("vm-dup", &[], &["cgroup"]);
+            let killed = first.kill().and_then(|()| first.wait());
+            let second = second?;
+            killed?;
+            let stderr = String::from_utf8_lossy(&second.stderr);
+            ensure!(
+                !second.status.success() && stderr.contains("running"),
+                "a second call with the same id: {second:?}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cgroup.exists() {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the call of a killed clawctl still runs"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_narrowed_call_may_do_only_what_it_names",
+        (|| {
+            let read = ["--allow-read", ALLOWED_FILE];
+            let output = run_call("vm-narrow-1", &read, &["open", ALLOWED_FILE])?;
+            ensure!(
+                output.status.success(),
+                "reading the named file: {output:?}"
+            );
+            let output = run_call("vm-narrow-2", &read, &["open", SIBLING_FILE])?;
+            ensure!(
+                code(&output) == EPERM,
+                "reading a sibling in the narrowed call: {output:?}"
+            );
+            let output = run_call("vm-wide", &[], &["open", SIBLING_FILE])?;
+            ensure!(
+                output.status.success(),
+                "reading the sibling in a plain call: {output:?}"
+            );
+            let connect = ["--allow-connect", "127.0.0.1:7005/tcp"];
+            let output = run_call("vm-narrow-3", &connect, &["connect", "127.0.0.1:7005"])?;
+            ensure!(
+                code(&output) == ECONNREFUSED,
+                "connecting where named: {output:?}"
+            );
+            let output = run_call("vm-narrow-4", &connect, &["connect", "127.0.0.1:8080"])?;
+            ensure!(code(&output) == EPERM, "connecting elsewhere: {output:?}");
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "a_call_cannot_widen_its_agent",
+        (|| {
+            let output = run_call(
+                "vm-widen",
+                &["--allow-read", DENIED_FILE],
+                &["open", DENIED_FILE],
+            )?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success() && stderr.contains("only narrow"),
+                "{output:?}"
+            );
+            ensure!(
+                !call_cgroup("vm-widen").exists(),
+                "a refused call left a cgroup"
+            );
+            Ok(())
+        })(),
+    );
+}
