@@ -74,11 +74,40 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "a_tool_call_runs_in_its_own_cgroup_under_its_agent",
         (|| {
-            let output = run_call("vm-where", &[], &["cgroup"])?;
-            let stdout = String::from_utf8_lossy(&output.stdout);
+            let mut call = Command::new(CLAWCTL)
+                .args([
+                    "run",
+                    "--agent",
+                    "tools",
+                    "--call-id",
+                    "vm-where",
+                    "--",
+                    VMTEST,
+                    "probe",
+                    "sleep",
+                    "2",
+                ])
+                .spawn()?;
+            let procs = call_cgroup("vm-where").join("cgroup.procs");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let pid = loop {
+                let listed = std::fs::read_to_string(&procs).unwrap_or_default();
+                if let Some(pid) = listed.lines().next() {
+                    break pid.to_owned();
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "no process in {}",
+                    procs.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+            let status = call.wait()?;
+            ensure!(status.success(), "clawctl run: {status}");
             ensure!(
-                output.status.success() && stdout.trim() == "0::/claw/tools/call-vm-where",
-                "{output:?}"
+                seen.trim() == "0::/claw/tools/call-vm-where",
+                "the call's process is in {seen:?}"
             );
             ensure!(
                 !call_cgroup("vm-where").exists(),
