@@ -29,8 +29,8 @@ use crate::{
     config,
     describe::{self, RuleLine},
     enforcer::{Coverage, Enforcer, InstalledAgent, LoadOptions},
-    event::{AgentIdentity, CallIdentity, Event, Identities},
-    forward,
+    event::{self, AgentIdentity, CallIdentity, Event, Identities},
+    forward, grant,
     ingest::{self, ReportLimits},
     limits, metrics,
     policy::RunSpec,
@@ -368,6 +368,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         identities,
         calls: HashMap::new(),
         ending: Vec::new(),
+        audit_log: config.audit_log.clone(),
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
@@ -502,6 +503,8 @@ struct Owner {
     calls: HashMap<u64, LiveCall>,
     /// Calls ended whose processes had not gone yet: removed on a later tick.
     ending: Vec<u64>,
+    /// Where denials are looked up for `clawctl allow`.
+    audit_log: PathBuf,
 }
 
 /// A tool call the daemon started and its client has not ended.
@@ -583,6 +586,14 @@ impl Owner {
                 } => {
                     let _ = reply.send(self.start_call(agent, call, narrowing, command).await);
                 }
+                Control::Allow {
+                    event,
+                    lifetime,
+                    call_only,
+                    reply,
+                } => {
+                    let _ = reply.send(self.allow(event, lifetime, call_only).await);
+                }
                 Control::EndCall {
                     cgroup_id,
                     status,
@@ -657,6 +668,9 @@ impl Owner {
     /// Resolves hostname rules again once their answers expired; re-installs if addresses moved.
     async fn refresh(&mut self) {
         self.remove_ended_calls();
+        if let Err(err) = self.enforcer.prune_grants(event::boot_time_ns()) {
+            tracing::warn!("removing spent grants: {err}");
+        }
         if self.expires.is_none_or(|at| at > Instant::now()) {
             return;
         }
@@ -692,6 +706,83 @@ impl Owner {
             Ok(()) => tracing::info!("hostname addresses changed: network rules re-installed"),
             Err(message) => tracing::error!("{message}"),
         }
+    }
+
+    /// Grants the object of logged denial `seq` to its agent (or, `call_only`, its live call).
+    async fn allow(
+        &mut self,
+        seq: u64,
+        lifetime: grant::Lifetime,
+        call_only: bool,
+    ) -> Result<String, String> {
+        let denial = server::find_logged(self.audit_log.clone(), seq)
+            .await
+            .ok_or_else(|| {
+                format!("no event {seq} in the audit log — give the `seq` of a denial (clawctl deny-log --json shows it)")
+            })?;
+        let (cgroup_id, whom) = if call_only {
+            let call = denial
+                .call
+                .as_deref()
+                .ok_or_else(|| format!("event {seq} is not from a tool call — leave out --call-only to grant it to agent `{}`", denial.agent))?;
+            let live = self
+                .calls
+                .iter()
+                .find(|(_, c)| c.call == call && c.agent == denial.agent)
+                .ok_or_else(|| format!("tool call `{call}` has ended — grant it to agent `{}` (leave out --call-only)", denial.agent))?;
+            (
+                *live.0,
+                format!("tool call `{call}` of agent `{}`", denial.agent),
+            )
+        } else {
+            let agent = self
+                .enforcer
+                .installed()
+                .iter()
+                .find(|a| a.name == denial.agent)
+                .ok_or_else(|| format!("agent `{}` is not in the enforced policy", denial.agent))?;
+            (agent.cgroup_id, format!("agent `{}`", denial.agent))
+        };
+        let (key, entry) = grant::entry(&denial, cgroup_id, lifetime, event::boot_time_ns())?;
+        self.enforcer
+            .grant(key, entry)
+            .map_err(|err| err.to_string())?;
+        let object = denial.object().unwrap_or("-").to_owned();
+        let how = match (lifetime.uses, lifetime.seconds) {
+            (Some(uses), Some(s)) => format!("{uses} use(s) within {s} s"),
+            (None, Some(s)) => format!("for {s} s"),
+            (Some(uses), None) => format!("{uses} use(s)"),
+            (None, None) => "until revoked".to_owned(),
+        };
+        let message = format!(
+            "{} {object}{} granted to {whom}: {how}",
+            denial.op,
+            denial
+                .access
+                .as_deref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default()
+        );
+        let mut event = Event::about(
+            "grant",
+            &denial.agent,
+            &denial.cgroup,
+            "allow",
+            self.coverage_name,
+        );
+        event.call = call_only.then(|| denial.call.clone()).flatten();
+        event.path = denial.path.clone();
+        event.destination = denial.destination.clone();
+        event.access = denial.access.clone();
+        event.decision = "allow".to_owned();
+        event.details = Some(serde_json::json!({
+            "event": seq,
+            "uses": lifetime.uses,
+            "seconds": lifetime.seconds,
+        }));
+        self.bus.publish(event);
+        tracing::info!("{message}");
+        Ok(message)
     }
 
     /// Starts tool call `call_id` of `agent`: its cgroup under the agent's, held to the agent's

@@ -19,8 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use claw_common::{
-    agent_flags, counter, mode, AgentEntry, CpuState, DeviceKey, NetRuleKey, NetRuleValue,
-    PathRuleKey,
+    agent_flags, counter, mode, AgentEntry, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey,
+    NetRuleValue, PathRuleKey,
 };
 
 use crate::{
@@ -49,6 +49,7 @@ pub mod names {
     pub const AGENT_EVENTS: &str = "AGENT_EVENTS";
     pub const THROTTLE: &str = "THROTTLE";
     pub const REPORTED: &str = "REPORTED";
+    pub const GRANTS: &str = "GRANTS";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -407,6 +408,7 @@ pub const PINNED_MAPS: &[&str] = &[
     names::AGENT_EVENTS,
     names::THROTTLE,
     names::REPORTED,
+    names::GRANTS,
 ];
 
 impl Enforcer {
@@ -763,6 +765,34 @@ impl Enforcer {
         }
         self.calls.push(staged.clone());
         Ok(staged)
+    }
+
+    /// Lets the object of `key` through for its cgroup, as `grant` says.
+    pub fn grant(&mut self, key: GrantKey, grant: Grant) -> Result<(), EnforcerError> {
+        let mut grants: HashMap<_, GrantKey, Grant> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::GRANTS)?)
+                .map_err(map_error(names::GRANTS))?;
+        grants
+            .insert(key, grant, 0)
+            .map_err(map_error(names::GRANTS))
+    }
+
+    /// Removes grants that expired before `now_ns` (CLOCK_BOOTTIME) or are used up; returns how
+    /// many.
+    pub fn prune_grants(&mut self, now_ns: u64) -> Result<usize, EnforcerError> {
+        let mut grants: HashMap<_, GrantKey, Grant> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::GRANTS)?)
+                .map_err(map_error(names::GRANTS))?;
+        let spent: Vec<GrantKey> = grants
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, g)| g.expires_ns <= now_ns || g.uses_left <= 0)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &spent {
+            let _ = grants.remove(key);
+        }
+        Ok(spent.len())
     }
 
     /// Kills every process of the tool call whose cgroup is `cgroup_id`.

@@ -24,7 +24,8 @@ pub struct Event {
     #[serde(default)]
     pub seq: u64,
     /// `deny` (refused); `audit` (an audit-mode agent did what its policy does not allow, and it
-    /// went through); `throttled` (repeats counted instead of sent); `lost` (events that could
+    /// went through); `granted` (refused by the rules, let through by an operator's grant);
+    /// `call` (a tool call started or ended); `throttled` (repeats counted instead of sent); `lost` (events that could
     /// not be delivered, counted); `oom`, `pids_max`, `lifecycle`, `policy`.
     pub kind: String,
     /// RFC 3339, UTC, nanoseconds.
@@ -61,6 +62,10 @@ pub struct Event {
     /// The access the operation needed: read, write, exec, map (joined with `+`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
+    /// The kernel's key for the object (hex): equal for repeats of one operation on one object;
+    /// what `clawctl allow` grants under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
     /// `deny` or `allow` (the outcome for the process).
     pub decision: String,
     /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
@@ -96,6 +101,7 @@ impl Event {
             device: None,
             capability: None,
             access: None,
+            object_key: None,
             decision: "-".to_owned(),
             coverage: coverage.to_owned(),
             details: None,
@@ -328,6 +334,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
     let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(header.boot_time_ns);
     let (kind, outcome) = match header.decision {
         decision::AUDIT => ("audit", "allow"),
+        decision::GRANTED => ("granted", "allow"),
         _ => ("deny", "deny"),
     };
     Event {
@@ -347,6 +354,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         device: None,
         capability: None,
         access: None,
+        object_key: Some(format!("{:016x}", header.object_hash)),
         decision: outcome.to_owned(),
         coverage: String::new(),
         details: None,
@@ -375,6 +383,25 @@ fn capability_name(number: u16) -> String {
             || format!("capability {number}"),
             |(_, name)| (*name).to_owned(),
         )
+}
+
+/// The access bits of `read+write`-style names (as events show them); unknown names add none.
+pub fn access_bits(names: &str) -> u32 {
+    [
+        (access::READ, "read"),
+        (access::WRITE, "write"),
+        (access::EXEC, "exec"),
+        (access::MAP, "map"),
+        (access::ADMIN, "admin"),
+    ]
+    .into_iter()
+    .filter(|(_, name)| names.split('+').any(|n| n == *name))
+    .fold(0, |bits, (bit, _)| bits | bit)
+}
+
+/// The code of an operation named as events name it.
+pub fn op_code(name: &str) -> Option<u32> {
+    (op::OPEN..=op::PTRACE).find(|code| op_name(*code) == name)
 }
 
 fn access_names(bits: u32) -> String {

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod enforcer;
 pub mod event;
 pub mod forward;
+pub mod grant;
 pub mod ingest;
 pub mod kmsg;
 pub mod limits;

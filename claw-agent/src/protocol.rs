@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{call::Narrowing, describe::RuleLine, event::Event};
+use crate::{call::Narrowing, describe::RuleLine, event::Event, grant::Lifetime};
 
 /// Where claw-agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
@@ -44,6 +44,16 @@ pub enum Request {
     },
     /// The second line of a `call` connection: the command ended with `status`.
     CallEnd { status: i32 },
+    /// Let the object of denial `event` (its `seq`) through for its agent — with `call_only`,
+    /// for its tool call only — within `lifetime`.
+    Allow {
+        event: u64,
+        lifetime: Lifetime,
+        #[serde(default)]
+        call_only: bool,
+    },
+    /// The logged event numbered `seq`.
+    Event { seq: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +89,10 @@ pub enum Reply {
     /// The call's processes are gone and its cgroup removed.
     CallEnded {
         call: String,
+    },
+    /// The grant is in the kernel: `message` says what it lets through, for whom, how long.
+    Allowed {
+        message: String,
     },
 }
 

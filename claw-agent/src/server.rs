@@ -16,6 +16,8 @@ use crate::{
     bus::{Bus, Stage},
     call::Narrowing,
     describe::RuleLine,
+    event::Event,
+    grant::Lifetime,
     protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
 };
 
@@ -41,6 +43,13 @@ pub enum Control {
         narrowing: Narrowing,
         command: Vec<String>,
         reply: oneshot::Sender<Result<(String, u64), String>>,
+    },
+    /// Grant the object of logged denial `event`; the answer says what was granted, or why not.
+    Allow {
+        event: u64,
+        lifetime: Lifetime,
+        call_only: bool,
+        reply: oneshot::Sender<Result<String, String>>,
     },
     /// End the tool call whose cgroup is `cgroup_id` (its command exited with `status`, or
     /// with None its client went away); answered once its processes are gone.
@@ -197,6 +206,38 @@ async fn serve(
             .await;
             send(&mut write, &Reply::CallEnded { call }).await
         }
+        Request::Allow {
+            event,
+            lifetime,
+            call_only,
+        } => {
+            let reply = match ask(&handles, |reply| Control::Allow {
+                event,
+                lifetime,
+                call_only,
+                reply,
+            })
+            .await
+            {
+                Some(Ok(message)) => Reply::Allowed { message },
+                Some(Err(message)) => Reply::Error { message },
+                None => shutting_down(),
+            };
+            send(&mut write, &reply).await
+        }
+        Request::Event { seq } => {
+            let reply = match logged_event(&handles, seq).await {
+                Some(event) => Reply::Event {
+                    event: Arc::new(event),
+                },
+                None => Reply::Error {
+                    message: format!(
+                        "no event {seq} in the audit log (rotated away, or not yet written)"
+                    ),
+                },
+            };
+            send(&mut write, &reply).await
+        }
         Request::CallEnd { .. } => {
             let message = "call-end outside a call — send it on the connection that sent `call`, after `call-started`".to_owned();
             send(&mut write, &Reply::Error { message }).await
@@ -298,6 +339,28 @@ async fn serve(
             }
         }
     }
+}
+
+/// The event numbered `seq`, from the audit log.
+pub async fn logged_event(handles: &Handles, seq: u64) -> Option<Event> {
+    handles
+        .bus
+        .until_written(seq.saturating_add(1), AUDIT_CATCH_UP)
+        .await;
+    find_logged(handles.audit_log.clone(), seq).await
+}
+
+/// The event numbered `seq` in the audit log at `path`.
+pub async fn find_logged(path: PathBuf, seq: u64) -> Option<Event> {
+    let from = match seq.checked_sub(1) {
+        Some(before) => ReplayFrom::After(before),
+        None => ReplayFrom::Since(std::time::SystemTime::UNIX_EPOCH),
+    };
+    tokio::task::spawn_blocking(move || audit::replay(&path, &from, seq.saturating_add(1)))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|e| e.seq == seq)
 }
 
 /// The logged events from `from` up to the live stream's first (`until`), with `lost` markers

@@ -94,6 +94,8 @@ pub mod decision {
     pub const DENY: u32 = 1;
     /// An audit-mode agent did something its policy does not allow; it was let through.
     pub const AUDIT: u32 = 2;
+    /// An operator's grant of exactly this object (`clawctl allow`) let a denial through.
+    pub const GRANTED: u32 = 3;
 }
 
 /// Kinds of ring-buffer records, the first field of each.
@@ -285,6 +287,46 @@ pub struct NetRuleValue {
     pub ranges: [PortRangeEntry; MAX_PORT_RANGES],
 }
 
+/// Key of the GRANTS map: one object an operator let an agent, or one of its tool calls, reach
+/// although its rules do not (`clawctl allow EVENT`), keyed as its denial was reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    /// The agent's cgroup id, or a tool call's (a grant for that call only).
+    pub cgroup_id: u64,
+    /// RecordHeader::object_hash of the denial. Only a lookup key: the object itself is
+    /// compared (the hash is no secret and easily collided).
+    pub object_hash: u64,
+    pub op: u32,
+    /// The access the denied operation needed ([`access`] bits; 0 for network operations).
+    pub access: u32,
+}
+
+/// Grant::uses_left of a grant that lasts until it expires.
+pub const UNLIMITED_USES: i64 = i64::MAX;
+/// Grant::expires_ns of a grant that lasts until it is used up.
+pub const NO_EXPIRY: u64 = u64::MAX;
+
+/// Value of the GRANTS map: the exact object, and how long and how often the grant holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    /// CLOCK_BOOTTIME after which the grant no longer holds.
+    pub expires_ns: u64,
+    /// Operations it still lets through; every use takes one.
+    pub uses_left: i64,
+    /// Bytes of `path` (NUL included) for a file grant; 0 for a network grant.
+    pub path_len: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+    /// IPv6 or IPv4-mapped, as NetRecord::address.
+    pub address: [u8; 16],
+    pub path: [u8; RULE_PATH_BYTES],
+    pub _pad2: u32,
+}
+
 /// RecordHeader::record of a report whose agent had no AGENT_EVENTS entry (the map was full).
 pub const UNNUMBERED: u64 = u64::MAX;
 
@@ -364,6 +406,8 @@ const _: () = assert!(core::mem::size_of::<RecordHeader>() == 72 + COMM_BYTES);
 const _: () = assert!(core::mem::size_of::<FileRecord>() == 88 + 8 + EVENT_PATH_BYTES);
 const _: () = assert!(core::mem::size_of::<NetRecord>() == 88 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
+const _: () = assert!(core::mem::size_of::<GrantKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Grant>() == 40 + RULE_PATH_BYTES + 4);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);
 const _: () = assert!(core::mem::size_of::<Reported>() == 72);
@@ -385,4 +429,6 @@ mod user {
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::AgentEvents {}
     unsafe impl aya::Pod for super::Reported {}
+    unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::Grant {}
 }

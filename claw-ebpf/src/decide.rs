@@ -18,6 +18,7 @@ use claw_common::{
 };
 
 use crate::{
+    grant,
     kernel::{offset, read, read_ptr},
     throttle::{admit, count_lost, mix, number, HASH_SEED},
     AGENTS, CPU_STATE, EVENTS, FILE_RULES,
@@ -366,13 +367,15 @@ pub fn file_verdict_in(
         scratch.count(counter::ALLOWED);
         return 0;
     }
-    let (outcome, ret) = outcome(agent);
     let reported = match resolved {
         Some(resolved) => Reported::Path(resolved),
         None => Reported::Unresolved,
     };
-    report_file(cgroup_id, agent, op, need, outcome, reported);
-    ret
+    if report_file(cgroup_id, agent, op, need, decision_of(agent), reported) {
+        scratch.count(counter::ALLOWED);
+        return 0;
+    }
+    outcome(agent).1
 }
 
 /// Executable memory without a file: only agents with the JIT switch may make it.
@@ -421,6 +424,16 @@ pub fn refuse(cgroup_id: u64, agent: AgentEntry, op: u32) -> i32 {
     ret
 }
 
+/// The decision an operation no rule allows gets, uncounted.
+#[inline(always)]
+pub fn decision_of(agent: AgentEntry) -> u32 {
+    if agent.mode == mode::AUDIT {
+        decision::AUDIT
+    } else {
+        decision::DENY
+    }
+}
+
 /// The decision for an operation no rule allows: (event decision, return value).
 #[inline(always)]
 pub fn outcome(agent: AgentEntry) -> (u32, i32) {
@@ -460,6 +473,9 @@ pub fn header(
     }
 }
 
+/// Reports a file operation no rule allowed. A denial of a path an operator granted
+/// (`clawctl allow`) is reported as granted instead, and true returned: let it through. (Without
+/// room in the ring buffer the grant is not looked at: the denial stands, and is counted lost.)
 #[inline(always)]
 pub fn report_file(
     cgroup_id: u64,
@@ -468,11 +484,11 @@ pub fn report_file(
     need: u32,
     decision: u32,
     reported: Reported,
-) {
+) -> bool {
     let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
         count(counter::EVENTS_LOST);
         count_lost(cgroup_id);
-        return;
+        return false;
     };
     let record = entry.as_mut_ptr();
     // SAFETY: the reserved record is ours until submitted; the path copy is sized to the field
@@ -508,12 +524,26 @@ pub fn report_file(
             }
         };
         (*record).header.object_hash = object_hash;
+        let granted = decision == decision::DENY
+            && matches!(reported, Reported::Path(_))
+            && grant::file(
+                cgroup_id,
+                op,
+                need,
+                object_hash,
+                (*record).path.as_ptr(),
+                (*record).path_len as usize,
+            );
+        if granted {
+            (*record).header.decision = decision::GRANTED;
+        }
         let Some(repeats_before) = admit(cgroup_id, op, object_hash) else {
             entry.discard(0);
-            return;
+            return granted;
         };
         (*record).header.repeats_before = repeats_before;
         (*record).header.record = number(cgroup_id);
+        entry.submit(0);
+        granted
     }
-    entry.submit(0);
 }

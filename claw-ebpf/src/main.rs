@@ -12,6 +12,7 @@ mod decide;
 mod degraded;
 mod devices;
 mod file;
+mod grant;
 mod kernel;
 mod net;
 mod path;
@@ -22,8 +23,8 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use claw_common::{
-    AgentEntry, AgentEvents, CpuState, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey, RateState,
-    Reported, ThrottleKey,
+    AgentEntry, AgentEvents, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey, NetRuleValue,
+    PathRuleKey, RateState, Reported, ThrottleKey,
 };
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
@@ -60,6 +61,11 @@ static REPORTED: HashMap<u64, Reported> = HashMap::with_max_entries(8192, 0);
 /// key's later repeats still count in AGENT_EVENTS.
 #[map]
 static THROTTLE: LruHashMap<ThrottleKey, RateState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Objects operators let an agent or a tool call reach beyond its rules (`clawctl allow`),
+/// once, for a while, or both.
+#[map]
+static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(4096, 0);
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

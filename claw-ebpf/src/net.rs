@@ -7,11 +7,11 @@ use aya_ebpf::{
     bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
-use claw_common::{counter, op, record, NetRecord, NetRuleKey, MAX_PORT_RANGES};
+use claw_common::{counter, decision, op, record, NetRecord, NetRuleKey, MAX_PORT_RANGES};
 
 use crate::{
-    decide::{count, current_agent, emit, header, outcome},
-    NET_RULES,
+    decide::{count, current_agent, decision_of, emit, header, outcome, Report as _},
+    grant, NET_RULES,
 };
 
 const ALLOW: i32 = 1;
@@ -91,15 +91,24 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
         count(counter::ALLOWED);
         return ALLOW;
     }
-    let (decision, ret) = outcome(agent);
-    emit(NetRecord {
-        header: header(record::NET, op, cgroup_id, agent, decision, 0),
+    let mut record = NetRecord {
+        header: header(record::NET, op, cgroup_id, agent, decision_of(agent), 0),
         address,
         port,
         protocol,
         family: if V6 { 6 } else { 4 },
         _pad: 0,
-    });
+    };
+    if record.header.decision == decision::DENY
+        && grant::net(cgroup_id, op, record.object_hash(), &record)
+    {
+        count(counter::ALLOWED);
+        record.header.decision = decision::GRANTED;
+        emit(record);
+        return ALLOW;
+    }
+    let (_, ret) = outcome(agent);
+    emit(record);
     if ret == 0 {
         ALLOW
     } else {

@@ -16,6 +16,7 @@ use claw_agent::{
     daemon::{prepare, DEFAULT_MAX_TTL},
     describe::{self, RuleLine},
     event::Event,
+    grant::Lifetime,
     protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
     spawn,
 };
@@ -93,6 +94,21 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Let the object of one denial through, for exactly the agent (or tool call) it was denied
+    /// to: once, for a while, or both. Nothing else is widened.
+    Allow {
+        /// The denial's number (`event N` in deny-log, `seq` in its JSON).
+        event: u64,
+        /// One retry (within an hour, or within --for).
+        #[arg(long)]
+        once: bool,
+        /// For this long (`10m`, `2h`): any number of times, or with --once one time.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Only for the tool call the denial came from (while it runs).
+        #[arg(long)]
+        call_only: bool,
     },
     /// The audit log.
     Audit {
@@ -210,6 +226,12 @@ fn main() -> ExitCode {
         },
         Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
         Command::Agents { json } => agents(socket, json),
+        Command::Allow {
+            event,
+            once,
+            duration,
+            call_only,
+        } => allow(socket, event, once, duration, call_only),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify_audit(files),
@@ -363,6 +385,29 @@ fn call_story(
             Continue::Print
         })
     })
+}
+
+fn allow(
+    socket: &Path,
+    event: u64,
+    once: bool,
+    duration: Option<Duration>,
+    call_only: bool,
+) -> anyhow::Result<()> {
+    let lifetime = Lifetime::new(once, duration).map_err(anyhow::Error::msg)?;
+    let request = Request::Allow {
+        event,
+        lifetime,
+        call_only,
+    };
+    match Connection::open(socket, &request)?.next_reply()? {
+        Some(Reply::Allowed { message }) => {
+            println!("{message}");
+            Ok(())
+        }
+        Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
+        other => bail!("unexpected reply from claw-agent: {other:?}"),
+    }
 }
 
 fn verify_audit(files: Vec<PathBuf>) -> anyhow::Result<()> {
@@ -643,12 +688,14 @@ fn human_line(e: &Event) -> String {
         .unwrap_or_default();
     let verdict = if e.kind == "audit" {
         "AUDIT (allowed)".to_owned()
+    } else if e.kind == "granted" {
+        "GRANTED (allowed by clawctl allow)".to_owned()
     } else {
         e.decision.clone()
     };
     format!(
-        "{}  {}  pid={} comm={}  {} {}{access}  {verdict}",
-        e.time, who, e.pid, e.comm, e.op, object
+        "{}  {}  pid={} comm={}  {} {}{access}  {verdict}  (event {})",
+        e.time, who, e.pid, e.comm, e.op, object, e.seq
     )
 }
 

@@ -21,7 +21,7 @@ fn call_cgroup(call: &str) -> std::path::PathBuf {
 }
 
 /// `clawctl run --agent tools --call-id CALL [EXTRA...] -- claw-vmtest probe PROBE...`
-fn run_call(call: &str, extra: &[&str], probe: &[&str]) -> anyhow::Result<Output> {
+pub(super) fn run_call(call: &str, extra: &[&str], probe: &[&str]) -> anyhow::Result<Output> {
     let output = Command::new(CLAWCTL)
         .args(["run", "--agent", "tools", "--call-id", call])
         .args(extra)
@@ -31,7 +31,7 @@ fn run_call(call: &str, extra: &[&str], probe: &[&str]) -> anyhow::Result<Output
     Ok(output)
 }
 
-fn code(output: &Output) -> i32 {
+pub(super) fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
 
@@ -53,7 +53,7 @@ fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output
 }
 
 /// The events `clawctl events --call CALL --json` prints (it ends at the call's end).
-fn story(call: &str) -> anyhow::Result<Vec<Value>> {
+pub(super) fn story(call: &str) -> anyhow::Result<Vec<Value>> {
     let mut command = Command::new(CLAWCTL);
     command.args(["events", "--call", call, "--json", "--since", "10m"]);
     let output = output_within(command, Duration::from_secs(20))?;

@@ -7,6 +7,7 @@ mod confine;
 mod devices;
 mod exec;
 mod files;
+mod grants;
 mod limits;
 mod net;
 mod policy;
@@ -143,6 +144,7 @@ pub fn run_all() -> ExitCode {
     devices::run(&mut runner);
     run::run(&mut runner);
     calls::run(&mut runner);
+    grants::run(&mut runner);
     supervise::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);

@@ -1,0 +1,84 @@
+//! `clawctl allow EVENT`: exactly the object of one denial let through for its agent, once or
+//! for a while; nothing else.
+
+use std::process::Command;
+
+use anyhow::{ensure, Context as _};
+use claw_tests::harness::{expect, CLAWCTL};
+
+use super::{
+    calls::{code, run_call, story},
+    tools, Runner, DENIED_FILE, ECONNREFUSED, EPERM,
+};
+
+/// Denies `probe` in tool call `call` and returns the denial's event number.
+fn denial(call: &str, probe: &[&str]) -> anyhow::Result<u64> {
+    let output = run_call(call, &[], probe)?;
+    ensure!(code(&output) == EPERM, "{output:?}");
+    let events = story(call)?;
+    events
+        .iter()
+        .find(|e| e["kind"] == "deny")
+        .and_then(|e| e["seq"].as_u64())
+        .with_context(|| format!("no denial in {events:?}"))
+}
+
+fn allow(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(CLAWCTL).arg("allow").args(args).output()?;
+    ensure!(
+        output.status.success(),
+        "clawctl allow {args:?}: {output:?}"
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub fn run(runner: &mut Runner) {
+    let agent = tools();
+    let inside = Some(agent.as_path());
+    runner.check(
+        "allow_once_lets_exactly_one_retry_through",
+        (|| {
+            let seq = denial("vm-grant-file", &["open", DENIED_FILE])?;
+            let said = allow(&[&seq.to_string(), "--once"])?;
+            ensure!(
+                said.contains(DENIED_FILE) && said.contains("agent `tools`"),
+                "{said}"
+            );
+            // Another access to the same file is another grant: writing stays denied.
+            expect(&["open", DENIED_FILE, "w"], inside, EPERM)?;
+            expect(&["open", DENIED_FILE], inside, 0)?;
+            expect(&["open", DENIED_FILE], inside, EPERM)
+        })(),
+    );
+    runner.check(
+        "allow_for_a_while_holds_that_destination_only",
+        (|| {
+            let seq = denial("vm-grant-net", &["connect", "127.0.0.1:9300"])?;
+            allow(&[&seq.to_string(), "--for", "10m"])?;
+            expect(&["connect", "127.0.0.1:9300"], inside, ECONNREFUSED)?;
+            expect(&["connect", "127.0.0.1:9300"], inside, ECONNREFUSED)?;
+            expect(&["connect", "127.0.0.1:9301"], inside, EPERM)?;
+            expect(&["connect", "[::1]:9300"], inside, EPERM)
+        })(),
+    );
+    runner.check(
+        "allow_refuses_what_is_not_a_denial_and_says_how_to_ask",
+        (|| {
+            let output = Command::new(CLAWCTL)
+                .args(["allow", "999999999", "--once"])
+                .output()?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success() && stderr.contains("no event 999999999"),
+                "{output:?}"
+            );
+            let output = Command::new(CLAWCTL).args(["allow", "1"]).output()?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success() && stderr.contains("--once"),
+                "{output:?}"
+            );
+            Ok(())
+        })(),
+    );
+}
