@@ -5,6 +5,7 @@
 //! event -> server -> clients. `daemon` wires them together; adapters to the outside (cgroupfs,
 //! BTF, the socket) stay at the edges.
 
+pub mod advise;
 pub mod audit;
 pub mod baseline;
 pub mod btf;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{call::Narrowing, describe::RuleLine, event::Event, grant::Lifetime};
+use crate::{advise::Rule, call::Narrowing, describe::RuleLine, event::Event, grant::Lifetime};
 
 /// Where claw-agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
@@ -54,6 +54,18 @@ pub enum Request {
     },
     /// The logged event numbered `seq`.
     Event { seq: u64 },
+    /// Draft the narrowest rules that would have allowed the denials logged since the RFC 3339
+    /// time `since` (of `agent`, of tool call `call`, if given), as an edit of the enforced
+    /// policy file.
+    Advise {
+        since: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<String>,
+    },
+    /// The same for one denial, by its number: the rule `clawctl allow --persist` writes.
+    Persist { event: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +105,15 @@ pub enum Reply {
     /// The grant is in the kernel: `message` says what it lets through, for whom, how long.
     Allowed {
         message: String,
+    },
+    /// Rules drafted into the enforced policy file `policy`: its text now (`current`) and with
+    /// them (`proposed`); `notes` say what no rule can allow. Nothing is changed.
+    Draft {
+        policy: String,
+        rules: Vec<Rule>,
+        notes: Vec<String>,
+        current: String,
+        proposed: String,
     },
 }
 

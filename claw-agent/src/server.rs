@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::{
+    advise,
     audit::{self, ReplayFrom},
     bus::{Bus, Stage},
     call::Narrowing,
@@ -238,6 +239,50 @@ async fn serve(
             };
             send(&mut write, &reply).await
         }
+        Request::Advise { since, agent, call } => {
+            let reply = match humantime::parse_rfc3339_weak(&since) {
+                Ok(time) => {
+                    let path = handles.audit_log.clone();
+                    let until = handles.bus.next_seq();
+                    handles.bus.until_written(until, AUDIT_CATCH_UP).await;
+                    let events = tokio::task::spawn_blocking(move || {
+                        audit::replay(&path, &ReplayFrom::Since(time), until)
+                    })
+                    .await
+                    .unwrap_or_default();
+                    let chosen = events.iter().filter(|e| {
+                        agent.as_ref().is_none_or(|a| *a == e.agent)
+                            && call.as_ref().is_none_or(|c| Some(c) == e.call.as_ref())
+                    });
+                    draft_reply(&handles, advise::draft(chosen)).await
+                }
+                Err(err) => Reply::Error {
+                    message: format!(
+                        "since `{since}`: {err} — give a time like 2026-11-22T10:00:00Z"
+                    ),
+                },
+            };
+            send(&mut write, &reply).await
+        }
+        Request::Persist { event } => {
+            let reply = match logged_event(&handles, event).await {
+                Some(denial) if denial.kind == "deny" => {
+                    draft_reply(&handles, advise::draft([&denial])).await
+                }
+                Some(other) => Reply::Error {
+                    message: format!(
+                        "event {event} is a `{}` event — only denials can be allowed",
+                        other.kind
+                    ),
+                },
+                None => Reply::Error {
+                    message: format!(
+                        "no event {event} in the audit log (rotated away, or not yet written)"
+                    ),
+                },
+            };
+            send(&mut write, &reply).await
+        }
         Request::CallEnd { .. } => {
             let message = "call-end outside a call — send it on the connection that sent `call`, after `call-started`".to_owned();
             send(&mut write, &Reply::Error { message }).await
@@ -338,6 +383,31 @@ async fn serve(
                 lines.clear();
             }
         }
+    }
+}
+
+/// `draft` written into the enforced policy file's text.
+async fn draft_reply(handles: &Handles, draft: advise::Draft) -> Reply {
+    let Some((policy, _)) = ask(handles, Control::Rules).await else {
+        return shutting_down();
+    };
+    let current = match tokio::fs::read_to_string(&policy).await {
+        Ok(text) => text,
+        Err(err) => {
+            return Reply::Error {
+                message: format!("reading the enforced policy {policy}: {err}"),
+            }
+        }
+    };
+    match advise::add_rules(&policy, &current, &draft.rules) {
+        Ok(proposed) => Reply::Draft {
+            policy,
+            rules: draft.rules.into_iter().collect(),
+            notes: draft.notes.into_iter().collect(),
+            current,
+            proposed,
+        },
+        Err(message) => Reply::Error { message },
     }
 }
 

@@ -107,8 +107,31 @@ enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
         /// Only for the tool call the denial came from (while it runs).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "persist")]
         call_only: bool,
+        /// Instead: print the rule for it as a diff of the enforced policy file; with --apply,
+        /// write it there and apply it.
+        #[arg(long, conflicts_with_all = ["once", "duration"])]
+        persist: bool,
+        /// With --persist: write the diff and apply the policy.
+        #[arg(long, requires = "persist")]
+        apply: bool,
+    },
+    /// Draft the narrowest rules that would have allowed recent denials (exact paths and
+    /// destinations, nothing wider), as a diff of the enforced policy file.
+    Advise {
+        /// Only this agent's denials.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this tool call's denials.
+        #[arg(long, value_name = "ID")]
+        call: Option<String>,
+        /// Denials since this long ago (`10m`, `2h`) or this time [default: 1h].
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<SystemTime>,
+        /// Write the drafted rules into the policy file and apply it.
+        #[arg(long)]
+        apply: bool,
     },
     /// The audit log.
     Audit {
@@ -228,10 +251,31 @@ fn main() -> ExitCode {
         Command::Agents { json } => agents(socket, json),
         Command::Allow {
             event,
+            persist: true,
+            apply,
+            ..
+        } => draft(socket, &Request::Persist { event }, apply),
+        Command::Allow {
+            event,
             once,
             duration,
             call_only,
+            ..
         } => allow(socket, event, once, duration, call_only),
+        Command::Advise {
+            agent,
+            call,
+            since,
+            apply,
+        } => {
+            let since = since.unwrap_or_else(|| SystemTime::now() - Duration::from_secs(3600));
+            let request = Request::Advise {
+                since: humantime::format_rfc3339_nanos(since).to_string(),
+                agent,
+                call,
+            };
+            draft(socket, &request, apply)
+        }
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify_audit(files),
@@ -408,6 +452,56 @@ fn allow(
         Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
         other => bail!("unexpected reply from claw-agent: {other:?}"),
     }
+}
+
+/// Prints the rules the daemon drafted as a diff of the policy file; with `apply`, writes it
+/// (unless the file changed meanwhile) and applies it.
+fn draft(socket: &Path, request: &Request, apply: bool) -> anyhow::Result<()> {
+    let (policy, rules, notes, current, proposed) =
+        match Connection::open(socket, request)?.next_reply()? {
+            Some(Reply::Draft {
+                policy,
+                rules,
+                notes,
+                current,
+                proposed,
+            }) => (policy, rules, notes, current, proposed),
+            Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
+            other => bail!("unexpected reply from claw-agent: {other:?}"),
+        };
+    for note in &notes {
+        eprintln!("clawctl: not drafted: {note}");
+    }
+    if rules.is_empty() {
+        println!("no rules to draft: no denial a rule could allow");
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(&current, &proposed);
+    print!(
+        "{}",
+        diff.unified_diff().header(
+            &format!("{policy} (enforced)"),
+            &format!("{policy} (drafted)")
+        )
+    );
+    if !apply {
+        eprintln!(
+            "clawctl: {} rule(s) drafted; nothing changed — run again with --apply to write and apply them",
+            rules.len()
+        );
+        return Ok(());
+    }
+    let now = std::fs::read_to_string(&policy).with_context(|| format!("reading {policy}"))?;
+    if now != current {
+        bail!("{policy} changed since the draft was made — run again");
+    }
+    std::fs::write(&policy, &proposed).with_context(|| format!("writing {policy}"))?;
+    if let Err(err) = client::apply(socket, Path::new(&policy)) {
+        std::fs::write(&policy, &current).with_context(|| format!("restoring {policy}"))?;
+        return Err(err.context(format!("not applied; {policy} restored")));
+    }
+    println!("applied {policy} with {} new rule(s)", rules.len());
+    Ok(())
 }
 
 fn verify_audit(files: Vec<PathBuf>) -> anyhow::Result<()> {

@@ -11,14 +11,15 @@ use super::{
     tools, Runner, DENIED_FILE, ECONNREFUSED, EPERM,
 };
 
-/// Denies `probe` in tool call `call` and returns the denial's event number.
-fn denial(call: &str, probe: &[&str]) -> anyhow::Result<u64> {
+/// Denies `probe` in tool call `call` and returns the number of its denial of `object` (a path
+/// or a destination).
+fn denial(call: &str, probe: &[&str], object: &str) -> anyhow::Result<u64> {
     let output = run_call(call, &[], probe)?;
     ensure!(code(&output) == EPERM, "{output:?}");
     let events = story(call)?;
     events
         .iter()
-        .find(|e| e["kind"] == "deny")
+        .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
         .and_then(|e| e["seq"].as_u64())
         .with_context(|| format!("no denial in {events:?}"))
 }
@@ -38,7 +39,7 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "allow_once_lets_exactly_one_retry_through",
         (|| {
-            let seq = denial("vm-grant-file", &["open", DENIED_FILE])?;
+            let seq = denial("vm-grant-file", &["open", DENIED_FILE], DENIED_FILE)?;
             let said = allow(&[&seq.to_string(), "--once"])?;
             ensure!(
                 said.contains(DENIED_FILE) && said.contains("agent `tools`"),
@@ -53,7 +54,11 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "allow_for_a_while_holds_that_destination_only",
         (|| {
-            let seq = denial("vm-grant-net", &["connect", "127.0.0.1:9300"])?;
+            let seq = denial(
+                "vm-grant-net",
+                &["connect", "127.0.0.1:9300"],
+                "127.0.0.1:9300/tcp",
+            )?;
             allow(&[&seq.to_string(), "--for", "10m"])?;
             expect(&["connect", "127.0.0.1:9300"], inside, ECONNREFUSED)?;
             expect(&["connect", "127.0.0.1:9300"], inside, ECONNREFUSED)?;

@@ -1,6 +1,7 @@
 //! The in-kernel test cases. One daemon enforces POLICY for the whole run; cases that change the
 //! policy put it back.
 
+mod advise;
 mod basics;
 mod calls;
 mod confine;
@@ -145,6 +146,7 @@ pub fn run_all() -> ExitCode {
     run::run(&mut runner);
     calls::run(&mut runner);
     grants::run(&mut runner);
+    advise::run(&mut runner);
     supervise::run(&mut runner);
     policy::run(&mut runner, &mut daemon);
     basics::after(&mut runner, &mut daemon);
