@@ -110,7 +110,18 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// Where this machine's credential stores are: the built-in guarded paths under every home
+/// directory in /etc/passwd, and the machine-wide ones.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    compile_guarding(policy, &crate::rules::credential_paths(&passwd))
+}
+
+/// `compile`, with the credential stores to guard given.
+pub fn compile_guarding(
+    policy: &Policy,
+    credentials: &[RulePath],
+) -> Result<Compiled, CompileError> {
     let agents = policy
         .agents
         .iter()
@@ -138,8 +149,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
                     *prefixes.entry(prefix.to_vec()).or_default() |= access::READ | access::WRITE;
                 }
             }
+            let named: Vec<Vec<u8>> = prefixes.keys().cloned().collect();
             inherit_directory_grants(&mut prefixes);
             stop_writes_short_of_protected_trees(&mut prefixes);
+            guard_credentials(&mut prefixes, &named, credentials);
             let hostname_rules = rules
                 .connect
                 .iter()
@@ -211,6 +224,32 @@ fn stop_writes_short_of_protected_trees(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
         let path = String::from_utf8_lossy(prefix);
         if crate::rules::protected_tree(path.trim_end_matches('\0')).is_some() {
             *bits &= !access::WRITE;
+        }
+    }
+}
+
+/// A directory rule wider than a credential store (`read: [/home/]`) does not reach into it:
+/// the store gets entries of its own without access. A rule naming the store itself (`named`,
+/// the policy's own prefixes) lifts the guard; rules inside it still grant what they name.
+fn guard_credentials(
+    prefixes: &mut BTreeMap<Vec<u8>, u32>,
+    named: &[Vec<u8>],
+    credentials: &[RulePath],
+) {
+    for store in credentials {
+        let own = prefixes_of(store);
+        if own.iter().any(|p| named.contains(p)) {
+            continue;
+        }
+        let bytes = store.0.as_bytes();
+        let covered = prefixes.iter().any(|(prefix, bits)| {
+            *bits != 0 && prefix.ends_with(b"/") && bytes.starts_with(prefix)
+        });
+        if !covered {
+            continue;
+        }
+        for prefix in own {
+            prefixes.entry(prefix).or_insert(0);
         }
     }
 }
@@ -302,8 +341,9 @@ mod tests {
     use super::*;
     use crate::policy::parse;
 
+    /// Without credential stores to guard (those have tests of their own).
     fn compiled(text: &str) -> Compiled {
-        compile(&parse("p.yaml", text).unwrap()).unwrap()
+        compile_guarding(&parse("p.yaml", text).unwrap(), &[]).unwrap()
     }
 
     fn agent(rules: &str) -> CompiledAgent {
@@ -423,6 +463,55 @@ mod tests {
         .is_ok());
     }
 
+    fn guarded(rules: &str) -> Vec<(String, u32)> {
+        let policy = parse(
+            "p.yaml",
+            &format!("agents:\n  - name: t\n    cgroup: claw/t\n{rules}"),
+        )
+        .unwrap();
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nu:x:1000:1000::/home/u:/bin/sh\n";
+        let mut compiled =
+            compile_guarding(&policy, &crate::rules::credential_paths(passwd)).unwrap();
+        prefixes(&compiled.agents.remove(0))
+    }
+
+    #[test]
+    fn wide_rules_do_not_reach_into_credential_stores() {
+        let got = guarded("    files:\n      read: [/home/]\n");
+        for store in [
+            "/home/u/.ssh/",
+            "/home/u/.aws/",
+            "/home/u/.docker/config.json$",
+        ] {
+            assert!(got.contains(&(store.to_owned(), 0)), "{store} in {got:?}");
+        }
+        // Other homes and machine-wide stores are not under the rule: nothing to carve there.
+        assert!(!got
+            .iter()
+            .any(|(p, _)| p.starts_with("/root/") || p.starts_with("/run/")));
+        let everything = guarded("    files:\n      read: [/]\n      write: [/]\n");
+        for store in [
+            "/root/.ssh/",
+            "/run/secrets/",
+            "/var/run/secrets/",
+            "/etc/shadow$",
+        ] {
+            assert!(everything.contains(&(store.to_owned(), 0)), "{store}");
+        }
+    }
+
+    #[test]
+    fn a_rule_naming_a_store_lifts_its_guard_and_rules_inside_grant_what_they_name() {
+        let got =
+            guarded("    files:\n      read: [/home/, /home/u/.kube/, /home/u/.ssh/known_hosts]\n");
+        assert!(
+            got.contains(&("/home/u/.kube/".to_owned(), access::READ)),
+            "{got:?}"
+        );
+        assert!(got.contains(&("/home/u/.ssh/".to_owned(), 0)), "{got:?}");
+        assert!(got.contains(&("/home/u/.ssh/known_hosts$".to_owned(), access::READ)));
+    }
+
     #[test]
     fn mode_and_policy_order_are_kept() {
         let c = compiled(
@@ -510,7 +599,7 @@ mod tests {
             &format!("agents:\n  - name: t\n    cgroup: claw/t\n    connect:\n{rules}"),
         )
         .unwrap();
-        let err = compile(&policy).unwrap_err();
+        let err = compile_guarding(&policy, &[]).unwrap_err();
         assert_eq!(err.agent, "t");
         assert!(err.message.contains("10.0.0.1/32"), "{err}");
         assert!(err.message.contains("at most 16"), "{err}");

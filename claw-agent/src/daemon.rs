@@ -36,7 +36,7 @@ use crate::{
     policy::RunSpec,
     policy::{self, Policy},
     protocol::{AgentStatus, LimitStatus, Status, Usage},
-    resolve,
+    reason, resolve,
     server::{self, Control, Handles},
     supervise, watch,
 };
@@ -295,7 +295,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.allow_missing_limits,
     )
     .map_err(anyhow::Error::msg)?;
-    record_identities(&enforcer, &identities);
+    record_identities(&enforcer, &prepared.policy, &identities);
     enforcer.attach_programs()?;
     // Loading parsed the kernel's BTF and the object (tens of MiB, freed since): hand the freed
     // heap back, so that the daemon's resident size is what it uses.
@@ -467,8 +467,9 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-fn record_identities(enforcer: &Enforcer, identities: &RwLock<Identities>) {
+fn record_identities(enforcer: &Enforcer, policy: &Policy, identities: &RwLock<Identities>) {
     let mut identities = identities.write().unwrap_or_else(|p| p.into_inner());
+    identities.set_summaries(policy.agents.iter().map(reason::Summary::of));
     for agent in enforcer.installed() {
         identities.insert(
             agent.ruleset,
@@ -658,7 +659,7 @@ impl Owner {
         })?;
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = agent_views(&prepared.compiled);
         self.compiled = prepared.compiled;
-        record_identities(&self.enforcer, &self.identities);
+        record_identities(&self.enforcer, &prepared.policy, &self.identities);
         self.lines = describe::rule_lines(&prepared.policy);
         self.policy = prepared.policy;
         self.expires = prepared.expires;

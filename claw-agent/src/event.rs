@@ -68,6 +68,10 @@ pub struct Event {
     pub object_key: Option<String>,
     /// `deny` or `allow` (the outcome for the process).
     pub decision: String,
+    /// For a denial: the rule it ran into, in words a model can act on ("tools may write only
+    /// under /workspace/").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
     /// reports (`audit`) of paths as the process passed them, and nothing on files is enforced.
     pub coverage: String,
@@ -103,6 +107,7 @@ impl Event {
             access: None,
             object_key: None,
             decision: "-".to_owned(),
+            reason: None,
             coverage: coverage.to_owned(),
             details: None,
         }
@@ -143,6 +148,8 @@ const ENDED_CALLS_KEPT: usize = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct Identities {
     rulesets: HashMap<u32, AgentIdentity>,
+    /// Each agent's rules as reasons quote them, by agent name.
+    summaries: HashMap<String, std::sync::Arc<crate::reason::Summary>>,
     calls: HashMap<u64, CallIdentity>,
     ended: VecDeque<u64>,
 }
@@ -179,6 +186,25 @@ impl Identities {
 
     pub fn call(&self, cgroup_id: u64) -> Option<&CallIdentity> {
         self.calls.get(&cgroup_id)
+    }
+
+    /// The rules of the enforced policy's agents, for the reasons of their denials.
+    pub fn set_summaries(&mut self, summaries: impl IntoIterator<Item = crate::reason::Summary>) {
+        self.summaries = summaries
+            .into_iter()
+            .map(|s| (s.agent.clone(), std::sync::Arc::new(s)))
+            .collect();
+    }
+
+    /// Why `event` (a denial) was denied, if its agent is known.
+    pub fn reason(&self, event: &Event) -> Option<String> {
+        let summary = self.summaries.get(&event.agent)?;
+        Some(crate::reason::explain(
+            summary,
+            &event.op,
+            event.access.as_deref().unwrap_or(""),
+            event.object().unwrap_or(""),
+        ))
     }
 }
 
@@ -260,6 +286,7 @@ pub fn decode_with_header(
             let net: NetRecord = read_record(bytes)?;
             if header.op == op::CAPABILITY {
                 event.capability = Some(capability_name(net.port));
+                event.reason = identities.reason(&event);
                 return Ok((header, event));
             }
             if header.op == op::SIGNAL || header.op == op::PTRACE {
@@ -275,6 +302,7 @@ pub fn decode_with_header(
                     "mode"
                 };
                 event.details = Some(serde_json::json!({ "target_pid": target, detail: net.port }));
+                event.reason = identities.reason(&event);
                 return Ok((header, event));
             }
             event.destination = Some(if header.op == op::SOCKET {
@@ -302,6 +330,9 @@ pub fn decode_with_header(
             event.device = Some(format!("{kind} {}:{} {access}", device.major, device.minor));
         }
         other => return Err(DecodeError::UnknownKind(other)),
+    }
+    if event.kind == "deny" || event.kind == "audit" {
+        event.reason = identities.reason(&event);
     }
     Ok((header, event))
 }
@@ -356,6 +387,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         access: None,
         object_key: Some(format!("{:016x}", header.object_hash)),
         decision: outcome.to_owned(),
+        reason: None,
         coverage: String::new(),
         details: None,
     }

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pins;
 pub mod policy;
 pub mod protocol;
+pub mod reason;
 pub mod resolve;
 pub mod rules;
 pub mod server;

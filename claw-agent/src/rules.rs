@@ -27,6 +27,59 @@ pub fn protected_tree(path: &str) -> Option<&'static str> {
         .find(|tree| path.starts_with(tree) || path == tree.trim_end_matches('/'))
 }
 
+/// Credential stores in a home directory: no directory rule reaches into them; only a rule
+/// naming one lets an agent in.
+pub const HOME_CREDENTIALS: &[&str] = &[
+    ".ssh/",
+    ".aws/",
+    ".azure/",
+    ".config/gcloud/",
+    ".config/gh/",
+    ".kube/",
+    ".docker/config.json",
+    ".gnupg/",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+];
+
+/// Credential stores of the machine, guarded the same way: mounted secrets (Kubernetes service
+/// account tokens under /var/run/secrets) and password hashes.
+pub const MACHINE_CREDENTIALS: &[&str] = &[
+    "/run/secrets/",
+    "/var/run/secrets/",
+    "/etc/shadow",
+    "/etc/gshadow",
+];
+
+/// The credential stores to guard on a machine with these /etc/passwd contents: those under the
+/// home directory of each user who can log in (root's, and any under /home/, included), and the
+/// machine's. Service accounts (a nologin or false shell) have no stores of their own.
+pub fn credential_paths(passwd: &str) -> Vec<RulePath> {
+    let mut homes: Vec<String> = passwd
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (home, shell) = (*fields.get(5)?, *fields.get(6).unwrap_or(&""));
+            let logs_in = !shell.ends_with("nologin") && !shell.ends_with("false");
+            (logs_in || home.starts_with("/home/")).then_some(home)
+        })
+        .chain(["/root"])
+        .filter(|home| home.len() > 1 && !home.starts_with("/nonexistent"))
+        .map(|home| format!("{}/", home.trim_end_matches('/')))
+        .filter(|home| RulePath::parse(home).is_ok())
+        .collect();
+    homes.sort();
+    homes.dedup();
+    homes
+        .iter()
+        .flat_map(|home| HOME_CREDENTIALS.iter().map(move |c| format!("{home}{c}")))
+        .chain(MACHINE_CREDENTIALS.iter().map(|c| (*c).to_owned()))
+        .filter_map(|path| RulePath::parse(&path).ok())
+        .collect()
+}
+
 /// An absolute, normalised path in a rule. A trailing `/` names a directory and everything below
 /// it; otherwise exactly that path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -365,6 +418,29 @@ mod tests {
             let err = ConnectRule::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn credential_stores_are_those_of_users_who_log_in_and_the_machines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+            bin:x:2:2:bin:/bin:/usr/sbin/nologin\n\
+            www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n\
+            ollama:x:998:997::/usr/share/ollama:/bin/false\n\
+            dev:x:1000:1000::/home/dev:/bin/bash\n\
+            ci:x:1001:1001::/srv/ci:/bin/sh\n";
+        let paths: Vec<String> = credential_paths(passwd).into_iter().map(|p| p.0).collect();
+        for wanted in [
+            "/root/.ssh/",
+            "/home/dev/.aws/",
+            "/srv/ci/.kube/",
+            "/run/secrets/",
+            "/etc/shadow",
+        ] {
+            assert!(paths.iter().any(|p| p == wanted), "{wanted} in {paths:?}");
+        }
+        assert!(!paths.iter().any(|p| p.starts_with("/bin/")
+            || p.starts_with("/var/www/")
+            || p.starts_with("/usr/share/ollama/")));
     }
 
     #[test]

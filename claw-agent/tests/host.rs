@@ -106,6 +106,7 @@ fn sample_event(pid: u32) -> Event {
         access: Some("read".to_owned()),
         object_key: None,
         decision: "deny".to_owned(),
+        reason: None,
         coverage: "full".to_owned(),
         details: None,
     }

@@ -117,6 +117,14 @@ enum Command {
         #[arg(long, requires = "persist")]
         apply: bool,
     },
+    /// Why a denial happened, in words an orchestrator can hand to its model: the rule it ran
+    /// into, and how an operator could allow it.
+    Why {
+        /// The denial's number (`event N` in deny-log, `seq` in its JSON).
+        event: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Draft the narrowest rules that would have allowed recent denials (exact paths and
     /// destinations, nothing wider), as a diff of the enforced policy file.
     Advise {
@@ -262,6 +270,7 @@ fn main() -> ExitCode {
             call_only,
             ..
         } => allow(socket, event, once, duration, call_only),
+        Command::Why { event, json } => why(socket, event, json),
         Command::Advise {
             agent,
             call,
@@ -452,6 +461,63 @@ fn allow(
         Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
         other => bail!("unexpected reply from claw-agent: {other:?}"),
     }
+}
+
+fn why(socket: &Path, seq: u64, json: bool) -> anyhow::Result<()> {
+    let event = match Connection::open(socket, &Request::Event { seq })?.next_reply()? {
+        Some(Reply::Event { event }) => event,
+        Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
+        other => bail!("unexpected reply from claw-agent: {other:?}"),
+    };
+    if event.kind != "deny" && event.kind != "audit" {
+        bail!("event {seq} is a `{}` event, not a denial", event.kind);
+    }
+    let whom = match &event.call {
+        Some(call) => format!("tool call `{call}` of agent `{}`", event.agent),
+        None => format!("agent `{}`", event.agent),
+    };
+    let what = format!(
+        "{} {}{}",
+        event.op,
+        event.object().unwrap_or("-"),
+        event
+            .access
+            .as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default()
+    );
+    let reason = event
+        .reason
+        .clone()
+        .unwrap_or_else(|| "no rule of its policy allows it".to_owned());
+    let allow = [
+        format!("clawctl allow {seq} --once"),
+        format!("clawctl allow {seq} --for 10m"),
+        format!("clawctl allow {seq} --persist"),
+    ];
+    if json {
+        let out = json!({
+            "event": seq, "agent": event.agent, "call": event.call, "operation": event.op,
+            "object": event.object(), "access": event.access, "decision": event.decision,
+            "reason": reason, "operator_can_allow_with": allow,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "event {seq}: {what} was {} for {whom}",
+            if event.kind == "audit" {
+                "reported (audit mode)"
+            } else {
+                "denied"
+            }
+        );
+        println!("why: {reason}");
+        println!(
+            "an operator can allow exactly this with: {}",
+            allow.join(" | ")
+        );
+    }
+    Ok(())
 }
 
 /// Prints the rules the daemon drafted as a diff of the policy file; with `apply`, writes it
@@ -880,6 +946,8 @@ fn hook_list(programs: &[&ProgramStatus]) -> String {
 /// What every agent is denied unless a rule names it.
 const DENIED_BY_DEFAULT: &[&str] = &[
     "opening any file not under files.read / files.write (O_TRUNC and ioctl-only opens need write)",
+    "credential stores (~/.ssh, ~/.aws, ~/.config/gcloud, ~/.kube, ~/.docker/config.json, ~/.netrc, /run/secrets, /etc/shadow, ...) even under a wider rule, unless a rule names them",
+    "other processes' /proc/PID/environ, mem, maps (ptrace read access, outside the agent's own cgroup)",
     "executing any program not under exec (scripts: the interpreter too; the ld.so trick included)",
     "mapping executable any file not under libraries / exec; executable memory without a file unless jit: true",
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",

@@ -67,6 +67,38 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "why_names_the_rule_a_denial_ran_into",
+        (|| {
+            let seq = denial("vm-why", &["open", DENIED_FILE, "w"], DENIED_FILE)?;
+            let output = Command::new(CLAWCTL)
+                .args(["why", &seq.to_string(), "--json"])
+                .output()?;
+            ensure!(output.status.success(), "{output:?}");
+            let why: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+            ensure!(
+                why["reason"] == "tools may write only under /workspace/"
+                    && why["call"] == "vm-why"
+                    && why["object"] == DENIED_FILE,
+                "{why}"
+            );
+            let seq = denial(
+                "vm-why-net",
+                &["connect", "127.0.0.1:9302"],
+                "127.0.0.1:9302/tcp",
+            )?;
+            let output = Command::new(CLAWCTL)
+                .args(["why", &seq.to_string()])
+                .output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            ensure!(
+                text.contains("tools may connect only to 127.0.0.1:8080/tcp")
+                    && text.contains(&format!("clawctl allow {seq} --once")),
+                "{text}"
+            );
+            Ok(())
+        })(),
+    );
+    runner.check(
         "allow_refuses_what_is_not_a_denial_and_says_how_to_ask",
         (|| {
             let output = Command::new(CLAWCTL)

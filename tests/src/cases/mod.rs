@@ -5,6 +5,7 @@ mod advise;
 mod basics;
 mod calls;
 mod confine;
+mod credentials;
 mod devices;
 mod exec;
 mod files;
@@ -69,7 +70,7 @@ agents:
   - name: broad
     cgroup: claw/broad
     files:
-      read: [/]
+      read: [/, /root/.aws/credentials]
       write: [/]
     exec: [/usr/bin/claw-vmtest]
   - name: auditor
@@ -141,6 +142,7 @@ pub fn run_all() -> ExitCode {
     exec::run(&mut runner);
     net::run(&mut runner);
     confine::run(&mut runner);
+    credentials::run(&mut runner);
     limits::run(&mut runner);
     devices::run(&mut runner);
     run::run(&mut runner);
