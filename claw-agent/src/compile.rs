@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 
 use aya::maps::lpm_trie::Key;
 use claw_common::{
-    access, NetRuleKey, NetRuleValue, PathRuleKey, PortRangeEntry, MAX_PORT_RANGES, PROTO_TCP,
-    PROTO_UDP, RULE_PATH_BYTES,
+    access, NetRuleKey, NetRuleValue, PathRuleKey, PortRangeEntry, Redirect, MAX_PORT_RANGES,
+    PROTO_TCP, PROTO_UDP, RULE_PATH_BYTES,
 };
 
 use crate::{
     devices,
     limits::Limits,
     policy::{Mode, Policy, RunSpec},
-    rules::{ConnectRule, Host, PortRange, Protocols, RulePath},
+    rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule, RulePath},
 };
 
 /// What the daemon needs to install one policy.
@@ -40,6 +40,77 @@ pub struct CompiledAgent {
     pub net_rules: Vec<NetRule>,
     /// Connect rules naming a host: the daemon resolves them and adds their addresses.
     pub hostname_rules: Vec<ConnectRule>,
+    pub redirects: Vec<RedirectEntry>,
+}
+
+/// One entry of the REDIRECTS trie: TCP connects to `ports` of the network go to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectEntry {
+    pub address: [u8; 16],
+    pub prefix_len: u8,
+    pub ports: PortRange,
+    pub proxy: [u8; 16],
+    pub proxy_port: u16,
+}
+
+impl RedirectEntry {
+    pub fn key(&self, ruleset: u32) -> Key<NetRuleKey> {
+        Key::new(
+            40 + u32::from(self.prefix_len),
+            NetRuleKey {
+                ruleset: ruleset.to_be_bytes(),
+                protocol: PROTO_TCP,
+                address: self.address,
+            },
+        )
+    }
+
+    pub fn value(&self) -> Redirect {
+        Redirect {
+            first_port: self.ports.first,
+            last_port: self.ports.last,
+            proxy_port: self.proxy_port,
+            _pad: 0,
+            proxy: self.proxy,
+        }
+    }
+}
+
+/// The REDIRECTS entries of `rules`: one per network, TCP only, addresses only.
+fn redirects(rules: &[RedirectRule]) -> Result<Vec<RedirectEntry>, String> {
+    let mut entries: Vec<RedirectEntry> = Vec::new();
+    for rule in rules {
+        let Host::Network {
+            address,
+            prefix_len,
+        } = rule.to.host
+        else {
+            return Err(format!(
+                "redirect `{rule}`: `to` names a host — name its address or network (the proxy sees the name in TLS SNI or the Host header)"
+            ));
+        };
+        if rule.to.protocols == Protocols::Udp {
+            return Err(format!(
+                "redirect `{rule}`: only TCP connects can be redirected"
+            ));
+        }
+        if entries
+            .iter()
+            .any(|e| e.address == address && e.prefix_len == prefix_len)
+        {
+            return Err(format!(
+                "redirect `{rule}`: another redirect names the same network — one proxy per network"
+            ));
+        }
+        entries.push(RedirectEntry {
+            address,
+            prefix_len,
+            ports: rule.to.ports,
+            proxy: rule.via.address,
+            proxy_port: rule.via.port,
+        });
+    }
+    Ok(entries)
 }
 
 /// One entry of the FILE_RULES trie: the bytes a path must start with and the access granted.
@@ -110,18 +181,36 @@ pub struct CompileError {
     pub message: String,
 }
 
-/// Where this machine's credential stores are: the built-in guarded paths under every home
-/// directory in /etc/passwd, and the machine-wide ones.
-pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    compile_guarding(policy, &crate::rules::credential_paths(&passwd))
+/// What no wider rule reaches: credential stores, and networks an agent must name to reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guards {
+    pub credentials: Vec<RulePath>,
+    /// (address, prefix length), as NET_RULES holds them.
+    pub networks: Vec<([u8; 16], u8)>,
 }
 
-/// `compile`, with the credential stores to guard given.
-pub fn compile_guarding(
-    policy: &Policy,
-    credentials: &[RulePath],
-) -> Result<Compiled, CompileError> {
+impl Guards {
+    /// This machine's: the credential stores of its users (/etc/passwd) and its own, the
+    /// link-local and cloud metadata networks, and the node's own addresses.
+    pub fn of_this_machine() -> Self {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let mut networks = crate::rules::guarded_networks();
+        networks.extend(crate::rules::node_addresses());
+        Self {
+            credentials: crate::rules::credential_paths(&passwd),
+            networks,
+        }
+    }
+}
+
+/// Compiles `policy` with this machine's guards.
+pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    compile_guarding(policy, &Guards::of_this_machine())
+}
+
+/// `compile`, with the guards given.
+pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, CompileError> {
+    let credentials = &guards.credentials;
     let agents = policy
         .agents
         .iter()
@@ -159,10 +248,12 @@ pub fn compile_guarding(
                 .filter(|r| matches!(r.host, Host::Name(_)))
                 .cloned()
                 .collect();
-            let net_rules = net_rules(&rules.connect).map_err(|message| CompileError {
+            let error = |message| CompileError {
                 agent: agent.name.0.clone(),
                 message,
-            })?;
+            };
+            let net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
+            let redirects = redirects(&rules.redirect).map_err(error)?;
             Ok(CompiledAgent {
                 name: agent.name.0.clone(),
                 cgroup: agent.cgroup.0.clone(),
@@ -177,6 +268,7 @@ pub fn compile_guarding(
                     .collect(),
                 net_rules,
                 hostname_rules,
+                redirects,
             })
         })
         .collect::<Result<_, _>>()?;
@@ -269,8 +361,13 @@ fn prefixes_of(path: &RulePath) -> Vec<Vec<u8>> {
 }
 
 /// Trie entries for the address rules among `rules` (hostname rules are added once resolved, by
-/// calling this again with their addresses).
-pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, String> {
+/// calling this again with their addresses). A wider rule does not reach into a `guarded`
+/// network (metadata, link-local, the node's own addresses): it gets an entry without ports,
+/// unless a rule names exactly it; rules inside it still allow what they name.
+pub fn net_rules(
+    rules: &[ConnectRule],
+    guarded: &[([u8; 16], u8)],
+) -> Result<Vec<NetRule>, String> {
     let mut own: BTreeMap<(u8, [u8; 16], u8), Vec<PortRange>> = BTreeMap::new();
     for rule in rules {
         let Host::Network {
@@ -292,7 +389,24 @@ pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, String> {
         }
     }
     let lengths: std::collections::BTreeSet<u8> = own.keys().map(|&(_, _, len)| len).collect();
-    own.keys()
+    let mut guards = Vec::new();
+    for &(address, prefix_len) in guarded {
+        for protocol in [PROTO_TCP, PROTO_UDP] {
+            let covered = lengths.range(..prefix_len).any(|&len| {
+                own.get(&(protocol, crate::rules::mask(&address, len), len))
+                    .is_some_and(|ports| !ports.is_empty())
+            });
+            if covered && !own.contains_key(&(protocol, address, prefix_len)) {
+                guards.push(NetRule {
+                    protocol,
+                    address,
+                    prefix_len,
+                    ports: Vec::new(),
+                });
+            }
+        }
+    }
+    let mut entries: Vec<NetRule> = own.keys()
         .map(|&(protocol, address, prefix_len)| {
             // Inherit the ports of every network of the same protocol that contains this one:
             // one lookup per prefix length in use, rather than a test of every rule.
@@ -318,7 +432,11 @@ pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, String> {
                 ports,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    entries.extend(guards);
+    entries.sort_by_key(|r| (r.protocol, r.address, r.prefix_len));
+    entries.dedup_by_key(|r| (r.protocol, r.address, r.prefix_len));
+    Ok(entries)
 }
 
 /// Sorted, with overlapping and touching ranges joined.
@@ -343,7 +461,7 @@ mod tests {
 
     /// Without credential stores to guard (those have tests of their own).
     fn compiled(text: &str) -> Compiled {
-        compile_guarding(&parse("p.yaml", text).unwrap(), &[]).unwrap()
+        compile_guarding(&parse("p.yaml", text).unwrap(), &Guards::default()).unwrap()
     }
 
     fn agent(rules: &str) -> CompiledAgent {
@@ -470,8 +588,11 @@ mod tests {
         )
         .unwrap();
         let passwd = "root:x:0:0:root:/root:/bin/bash\nu:x:1000:1000::/home/u:/bin/sh\n";
-        let mut compiled =
-            compile_guarding(&policy, &crate::rules::credential_paths(passwd)).unwrap();
+        let guards = Guards {
+            credentials: crate::rules::credential_paths(passwd),
+            networks: Vec::new(),
+        };
+        let mut compiled = compile_guarding(&policy, &guards).unwrap();
         prefixes(&compiled.agents.remove(0))
     }
 
@@ -599,10 +720,98 @@ mod tests {
             &format!("agents:\n  - name: t\n    cgroup: claw/t\n    connect:\n{rules}"),
         )
         .unwrap();
-        let err = compile_guarding(&policy, &[]).unwrap_err();
+        let err = compile_guarding(&policy, &Guards::default()).unwrap_err();
         assert_eq!(err.agent, "t");
         assert!(err.message.contains("10.0.0.1/32"), "{err}");
         assert!(err.message.contains("at most 16"), "{err}");
+    }
+
+    #[test]
+    fn wide_connect_rules_do_not_reach_metadata_link_local_or_the_node() {
+        let policy = parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    connect: [0.0.0.0/0:80/tcp, 10.0.0.9:22/tcp, 169.254.169.254/32:80/udp]\n",
+        )
+        .unwrap();
+        let node = crate::rules::Host::ipv4(std::net::Ipv4Addr::new(10, 0, 0, 9), 32);
+        let crate::rules::Host::Network {
+            address,
+            prefix_len,
+        } = node
+        else {
+            unreachable!()
+        };
+        let mut networks = crate::rules::guarded_networks();
+        networks.push((address, prefix_len));
+        let guards = Guards {
+            credentials: Vec::new(),
+            networks,
+        };
+        let agent = compile_guarding(&policy, &guards).unwrap().agents.remove(0);
+        let view = net(&agent);
+        // Link-local (metadata included) is closed to the wide TCP rule; UDP names the metadata
+        // address itself, and no UDP rule covers link-local.
+        assert!(
+            view.contains(&(PROTO_TCP, "169.254.0.0/16".to_owned(), vec![])),
+            "{view:?}"
+        );
+        assert!(!view
+            .iter()
+            .any(|(p, n, _)| *p == PROTO_UDP && n == "169.254.0.0/16"));
+        assert!(view.contains(&(PROTO_UDP, "169.254.169.254/32".to_owned(), vec![(80, 80)])));
+        // The node's own address: the rule naming it allows what it names (and the wide rule's
+        // port, which it inherits), nothing else.
+        assert!(view.contains(&(
+            PROTO_TCP,
+            "10.0.0.9/32".to_owned(),
+            vec![(22, 22), (80, 80)]
+        )));
+        // No IPv6 rule: nothing to carve there.
+        assert!(!view.iter().any(|(_, n, _)| n.starts_with('[')));
+    }
+
+    #[test]
+    fn redirects_send_tcp_connects_of_a_network_to_the_proxy() {
+        let agent =
+            agent("    redirect:\n      - { to: 0.0.0.0/0:443/tcp, via: \"127.0.0.1:3128\" }\n");
+        let [entry] = agent.redirects.as_slice() else {
+            panic!("{:?}", agent.redirects)
+        };
+        assert_eq!(
+            (
+                entry.prefix_len,
+                entry.ports.first,
+                entry.ports.last,
+                entry.proxy_port
+            ),
+            (96, 443, 443, 3128)
+        );
+        assert_eq!(&entry.proxy[10..], &[0xff, 0xff, 127, 0, 0, 1]);
+        assert_eq!(entry.key(3).data().protocol, PROTO_TCP);
+        for (rule, wanted) in [
+            (
+                "{ to: api.example.org:443, via: \"127.0.0.1:3128\" }",
+                "names a host",
+            ),
+            (
+                "{ to: 10.0.0.0/8:53/udp, via: \"127.0.0.1:3128\" }",
+                "only TCP",
+            ),
+        ] {
+            let policy = parse(
+                "p.yaml",
+                &format!("agents:\n  - name: t\n    cgroup: claw/t\n    redirect: [{rule}]\n"),
+            )
+            .unwrap();
+            let err = compile_guarding(&policy, &Guards::default()).unwrap_err();
+            assert!(err.message.contains(wanted), "{err}");
+        }
+        let err = parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    redirect: [{ to: 10.0.0.1:80, via: proxy }]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ADDRESS:PORT"), "{err}");
     }
 
     #[test]

@@ -235,7 +235,9 @@ pub fn prepare(path: &Path, max_ttl: Duration) -> Result<Prepared, String> {
 /// Compiles `policy` with its hostnames resolved now.
 pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, String> {
     let file = policy.file.display().to_string();
-    let mut compiled = compile::compile(&policy).map_err(|err| format!("{file}: {err}"))?;
+    let guards = compile::Guards::of_this_machine();
+    let mut compiled =
+        compile::compile_guarding(&policy, &guards).map_err(|err| format!("{file}: {err}"))?;
     let mut expires: Option<Instant> = None;
     if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -253,7 +255,7 @@ pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, S
             // Address rules again, so that ports inherited across both are merged in one pass.
             let mut rules = resolved.rules;
             rules.extend(source.rules.connect.iter().cloned());
-            agent.net_rules = compile::net_rules(&rules)
+            agent.net_rules = compile::net_rules(&rules, &guards.networks)
                 .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
         }
     }

@@ -67,6 +67,12 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
                 .iter()
                 .map(|c| line("connect", c.text.clone())),
         );
+        own.extend(
+            rules
+                .redirect
+                .iter()
+                .map(|r| line("redirect", r.to_string())),
+        );
         own.sort();
         own.dedup();
         lines.extend(own);
@@ -118,6 +124,10 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
             ],
             "NET_RULES (LPM trie)",
         ),
+        "redirect" => (
+            &["cgroup/connect4", "cgroup/connect6"],
+            "REDIRECTS (LPM trie)",
+        ),
         "devices" => (&["cgroup/dev", "lsm/file_open"], "DEVICE_RULES (hash)"),
         "limit" => (
             &[],
@@ -156,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_rule_kind_has_a_mechanism() {
-        for kind in ["read", "write", "exec", "libraries", "connect"] {
+        for kind in ["read", "write", "exec", "libraries", "connect", "redirect"] {
             assert!(!mechanism(kind).0.is_empty(), "{kind}");
         }
     }

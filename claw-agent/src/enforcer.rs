@@ -20,13 +20,13 @@ use aya::{
 };
 use claw_common::{
     agent_flags, counter, mode, AgentEntry, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey,
-    NetRuleValue, PathRuleKey,
+    NetRuleValue, PathRuleKey, Redirect,
 };
 
 use crate::{
     btf::{Btf, BtfError},
     cgroupfs::{self, CgroupError},
-    compile::{Compiled, CompiledAgent, FileRule, NetRule},
+    compile::{Compiled, CompiledAgent, FileRule, NetRule, RedirectEntry},
     devices,
     ingest::{KernelEvents, ReportLimits},
     pins::{self, PinError, Pins},
@@ -50,6 +50,7 @@ pub mod names {
     pub const THROTTLE: &str = "THROTTLE";
     pub const REPORTED: &str = "REPORTED";
     pub const GRANTS: &str = "GRANTS";
+    pub const REDIRECTS: &str = "REDIRECTS";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -331,6 +332,7 @@ pub struct InstalledAgent {
     pub jit: bool,
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
+    pub redirects: Vec<RedirectEntry>,
     pub device_keys: Vec<DeviceKey>,
     /// The agent whose reports this cgroup's are counted with: `cgroup_id` itself for an agent,
     /// the agent's for a tool call.
@@ -409,6 +411,7 @@ pub const PINNED_MAPS: &[&str] = &[
     names::THROTTLE,
     names::REPORTED,
     names::GRANTS,
+    names::REDIRECTS,
 ];
 
 impl Enforcer {
@@ -585,6 +588,7 @@ impl Enforcer {
                 jit: agent.jit,
                 file_rules: agent.file_rules.clone(),
                 net_rules: agent.net_rules.clone(),
+                redirects: agent.redirects.clone(),
                 device_keys: {
                     let mut keys = devices::keys(devices::BASE, self.next_ruleset, &majors);
                     if agent.gpu {
@@ -666,6 +670,7 @@ impl Enforcer {
         let mut entry = InstalledAgent {
             file_rules: Vec::new(),
             net_rules: Vec::new(),
+            redirects: Vec::new(),
             device_keys: Vec::new(),
             ruleset: 0,
             ..call.entry.clone()
@@ -680,6 +685,7 @@ impl Enforcer {
                     self.next_ruleset += 1;
                     entry.file_rules = own.file_rules.clone();
                     entry.net_rules = own.net_rules.clone();
+                    entry.redirects = own.redirects.clone();
                     entry.device_keys = devices::keys(devices::BASE, entry.ruleset, majors);
                     if own.gpu {
                         entry.device_keys.extend(devices::keys(
@@ -895,6 +901,15 @@ impl Enforcer {
                 .filter_map(Result::ok)
                 .map(|k| u32::from_be_bytes(k.data().ruleset)),
         );
+        let redirects: LpmTrie<_, NetRuleKey, Redirect> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::REDIRECTS)?)
+                .map_err(map_error(names::REDIRECTS))?;
+        rulesets.extend(
+            redirects
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| u32::from_be_bytes(k.data().ruleset)),
+        );
         let devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -944,6 +959,17 @@ impl Enforcer {
         for key in &foreign {
             let _ = nets.remove(key);
         }
+        let mut redirects: LpmTrie<_, NetRuleKey, Redirect> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::REDIRECTS)?)
+                .map_err(map_error(names::REDIRECTS))?;
+        let foreign: Vec<_> = redirects
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ours.contains(&u32::from_be_bytes(k.data().ruleset)))
+            .collect();
+        for key in &foreign {
+            let _ = redirects.remove(key);
+        }
         let mut devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -992,6 +1018,16 @@ impl Enforcer {
                     .map_err(map_error(names::NET_RULES))?;
             }
         }
+        let mut redirects: LpmTrie<_, NetRuleKey, Redirect> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::REDIRECTS)?)
+                .map_err(map_error(names::REDIRECTS))?;
+        for agent in agents {
+            for entry in &agent.redirects {
+                redirects
+                    .insert(&entry.key(agent.ruleset), entry.value(), 0)
+                    .map_err(map_error(names::REDIRECTS))?;
+            }
+        }
         let mut devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -1021,6 +1057,14 @@ impl Enforcer {
         for agent in agents {
             for rule in &agent.net_rules {
                 let _ = nets.remove(&rule.key(agent.ruleset));
+            }
+        }
+        let mut redirects: LpmTrie<_, NetRuleKey, Redirect> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::REDIRECTS)?)
+                .map_err(map_error(names::REDIRECTS))?;
+        for agent in agents {
+            for entry in &agent.redirects {
+                let _ = redirects.remove(&entry.key(agent.ruleset));
             }
         }
         let mut devices: HashMap<_, DeviceKey, u8> =

@@ -14,7 +14,7 @@ use std::{
 use serde::{de, Deserialize, Deserializer};
 
 pub use crate::limits::Limits;
-pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RulePath};
+pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule, RulePath};
 pub use crate::supervise::RunSpec;
 
 /// A policy file as written: its own agents, the fragments it includes, rules for all agents.
@@ -92,6 +92,8 @@ struct AgentDocument {
     libraries: Vec<RulePath>,
     #[serde(default)]
     connect: Vec<ConnectRule>,
+    #[serde(default)]
+    redirect: Vec<RedirectRule>,
 }
 
 impl From<AgentDocument> for Agent {
@@ -109,6 +111,7 @@ impl From<AgentDocument> for Agent {
                 exec: doc.exec,
                 libraries: doc.libraries,
                 connect: doc.connect,
+                redirect: doc.redirect,
             },
         }
     }
@@ -129,6 +132,9 @@ pub struct Rules {
     /// Destinations the agent may connect to (TCP) or send datagrams to (UDP).
     #[serde(default)]
     pub connect: Vec<ConnectRule>,
+    /// TCP destinations whose connects the kernel sends to a local proxy instead.
+    #[serde(default)]
+    pub redirect: Vec<RedirectRule>,
 }
 
 impl Rules {
@@ -138,6 +144,7 @@ impl Rules {
         self.exec.extend(other.exec.iter().cloned());
         self.libraries.extend(other.libraries.iter().cloned());
         self.connect.extend(other.connect.iter().cloned());
+        self.redirect.extend(other.redirect.iter().cloned());
     }
 }
 

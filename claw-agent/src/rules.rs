@@ -80,6 +80,66 @@ pub fn credential_paths(passwd: &str) -> Vec<RulePath> {
         .collect()
 }
 
+/// Networks no wider connect rule reaches: IPv4 and IPv6 link-local (the cloud metadata service
+/// 169.254.169.254 among them) and AWS's IPv6 metadata address.
+pub fn guarded_networks() -> Vec<([u8; 16], u8)> {
+    let v6 = |text: &str, len: u8| {
+        (
+            text.parse::<Ipv6Addr>()
+                .map(|a| a.octets())
+                .unwrap_or_default(),
+            len,
+        )
+    };
+    let Host::Network {
+        address,
+        prefix_len,
+    } = Host::ipv4(Ipv4Addr::new(169, 254, 0, 0), 16)
+    else {
+        unreachable!("ipv4 makes a network")
+    };
+    vec![
+        (address, prefix_len),
+        v6("fe80::", 10),
+        v6("fd00:ec2::254", 128),
+    ]
+}
+
+/// The node's own addresses (every interface's, loopback's included), each as a single-address
+/// network: a wide rule does not open the node's own services (kubelet, the inference server).
+pub fn node_addresses() -> Vec<([u8; 16], u8)> {
+    let mut addresses = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `list`, walked read-only below and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return addresses;
+        }
+        let mut entry = list;
+        while let Some(ifa) = entry.as_ref() {
+            if let Some(addr) = ifa.ifa_addr.as_ref() {
+                match i32::from(addr.sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                        addresses.push((ip.to_ipv6_mapped().octets(), 128));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        addresses.push((v6.sin6_addr.s6_addr, 128));
+                    }
+                    _ => {}
+                }
+            }
+            entry = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
 /// An absolute, normalised path in a rule. A trailing `/` names a directory and everything below
 /// it; otherwise exactly that path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -322,6 +382,54 @@ pub fn network_text(octets: &[u8; 16], prefix_len: u8) -> String {
     match v6.to_ipv4_mapped() {
         Some(v4) if prefix_len >= 96 => format!("{v4}/{}", prefix_len - 96),
         _ => format!("[{v6}]/{prefix_len}"),
+    }
+}
+
+/// `{ to: DESTINATIONS, via: ADDRESS:PORT }`: TCP connects to `to` go to the proxy at `via`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectRule {
+    pub to: ConnectRule,
+    pub via: ProxyAddress,
+}
+
+impl fmt::Display for RedirectRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.to, self.via.text)
+    }
+}
+
+/// A local proxy's address and port (`127.0.0.1:3128`, `[::1]:3128`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAddress {
+    /// IPv6, or IPv4-mapped.
+    pub address: [u8; 16],
+    pub port: u16,
+    pub text: String,
+}
+
+impl<'de> Deserialize<'de> for ProxyAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let address: std::net::SocketAddr = text.parse().map_err(|_| {
+            invalid(format!(
+                "proxy `{text}` is not ADDRESS:PORT — write e.g. `127.0.0.1:3128` or `[::1]:3128`"
+            ))
+        })?;
+        let octets = match address.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        if address.port() == 0 {
+            return Err(invalid(format!(
+                "proxy `{text}` has port 0 — name the port it listens on"
+            )));
+        }
+        Ok(Self {
+            address: octets,
+            port: address.port(),
+            text,
+        })
     }
 }
 

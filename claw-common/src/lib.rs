@@ -327,6 +327,21 @@ pub struct Grant {
     pub _pad2: u32,
 }
 
+/// Value of the REDIRECTS trie (keyed as NET_RULES): TCP connects to these ports of the network
+/// go to a local proxy instead (an operator's L7 filter or credential injector), whatever the
+/// program's own proxy settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    pub first_port: u16,
+    pub last_port: u16,
+    /// Host byte order.
+    pub proxy_port: u16,
+    pub _pad: u16,
+    /// IPv6, or IPv4-mapped.
+    pub proxy: [u8; 16],
+}
+
 /// RecordHeader::record of a report whose agent had no AGENT_EVENTS entry (the map was full).
 pub const UNNUMBERED: u64 = u64::MAX;
 
@@ -407,6 +422,7 @@ const _: () = assert!(core::mem::size_of::<FileRecord>() == 88 + 8 + EVENT_PATH_
 const _: () = assert!(core::mem::size_of::<NetRecord>() == 88 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GrantKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Redirect>() == 24);
 const _: () = assert!(core::mem::size_of::<Grant>() == 40 + RULE_PATH_BYTES + 4);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);
@@ -430,5 +446,6 @@ mod user {
     unsafe impl aya::Pod for super::AgentEvents {}
     unsafe impl aya::Pod for super::Reported {}
     unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::Redirect {}
     unsafe impl aya::Pod for super::Grant {}
 }

@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use claw_common::{
     AgentEntry, AgentEvents, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey, NetRuleValue,
-    PathRuleKey, RateState, Reported, ThrottleKey,
+    PathRuleKey, RateState, Redirect, Reported, ThrottleKey,
 };
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
@@ -39,6 +39,10 @@ static FILE_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 21
 /// (ruleset, protocol, network) -> allowed port ranges.
 #[map]
 static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(1 << 21, 0);
+
+/// (ruleset, protocol, network) -> the ports whose connects go to a local proxy instead.
+#[map]
+static REDIRECTS: LpmTrie<NetRuleKey, Redirect> = LpmTrie::with_max_entries(1 << 14, 0);
 
 /// (ruleset, device kind, major, minor or ANY_MINOR) an agent may use.
 #[map]

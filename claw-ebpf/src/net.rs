@@ -1,17 +1,19 @@
 //! cgroup sock_addr programs, attached to each agent's cgroup: TCP connects and UDP sends to
 //! unconnected destinations, v4 and v6, against NET_RULES. They load on kernels without BPF LSM.
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
-use claw_common::{counter, decision, op, record, NetRecord, NetRuleKey, MAX_PORT_RANGES};
+use claw_common::{
+    counter, decision, op, record, NetRecord, NetRuleKey, Redirect, MAX_PORT_RANGES,
+};
 
 use crate::{
     decide::{count, current_agent, decision_of, emit, header, outcome, Report as _},
-    grant, NET_RULES,
+    grant, NET_RULES, REDIRECTS,
 };
 
 const ALLOW: i32 = 1;
@@ -35,6 +37,43 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide::<true>(&ctx, op::SENDMSG)
+}
+
+/// Points the connect at the proxy instead. An IPv4 socket can only be sent to an IPv4 proxy:
+/// otherwise the connect is refused rather than let through to where it was going.
+#[inline(always)]
+fn redirect_to<const V6: bool>(ctx: &SockAddrContext, redirect: &Redirect) -> i32 {
+    let sock = ctx.sock_addr;
+    let proxy = redirect.proxy;
+    let mapped = proxy[..10].iter().all(|b| *b == 0) && proxy[10] == 0xff && proxy[11] == 0xff;
+    if !V6 && !mapped {
+        count(counter::DENIED);
+        return DENY;
+    }
+    // SAFETY: the context the kernel passed; connect programs may write the destination, each
+    // field whole.
+    unsafe {
+        if V6 {
+            for i in 0..4 {
+                let word = u32::from_ne_bytes([
+                    proxy[4 * i],
+                    proxy[4 * i + 1],
+                    proxy[4 * i + 2],
+                    proxy[4 * i + 3],
+                ]);
+                write_volatile(&mut (*sock).user_ip6[i], word);
+            }
+        } else {
+            let word = u32::from_ne_bytes([proxy[12], proxy[13], proxy[14], proxy[15]]);
+            write_volatile(&mut (*sock).user_ip4, word);
+        }
+        write_volatile(
+            &mut (*sock).user_port,
+            u32::from(redirect.proxy_port.to_be()),
+        );
+    }
+    count(counter::ALLOWED);
+    ALLOW
 }
 
 #[inline(always)]
@@ -81,6 +120,13 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
             address,
         },
     );
+    if op == op::CONNECT {
+        if let Some(redirect) = REDIRECTS.get(&key) {
+            if redirect.first_port <= port && port <= redirect.last_port {
+                return redirect_to::<V6>(ctx, redirect);
+            }
+        }
+    }
     let allowed = NET_RULES.get(&key).is_some_and(|rule| {
         let count = rule.count as usize;
         (0..MAX_PORT_RANGES)

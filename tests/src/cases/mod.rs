@@ -7,6 +7,7 @@ mod calls;
 mod confine;
 mod credentials;
 mod devices;
+mod egress;
 mod exec;
 mod files;
 mod grants;
@@ -43,6 +44,8 @@ agents:
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
       - 127.0.0.1:7000-7010/tcp
+    redirect:
+      - { to: 10.9.9.9:443/tcp, via: \"127.0.0.1:3128\" }
   - name: limited
     cgroup: claw/limited
     limits: { memory_max: 64M, memory_high: 48M, pids_max: 16, cpu_max: \"1\" }
@@ -72,6 +75,7 @@ agents:
     files:
       read: [/, /root/.aws/credentials]
       write: [/]
+    connect: [0.0.0.0/0:80/tcp, \"[::]/0:80/tcp\"]
     exec: [/usr/bin/claw-vmtest]
   - name: auditor
     cgroup: claw/auditor
@@ -141,6 +145,7 @@ pub fn run_all() -> ExitCode {
     files::run(&mut runner);
     exec::run(&mut runner);
     net::run(&mut runner);
+    egress::run(&mut runner);
     confine::run(&mut runner);
     credentials::run(&mut runner);
     limits::run(&mut runner);
