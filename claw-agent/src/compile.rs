@@ -41,6 +41,8 @@ pub struct CompiledAgent {
     /// Connect rules naming a host: the daemon resolves them and adds their addresses.
     pub hostname_rules: Vec<ConnectRule>,
     pub redirects: Vec<RedirectEntry>,
+    /// ENV_RULES entries: `NAME=` of each preload variable the agent's programs may not get.
+    pub env_rules: Vec<FileRule>,
 }
 
 /// One entry of the REDIRECTS trie: TCP connects to `ports` of the network go to the proxy.
@@ -269,6 +271,14 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
                 net_rules,
                 hostname_rules,
                 redirects,
+                env_rules: crate::rules::PRELOAD_VARIABLES
+                    .iter()
+                    .filter(|name| !agent.allow_env.iter().any(|a| a.0 == **name))
+                    .map(|name| FileRule {
+                        prefix: format!("{name}=").into_bytes(),
+                        access: access::EXEC,
+                    })
+                    .collect(),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -812,6 +822,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("ADDRESS:PORT"), "{err}");
+    }
+
+    #[test]
+    fn preload_variables_are_refused_unless_allowed() {
+        let names = |agent: &CompiledAgent| -> Vec<String> {
+            agent
+                .env_rules
+                .iter()
+                .map(|r| String::from_utf8(r.prefix.clone()).unwrap())
+                .collect()
+        };
+        let all = names(&agent(""));
+        for name in [
+            "LD_PRELOAD=",
+            "LD_AUDIT=",
+            "NODE_OPTIONS=",
+            "PYTHONSTARTUP=",
+            "BUN_OPTIONS=",
+        ] {
+            assert!(all.iter().any(|n| n == name), "{name} in {all:?}");
+        }
+        let node = names(&agent("    allow_env: [NODE_OPTIONS]\n"));
+        assert!(!node.iter().any(|n| n == "NODE_OPTIONS="));
+        assert_eq!(node.len(), all.len() - 1);
+        let err = parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    allow_env: [NODE_OPTION]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("NODE_OPTIONS"), "{err}");
     }
 
     #[test]

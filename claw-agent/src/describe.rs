@@ -51,6 +51,12 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
                 own.push(line("limit", format!("{name} {value}")));
             }
         }
+        own.extend(
+            agent
+                .allow_env
+                .iter()
+                .map(|n| line("allow_env", n.0.clone())),
+        );
         let rules = &agent.rules;
         own.extend(rules.files.read.iter().map(|p| line("read", p.0.clone())));
         own.extend(rules.files.write.iter().map(|p| line("write", p.0.clone())));
@@ -124,6 +130,7 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
             ],
             "NET_RULES (LPM trie)",
         ),
+        "allow_env" => (&["lsm/bprm_committed_creds"], "ENV_RULES (LPM trie)"),
         "redirect" => (
             &["cgroup/connect4", "cgroup/connect6"],
             "REDIRECTS (LPM trie)",

@@ -51,6 +51,7 @@ pub mod names {
     pub const REPORTED: &str = "REPORTED";
     pub const GRANTS: &str = "GRANTS";
     pub const REDIRECTS: &str = "REDIRECTS";
+    pub const ENV_RULES: &str = "ENV_RULES";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -59,6 +60,9 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("FILE_F_MODE", "file", "f_mode"),
     ("FILE_F_FLAGS", "file", "f_flags"),
     ("BPRM_FILE", "linux_binprm", "file"),
+    ("BPRM_P", "linux_binprm", "p"),
+    ("BPRM_ARGC", "linux_binprm", "argc"),
+    ("BPRM_ENVC", "linux_binprm", "envc"),
     ("VMA_VM_FILE", "vm_area_struct", "vm_file"),
     ("PATH_MNT", "path", "mnt"),
     ("PATH_DENTRY", "path", "dentry"),
@@ -89,6 +93,10 @@ pub const LSM_HOOKS: &[(&str, &str)] = &[
         "files.read, files.write (open); libraries and exec (the kernel's exec opens)",
     ),
     ("bprm_check_security", "exec (programs and scripts)"),
+    (
+        "bprm_committed_creds",
+        "preload variables at exec (LD_PRELOAD, LD_AUDIT, NODE_OPTIONS, ...) unless allow_env",
+    ),
     ("mmap_file", "libraries, exec (mapping a file executable)"),
     (
         "file_mprotect",
@@ -333,6 +341,8 @@ pub struct InstalledAgent {
     pub file_rules: Vec<FileRule>,
     pub net_rules: Vec<NetRule>,
     pub redirects: Vec<RedirectEntry>,
+    /// ENV_RULES entries: the preload variables refused ("NAME=").
+    pub env_rules: Vec<FileRule>,
     pub device_keys: Vec<DeviceKey>,
     /// The agent whose reports this cgroup's are counted with: `cgroup_id` itself for an agent,
     /// the agent's for a tool call.
@@ -412,6 +422,7 @@ pub const PINNED_MAPS: &[&str] = &[
     names::REPORTED,
     names::GRANTS,
     names::REDIRECTS,
+    names::ENV_RULES,
 ];
 
 impl Enforcer {
@@ -589,6 +600,7 @@ impl Enforcer {
                 file_rules: agent.file_rules.clone(),
                 net_rules: agent.net_rules.clone(),
                 redirects: agent.redirects.clone(),
+                env_rules: agent.env_rules.clone(),
                 device_keys: {
                     let mut keys = devices::keys(devices::BASE, self.next_ruleset, &majors);
                     if agent.gpu {
@@ -671,6 +683,7 @@ impl Enforcer {
             file_rules: Vec::new(),
             net_rules: Vec::new(),
             redirects: Vec::new(),
+            env_rules: Vec::new(),
             device_keys: Vec::new(),
             ruleset: 0,
             ..call.entry.clone()
@@ -686,6 +699,7 @@ impl Enforcer {
                     entry.file_rules = own.file_rules.clone();
                     entry.net_rules = own.net_rules.clone();
                     entry.redirects = own.redirects.clone();
+                    entry.env_rules = own.env_rules.clone();
                     entry.device_keys = devices::keys(devices::BASE, entry.ruleset, majors);
                     if own.gpu {
                         entry.device_keys.extend(devices::keys(
@@ -910,6 +924,14 @@ impl Enforcer {
                 .filter_map(Result::ok)
                 .map(|k| u32::from_be_bytes(k.data().ruleset)),
         );
+        let env: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::ENV_RULES)?)
+                .map_err(map_error(names::ENV_RULES))?;
+        rulesets.extend(
+            env.keys()
+                .filter_map(Result::ok)
+                .map(|k| u32::from_be_bytes(k.data().ruleset)),
+        );
         let devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -970,6 +992,17 @@ impl Enforcer {
         for key in &foreign {
             let _ = redirects.remove(key);
         }
+        let mut env: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::ENV_RULES)?)
+                .map_err(map_error(names::ENV_RULES))?;
+        let foreign: Vec<_> = env
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ours.contains(&u32::from_be_bytes(k.data().ruleset)))
+            .collect();
+        for key in &foreign {
+            let _ = env.remove(key);
+        }
         let mut devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -1028,6 +1061,15 @@ impl Enforcer {
                     .map_err(map_error(names::REDIRECTS))?;
             }
         }
+        let mut env: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::ENV_RULES)?)
+                .map_err(map_error(names::ENV_RULES))?;
+        for agent in agents {
+            for rule in &agent.env_rules {
+                env.insert(&rule.key(agent.ruleset), rule.access, 0)
+                    .map_err(map_error(names::ENV_RULES))?;
+            }
+        }
         let mut devices: HashMap<_, DeviceKey, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::DEVICE_RULES)?)
                 .map_err(map_error(names::DEVICE_RULES))?;
@@ -1065,6 +1107,14 @@ impl Enforcer {
         for agent in agents {
             for entry in &agent.redirects {
                 let _ = redirects.remove(&entry.key(agent.ruleset));
+            }
+        }
+        let mut env: LpmTrie<_, PathRuleKey, u32> =
+            LpmTrie::try_from(map_mut(&mut self.ebpf, names::ENV_RULES)?)
+                .map_err(map_error(names::ENV_RULES))?;
+        for agent in agents {
+            for rule in &agent.env_rules {
+                let _ = env.remove(&rule.key(agent.ruleset));
             }
         }
         let mut devices: HashMap<_, DeviceKey, u8> =

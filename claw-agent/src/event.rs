@@ -433,7 +433,7 @@ pub fn access_bits(names: &str) -> u32 {
 
 /// The code of an operation named as events name it.
 pub fn op_code(name: &str) -> Option<u32> {
-    (op::OPEN..=op::PTRACE).find(|code| op_name(*code) == name)
+    (op::OPEN..=op::PRELOAD).find(|code| op_name(*code) == name)
 }
 
 fn access_names(bits: u32) -> String {
@@ -485,6 +485,7 @@ pub fn op_name(code: u32) -> &'static str {
         op::DEVICE => "device",
         op::SIGNAL => "signal",
         op::PTRACE => "ptrace",
+        op::PRELOAD => "preload",
         _ => "unknown",
     }
 }

@@ -14,7 +14,7 @@ use std::{
 use serde::{de, Deserialize, Deserializer};
 
 pub use crate::limits::Limits;
-pub use crate::rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule, RulePath};
+pub use crate::rules::{ConnectRule, EnvName, Host, PortRange, Protocols, RedirectRule, RulePath};
 pub use crate::supervise::RunSpec;
 
 /// A policy file as written: its own agents, the fragments it includes, rules for all agents.
@@ -54,6 +54,8 @@ pub struct Agent {
     pub devices: Devices,
     /// A process claw-agent runs (and keeps running) in the agent's cgroup.
     pub run: Option<RunSpec>,
+    /// Preload variables the agent's programs may be started with (others are refused).
+    pub allow_env: Vec<EnvName>,
     pub rules: Rules,
 }
 
@@ -85,6 +87,8 @@ struct AgentDocument {
     #[serde(default)]
     run: Option<RunSpec>,
     #[serde(default)]
+    allow_env: Vec<EnvName>,
+    #[serde(default)]
     files: Files,
     #[serde(default)]
     exec: Vec<RulePath>,
@@ -106,6 +110,7 @@ impl From<AgentDocument> for Agent {
             limits: doc.limits,
             devices: doc.devices,
             run: doc.run,
+            allow_env: doc.allow_env,
             rules: Rules {
                 files: doc.files,
                 exec: doc.exec,

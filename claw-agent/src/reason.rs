@@ -92,6 +92,12 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         }
         "clone-into-cgroup" => return "no agent may start a process in another cgroup".to_owned(),
         "xattr" => return "agents may set only user.* extended attributes".to_owned(),
+        "preload" => {
+            let name = object.split('=').next().unwrap_or(object);
+            return format!(
+                "{agent} may not start a program with {name} set: it loads code of the caller's choosing into the program (allow_env lifts it)"
+            );
+        }
         _ => {}
     }
     if object == "<anonymous memory>" && !summary.jit {

@@ -80,6 +80,41 @@ pub fn credential_paths(passwd: &str) -> Vec<RulePath> {
         .collect()
 }
 
+/// Variables that make a program run code its caller chose — the dynamic loader's preload and
+/// audit libraries, and interpreters' preload options — refused at exec unless `allow_env`
+/// names them. NODE_OPTIONS and the like are refused whole: claw does not parse each
+/// interpreter's option syntax in the kernel.
+pub const PRELOAD_VARIABLES: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "NODE_OPTIONS",
+    "PYTHONSTARTUP",
+    "BUN_OPTIONS",
+    "PERL5OPT",
+    "RUBYOPT",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "BASH_ENV",
+];
+
+/// A preload variable an agent may pass (`allow_env:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvName(pub String);
+
+impl<'de> Deserialize<'de> for EnvName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if PRELOAD_VARIABLES.contains(&name.as_str()) {
+            Ok(Self(name))
+        } else {
+            Err(invalid(format!(
+                "`{name}` is not a variable claw refuses — allow_env takes one of {}",
+                PRELOAD_VARIABLES.join(", ")
+            )))
+        }
+    }
+}
+
 /// Networks no wider connect rule reaches: IPv4 and IPv6 link-local (the cloud metadata service
 /// 169.254.169.254 among them) and AWS's IPv6 metadata address.
 pub fn guarded_networks() -> Vec<([u8; 16], u8)> {

@@ -87,6 +87,9 @@ pub mod op {
     /// Tracing a process outside the agent (NetRecord: `port` holds the ptrace mode, `address`
     /// the target's pid).
     pub const PTRACE: u32 = 27;
+    /// Starting a program with a preload variable the agent may not pass (FileRecord: `path`
+    /// holds the variable, `NAME=value`).
+    pub const PRELOAD: u32 = 28;
 }
 
 /// Decisions reported in events.

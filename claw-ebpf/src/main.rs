@@ -16,6 +16,7 @@ mod grant;
 mod kernel;
 mod net;
 mod path;
+mod preload;
 mod throttle;
 
 use aya_ebpf::{
@@ -43,6 +44,10 @@ static NET_RULES: LpmTrie<NetRuleKey, NetRuleValue> = LpmTrie::with_max_entries(
 /// (ruleset, protocol, network) -> the ports whose connects go to a local proxy instead.
 #[map]
 static REDIRECTS: LpmTrie<NetRuleKey, Redirect> = LpmTrie::with_max_entries(1 << 14, 0);
+
+/// (ruleset, "NAME=") of each preload variable an agent's programs may not be started with.
+#[map]
+static ENV_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 12, 0);
 
 /// (ruleset, device kind, major, minor or ANY_MINOR) an agent may use.
 #[map]

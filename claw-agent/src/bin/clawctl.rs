@@ -948,6 +948,8 @@ const DENIED_BY_DEFAULT: &[&str] = &[
     "opening any file not under files.read / files.write (O_TRUNC and ioctl-only opens need write)",
     "credential stores (~/.ssh, ~/.aws, ~/.config/gcloud, ~/.kube, ~/.docker/config.json, ~/.netrc, /run/secrets, /etc/shadow, ...) even under a wider rule, unless a rule names them",
     "other processes' /proc/PID/environ, mem, maps (ptrace read access, outside the agent's own cgroup)",
+    "starting a program with LD_PRELOAD, LD_AUDIT, NODE_OPTIONS, PYTHONSTARTUP, BASH_ENV, ... set, unless allow_env names it (killed before its first instruction)",
+    "cloud metadata, link-local and the node's own addresses under a wider connect rule, unless a rule names them",
     "executing any program not under exec (scripts: the interpreter too; the ld.so trick included)",
     "mapping executable any file not under libraries / exec; executable memory without a file unless jit: true",
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",

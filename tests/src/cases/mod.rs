@@ -69,6 +69,7 @@ agents:
   - name: runtime
     cgroup: claw/runtime
     jit: true
+    allow_env: [NODE_OPTIONS]
     exec: [/usr/bin/claw-vmtest]
   - name: broad
     cgroup: claw/broad
