@@ -48,14 +48,14 @@ pub fn bprm_committed_creds(ctx: LsmContext) -> i32 {
         )
     };
     let (Some(mut at), Some(argc), Some(envc)) = (strings, argc, envc) else {
-        return refuse(cgroup_id, agent, 0);
+        return refuse(cgroup_id, agent, None);
     };
     let Some(scratch) = scratch() else {
-        return refuse(cgroup_id, agent, 0);
+        return refuse(cgroup_id, agent, None);
     };
     let total = (argc as u32).saturating_add(envc as u32);
     if total > MAX_STRINGS {
-        return refuse(cgroup_id, agent, 0);
+        return refuse(cgroup_id, agent, None);
     }
     // The strings sit one after another from `p`: the arguments, then the variables.
     let mut seen = 0u32;
@@ -72,7 +72,7 @@ pub fn bprm_committed_creds(ctx: LsmContext) -> i32 {
             )
         };
         if len <= 0 {
-            return refuse(cgroup_id, agent, 0);
+            return refuse(cgroup_id, agent, None);
         }
         let len = len as u64;
         at += len;
@@ -84,10 +84,11 @@ pub fn bprm_committed_creds(ctx: LsmContext) -> i32 {
         let variable = seen >= argc as u32;
         seen += 1;
         if variable && refused(scratch, agent.ruleset) {
-            return refuse(cgroup_id, agent, len as usize);
+            let variable = Resolved::at_start(scratch, len as usize);
+            return refuse(cgroup_id, agent, Some(variable));
         }
     }
-    refuse(cgroup_id, agent, 0)
+    refuse(cgroup_id, agent, None)
 }
 
 /// Whether ENV_RULES refuses the variable at the start of the scratch buffer to `ruleset`.
@@ -111,13 +112,13 @@ fn refused(scratch: &mut claw_common::CpuState, ruleset: u32) -> bool {
     ENV_RULES.get(lookup).is_some()
 }
 
-/// Reports the exec (naming the variable at the start of the scratch buffer, `len` bytes; 0 when
-/// the environment could not be walked) and, in enforce mode, kills the new program.
+/// Reports the exec (naming `variable`; None when the environment could not be walked) and,
+/// in enforce mode, kills the new program.
 #[inline(always)]
-fn refuse(cgroup_id: u64, agent: claw_common::AgentEntry, len: usize) -> i32 {
-    let reported = match scratch() {
-        Some(scratch) if len > 0 => Reported::Path(Resolved::at_start(scratch, len)),
-        _ => Reported::Unresolved,
+fn refuse(cgroup_id: u64, agent: claw_common::AgentEntry, variable: Option<Resolved>) -> i32 {
+    let reported = match variable {
+        Some(variable) => Reported::Path(variable),
+        None => Reported::Unresolved,
     };
     let enforce = agent.mode != mode::AUDIT;
     let decision = if enforce {
