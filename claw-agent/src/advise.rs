@@ -83,7 +83,8 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
                 draft.rules.insert(rule(Kind::Connect, destination));
             }
             (op, Some(path), _) if path.starts_with('/') && !needs("admin") => {
-                if rules::RulePath::parse(path).is_err() {
+                // A rule ending in `/` would cover a whole tree, not the one object denied.
+                if path.ends_with('/') || rules::RulePath::parse(path).is_err() {
                     draft.notes.insert(format!(
                         "{}: {op} {path}: the path cannot be named by a rule (too long or not normalised) — name a parent directory",
                         event.agent
@@ -350,6 +351,7 @@ agents:
             denial("connect", None, Some("10.0.0.1:443/tcp"), ""),
             denial("mount", None, None, "admin"),
             denial("open", Some("/sys/fs/cgroup/cgroup.procs"), None, "write"),
+            denial("open", Some("/"), None, "read"),
         ];
         let draft = draft(&events);
         let rules: Vec<(Kind, &str)> = draft
@@ -368,7 +370,7 @@ agents:
                 (Kind::Connect, "10.0.0.1:443/tcp"),
             ]
         );
-        assert_eq!(draft.notes.len(), 2, "{:?}", draft.notes);
+        assert_eq!(draft.notes.len(), 3, "{:?}", draft.notes);
         assert!(draft.notes.iter().any(|n| n.contains("no rule can allow")));
         assert!(draft
             .notes

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    compile::Guards,
     policy::Agent,
     rules::{mask, network_text, ConnectRule, Host, PortRange, Protocols, RulePath},
 };
@@ -111,6 +112,70 @@ pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
         write,
         connect,
     })
+}
+
+/// Refuses a narrowing that names something inside a credential store or a guarded network
+/// that the agent's own rules do not name: a call's rule would otherwise lift a guard its agent
+/// is held to (a call may narrow, never widen).
+pub fn check_guards(agent: &Agent, call: &Parsed, guards: &Guards) -> Result<(), String> {
+    let rules = &agent.rules;
+    let readable: Vec<&RulePath> = rules
+        .files
+        .read
+        .iter()
+        .chain(&rules.exec)
+        .chain(&rules.libraries)
+        .collect();
+    let writable: Vec<&RulePath> = rules.files.write.iter().collect();
+    for (asked, own, flag) in [
+        (&call.read, &readable, "--allow-read"),
+        (&call.write, &writable, "--allow-write"),
+    ] {
+        for path in asked {
+            for store in guards.credentials.iter().filter(|c| covers(c, path)) {
+                let named = own
+                    .iter()
+                    .any(|r| covers(r, path) && (*r == store || covers(store, r)));
+                if !named {
+                    return Err(format!(
+                        "{flag} {}: it is inside the credential store {}, which agent `{}` does not name — a call can only narrow its agent's policy",
+                        path.0, store.0, agent.name.0
+                    ));
+                }
+            }
+        }
+    }
+    for asked in &call.connect {
+        let Host::Network {
+            address,
+            prefix_len,
+        } = asked.host
+        else {
+            continue;
+        };
+        let inside = |network: &[u8; 16], length: u8, guard: &([u8; 16], u8)| {
+            length >= guard.1 && mask(network, guard.1) == guard.0
+        };
+        for guard in guards
+            .networks
+            .iter()
+            .filter(|g| inside(&address, prefix_len, g))
+        {
+            let named = rules.connect.iter().any(|r| {
+                connect_covers(r, asked)
+                    && matches!(r.host, Host::Network { address: a, prefix_len: l } if inside(&a, l, guard))
+            });
+            if !named {
+                return Err(format!(
+                    "--allow-connect {}: it is inside the guarded network {}, which agent `{}` does not name — a call can only narrow its agent's policy",
+                    asked.text,
+                    network_text(&guard.0, guard.1),
+                    agent.name.0
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The agent as one call sees it: each narrowed kind of rule cut down to its intersection with
@@ -348,6 +413,40 @@ mod tests {
             &agent
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_call_cannot_lift_a_guard_its_agent_is_held_to() {
+        let agent = policy::parse(
+            "p.yaml",
+            "agents:
+  - name: t
+    cgroup: claw/t
+    files:
+      read: [/root/, /home/u/.kube/]
+    connect: [0.0.0.0/0:80/tcp, 169.254.169.254:80/tcp]
+",
+        )
+        .unwrap()
+        .agents
+        .remove(0);
+        let guards = Guards {
+            credentials: crate::rules::credential_paths("u:x:1000:1000::/home/u:/bin/sh\n"),
+            networks: crate::rules::guarded_networks(),
+        };
+        let check = |n: Narrowing| check_guards(&agent, &parse(&n, &agent).unwrap(), &guards);
+        let err = check(narrowing(&["/root/.ssh/id_rsa"], &[], &[])).unwrap_err();
+        assert!(err.contains("credential store /root/.ssh/"), "{err}");
+        let err = check(narrowing(&[], &[], &["127.0.0.1:80/tcp"])).unwrap_err();
+        assert!(err.contains("guarded network 127.0.0.0/8"), "{err}");
+        // What the agent names itself a call may narrow to.
+        assert!(check(narrowing(
+            &["/home/u/.kube/config"],
+            &[],
+            &["169.254.169.254:80/tcp"]
+        ))
+        .is_ok());
+        assert!(check(narrowing(&["/root/notes.txt"], &[], &["10.1.1.1:80/tcp"])).is_ok());
     }
 
     #[test]

@@ -340,20 +340,46 @@ fn guard_credentials(
 ) {
     for store in credentials {
         let own = prefixes_of(store);
-        if own.iter().any(|p| named.contains(p)) {
+        // Only the store's own rule lifts it (`/root/.ssh/`, not the exact `/root/.ssh`).
+        if named.contains(&own[0]) {
             continue;
         }
         let bytes = store.0.as_bytes();
-        let covered = prefixes.iter().any(|(prefix, bits)| {
-            *bits != 0 && prefix.ends_with(b"/") && bytes.starts_with(prefix)
-        });
-        if !covered {
+        let Some(covering) = covering_directory(prefixes, bytes) else {
             continue;
+        };
+        // The directories between the rule and the store keep their grants but writing: a
+        // renamed home directory would take its store out from under the guard.
+        for (at, _) in bytes
+            .iter()
+            .enumerate()
+            .skip(covering.len())
+            .filter(|(_, b)| **b == b'/')
+        {
+            let directory = [&bytes[..at], b"\0"].concat();
+            if prefixes.contains_key(&directory) || own.contains(&directory) {
+                continue;
+            }
+            let bits = covering_directory(prefixes, &bytes[..at])
+                .and_then(|d| prefixes.get(&d).copied())
+                .unwrap_or(0);
+            prefixes.insert(directory, bits & !access::WRITE);
         }
         for prefix in own {
             prefixes.entry(prefix).or_insert(0);
         }
     }
+}
+
+/// The longest directory entry that covers `path` and grants something.
+fn covering_directory(prefixes: &BTreeMap<Vec<u8>, u32>, path: &[u8]) -> Option<Vec<u8>> {
+    path.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(at, _)| &path[..=at])
+        .filter(|prefix| prefixes.get(*prefix).is_some_and(|bits| *bits != 0))
+        .max_by_key(|prefix| prefix.len())
+        .map(<[u8]>::to_vec)
 }
 
 /// `/dir/` grants everything below the directory and the directory itself (which the kernel
@@ -616,6 +642,8 @@ mod tests {
         ] {
             assert!(got.contains(&(store.to_owned(), 0)), "{store} in {got:?}");
         }
+        // The home directory cannot be renamed away from its stores (read stays).
+        assert!(got.contains(&("/home/u$".to_owned(), access::READ)), "{got:?}");
         // Other homes and machine-wide stores are not under the rule: nothing to carve there.
         assert!(!got
             .iter()

@@ -813,7 +813,9 @@ impl Owner {
         let parsed = if narrowing.is_empty() {
             None
         } else {
-            Some(call::parse(&narrowing, source)?)
+            let parsed = call::parse(&narrowing, source)?;
+            call::check_guards(source, &parsed, &compile::Guards::of_this_machine())?;
+            Some(parsed)
         };
         let own = match &parsed {
             Some(parsed) => Some(
@@ -893,10 +895,16 @@ impl Owner {
     /// compiled is left out, so it is held to no rules at all until it ends.
     async fn narrowed_calls(&self, policy: &Policy) -> HashMap<u64, CompiledAgent> {
         let mut compiled = HashMap::new();
+        let guards = compile::Guards::of_this_machine();
         for (cgroup_id, live) in &self.calls {
             let Some(narrowing) = &live.narrowing else {
                 continue;
             };
+            let agent = policy.agents.iter().find(|a| a.name.0 == live.agent);
+            if let Some(Err(err)) = agent.map(|a| call::check_guards(a, narrowing, &guards)) {
+                tracing::warn!(call = live.call, "the call is denied everything: {err}");
+                continue;
+            }
             match self.compile_narrowed(&live.agent, narrowing, policy).await {
                 Ok(rules) => {
                     compiled.insert(*cgroup_id, rules);
@@ -909,12 +917,17 @@ impl Owner {
         compiled
     }
 
-    /// Ends the calls whose agent the enforced policy no longer has.
+    /// Ends the calls whose agent the enforced policy no longer has, or has moved to another
+    /// cgroup (the call's cgroup would be under none of the agent's programs).
     async fn end_orphaned_calls(&mut self) {
         let orphans: Vec<u64> = self
             .calls
             .iter()
-            .filter(|(_, c)| !self.policy.agents.iter().any(|a| a.name.0 == c.agent))
+            .filter(|(_, c)| {
+                !self.policy.agents.iter().any(|a| {
+                    a.name.0 == c.agent && c.cgroup.starts_with(&format!("{}/", a.cgroup.0))
+                })
+            })
             .map(|(id, _)| *id)
             .collect();
         for cgroup_id in orphans {

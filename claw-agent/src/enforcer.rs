@@ -797,6 +797,22 @@ impl Enforcer {
             .map_err(map_error(names::GRANTS))
     }
 
+    /// Removes the grants made to a cgroup that is gone.
+    fn remove_grants_of(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
+        let mut grants: HashMap<_, GrantKey, Grant> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::GRANTS)?)
+                .map_err(map_error(names::GRANTS))?;
+        let theirs: Vec<GrantKey> = grants
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.cgroup_id == cgroup_id)
+            .collect();
+        for key in &theirs {
+            let _ = grants.remove(key);
+        }
+        Ok(())
+    }
+
     /// Removes grants that expired before `now_ns` (CLOCK_BOOTTIME) or are used up; returns how
     /// many.
     pub fn prune_grants(&mut self, now_ns: u64) -> Result<usize, EnforcerError> {
@@ -850,6 +866,7 @@ impl Enforcer {
         let entries = [call.entry];
         self.switch(&[], &entries)?;
         self.remove_rules(&entries)?;
+        self.remove_grants_of(cgroup_id)?;
         self.calls.remove(index);
         Ok(true)
     }

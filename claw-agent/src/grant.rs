@@ -87,9 +87,23 @@ pub fn entry(
                     RULE_PATH_BYTES - 1
                 ));
             }
+            access = denial.access.as_deref().map_or(0, access_bits);
+            if access & claw_common::access::ADMIN != 0 {
+                return Err(format!(
+                    "event {}: `{}` is refused to every agent — no grant can allow it",
+                    denial.seq, denial.op
+                ));
+            }
+            if access & claw_common::access::WRITE != 0 {
+                if let Some(tree) = crate::rules::protected_tree(path) {
+                    return Err(format!(
+                        "event {}: no grant may allow writing inside {tree} — claw's own enforcement lives there",
+                        denial.seq
+                    ));
+                }
+            }
             grant.path[..path.len()].copy_from_slice(path.as_bytes());
             grant.path_len = path.len() as u32 + 1;
-            access = denial.access.as_deref().map_or(0, access_bits);
         }
         (_, Some(destination)) if code == op::CONNECT || code == op::SENDMSG => {
             let (address, port, protocol) = parse_destination(destination).ok_or_else(|| {
@@ -201,6 +215,16 @@ mod tests {
         let mut old = denial("open");
         old.object_key = None;
         assert!(entry(&old, 1, once, 0).unwrap_err().contains("object key"));
+        let mut escape = denial("open");
+        escape.path = Some("/sys/fs/cgroup/cgroup.procs".to_owned());
+        escape.access = Some("write".to_owned());
+        assert!(entry(&escape, 1, once, 0)
+            .unwrap_err()
+            .contains("claw's own enforcement"));
+        escape.access = Some("admin".to_owned());
+        assert!(entry(&escape, 1, once, 0)
+            .unwrap_err()
+            .contains("every agent"));
         let mut long = denial("open");
         long.path = Some(format!("/{}", "a".repeat(300)));
         assert!(entry(&long, 1, once, 0)

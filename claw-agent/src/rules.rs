@@ -116,27 +116,20 @@ impl<'de> Deserialize<'de> for EnvName {
 }
 
 /// Networks no wider connect rule reaches: IPv4 and IPv6 link-local (the cloud metadata service
-/// 169.254.169.254 among them) and AWS's IPv6 metadata address.
+/// 169.254.169.254 among them), AWS's IPv6 metadata address, loopback and the unspecified
+/// addresses.
 pub fn guarded_networks() -> Vec<([u8; 16], u8)> {
-    let v6 = |text: &str, len: u8| {
-        (
-            text.parse::<Ipv6Addr>()
-                .map(|a| a.octets())
-                .unwrap_or_default(),
-            len,
-        )
-    };
-    let Host::Network {
-        address,
-        prefix_len,
-    } = Host::ipv4(Ipv4Addr::new(169, 254, 0, 0), 16)
-    else {
-        unreachable!("ipv4 makes a network")
-    };
+    let v4 = |a: Ipv4Addr, len: u8| (a.to_ipv6_mapped().octets(), 96 + len);
+    let v6 = |a: Ipv6Addr, len: u8| (a.octets(), len);
     vec![
-        (address, prefix_len),
-        v6("fe80::", 10),
-        v6("fd00:ec2::254", 128),
+        v4(Ipv4Addr::new(169, 254, 0, 0), 16),
+        v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+        v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128),
+        // The node itself beyond its interfaces' addresses: all of loopback, and the
+        // unspecified addresses (a connect to 0.0.0.0 reaches whatever listens on any address).
+        v4(Ipv4Addr::new(127, 0, 0, 0), 8),
+        v4(Ipv4Addr::UNSPECIFIED, 32),
+        v6(Ipv6Addr::UNSPECIFIED, 128),
     ]
 }
 

@@ -84,11 +84,14 @@ pub fn refusal(uid: u32, pid: Option<i32>, cgroup: &str, agents: &[String]) -> O
     let Some(pid) = pid else {
         return Some("the client's pid is unknown (SO_PEERCRED)".to_owned());
     };
-    let path = cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("")
-        .trim_start_matches('/');
+    // A cgroup that cannot be told (the client exited, its /proc entry went) is refused: the
+    // request might come from inside an agent.
+    let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Some(format!(
+            "the control socket cannot tell which cgroup pid {pid} is in (it may have exited); refused"
+        ));
+    };
+    let path = path.trim_start_matches('/');
     agents
         .iter()
         .find(|agent| path == agent.as_str() || path.starts_with(&format!("{agent}/")))
@@ -183,7 +186,17 @@ async fn serve(
             .await;
             let cgroup_id = match started {
                 Some(Ok((cgroup, cgroup_id))) => {
-                    send(&mut write, &Reply::CallStarted { cgroup, cgroup_id }).await?;
+                    let sent = send(&mut write, &Reply::CallStarted { cgroup, cgroup_id }).await;
+                    if sent.is_err() {
+                        // The client went before it could run anything: the call ends now.
+                        let _ = ask(&handles, |reply| Control::EndCall {
+                            cgroup_id,
+                            status: None,
+                            reply,
+                        })
+                        .await;
+                        return sent;
+                    }
                     cgroup_id
                 }
                 Some(Err(message)) => return send(&mut write, &Reply::Error { message }).await,
@@ -565,6 +578,9 @@ mod tests {
             let refused = refusal(0, Some(7), inside, &agents).unwrap();
             assert!(refused.contains("inside an agent"), "{refused}");
         }
+        assert!(refusal(0, Some(7), "", &agents)
+            .unwrap()
+            .contains("cannot tell"));
         assert!(refusal(1000, Some(7), "0::/\n", &agents)
             .unwrap()
             .contains("root only"));

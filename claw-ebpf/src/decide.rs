@@ -525,6 +525,7 @@ pub fn report_file(
         };
         (*record).header.object_hash = object_hash;
         let granted = decision == decision::DENY
+            && need & access::ADMIN == 0
             && matches!(reported, Reported::Path(_))
             && grant::file(
                 cgroup_id,

@@ -47,7 +47,7 @@ static REDIRECTS: LpmTrie<NetRuleKey, Redirect> = LpmTrie::with_max_entries(1 <<
 
 /// (ruleset, "NAME=") of each preload variable an agent's programs may not be started with.
 #[map]
-static ENV_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 12, 0);
+static ENV_RULES: LpmTrie<PathRuleKey, u32> = LpmTrie::with_max_entries(1 << 17, 0);
 
 /// (ruleset, device kind, major, minor or ANY_MINOR) an agent may use.
 #[map]

@@ -30,6 +30,10 @@ const SIGKILL: u32 = 9;
 /// them could not be checked.
 const MAX_STRINGS: u32 = 1024;
 
+/// Reads of the strings at most, a buffer's worth each: 8 MiB, more than the kernel lets an exec
+/// carry (a quarter of the stack limit, 2 MiB by default).
+const MAX_READS: u32 = 2048;
+
 /// Bytes of a variable compared with the rules (names are short).
 const NAME_BYTES: usize = 64;
 
@@ -57,9 +61,11 @@ pub fn bprm_committed_creds(ctx: LsmContext) -> i32 {
     if total > MAX_STRINGS {
         return refuse(cgroup_id, agent, None);
     }
-    // The strings sit one after another from `p`: the arguments, then the variables.
+    // The strings sit one after another from `p`: the arguments, then the variables. A string
+    // longer than the buffer takes several reads; its name is in the first.
     let mut seen = 0u32;
-    for _ in 0..MAX_STRINGS + 64 {
+    let mut continuing = false;
+    for _ in 0..MAX_READS {
         if seen >= total {
             return 0;
         }
@@ -75,17 +81,18 @@ pub fn bprm_committed_creds(ctx: LsmContext) -> i32 {
             return refuse(cgroup_id, agent, None);
         }
         let len = len as u64;
-        at += len;
-        // A string longer than the buffer continues in the next read.
-        if len >= EVENT_PATH_BYTES as u64 {
-            at -= 1;
-            continue;
-        }
-        let variable = seen >= argc as u32;
-        seen += 1;
-        if variable && refused(scratch, agent.ruleset) {
+        if !continuing && seen >= argc as u32 && refused(scratch, agent.ruleset) {
             let variable = Resolved::at_start(scratch, len as usize);
             return refuse(cgroup_id, agent, Some(variable));
+        }
+        at += len;
+        // The buffer filled up: the string continues in the next read (its last byte read is
+        // the terminator the helper wrote, not the string's).
+        continuing = len >= EVENT_PATH_BYTES as u64;
+        if continuing {
+            at -= 1;
+        } else {
+            seen += 1;
         }
     }
     refuse(cgroup_id, agent, None)
