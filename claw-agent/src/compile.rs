@@ -643,7 +643,10 @@ mod tests {
             assert!(got.contains(&(store.to_owned(), 0)), "{store} in {got:?}");
         }
         // The home directory cannot be renamed away from its stores (read stays).
-        assert!(got.contains(&("/home/u$".to_owned(), access::READ)), "{got:?}");
+        assert!(
+            got.contains(&("/home/u$".to_owned(), access::READ)),
+            "{got:?}"
+        );
         // Other homes and machine-wide stores are not under the rule: nothing to carve there.
         assert!(!got
             .iter()

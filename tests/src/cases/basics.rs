@@ -291,8 +291,9 @@ fn uninstall_ends_enforcement() -> anyhow::Result<()> {
         !Path::new("/sys/fs/bpf/claw").exists(),
         "/sys/fs/bpf/claw is still there"
     );
-    // The kernel frees a released link's attachment after an RCU grace period.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The kernel frees a released link's attachment after an RCU grace period, and detaches
+    // each trampoline by patching text (slow under emulation, with some 40 hooks).
+    let deadline = Instant::now() + Duration::from_secs(30);
     while probe(&["open", DENIED_FILE], Some(&tools()))?.1 != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
