@@ -2,20 +2,38 @@
 //! kernel's, but a decoder that trusts its input is a crash waiting for a kernel change).
 #![no_main]
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use claw_agent::event::{self, AgentIdentity};
+use claw_agent::{
+    event::{self, AgentIdentity, CallIdentity, Identities},
+    policy, reason,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let identities = HashMap::from([(
+    let mut identities = Identities::new();
+    identities.insert(
         1,
         AgentIdentity {
             name: "tools".to_owned(),
             cgroup: "claw/tools".to_owned(),
             cgroup_id: 77,
         },
-    )]);
+    );
+    identities.call_started(
+        78,
+        CallIdentity {
+            agent: "tools".to_owned(),
+            call: "c1".to_owned(),
+            cgroup: "claw/tools/call-c1".to_owned(),
+        },
+    );
+    if let Ok(policy) = policy::parse(
+        "fuzz.yaml",
+        "agents:\n  - name: tools\n    cgroup: claw/tools\n    files: { read: [/usr/] }\n",
+    ) {
+        identities.set_summaries(policy.agents.iter().map(reason::Summary::of));
+    }
     if let Ok(decoded) = event::decode(data, &identities, Duration::from_secs(1), "full") {
         let _ = serde_json::to_string(&decoded);
     }

@@ -8,7 +8,14 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     match policy::parse("fuzz.yaml", &text) {
         Ok(parsed) => {
-            let _ = compile::compile(&parsed);
+            // This machine's guards would read /etc/passwd and the interfaces per input.
+            let guards = compile::Guards {
+                credentials: claw_agent::rules::credential_paths(
+                    "u:x:1000:1000::/home/u:/bin/sh\n",
+                ),
+                networks: claw_agent::rules::guarded_networks(),
+            };
+            let _ = compile::compile_guarding(&parsed, &guards);
         }
         Err(err) => {
             assert!(err.to_string().starts_with("fuzz.yaml"), "unplaced: {err}");
