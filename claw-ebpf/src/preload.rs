@@ -28,11 +28,12 @@ const SIGKILL: u32 = 9;
 
 /// Arguments and variables walked at most: an exec with more is refused, since a variable past
 /// them could not be checked.
-const MAX_STRINGS: u32 = 1024;
+const MAX_STRINGS: u32 = 512;
 
-/// Reads of the strings at most, a buffer's worth each: 8 MiB, more than the kernel lets an exec
-/// carry (a quarter of the stack limit, 2 MiB by default).
-const MAX_READS: u32 = 2048;
+/// Reads of the strings at most, a buffer's worth each: every string once, and 2 MiB of long
+/// strings besides (what the kernel lets an exec carry by default: a quarter of the 8 MiB stack
+/// limit). The verifier follows each read's branches: 8192 jumps per path at most.
+const MAX_READS: u32 = 1024;
 
 /// Bytes of a variable compared with the rules (names are short).
 const NAME_BYTES: usize = 64;
