@@ -28,12 +28,12 @@ const SIGKILL: u32 = 9;
 
 /// Arguments and variables walked at most: an exec with more is refused, since a variable past
 /// them could not be checked.
-const MAX_STRINGS: u32 = 512;
+const MAX_STRINGS: u32 = 384;
 
-/// Reads of the strings at most, a buffer's worth each: every string once, and 2 MiB of long
-/// strings besides (what the kernel lets an exec carry by default: a quarter of the 8 MiB stack
-/// limit). The verifier follows each read's branches: 8192 jumps per path at most.
-const MAX_READS: u32 = 1024;
+/// Reads of the strings at most, a buffer's worth each: every string once, and 1.5 MiB of long
+/// strings besides. The 6.1 verifier follows some nine branches per read along one path and
+/// gives up past 8192.
+const MAX_READS: u32 = 768;
 
 /// Bytes of a variable compared with the rules (names are short).
 const NAME_BYTES: usize = 64;
