@@ -308,9 +308,12 @@ fn boot(
     std::fs::create_dir_all(log_path.parent().context("log directory")?)?;
     let mut log = std::fs::File::create(log_path)?;
     let mut qemu = Command::new("qemu-system-x86_64")
+        // One TCG thread for both vCPUs: with a thread per vCPU (MTTCG), the kernel's live
+        // patching of BPF trampolines (text_poke with int3) raced the other vCPU and oopsed on
+        // 6.12 ("Oops: int3" in bpf_lsm_file_open) while claw-agent attached or detached links.
         .args([
             "-accel",
-            "tcg,thread=multi",
+            "tcg,thread=single",
             "-cpu",
             "max",
             "-smp",
