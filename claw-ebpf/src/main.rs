@@ -20,6 +20,7 @@ mod preload;
 mod throttle;
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -29,9 +30,11 @@ use claw_common::{
 };
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
-/// means "not an agent".
+/// means "not an agent". Not preallocated: an apply replaces entries while programs read them,
+/// and a preallocated map hands a replaced element straight to the next update (a reader could
+/// see another agent's entry); these are freed only after an RCU grace period.
 #[map]
-static AGENTS: HashMap<u64, AgentEntry> = HashMap::with_max_entries(4096, 0);
+static AGENTS: HashMap<u64, AgentEntry> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
 
 /// (ruleset, path prefix) -> access bits (claw_common::access).
 #[map]
