@@ -406,6 +406,9 @@ pub struct LoadOptions {
     pub pins: PathBuf,
 }
 
+/// How long the previous rules stay in the maps after cgroups switched to new ones.
+const RULES_OUTLIVE_SWITCH: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The kernel's BPF_CGROUP_DEVICE attach type.
 const BPF_CGROUP_DEVICE: u32 = 6;
 
@@ -652,6 +655,11 @@ impl Enforcer {
         }
         let keep: Vec<String> = staged.iter().map(InstalledAgent::link_key).collect();
         self.detach_net_except(&keep);
+        // A program that read an agent's old ruleset id just before the switch still looks its
+        // rules up under that id: they stay until such runs are over (programs run inside an RCU
+        // read section; a wait for a grace period through a map-of-maps update is the thorough
+        // form of this).
+        std::thread::sleep(RULES_OUTLIVE_SWITCH);
         if let Err(err) = self.remove_rules(&previous) {
             tracing::warn!("removing the previous policy's rules: {err}");
         }
