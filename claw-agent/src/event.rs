@@ -417,18 +417,21 @@ fn capability_name(number: u16) -> String {
         )
 }
 
+/// Access bits and the names events give them.
+const ACCESS_NAMES: [(u32, &str); 5] = [
+    (access::READ, "read"),
+    (access::WRITE, "write"),
+    (access::EXEC, "exec"),
+    (access::MAP, "map"),
+    (access::ADMIN, "admin"),
+];
+
 /// The access bits of `read+write`-style names (as events show them); unknown names add none.
 pub fn access_bits(names: &str) -> u32 {
-    [
-        (access::READ, "read"),
-        (access::WRITE, "write"),
-        (access::EXEC, "exec"),
-        (access::MAP, "map"),
-        (access::ADMIN, "admin"),
-    ]
-    .into_iter()
-    .filter(|(_, name)| names.split('+').any(|n| n == *name))
-    .fold(0, |bits, (bit, _)| bits | bit)
+    ACCESS_NAMES
+        .into_iter()
+        .filter(|(_, name)| names.split('+').any(|n| n == *name))
+        .fold(0, |bits, (bit, _)| bits | bit)
 }
 
 /// The code of an operation named as events name it.
@@ -437,17 +440,11 @@ pub fn op_code(name: &str) -> Option<u32> {
 }
 
 fn access_names(bits: u32) -> String {
-    let names: Vec<&str> = [
-        (access::READ, "read"),
-        (access::WRITE, "write"),
-        (access::EXEC, "exec"),
-        (access::MAP, "map"),
-        (access::ADMIN, "admin"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| bits & bit != 0)
-    .map(|(_, name)| name)
-    .collect();
+    let names: Vec<&str> = ACCESS_NAMES
+        .into_iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
     names.join("+")
 }
 
