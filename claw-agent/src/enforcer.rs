@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
         CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint,
@@ -52,6 +52,7 @@ pub mod names {
     pub const GRANTS: &str = "GRANTS";
     pub const REDIRECTS: &str = "REDIRECTS";
     pub const ENV_RULES: &str = "ENV_RULES";
+    pub const GRACE_PERIOD: &str = "GRACE_PERIOD";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -392,6 +393,35 @@ pub struct Enforcer {
     pins: Pins,
     /// The maps were an earlier claw-agent's: the first apply also clears what it left.
     adopting: bool,
+    grace_period: GracePeriod,
+}
+
+/// Waits until every program run that began before has ended: the kernel waits for an RCU grace
+/// period after each update of a map of maps, and programs run inside RCU read sections.
+struct GracePeriod {
+    outer: ArrayOfMaps<MapData, Array<MapData, u32>>,
+    inner: Array<MapData, u32>,
+}
+
+impl GracePeriod {
+    fn new(ebpf: &mut Ebpf) -> Result<Self, EnforcerError> {
+        let map = ebpf
+            .take_map(names::GRACE_PERIOD)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::GRACE_PERIOD.to_owned(),
+            })?;
+        Ok(Self {
+            outer: ArrayOfMaps::try_from(map).map_err(map_error(names::GRACE_PERIOD))?,
+            inner: Array::create(1, 0).map_err(map_error(names::GRACE_PERIOD))?,
+        })
+    }
+
+    fn wait(&mut self) -> Result<(), EnforcerError> {
+        self.outer
+            .set(0, &self.inner, 0)
+            .map_err(map_error(names::GRACE_PERIOD))
+    }
 }
 
 /// What loading needs.
@@ -405,9 +435,6 @@ pub struct LoadOptions {
     /// Where maps and links are pinned (and found, after a restart).
     pub pins: PathBuf,
 }
-
-/// How long the previous rules stay in the maps after cgroups switched to new ones.
-const RULES_OUTLIVE_SWITCH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The kernel's BPF_CGROUP_DEVICE attach type.
 const BPF_CGROUP_DEVICE: u32 = 6;
@@ -538,6 +565,7 @@ impl Enforcer {
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
             .ok();
+        let grace_period = GracePeriod::new(&mut ebpf)?;
         let mut enforcer = Self {
             ebpf,
             _stats: stats,
@@ -552,6 +580,7 @@ impl Enforcer {
             next_ruleset: 1,
             pins,
             adopting,
+            grace_period,
         };
         if adopting {
             enforcer.next_ruleset = enforcer.rulesets_in_maps()?.into_iter().max().unwrap_or(0) + 1;
@@ -656,12 +685,14 @@ impl Enforcer {
         let keep: Vec<String> = staged.iter().map(InstalledAgent::link_key).collect();
         self.detach_net_except(&keep);
         // A program that read an agent's old ruleset id just before the switch still looks its
-        // rules up under that id: they stay until such runs are over (programs run inside an RCU
-        // read section; a wait for a grace period through a map-of-maps update is the thorough
-        // form of this).
-        std::thread::sleep(RULES_OUTLIVE_SWITCH);
-        if let Err(err) = self.remove_rules(&previous) {
-            tracing::warn!("removing the previous policy's rules: {err}");
+        // rules up under that id: they stay until such runs are over.
+        match self.grace_period.wait() {
+            Ok(()) => {
+                if let Err(err) = self.remove_rules(&previous) {
+                    tracing::warn!("removing the previous policy's rules: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("previous policy's rules left in the maps: {err}"),
         }
         self.installed = staged;
         self.calls = staged_calls;
@@ -1172,6 +1203,7 @@ impl Enforcer {
                 flags: if agent.jit { agent_flags::JIT } else { 0 },
                 _pad: 0,
                 agent_cgroup_id: agent.agent_cgroup_id,
+                cgroup_id: agent.cgroup_id,
             };
             map.insert(agent.cgroup_id, entry, 0)
                 .map_err(map_error(names::AGENTS))?;

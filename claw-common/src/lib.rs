@@ -246,6 +246,10 @@ pub struct AgentEntry {
     /// cgroup's own id for an agent, its agent's for a tool call's cgroup (so that calls, which
     /// come and go, add no entries to the report maps).
     pub agent_cgroup_id: u64,
+    /// The cgroup this entry is for (the map key again). The kernel may hand a replaced element to
+    /// the next update at once, even to another key's; a program that finds its key here knows it
+    /// read its own cgroup's entry.
+    pub cgroup_id: u64,
 }
 
 /// Per-agent switches (AgentEntry::flags).
@@ -410,7 +414,7 @@ pub struct NetRecord {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentEntry>() == 24);
+const _: () = assert!(core::mem::size_of::<AgentEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DeviceRecord>() == 72 + COMM_BYTES + 16);
 const _: () = assert!(core::mem::size_of::<PathRuleKey>() == 256);

@@ -40,9 +40,18 @@ pub fn count(index: u32) {
 /// the agent's cgroup id, under which its reports are counted, and the entry of the task's cgroup.
 #[inline(always)]
 pub fn current_agent() -> Option<(u64, AgentEntry)> {
-    // SAFETY: the value is copied out at once.
-    let entry = unsafe { AGENTS.get(task_cgroup_id()) }.copied()?;
-    Some((entry.agent_cgroup_id, entry))
+    let cgroup_id = task_cgroup_id();
+    // An apply replaces entries while programs read them: an element read just as it was
+    // recycled for another cgroup is read again (a second recycle in a row would need two
+    // updates within these few instructions).
+    for _ in 0..2 {
+        // SAFETY: the value is copied out at once.
+        let entry = unsafe { AGENTS.get(cgroup_id) }.copied()?;
+        if entry.cgroup_id == cgroup_id {
+            return Some((entry.agent_cgroup_id, entry));
+        }
+    }
+    None
 }
 
 /// The calling task's own cgroup.

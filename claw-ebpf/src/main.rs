@@ -21,7 +21,8 @@ mod throttle;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    macros::map,
+    btf_maps::{self, ArrayOfMaps},
+    macros::{btf_map, map},
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use claw_common::{
@@ -78,6 +79,12 @@ static THROTTLE: LruHashMap<ThrottleKey, RateState> = LruHashMap::with_max_entri
 /// once, for a while, or both.
 #[map]
 static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(4096, 0);
+
+/// Read by no program: claw-agent updates it to wait until every program run that began before
+/// has ended (after an update of a map of maps the kernel waits for an RCU grace period, and
+/// programs run inside RCU read sections). Rules a switch left behind are removed only then.
+#[btf_map]
+static GRACE_PERIOD: ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = ArrayOfMaps::new();
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

@@ -179,6 +179,7 @@ fn bench() -> anyhow::Result<()> {
             flags: 0,
             _pad: 0,
             agent_cgroup_id: cgroup_id,
+            cgroup_id,
         },
         0,
     )?;
