@@ -396,8 +396,8 @@ fn prefixes_of(path: &RulePath) -> Vec<Vec<u8>> {
     prefixes
 }
 
-/// Trie entries for the address rules among `rules` (hostname rules are added once resolved, by
-/// calling this again with their addresses). A wider rule does not reach into a `guarded`
+/// Trie entries for the address rules among `rules` (hostname rules: the addresses the agent's
+/// resolver answers, in DNS_ALLOW). A wider rule does not reach into a `guarded`
 /// network (metadata, link-local, the node's own addresses): it gets an entry without ports,
 /// unless a rule names exactly it; rules inside it still allow what they name.
 pub fn net_rules(
@@ -425,13 +425,17 @@ pub fn net_rules(
         }
     }
     let lengths: std::collections::BTreeSet<u8> = own.keys().map(|&(_, _, len)| len).collect();
+    // A name may resolve to anything (a rebinding attack answers with the metadata address):
+    // with hostname rules every guarded network gets its entry.
+    let names = rules.iter().any(|r| matches!(r.host, Host::Name(_)));
     let mut guards = Vec::new();
     for &(address, prefix_len) in guarded {
         for protocol in [PROTO_TCP, PROTO_UDP] {
-            let covered = lengths.range(..prefix_len).any(|&len| {
-                own.get(&(protocol, crate::rules::mask(&address, len), len))
-                    .is_some_and(|ports| !ports.is_empty())
-            });
+            let covered = names
+                || lengths.range(..prefix_len).any(|&len| {
+                    own.get(&(protocol, crate::rules::mask(&address, len), len))
+                        .is_some_and(|ports| !ports.is_empty())
+                });
             if covered && !own.contains_key(&(protocol, address, prefix_len)) {
                 guards.push(NetRule {
                     protocol,
@@ -476,7 +480,7 @@ pub fn net_rules(
 }
 
 /// Sorted, with overlapping and touching ranges joined.
-fn merge(mut ports: Vec<PortRange>) -> Vec<PortRange> {
+pub fn merge(mut ports: Vec<PortRange>) -> Vec<PortRange> {
     ports.sort();
     let mut merged: Vec<PortRange> = Vec::new();
     for range in ports {

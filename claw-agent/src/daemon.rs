@@ -28,6 +28,7 @@ use crate::{
     compile::{self, Compiled, CompiledAgent},
     config,
     describe::{self, RuleLine},
+    dns::{self, Resolvers},
     enforcer::{Coverage, Enforcer, InstalledAgent, LoadOptions},
     event::{self, AgentIdentity, CallIdentity, Event, Identities},
     forward, grant,
@@ -165,6 +166,7 @@ pub type Unenforced = HashMap<String, Vec<&'static str>>;
 /// are applied, then the cgroups' limits written (unset limits back to "max").
 fn install_policy(
     enforcer: &mut Enforcer,
+    resolvers: &mut Resolvers,
     compiled: &Compiled,
     narrowed_calls: &HashMap<u64, CompiledAgent>,
     allow_missing: bool,
@@ -194,9 +196,26 @@ fn install_policy(
                 .push(limit);
         }
     }
+    let names: Vec<&str> = compiled.agents.iter().map(|a| a.name.as_str()).collect();
+    let ports = resolvers
+        .ports(&names)
+        .map_err(|err| format!("starting the agents' resolvers: {err}"))?;
     enforcer
-        .apply(compiled, narrowed_calls)
+        .apply(compiled, narrowed_calls, &ports)
         .map_err(|err| err.to_string())?;
+    resolvers.commit(
+        &compiled
+            .agents
+            .iter()
+            .zip(enforcer.installed())
+            .map(|(agent, installed)| dns::Agent {
+                name: &agent.name,
+                cgroup: &agent.cgroup,
+                cgroup_id: installed.cgroup_id,
+                hostname_rules: &agent.hostname_rules,
+            })
+            .collect::<Vec<_>>(),
+    );
     let usable: Vec<&str> = ["memory", "pids", "cpu"]
         .into_iter()
         .filter(|c| available.iter().any(|a| a == c))
@@ -214,31 +233,33 @@ fn install_policy(
     Ok(unenforced)
 }
 
-/// A policy read, checked and compiled, with its hostnames resolved: ready to install.
+/// A policy read, checked and compiled: ready to install.
 pub struct Prepared {
     pub policy: Policy,
     pub compiled: Compiled,
-    /// When the earliest hostname answer expires (None without hostname rules).
-    pub expires: Option<Instant>,
 }
 
 /// Longest claw-agent trusts a DNS answer before resolving again, whatever its TTL.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 
-/// Reads, compiles and resolves a policy file. Every error names the file and, where it can,
-/// the line and column. Blocks while resolving: call it off the async runtime.
-pub fn prepare(path: &Path, max_ttl: Duration) -> Result<Prepared, String> {
+/// Reads and compiles a policy file. Every error names the file and, where it can, the line and
+/// column. An agent's hostname rules are kept by its resolver (dns.rs), not resolved here.
+pub fn prepare(path: &Path) -> Result<Prepared, String> {
     let policy = policy::load(path).map_err(|err| err.to_string())?;
-    compile_resolved(policy, max_ttl)
+    let guards = compile::Guards::of_this_machine();
+    let compiled = compile::compile_guarding(&policy, &guards)
+        .map_err(|err| format!("{}: {err}", policy.file.display()))?;
+    Ok(Prepared { policy, compiled })
 }
 
-/// Compiles `policy` with its hostnames resolved now.
-pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, String> {
+/// Compiles `policy` with its hostnames resolved now, into address rules: for tool calls with
+/// narrowed rules, which the agents' resolvers do not answer for. Blocks while resolving: call
+/// it off the async runtime.
+pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Compiled, String> {
     let file = policy.file.display().to_string();
     let guards = compile::Guards::of_this_machine();
     let mut compiled =
         compile::compile_guarding(&policy, &guards).map_err(|err| format!("{file}: {err}"))?;
-    let mut expires: Option<Instant> = None;
     if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -248,10 +269,6 @@ pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, S
             let resolved = runtime
                 .block_on(resolve::resolve(&agent.hostname_rules, max_ttl))
                 .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
-            expires = match (expires, resolved.expires) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             // Address rules again, so that ports inherited across both are merged in one pass.
             let mut rules = resolved.rules;
             rules.extend(source.rules.connect.iter().cloned());
@@ -259,18 +276,11 @@ pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Prepared, S
                 .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
         }
     }
-    Ok(Prepared {
-        policy,
-        compiled,
-        expires,
-    })
+    Ok(compiled)
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (path, max_ttl) = (config.policy.clone(), config.max_ttl);
-    let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let prepared = prepare(&config.policy).map_err(anyhow::Error::msg)?;
     let coverage = if config.degraded {
         Coverage::NetworkOnly
     } else {
@@ -289,9 +299,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ring_buffer_bytes: config.ring_buffer_bytes,
         pins: config.pins.clone(),
     })?;
+    let coverage_name = match coverage {
+        Coverage::Full => "full",
+        Coverage::NetworkOnly => "degraded",
+    };
+    let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
+    let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
+    // A thread of its own: hashing and writing every record must not wait behind the tasks
+    // that serve followers, or it falls behind in a storm.
+    let audit_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    // Subscribed here, before anything can publish (the resolvers may, once they run): the log
+    // must have every event.
+    let (audit_events, _) = bus.subscribe();
+    let audit = write_audit_log(audit_writer, audit_events, bus.clone());
+    std::thread::Builder::new()
+        .name("audit-log".to_owned())
+        .spawn(move || audit_runtime.block_on(audit))?;
+    let mut resolvers = Resolvers::new(
+        enforcer.take_resolved_addresses()?,
+        bus.clone(),
+        coverage_name,
+        config.max_ttl,
+    );
     let identities = Arc::new(RwLock::new(Identities::new()));
     let unenforced = install_policy(
         &mut enforcer,
+        &mut resolvers,
         &prepared.compiled,
         &HashMap::new(),
         config.allow_missing_limits,
@@ -314,23 +349,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "policy enforced"
     );
 
-    let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
-    let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
-    // A thread of its own: hashing and writing every record must not wait behind the tasks
-    // that serve followers, or it falls behind in a storm.
-    let audit_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    // Subscribed here, before anything can publish: the log must have every event.
-    let (audit_events, _) = bus.subscribe();
-    let audit = write_audit_log(audit_writer, audit_events, bus.clone());
-    std::thread::Builder::new()
-        .name("audit-log".to_owned())
-        .spawn(move || audit_runtime.block_on(audit))?;
-    let coverage_name = match coverage {
-        Coverage::Full => "full",
-        Coverage::NetworkOnly => "degraded",
-    };
     let backlog = metrics::backlog_histogram();
     tokio::spawn(ingest::run(
         enforcer.take_events()?,
@@ -364,7 +382,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         unenforced,
         lines: describe::rule_lines(&prepared.policy),
         policy: prepared.policy,
-        expires: prepared.expires,
+        resolvers,
         max_ttl: config.max_ttl,
         generation: 1,
         identities,
@@ -409,12 +427,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// Asks the owner each second whether hostname answers have expired.
+/// Has the owner do its housekeeping each second.
 async fn tick(control: mpsc::Sender<Control>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticks.tick().await;
-        if control.send(Control::Refresh).await.is_err() {
+        if control.send(Control::Tick).await.is_err() {
             return;
         }
     }
@@ -497,7 +515,8 @@ struct Owner {
     unenforced: Unenforced,
     /// The enforced policy, as read (its hostnames are resolved again when their answers expire).
     policy: Policy,
-    expires: Option<Instant>,
+    resolvers: Resolvers,
+    /// Longest a hostname answer is trusted (the agents' resolvers, narrowed calls' rules).
     max_ttl: Duration,
     lines: Vec<RuleLine>,
     generation: u64,
@@ -570,7 +589,7 @@ impl Owner {
                     let _ =
                         reply.send((self.policy.file.display().to_string(), self.lines.clone()));
                 }
-                Control::Refresh => self.refresh().await,
+                Control::Tick => self.tick(),
                 Control::Shutdown(done) => {
                     for (_, supervisor) in self.supervisors.drain() {
                         supervisor.stop().await;
@@ -629,10 +648,7 @@ impl Owner {
     }
 
     async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
-        let max_ttl = self.max_ttl;
-        let prepared = tokio::task::spawn_blocking(move || prepare(&path, max_ttl))
-            .await
-            .map_err(|err| format!("preparing the policy failed: {err}"))??;
+        let prepared = prepare(&path)?;
         let narrowed = self.narrowed_calls(&prepared.policy).await;
         self.install(prepared, &narrowed)?;
         self.end_orphaned_calls().await;
@@ -649,6 +665,7 @@ impl Owner {
     ) -> Result<(), String> {
         self.unenforced = install_policy(
             &mut self.enforcer,
+            &mut self.resolvers,
             &prepared.compiled,
             narrowed,
             self.allow_missing_limits,
@@ -664,50 +681,14 @@ impl Owner {
         record_identities(&self.enforcer, &prepared.policy, &self.identities);
         self.lines = describe::rule_lines(&prepared.policy);
         self.policy = prepared.policy;
-        self.expires = prepared.expires;
         Ok(())
     }
 
-    /// Resolves hostname rules again once their answers expired; re-installs if addresses moved.
-    async fn refresh(&mut self) {
+    /// Each second: ended calls' cgroups removed, spent grants pruned.
+    fn tick(&mut self) {
         self.remove_ended_calls();
         if let Err(err) = self.enforcer.prune_grants(event::boot_time_ns()) {
             tracing::warn!("removing spent grants: {err}");
-        }
-        if self.expires.is_none_or(|at| at > Instant::now()) {
-            return;
-        }
-        let (policy, max_ttl) = (self.policy.clone(), self.max_ttl);
-        let prepared =
-            match tokio::task::spawn_blocking(move || compile_resolved(policy, max_ttl)).await {
-                Ok(Ok(prepared)) => prepared,
-                Ok(Err(message)) => {
-                    // Keep the addresses in force; try again after a while.
-                    tracing::warn!(
-                        "re-resolving hostnames failed, keeping the previous addresses: {message}"
-                    );
-                    self.expires = Some(Instant::now() + Duration::from_secs(5));
-                    return;
-                }
-                Err(err) => {
-                    tracing::error!("re-resolving hostnames: {err}");
-                    return;
-                }
-            };
-        let unchanged = prepared
-            .compiled
-            .agents
-            .iter()
-            .zip(self.enforcer.installed())
-            .all(|(new, old)| new.net_rules == old.net_rules);
-        if unchanged {
-            self.expires = prepared.expires;
-            return;
-        }
-        let narrowed = self.narrowed_calls(&prepared.policy).await;
-        match self.install(prepared, &narrowed) {
-            Ok(()) => tracing::info!("hostname addresses changed: network rules re-installed"),
-            Err(message) => tracing::error!("{message}"),
         }
     }
 
@@ -885,10 +866,10 @@ impl Owner {
             agents: vec![call::narrow(source, narrowing)],
         };
         let max_ttl = self.max_ttl;
-        let mut prepared = tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl))
+        let mut compiled = tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl))
             .await
             .map_err(|err| format!("compiling the call's rules failed: {err}"))??;
-        Ok(prepared.compiled.agents.remove(0))
+        Ok(compiled.agents.remove(0))
     }
 
     /// Every narrowed call's rules compiled against `policy`; a call whose rules cannot be

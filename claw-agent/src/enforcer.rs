@@ -20,7 +20,7 @@ use aya::{
 };
 use claw_common::{
     agent_flags, counter, mode, AgentEntry, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey,
-    NetRuleValue, PathRuleKey, Redirect,
+    NetRuleValue, PathRuleKey, Redirect, Resolved, ResolvedKey,
 };
 
 use crate::{
@@ -53,6 +53,7 @@ pub mod names {
     pub const REDIRECTS: &str = "REDIRECTS";
     pub const ENV_RULES: &str = "ENV_RULES";
     pub const GRACE_PERIOD: &str = "GRACE_PERIOD";
+    pub const DNS_ALLOW: &str = "DNS_ALLOW";
 }
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -208,6 +209,14 @@ pub const NET_PROGRAMS: &[(&str, &str)] = &[
         "sendmsg6",
         "UDP sendto/sendmsg to an unconnected destination, IPv6 and IPv4-mapped",
     ),
+    (
+        "recvmsg4",
+        "UDP answers to DNS sent to the agent's resolver show the server it was sent to, IPv4",
+    ),
+    (
+        "recvmsg6",
+        "UDP answers to DNS sent to the agent's resolver show the server it was sent to, IPv6",
+    ),
 ];
 
 /// The cgroup device program, attached to each agent's cgroup: it needs no BPF LSM.
@@ -348,6 +357,10 @@ pub struct InstalledAgent {
     /// The agent whose reports this cgroup's are counted with: `cgroup_id` itself for an agent,
     /// the agent's for a tool call.
     pub agent_cgroup_id: u64,
+    /// The port of the agent's resolver on 127.0.0.1 (0: none).
+    pub resolver_port: u16,
+    /// Held to the agent's rules, so also to the addresses its resolver answered (DNS_ALLOW).
+    pub resolved_names: bool,
 }
 
 /// A tool call's cgroup as installed: a child of its agent's, held to the agent's rules or to
@@ -453,6 +466,7 @@ pub const PINNED_MAPS: &[&str] = &[
     names::GRANTS,
     names::REDIRECTS,
     names::ENV_RULES,
+    names::DNS_ALLOW,
 ];
 
 impl Enforcer {
@@ -610,10 +624,13 @@ impl Enforcer {
     ///
     /// Live tool calls follow their agents: onto the new rules, or with `narrowed` (by call
     /// cgroup id) onto narrowed rules of their own compiled from the new policy.
+    ///
+    /// `resolvers`: agent name -> the port of its resolver on 127.0.0.1.
     pub fn apply(
         &mut self,
         compiled: &Compiled,
         narrowed: &StdHashMap<u64, CompiledAgent>,
+        resolvers: &StdHashMap<String, u16>,
     ) -> Result<(), EnforcerError> {
         // Majors that GPU drivers registered when they loaded (none on a machine without them).
         let majors = devices::registered_majors(
@@ -641,6 +658,8 @@ impl Enforcer {
                     keys
                 },
                 agent_cgroup_id: cgroup_id,
+                resolver_port: resolvers.get(&agent.name).copied().unwrap_or(0),
+                resolved_names: true,
             });
             self.next_ruleset += 1;
         }
@@ -731,6 +750,8 @@ impl Enforcer {
             entry.mode = agent.mode;
             entry.jit = agent.jit;
             entry.agent_cgroup_id = agent.cgroup_id;
+            entry.resolver_port = agent.resolver_port;
+            entry.resolved_names = own.is_none() && !call.narrowed;
             match own {
                 Some(own) => {
                     entry.ruleset = self.next_ruleset;
@@ -1200,7 +1221,14 @@ impl Enforcer {
                     Mode::Enforce => mode::ENFORCE,
                     Mode::Audit => mode::AUDIT,
                 },
-                flags: if agent.jit { agent_flags::JIT } else { 0 },
+                flags: [
+                    (agent.jit, agent_flags::JIT),
+                    (agent.resolved_names, agent_flags::RESOLVED_NAMES),
+                ]
+                .iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |flags, (_, flag)| flags | flag),
+                resolver_port: agent.resolver_port,
                 _pad: 0,
                 agent_cgroup_id: agent.agent_cgroup_id,
                 cgroup_id: agent.cgroup_id,
@@ -1335,6 +1363,21 @@ impl Enforcer {
             tracing::info!(links = removed, "an earlier claw-agent's links removed");
         }
         Ok(())
+    }
+
+    /// The addresses the agents' resolvers answered, for the resolvers (dns.rs), which alone
+    /// add and remove them.
+    pub fn take_resolved_addresses(
+        &mut self,
+    ) -> Result<HashMap<MapData, ResolvedKey, Resolved>, EnforcerError> {
+        let map = self
+            .ebpf
+            .take_map(names::DNS_ALLOW)
+            .ok_or(EnforcerError::Missing {
+                what: "map",
+                name: names::DNS_ALLOW.to_owned(),
+            })?;
+        HashMap::try_from(map).map_err(map_error(names::DNS_ALLOW))
     }
 
     /// The event ring buffer and the report counts, for the one task that reads them.

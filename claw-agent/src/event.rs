@@ -59,6 +59,9 @@ pub struct Event {
     /// The capability refused (op `capability`), e.g. `CAP_SYS_ADMIN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// The name asked of the agent's resolver (op `dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The access the operation needed: read, write, exec, map (joined with `+`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
@@ -104,6 +107,7 @@ impl Event {
             destination: None,
             device: None,
             capability: None,
+            name: None,
             access: None,
             object_key: None,
             decision: "-".to_owned(),
@@ -120,6 +124,7 @@ impl Event {
             .or(self.destination.as_deref())
             .or(self.device.as_deref())
             .or(self.capability.as_deref())
+            .or(self.name.as_deref())
     }
 }
 
@@ -384,6 +389,7 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         destination: None,
         device: None,
         capability: None,
+        name: None,
         access: None,
         object_key: Some(format!("{:016x}", header.object_hash)),
         decision: outcome.to_owned(),

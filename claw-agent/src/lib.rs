@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod describe;
 pub mod devices;
+pub mod dns;
 pub mod enforcer;
 pub mod event;
 pub mod forward;

@@ -28,8 +28,8 @@ pub enum Control {
     Status(oneshot::Sender<Status>),
     /// The enforced policy's file and rule lines.
     Rules(oneshot::Sender<(String, Vec<RuleLine>)>),
-    /// Re-resolve hostname rules whose answers have expired.
-    Refresh,
+    /// Housekeeping, each second: ended calls, spent grants.
+    Tick,
     /// Stop the supervised processes (claw-agent is shutting down); answered when they are.
     Shutdown(oneshot::Sender<()>),
     /// Apply a policy file; the answer is (file, generation) or why it was rejected.

@@ -103,6 +103,7 @@ fn sample_event(pid: u32) -> Event {
         destination: None,
         device: None,
         capability: None,
+        name: None,
         access: Some("read".to_owned()),
         object_key: None,
         decision: "deny".to_owned(),

@@ -241,7 +241,10 @@ pub struct AgentEntry {
     pub mode: u32,
     /// [`agent_flags`] bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Where this cgroup's DNS goes instead of where it was sent: the port of the resolver
+    /// claw-agent runs for the agent on 127.0.0.1 (0: none).
+    pub resolver_port: u16,
+    pub _pad: u16,
     /// The agent whose reports this cgroup's are numbered, throttled and counted with: the
     /// cgroup's own id for an agent, its agent's for a tool call's cgroup (so that calls, which
     /// come and go, add no entries to the report maps).
@@ -256,6 +259,47 @@ pub struct AgentEntry {
 pub mod agent_flags {
     /// The agent may create executable memory without a file (JIT compilers: V8, the JVM).
     pub const JIT: u32 = 1;
+    /// Connects may also go to the addresses the agent's resolver answered for the names its
+    /// rules allow (DNS_ALLOW, under the agent's cgroup id). Not for a tool call with narrowed
+    /// rules of its own.
+    pub const RESOLVED_NAMES: u32 = 2;
+}
+
+/// The port DNS is sent to; an agent's goes to its resolver instead.
+pub const DNS_PORT: u16 = 53;
+
+/// Key of DNS_ALLOW: an address the agent's resolver answered for a name its rules allow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResolvedKey {
+    /// The agent's cgroup id.
+    pub cgroup_id: u64,
+    pub protocol: u8,
+    pub _pad: [u8; 7],
+    /// IPv6, or IPv4-mapped.
+    pub address: [u8; 16],
+}
+
+/// Value of DNS_ALLOW: the ports the rules naming the name allow, until the answer expires.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Resolved {
+    /// CLOCK_BOOTTIME, nanoseconds.
+    pub expires_ns: u64,
+    pub ports: NetRuleValue,
+    pub _pad: u32,
+}
+
+/// Where a UDP socket's redirected DNS was sent, so that answers seem to come from there (stub
+/// resolvers such as musl's drop answers from any other address).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OriginalDestination {
+    /// IPv6, or IPv4-mapped.
+    pub address: [u8; 16],
+    /// Network byte order, as the socket address holds it.
+    pub port: u16,
+    pub _pad: [u8; 6],
 }
 
 /// Key of the file rule trie: a ruleset id followed by a path. A rule for the directory `/usr/` is
@@ -430,6 +474,9 @@ const _: () = assert!(core::mem::size_of::<NetRecord>() == 88 + 24);
 const _: () = assert!(core::mem::size_of::<ThrottleKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GrantKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Redirect>() == 24);
+const _: () = assert!(core::mem::size_of::<ResolvedKey>() == 32);
+const _: () = assert!(core::mem::size_of::<Resolved>() == 8 + 4 + 4 * MAX_PORT_RANGES + 4);
+const _: () = assert!(core::mem::size_of::<OriginalDestination>() == 24);
 const _: () = assert!(core::mem::size_of::<Grant>() == 40 + RULE_PATH_BYTES + 4);
 const _: () = assert!(core::mem::size_of::<RateState>() == 24);
 const _: () = assert!(core::mem::size_of::<AgentEvents>() == 48);
@@ -455,4 +502,7 @@ mod user {
     unsafe impl aya::Pod for super::GrantKey {}
     unsafe impl aya::Pod for super::Redirect {}
     unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::ResolvedKey {}
+    unsafe impl aya::Pod for super::Resolved {}
+    unsafe impl aya::Pod for super::OriginalDestination {}
 }

@@ -27,7 +27,8 @@ use aya_ebpf::{
 };
 use claw_common::{
     AgentEntry, AgentEvents, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey, NetRuleValue,
-    PathRuleKey, RateState, Redirect, Reported, ThrottleKey,
+    OriginalDestination, PathRuleKey, RateState, Redirect, Reported, Resolved, ResolvedKey,
+    ThrottleKey,
 };
 
 /// cgroup v2 id -> the agent's ruleset and mode, for every cgroup the daemon manages. A miss
@@ -85,6 +86,17 @@ static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(4096, 0);
 /// programs run inside RCU read sections). Rules a switch left behind are removed only then.
 #[btf_map]
 static GRACE_PERIOD: ArrayOfMaps<btf_maps::Array<u32, 1>, 1> = ArrayOfMaps::new();
+
+/// Addresses an agent's resolver answered for names its rules allow, until their TTL: claw-agent
+/// adds them as it answers, and removes them once expired.
+#[map]
+static DNS_ALLOW: HashMap<ResolvedKey, Resolved> =
+    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
+
+/// Socket cookie -> where its redirected DNS was sent (net.rs): what its answers come from.
+#[map]
+static ORIGINAL_DESTINATIONS: LruHashMap<u64, OriginalDestination> =
+    LruHashMap::with_max_entries(1 << 14, 0);
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

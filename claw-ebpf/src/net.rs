@@ -1,20 +1,28 @@
 //! cgroup sock_addr programs, attached to each agent's cgroup: TCP connects and UDP sends to
-//! unconnected destinations, v4 and v6, against NET_RULES. They load on kernels without BPF LSM.
+//! unconnected destinations, v4 and v6, against NET_RULES and the addresses the agent's resolver
+//! answered (DNS_ALLOW); DNS goes to that resolver. They load on kernels without BPF LSM.
 
 use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr, macros::cgroup_sock_addr, maps::lpm_trie::Key,
+    bindings::bpf_sock_addr,
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
+    macros::cgroup_sock_addr,
+    maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use claw_common::{
-    counter, decision, op, record, NetRecord, NetRuleKey, Redirect, MAX_PORT_RANGES,
+    agent_flags, counter, decision, op, record, NetRecord, NetRuleKey, NetRuleValue,
+    OriginalDestination, Redirect, ResolvedKey, DNS_PORT, MAX_PORT_RANGES, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
     decide::{count, current_agent, decision_of, emit, header, outcome, Report as _},
-    grant, NET_RULES, REDIRECTS,
+    grant, DNS_ALLOW, NET_RULES, ORIGINAL_DESTINATIONS, REDIRECTS,
 };
+
+/// 127.0.0.1, IPv4-mapped: where the daemon's resolvers listen.
+const LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -39,55 +47,25 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide::<true>(&ctx, op::SENDMSG)
 }
 
-/// Points the connect at the proxy instead. An IPv4 socket can only be sent to an IPv4 proxy:
-/// otherwise the connect is refused rather than let through to where it was going.
-#[inline(always)]
-fn redirect_to<const V6: bool>(ctx: &SockAddrContext, redirect: &Redirect) -> i32 {
-    let sock = ctx.sock_addr;
-    let proxy = redirect.proxy;
-    let mapped = proxy[..10].iter().all(|b| *b == 0) && proxy[10] == 0xff && proxy[11] == 0xff;
-    if !V6 && !mapped {
-        count(counter::DENIED);
-        return DENY;
-    }
-    // SAFETY: the context the kernel passed; connect programs may write the destination, each
-    // field whole.
-    unsafe {
-        if V6 {
-            for i in 0..4 {
-                let word = u32::from_ne_bytes([
-                    proxy[4 * i],
-                    proxy[4 * i + 1],
-                    proxy[4 * i + 2],
-                    proxy[4 * i + 3],
-                ]);
-                write_volatile(&mut (*sock).user_ip6[i], word);
-            }
-        } else {
-            let word = u32::from_ne_bytes([proxy[12], proxy[13], proxy[14], proxy[15]]);
-            write_volatile(&mut (*sock).user_ip4, word);
-        }
-        write_volatile(
-            &mut (*sock).user_port,
-            u32::from(redirect.proxy_port.to_be()),
-        );
-    }
-    count(counter::ALLOWED);
-    ALLOW
+#[cgroup_sock_addr(recvmsg4)]
+pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
+    restore_source::<false>(&ctx)
 }
 
+#[cgroup_sock_addr(recvmsg6)]
+pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore_source::<true>(&ctx)
+}
+
+/// The destination and port a sock_addr program was called with (IPv4 as IPv4-mapped IPv6).
 #[inline(always)]
-/// `V6` for the programs of IPv6 sockets: each kind may read only its own address field.
-fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
-    let sock: *const bpf_sock_addr = ctx.sock_addr;
+fn read_address<const V6: bool>(sock: *const bpf_sock_addr) -> ([u8; 16], u32) {
     // The verifier allows context fields to be read only at their own offsets from the context
     // pointer, and an IPv4 program may not read the IPv6 fields (nor the reverse): volatile
     // reads, one per field, keep LLVM from merging them into a computed address.
-    // IPv4 is looked up as IPv4-mapped IPv6, as the compiler stores it; so an IPv4-mapped IPv6
-    // destination meets the same rules.
     let mut address = [0u8; 16];
     // SAFETY: the context the kernel passed; each read is of one whole field.
-    let (user_port, protocol) = unsafe {
+    unsafe {
         if V6 {
             for i in 0..4 {
                 let word = read_volatile(&(*sock).user_ip6[i]);
@@ -98,13 +76,139 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
             address[11] = 0xff;
             address[12..].copy_from_slice(&read_volatile(&(*sock).user_ip4).to_ne_bytes());
         }
-        (
-            read_volatile(&(*sock).user_port),
-            read_volatile(&(*sock).protocol),
-        )
+        (address, read_volatile(&(*sock).user_port))
+    }
+}
+
+/// An answer from the agent's resolver to a UDP socket whose DNS was redirected shows the
+/// address the query was sent to as its source.
+#[inline(always)]
+fn restore_source<const V6: bool>(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: helper taking the context the kernel passed.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // SAFETY: the value is copied out at once.
+    let Some(original) = (unsafe { ORIGINAL_DESTINATIONS.get(&cookie) }).copied() else {
+        return ALLOW;
     };
+    let (source, _) = read_address::<V6>(ctx.sock_addr);
+    if source != LOOPBACK {
+        return ALLOW;
+    }
+    write_address::<V6>(ctx, &original.address, original.port.into());
+    ALLOW
+}
+
+/// Rewrites the socket address (`port` in network byte order). An IPv4 socket can take an
+/// IPv4(-mapped) address only: false, and nothing written, for any other.
+#[inline(always)]
+fn write_address<const V6: bool>(ctx: &SockAddrContext, address: &[u8; 16], port: u32) -> bool {
+    let sock = ctx.sock_addr;
+    let mapped =
+        address[..10].iter().all(|b| *b == 0) && address[10] == 0xff && address[11] == 0xff;
+    if !V6 && !mapped {
+        return false;
+    }
+    // SAFETY: the context the kernel passed; these programs may write the address, each field
+    // whole.
+    unsafe {
+        if V6 {
+            for i in 0..4 {
+                let word = u32::from_ne_bytes([
+                    address[4 * i],
+                    address[4 * i + 1],
+                    address[4 * i + 2],
+                    address[4 * i + 3],
+                ]);
+                write_volatile(&mut (*sock).user_ip6[i], word);
+            }
+        } else {
+            let word = u32::from_ne_bytes([address[12], address[13], address[14], address[15]]);
+            write_volatile(&mut (*sock).user_ip4, word);
+        }
+        write_volatile(&mut (*sock).user_port, port);
+    }
+    true
+}
+
+/// Sends the agent's DNS to its resolver; for a UDP socket, remembers where it was going.
+#[inline(always)]
+fn to_resolver<const V6: bool>(
+    ctx: &SockAddrContext,
+    original: &[u8; 16],
+    user_port: u32,
+    protocol: u8,
+    resolver_port: u16,
+) -> i32 {
+    if protocol == PROTO_UDP {
+        // SAFETY: helper taking the context the kernel passed.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        let destination = OriginalDestination {
+            address: *original,
+            port: user_port as u16,
+            _pad: [0; 6],
+        };
+        // A full map evicts the oldest socket's: its answers then show the resolver's address.
+        let _ = ORIGINAL_DESTINATIONS.insert(&cookie, &destination, 0);
+    }
+    if write_address::<V6>(ctx, &LOOPBACK, u32::from(resolver_port.to_be())) {
+        count(counter::ALLOWED);
+        ALLOW
+    } else {
+        count(counter::DENIED);
+        DENY
+    }
+}
+
+/// Whether one of `ports` holds `port`.
+#[inline(always)]
+fn holds(ports: &NetRuleValue, port: u16) -> bool {
+    let count = ports.count as usize;
+    (0..MAX_PORT_RANGES)
+        .take_while(|&i| i < count)
+        .any(|i| ports.ranges[i].first <= port && port <= ports.ranges[i].last)
+}
+
+/// Whether the agent's resolver answered `address` for a name whose rules allow `port`, and the
+/// answer has not expired.
+#[inline(always)]
+fn resolved(cgroup_id: u64, protocol: u8, address: &[u8; 16], port: u16) -> bool {
+    let key = ResolvedKey {
+        cgroup_id,
+        protocol,
+        _pad: [0; 7],
+        address: *address,
+    };
+    // SAFETY: the value is read at once; helper without preconditions.
+    unsafe {
+        DNS_ALLOW.get(&key).is_some_and(|entry| {
+            bpf_ktime_get_boot_ns() < entry.expires_ns && holds(&entry.ports, port)
+        })
+    }
+}
+
+/// Points the connect at the proxy instead. An IPv4 socket can only be sent to an IPv4 proxy:
+/// otherwise the connect is refused rather than let through to where it was going.
+#[inline(always)]
+fn redirect_to<const V6: bool>(ctx: &SockAddrContext, redirect: &Redirect) -> i32 {
+    if write_address::<V6>(ctx, &redirect.proxy, u32::from(redirect.proxy_port.to_be())) {
+        count(counter::ALLOWED);
+        ALLOW
+    } else {
+        count(counter::DENIED);
+        DENY
+    }
+}
+
+#[inline(always)]
+/// `V6` for the programs of IPv6 sockets: each kind may read only its own address field.
+fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
+    let sock: *const bpf_sock_addr = ctx.sock_addr;
+    // IPv4 is looked up as IPv4-mapped IPv6, as the compiler stores it; so an IPv4-mapped IPv6
+    // destination meets the same rules.
+    let (address, user_port) = read_address::<V6>(sock);
+    // SAFETY: the context the kernel passed; one whole field.
+    let protocol = unsafe { read_volatile(&(*sock).protocol) } as u8;
     let port = u16::from_be(user_port as u16);
-    let protocol = protocol as u8;
 
     // Attached to agents' cgroups only; a task there whose own cgroup is not an agent's (a child
     // cgroup) is held to no rules, so denied.
@@ -112,6 +216,12 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
+    if port == DNS_PORT
+        && agent.resolver_port != 0
+        && (protocol == PROTO_UDP || protocol == PROTO_TCP)
+    {
+        return to_resolver::<V6>(ctx, &address, user_port, protocol, agent.resolver_port);
+    }
     let key = Key::new(
         40 + 128,
         NetRuleKey {
@@ -127,12 +237,16 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
             }
         }
     }
-    let allowed = NET_RULES.get(&key).is_some_and(|rule| {
-        let count = rule.count as usize;
-        (0..MAX_PORT_RANGES)
-            .take_while(|&i| i < count)
-            .any(|i| rule.ranges[i].first <= port && port <= rule.ranges[i].last)
-    });
+    // A rule without ports closes a network (link-local, the node's own addresses) under wider
+    // rules: answers of the agent's resolver cannot open it either.
+    let allowed = match NET_RULES.get(&key) {
+        Some(rule) if rule.count == 0 => false,
+        Some(rule) if holds(rule, port) => true,
+        _ => {
+            agent.flags & agent_flags::RESOLVED_NAMES != 0
+                && resolved(cgroup_id, protocol, &address, port)
+        }
+    };
     if allowed {
         count(counter::ALLOWED);
         return ALLOW;

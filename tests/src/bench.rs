@@ -177,6 +177,7 @@ fn bench() -> anyhow::Result<()> {
             ruleset: 1,
             mode: mode::ENFORCE,
             flags: 0,
+            resolver_port: 0,
             _pad: 0,
             agent_cgroup_id: cgroup_id,
             cgroup_id,

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use claw_agent::{
     btf::VMLINUX_BTF,
-    daemon::{prepare, DEFAULT_MAX_TTL},
+    daemon::prepare,
     enforcer::{Coverage, Enforcer, LoadOptions, LSM_LIST},
     ingest::ReportLimits,
 };
@@ -122,8 +122,7 @@ fn storm(cgroup: &Path, seconds: Duration, rate: u64) -> anyhow::Result<(u64, Du
 
 /// Phase 1: claw's programs with a consumer that only counts ring-buffer records.
 fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64, u64)> {
-    let prepared =
-        prepare(&policy(dir, cgroups, "raw")?, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(&policy(dir, cgroups, "raw")?).map_err(anyhow::Error::msg)?;
     let unlimited = ReportLimits {
         identical_per_second: 0,
         agent_per_second: 0,
@@ -137,7 +136,7 @@ fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64,
         ring_buffer_bytes: 4 << 20,
         pins: bpffs.join("raw"),
     })?;
-    enforcer.apply(&prepared.compiled, &Default::default())?;
+    enforcer.apply(&prepared.compiled, &Default::default(), &Default::default())?;
     enforcer.attach_programs()?;
     let mut kernel = enforcer.take_events()?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -227,6 +227,25 @@ pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)>
     Ok((pid, code))
 }
 
+/// Runs a probe (in `cgroup`, if given): its exit code and what it printed.
+pub fn probe_output(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(i32, String)> {
+    let mut command = Command::new(VMTEST);
+    command.arg("probe").args(args).stderr(Stdio::null());
+    let (mut command, _procs) = match cgroup {
+        Some(cgroup) => {
+            let (command, procs) = in_cgroup(command, cgroup)?;
+            (command, Some(procs))
+        }
+        None => (command, None),
+    };
+    let output = command.output().context("starting the probe")?;
+    let code = output
+        .status
+        .code()
+        .with_context(|| format!("the probe was killed: {}", output.status))?;
+    Ok((code, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
 /// The probe's exit code must be `want` (0, or an errno).
 pub fn expect(args: &[&str], cgroup: Option<&Path>, want: i32) -> anyhow::Result<()> {
     let (_, code) = probe(args, cgroup)?;

@@ -2,3 +2,4 @@
 //! `tests/` start real binaries in cgroups they create and remove.
 
 pub mod harness;
+pub mod upstream;

@@ -17,7 +17,7 @@ const USAGE: &str =
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
-connect ADDRESS:PORT | sendto ADDRESS:PORT | raw-socket | packet-socket | bind-mount FROM TO | \
+connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
 
@@ -89,6 +89,8 @@ pub fn run(args: &[String]) -> ExitCode {
             .and_then(|s| s.send_to(b"claw", arg(1)))
             .map(drop),
         ("sendto", 2) => sendto(arg(1)),
+        ("dns-query", 3) => dns_query(arg(1), arg(2), false),
+        ("dns-query-tcp", 3) => dns_query(arg(1), arg(2), true),
         ("open-loop", 4) => return open_loop(arg(1), arg(2), arg(3)),
         ("signal", 2) => signal(arg(1)),
         ("ptrace", 2) => ptrace(arg(1)),
@@ -266,6 +268,64 @@ fn sendto(address: &str) -> std::io::Result<()> {
         "[::]:0".parse().expect("literal")
     };
     UdpSocket::bind(bind)?.send_to(b"claw", address).map(drop)
+}
+
+/// Asks SERVER for NAME's A records, as a stub resolver would (UDP: an unconnected socket, as
+/// musl's); prints `from=ADDRESS rcode=CODE answers=A,B`.
+fn dns_query(server: &str, name: &str, tcp: bool) -> std::io::Result<()> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, RecordType},
+    };
+    use std::io::{Read as _, Write as _};
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let server = socket_address(server)?;
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(
+        Name::from_ascii(name).map_err(|e| invalid(e.to_string()))?,
+        RecordType::A,
+    ));
+    let bytes = query.to_vec().map_err(|e| invalid(e.to_string()))?;
+    let (reply, from) = if tcp {
+        let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(&(bytes.len() as u16).to_be_bytes())?;
+        stream.write_all(&bytes)?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len)?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply)?;
+        (reply, stream.peer_addr()?)
+    } else {
+        let bind: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
+        let socket = UdpSocket::bind(bind)?;
+        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+        socket.send_to(&bytes, server)?;
+        let mut reply = vec![0u8; 4096];
+        let (len, from) = socket.recv_from(&mut reply)?;
+        reply.truncate(len);
+        (reply, from)
+    };
+    let reply = Message::from_vec(&reply).map_err(|e| invalid(e.to_string()))?;
+    let answers: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    println!(
+        "from={from} rcode={} answers={}",
+        u16::from(reply.metadata.response_code),
+        answers.join(",")
+    );
+    Ok(())
 }
 
 /// Opens ALLOWED and OTHER COUNT times each, printing one line of counts per outcome, so a case

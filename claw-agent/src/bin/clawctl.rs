@@ -13,7 +13,7 @@ use claw_agent::{
     audit,
     call::Narrowing,
     client::{self, Connection, EventView, ReplyView},
-    daemon::{prepare, DEFAULT_MAX_TTL},
+    daemon::prepare,
     describe::{self, RuleLine},
     event::Event,
     grant::Lifetime,
@@ -860,7 +860,7 @@ fn human_line(e: &Event) -> String {
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
     println!("{}: valid — it would enforce:", file.display());
     for (agent, compiled) in prepared.policy.agents.iter().zip(&prepared.compiled.agents) {
         println!(
@@ -903,7 +903,7 @@ fn apply(socket: &Path, file: &Path) -> anyhow::Result<()> {
 }
 
 fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file, DEFAULT_MAX_TTL).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
     let (enforced, old) = client::rules(socket)?;
     let new = describe::rule_lines(&prepared.policy);
     let (added, removed) = describe::diff(&old, &new);

@@ -7,6 +7,7 @@ mod calls;
 mod confine;
 mod credentials;
 mod devices;
+mod dns;
 mod egress;
 mod exec;
 mod files;
@@ -23,7 +24,10 @@ use std::{
     time::Duration,
 };
 
-use claw_tests::harness::{report, Daemon, CGROUP_ROOT, DAEMON_LOG};
+use claw_tests::{
+    harness::{report, Daemon, CGROUP_ROOT, DAEMON_LOG},
+    upstream::Upstream,
+};
 
 pub const POLICY: &str = "\
 agents:
@@ -43,6 +47,7 @@ agents:
       - \"[::1]:8080/tcp\"
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
+      - meta.claw.test:80/tcp
       - 127.0.0.1:7000-7010/tcp
     redirect:
       - { to: 10.9.9.9:443/tcp, via: \"127.0.0.1:3128\" }
@@ -90,6 +95,7 @@ pub const ALLOWED_FILE: &str = "/workspace/hello.txt";
 pub const DENIED_FILE: &str = "/etc/secret";
 pub const EPERM: i32 = 1;
 pub const ECONNREFUSED: i32 = 111;
+pub const ENETUNREACH: i32 = 101;
 
 pub fn tools() -> PathBuf {
     Path::new(CGROUP_ROOT).join("claw/tools")
@@ -125,9 +131,17 @@ impl Runner {
 pub fn run_all() -> ExitCode {
     let mut runner = Runner { all_passed: true };
     runner.check("fixtures", fixtures());
+    let upstream = match Upstream::start("127.0.0.1:53") {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            runner.check("node_resolver_stand_in_starts", Err(err));
+            return ExitCode::FAILURE;
+        }
+    };
     basics::before_daemon(&mut runner);
 
-    // Hostname answers are trusted for 1 s, so that re-resolution is seen quickly.
+    // Hostname answers are trusted for as short as claw-agent allows, so that expiry is seen
+    // quickly.
     let daemon = Daemon::start(
         Path::new(POLICY_PATH),
         Path::new(DAEMON_LOG),
@@ -146,6 +160,7 @@ pub fn run_all() -> ExitCode {
     files::run(&mut runner);
     exec::run(&mut runner);
     net::run(&mut runner);
+    dns::run(&mut runner, &upstream);
     egress::run(&mut runner);
     confine::run(&mut runner);
     credentials::run(&mut runner);
@@ -178,11 +193,12 @@ pub fn run_all() -> ExitCode {
     }
 }
 
-pub const HOSTS: &str = "/etc/hosts";
+const HOSTS: &str = "/etc/hosts";
 
 fn fixtures() -> anyhow::Result<()> {
     std::fs::write(POLICY_PATH, POLICY)?;
-    std::fs::write(HOSTS, "127.0.0.1 localhost\n127.0.0.1 svc.claw.test\n")?;
+    std::fs::write(HOSTS, "127.0.0.1 localhost\n")?;
+    std::fs::write("/etc/resolv.conf", "nameserver 127.0.0.1\n")?;
     std::fs::create_dir_all("/workspace/bin")?;
     std::fs::write(ALLOWED_FILE, "hello\n")?;
     std::fs::write(DENIED_FILE, "s3cr3t\n")?;
