@@ -53,6 +53,8 @@ pub struct Config {
     pub degraded: bool,
     /// Cap on how long a DNS answer for a hostname rule is trusted.
     pub max_ttl: Duration,
+    /// Where the agents' resolvers find the node's nameservers.
+    pub resolv_conf: PathBuf,
     /// Run agents whose limits the cgroup hierarchy cannot enforce (they are reported as not
     /// enforced) instead of refusing the policy.
     pub allow_missing_limits: bool,
@@ -322,6 +324,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         bus.clone(),
         coverage_name,
         config.max_ttl,
+        config.resolv_conf.clone(),
     );
     let identities = Arc::new(RwLock::new(Identities::new()));
     let unenforced = install_policy(

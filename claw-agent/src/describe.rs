@@ -67,12 +67,10 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
                 .iter()
                 .map(|p| line("libraries", p.0.clone())),
         );
-        own.extend(
-            rules
-                .connect
-                .iter()
-                .map(|c| line("connect", c.text.clone())),
-        );
+        own.extend(rules.connect.iter().map(|c| match c.host {
+            crate::rules::Host::Name(_) => line("connect-name", c.text.clone()),
+            _ => line("connect", c.text.clone()),
+        }));
         own.extend(
             rules
                 .redirect
@@ -129,6 +127,19 @@ pub fn mechanism(kind: &str) -> (&'static [&'static str], &'static str) {
                 "cgroup/sendmsg6",
             ],
             "NET_RULES (LPM trie)",
+        ),
+        "connect-name" => (
+            &[
+                "cgroup/connect4",
+                "cgroup/connect6",
+                "cgroup/sendmsg4",
+                "cgroup/sendmsg6",
+                "cgroup/recvmsg4",
+                "cgroup/recvmsg6",
+                "cgroup/getpeername4",
+                "cgroup/getpeername6",
+            ],
+            "DNS_ALLOW (hash: what the agent's resolver answered)",
         ),
         "allow_env" => (&["lsm/bprm_committed_creds"], "ENV_RULES (LPM trie)"),
         "redirect" => (

@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -203,6 +204,7 @@ struct Context {
     bus: Arc<Bus>,
     coverage: &'static str,
     max_ttl: Duration,
+    resolv_conf: Arc<PathBuf>,
 }
 
 /// One resolver per agent, on 127.0.0.1 (UDP and TCP on one port).
@@ -226,6 +228,7 @@ impl Resolvers {
         bus: Arc<Bus>,
         coverage: &'static str,
         max_ttl: Duration,
+        resolv_conf: PathBuf,
     ) -> Self {
         let allow = Arc::new(Mutex::new(allow));
         tokio::spawn(prune_expired(allow.clone()));
@@ -235,6 +238,7 @@ impl Resolvers {
                 bus,
                 coverage,
                 max_ttl,
+                resolv_conf: Arc::new(resolv_conf),
             },
             running: StdHashMap::new(),
         }
@@ -397,7 +401,7 @@ async fn answer(query: &[u8], client: &RwLock<Client>, context: &Context) -> Opt
             return refuse(ResponseCode::Refused);
         }
     };
-    let Some(reply) = ask_upstream(query).await else {
+    let Some(reply) = ask_upstream(&context.resolv_conf, query).await else {
         return refuse(ResponseCode::ServFail);
     };
     if let Ok(parsed) = Message::from_vec(&reply) {
@@ -459,8 +463,8 @@ fn report_refusal(client: &Client, name: Option<String>, context: &Context) {
 
 /// The node's resolvers (resolv.conf), each in turn, over UDP; over TCP when the answer was
 /// truncated.
-async fn ask_upstream(query: &[u8]) -> Option<Vec<u8>> {
-    let conf = tokio::fs::read_to_string("/etc/resolv.conf")
+async fn ask_upstream(resolv_conf: &Path, query: &[u8]) -> Option<Vec<u8>> {
+    let conf = tokio::fs::read_to_string(resolv_conf)
         .await
         .unwrap_or_default();
     let mut servers = nameservers(&conf);

@@ -217,6 +217,14 @@ pub const NET_PROGRAMS: &[(&str, &str)] = &[
         "recvmsg6",
         "UDP answers to DNS sent to the agent's resolver show the server it was sent to, IPv6",
     ),
+    (
+        "getpeername4",
+        "a socket connected to the agent's resolver shows the DNS server it addressed, IPv4",
+    ),
+    (
+        "getpeername6",
+        "a socket connected to the agent's resolver shows the DNS server it addressed, IPv6",
+    ),
 ];
 
 /// The cgroup device program, attached to each agent's cgroup: it needs no BPF LSM.

@@ -57,6 +57,16 @@ pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
     restore_source::<true>(&ctx)
 }
 
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    restore_source::<false>(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+    restore_source::<true>(&ctx)
+}
+
 /// The destination and port a sock_addr program was called with (IPv4 as IPv4-mapped IPv6).
 #[inline(always)]
 fn read_address<const V6: bool>(sock: *const bpf_sock_addr) -> ([u8; 16], u32) {
@@ -80,8 +90,8 @@ fn read_address<const V6: bool>(sock: *const bpf_sock_addr) -> ([u8; 16], u32) {
     }
 }
 
-/// An answer from the agent's resolver to a UDP socket whose DNS was redirected shows the
-/// address the query was sent to as its source.
+/// A socket whose DNS went to the agent's resolver sees the server it addressed: as the source
+/// of UDP answers (recvmsg), as the peer of a connected socket (getpeername).
 #[inline(always)]
 fn restore_source<const V6: bool>(ctx: &SockAddrContext) -> i32 {
     // SAFETY: helper taking the context the kernel passed.
@@ -130,26 +140,23 @@ fn write_address<const V6: bool>(ctx: &SockAddrContext, address: &[u8; 16], port
     true
 }
 
-/// Sends the agent's DNS to its resolver; for a UDP socket, remembers where it was going.
+/// Sends the agent's DNS to its resolver, remembering where it was going.
 #[inline(always)]
 fn to_resolver<const V6: bool>(
     ctx: &SockAddrContext,
     original: &[u8; 16],
     user_port: u32,
-    protocol: u8,
     resolver_port: u16,
 ) -> i32 {
-    if protocol == PROTO_UDP {
-        // SAFETY: helper taking the context the kernel passed.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-        let destination = OriginalDestination {
-            address: *original,
-            port: user_port as u16,
-            _pad: [0; 6],
-        };
-        // A full map evicts the oldest socket's: its answers then show the resolver's address.
-        let _ = ORIGINAL_DESTINATIONS.insert(&cookie, &destination, 0);
-    }
+    // SAFETY: helper taking the context the kernel passed.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let destination = OriginalDestination {
+        address: *original,
+        port: user_port as u16,
+        _pad: [0; 6],
+    };
+    // A full map evicts the oldest socket's: its answers then show the resolver's address.
+    let _ = ORIGINAL_DESTINATIONS.insert(&cookie, &destination, 0);
     if write_address::<V6>(ctx, &LOOPBACK, u32::from(resolver_port.to_be())) {
         count(counter::ALLOWED);
         ALLOW
@@ -220,7 +227,7 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
         && agent.resolver_port != 0
         && (protocol == PROTO_UDP || protocol == PROTO_TCP)
     {
-        return to_resolver::<V6>(ctx, &address, user_port, protocol, agent.resolver_port);
+        return to_resolver::<V6>(ctx, &address, user_port, agent.resolver_port);
     }
     let key = Key::new(
         40 + 128,

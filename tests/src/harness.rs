@@ -265,7 +265,7 @@ pub fn expect(args: &[&str], cgroup: Option<&Path>, want: i32) -> anyhow::Result
 }
 
 /// The last `lines` lines of the running daemon's log, to explain a failed case.
-fn daemon_log_tail(lines: usize) -> String {
+pub fn daemon_log_tail(lines: usize) -> String {
     let log = std::fs::read_to_string(DAEMON_LOG).unwrap_or_default();
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join(" | ")

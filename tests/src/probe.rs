@@ -274,13 +274,15 @@ fn sendto(address: &str) -> std::io::Result<()> {
 /// musl's); prints `from=ADDRESS rcode=CODE answers=A,B`.
 fn dns_query(server: &str, name: &str, tcp: bool) -> std::io::Result<()> {
     use hickory_proto::{
-        op::{Message, Query},
+        op::{Message, MessageType, OpCode, Query},
         rr::{Name, RData, RecordType},
     };
     use std::io::{Read as _, Write as _};
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let server = socket_address(server)?;
-    let mut query = Message::query();
+    // Not Message::query(): its random id needs the kernel's entropy pool, which a freshly
+    // booted VM may not have yet (the probe panicked there).
+    let mut query = Message::new(std::process::id() as u16, MessageType::Query, OpCode::Query);
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(
         Name::from_ascii(name).map_err(|e| invalid(e.to_string()))?,

@@ -53,6 +53,9 @@ struct Args {
     /// Longest a DNS answer for a hostname rule is trusted, in seconds, whatever its TTL.
     #[arg(long, value_name = "SECONDS", default_value_t = daemon::DEFAULT_MAX_TTL.as_secs())]
     max_dns_ttl: u64,
+    /// Where the agents' resolvers find the node's nameservers (`nameserver` lines, port 53).
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Run agents whose limits the cgroup hierarchy cannot enforce (status reports each such
     /// limit as not enforced), instead of refusing the policy.
     #[arg(long)]
@@ -117,6 +120,7 @@ async fn main() -> ExitCode {
         lsm_list: args.lsm_list,
         degraded: args.degraded,
         max_ttl: std::time::Duration::from_secs(args.max_dns_ttl),
+        resolv_conf: args.resolv_conf,
         allow_missing_limits: args.allow_missing_limits,
         audit_log: args.audit_log,
         audit_max_bytes: args.audit_max_mib << 20,

@@ -9,14 +9,19 @@ use anyhow::{bail, ensure};
 
 use super::{tools, Runner, ENETUNREACH, EPERM};
 use claw_tests::{
-    harness::{expect, probe, probe_output, Follower},
+    harness::{daemon_log_tail, expect, probe, probe_output, Follower},
     upstream::Upstream,
 };
 
 /// What `probe dns-query` printed, checked to begin with `want`.
 fn query(args: &[&str], cgroup: Option<&std::path::Path>, want: &str) -> anyhow::Result<()> {
     let (code, out) = probe_output(args, cgroup)?;
-    ensure!(code == 0, "probe {}: exit {code}", args.join(" "));
+    ensure!(
+        code == 0,
+        "probe {}: exit {code}; claw-agent's last words: {}",
+        args.join(" "),
+        daemon_log_tail(3)
+    );
     ensure!(
         out.trim() == want,
         "probe {}: printed `{}`, want `{want}`",
