@@ -97,7 +97,7 @@ fn restore_source<const V6: bool>(ctx: &SockAddrContext) -> i32 {
     // SAFETY: helper taking the context the kernel passed.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     // SAFETY: the value is copied out at once.
-    let Some(original) = (unsafe { ORIGINAL_DESTINATIONS.get(&cookie) }).copied() else {
+    let Some(original) = (unsafe { ORIGINAL_DESTINATIONS.get(cookie) }).copied() else {
         return ALLOW;
     };
     let (source, _) = read_address::<V6>(ctx.sock_addr);
@@ -156,7 +156,7 @@ fn to_resolver<const V6: bool>(
         _pad: [0; 6],
     };
     // A full map evicts the oldest socket's: its answers then show the resolver's address.
-    let _ = ORIGINAL_DESTINATIONS.insert(&cookie, &destination, 0);
+    let _ = ORIGINAL_DESTINATIONS.insert(cookie, destination, 0);
     if write_address::<V6>(ctx, &LOOPBACK, u32::from(resolver_port.to_be())) {
         count(counter::ALLOWED);
         ALLOW
@@ -187,7 +187,7 @@ fn resolved(cgroup_id: u64, protocol: u8, address: &[u8; 16], port: u16) -> bool
     };
     // SAFETY: the value is read at once; helper without preconditions.
     unsafe {
-        DNS_ALLOW.get(&key).is_some_and(|entry| {
+        DNS_ALLOW.get(key).is_some_and(|entry| {
             bpf_ktime_get_boot_ns() < entry.expires_ns && holds(&entry.ports, port)
         })
     }
