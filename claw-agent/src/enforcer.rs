@@ -426,12 +426,7 @@ struct GracePeriod {
 
 impl GracePeriod {
     fn new(ebpf: &mut Ebpf) -> Result<Self, EnforcerError> {
-        let map = ebpf
-            .take_map(names::GRACE_PERIOD)
-            .ok_or(EnforcerError::Missing {
-                what: "map",
-                name: names::GRACE_PERIOD.to_owned(),
-            })?;
+        let map = take_map(ebpf, names::GRACE_PERIOD)?;
         Ok(Self {
             outer: ArrayOfMaps::try_from(map).map_err(map_error(names::GRACE_PERIOD))?,
             inner: Array::create(1, 0).map_err(map_error(names::GRACE_PERIOD))?,
@@ -1378,24 +1373,13 @@ impl Enforcer {
     pub fn take_resolved_addresses(
         &mut self,
     ) -> Result<HashMap<MapData, ResolvedKey, Resolved>, EnforcerError> {
-        let map = self
-            .ebpf
-            .take_map(names::DNS_ALLOW)
-            .ok_or(EnforcerError::Missing {
-                what: "map",
-                name: names::DNS_ALLOW.to_owned(),
-            })?;
+        let map = take_map(&mut self.ebpf, names::DNS_ALLOW)?;
         HashMap::try_from(map).map_err(map_error(names::DNS_ALLOW))
     }
 
     /// The event ring buffer and the report counts, for the one task that reads them.
     pub fn take_events(&mut self) -> Result<KernelEvents, EnforcerError> {
-        let mut take = |name: &str| {
-            self.ebpf.take_map(name).ok_or(EnforcerError::Missing {
-                what: "map",
-                name: name.to_owned(),
-            })
-        };
+        let mut take = |name| take_map(&mut self.ebpf, name);
         let (ring, agent_events, throttle, reported) = (
             take(names::EVENTS)?,
             take(names::AGENT_EVENTS)?,
@@ -1503,6 +1487,14 @@ impl Enforcer {
             ..Default::default()
         })
     }
+}
+
+/// A map of the object, taken out of it for a task of its own.
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EnforcerError> {
+    ebpf.take_map(name).ok_or(EnforcerError::Missing {
+        what: "map",
+        name: name.to_owned(),
+    })
 }
 
 fn map_mut<'a>(

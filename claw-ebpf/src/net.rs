@@ -94,16 +94,17 @@ fn read_address<const V6: bool>(sock: *const bpf_sock_addr) -> ([u8; 16], u32) {
 /// of UDP answers (recvmsg), as the peer of a connected socket (getpeername).
 #[inline(always)]
 fn restore_source<const V6: bool>(ctx: &SockAddrContext) -> i32 {
+    // Every datagram an agent receives passes here: the cheap test first.
+    let (source, _) = read_address::<V6>(ctx.sock_addr);
+    if source != LOOPBACK {
+        return ALLOW;
+    }
     // SAFETY: helper taking the context the kernel passed.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     // SAFETY: the value is copied out at once.
     let Some(original) = (unsafe { ORIGINAL_DESTINATIONS.get(cookie) }).copied() else {
         return ALLOW;
     };
-    let (source, _) = read_address::<V6>(ctx.sock_addr);
-    if source != LOOPBACK {
-        return ALLOW;
-    }
     write_address::<V6>(ctx, &original.address, original.port.into());
     ALLOW
 }
