@@ -91,7 +91,8 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
                     ));
                     continue;
                 }
-                if needs("write") {
+                // files.write is also what lets an agent connect to a Unix socket.
+                if needs("write") || needs("connect") {
                     if rules::protected_tree(path).is_some() {
                         draft.notes.insert(format!(
                             "{}: {op} {path}: no rule may grant writing inside {} (claw's own enforcement lives there)",

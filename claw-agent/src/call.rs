@@ -433,6 +433,7 @@ mod tests {
         let guards = Guards {
             credentials: crate::rules::credential_paths("u:x:1000:1000::/home/u:/bin/sh\n"),
             networks: crate::rules::guarded_networks(),
+            ..Guards::default()
         };
         let check = |n: Narrowing| check_guards(&agent, &parse(&n, &agent).unwrap(), &guards);
         let err = check(narrowing(&["/root/.ssh/id_rsa"], &[], &[])).unwrap_err();

@@ -4,7 +4,10 @@
 //! Entries carry no ruleset id: the installer assigns a fresh one per agent on each apply, so that
 //! the new rules sit complete in the maps before the agent's cgroup is switched to them.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::maps::lpm_trie::Key;
 use claw_common::{
@@ -44,6 +47,10 @@ pub struct CompiledAgent {
     /// ENV_RULES entries: `NAME=` of each preload variable the agent's programs may not get.
     pub env_rules: Vec<FileRule>,
 }
+
+/// What a write rule grants: connecting to a Unix socket is writing to it, as far as a rule
+/// says.
+const WRITING: u32 = access::WRITE | access::CONNECT;
 
 /// One entry of the REDIRECTS trie: TCP connects to `ports` of the network go to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,31 +190,87 @@ pub struct CompileError {
     pub message: String,
 }
 
-/// What no wider rule reaches: credential stores, and networks an agent must name to reach.
+/// What no wider rule reaches: credential stores, networks an agent must name to reach, and
+/// claw-agent's own sockets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guards {
     pub credentials: Vec<RulePath>,
     /// (address, prefix length), as NET_RULES holds them.
     pub networks: Vec<([u8; 16], u8)>,
+    /// The directories of claw-agent's sockets (`/run/claw/`): no agent writes there, and a
+    /// write rule inside one is refused.
+    pub socket_directories: Vec<RulePath>,
+    /// The one socket there agents may connect to: it answers them about their own events.
+    pub agent_socket: Option<RulePath>,
 }
 
-impl Guards {
-    /// This machine's: the credential stores of its users (/etc/passwd) and its own, the
-    /// link-local and cloud metadata networks, and the node's own addresses.
-    pub fn of_this_machine() -> Self {
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let mut networks = crate::rules::guarded_networks();
-        networks.extend(crate::rules::node_addresses());
+/// Where claw-agent serves: the control socket (root, outside every agent) and the agent socket
+/// (processes inside agents, about their own events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sockets {
+    pub control: PathBuf,
+    pub agent: PathBuf,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::beside(PathBuf::from(crate::protocol::DEFAULT_SOCKET), None)
+    }
+}
+
+impl Sockets {
+    /// `control`, and `agent` or else the agent socket in the control socket's directory.
+    pub fn beside(control: PathBuf, agent: Option<PathBuf>) -> Self {
+        let agent =
+            agent.unwrap_or_else(|| control.with_file_name(crate::protocol::AGENT_SOCKET_NAME));
+        Self { control, agent }
+    }
+
+    /// The paths as the kernel resolves them (symbolic links in their directories followed),
+    /// which is how the programs match them against rules.
+    pub fn resolved(&self) -> Self {
+        let resolve = |path: &Path| match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => {
+                std::fs::canonicalize(dir).map_or_else(|_| path.to_path_buf(), |dir| dir.join(name))
+            }
+            _ => path.to_path_buf(),
+        };
         Self {
-            credentials: crate::rules::credential_paths(&passwd),
-            networks,
+            control: resolve(&self.control),
+            agent: resolve(&self.agent),
         }
     }
 }
 
-/// Compiles `policy` with this machine's guards.
+impl Guards {
+    /// This machine's: the credential stores of its users (/etc/passwd) and its own, the
+    /// link-local and cloud metadata networks, the node's own addresses, and `sockets`.
+    pub fn of_this_machine(sockets: &Sockets) -> Self {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let mut networks = crate::rules::guarded_networks();
+        networks.extend(crate::rules::node_addresses());
+        let sockets = sockets.resolved();
+        let directory = |socket: &Path| {
+            let dir = socket.parent()?.to_str()?;
+            RulePath::parse(&format!("{}/", dir.trim_end_matches('/'))).ok()
+        };
+        let mut socket_directories: Vec<RulePath> = [&sockets.control, &sockets.agent]
+            .into_iter()
+            .filter_map(|s| directory(s))
+            .collect();
+        socket_directories.dedup();
+        Self {
+            credentials: crate::rules::credential_paths(&passwd),
+            networks,
+            socket_directories,
+            agent_socket: sockets.agent.to_str().and_then(|p| RulePath::parse(p).ok()),
+        }
+    }
+}
+
+/// Compiles `policy` with this machine's guards and claw-agent's default sockets.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
-    compile_guarding(policy, &Guards::of_this_machine())
+    compile_guarding(policy, &Guards::of_this_machine(&Sockets::default()))
 }
 
 /// `compile`, with the guards given.
@@ -221,7 +284,7 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
             let mut prefixes: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
             let grants = [
                 (&rules.files.read, access::READ),
-                (&rules.files.write, access::WRITE),
+                (&rules.files.write, WRITING),
                 // The kernel opens and maps a program it executes; an interpreter reads its
                 // script by name.
                 (&rules.exec, access::READ | access::EXEC | access::MAP),
@@ -244,16 +307,17 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
             inherit_directory_grants(&mut prefixes);
             stop_writes_short_of_protected_trees(&mut prefixes);
             guard_credentials(&mut prefixes, &named, credentials);
+            let error = |message| CompileError {
+                agent: agent.name.0.clone(),
+                message,
+            };
+            reserve_sockets(&mut prefixes, &rules.files.write, guards).map_err(error)?;
             let hostname_rules = rules
                 .connect
                 .iter()
                 .filter(|r| matches!(r.host, Host::Name(_)))
                 .cloned()
                 .collect();
-            let error = |message| CompileError {
-                agent: agent.name.0.clone(),
-                message,
-            };
             let net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
             let redirects = redirects(&rules.redirect).map_err(error)?;
             Ok(CompiledAgent {
@@ -314,18 +378,18 @@ fn stop_writes_short_of_protected_trees(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
             .filter(|(prefix, _)| prefix.ends_with(b"/") && tree.as_bytes().starts_with(prefix))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(0, |(_, bits)| *bits);
-        if covering & access::WRITE == 0 {
+        if covering & WRITING == 0 {
             continue;
         }
         for own in prefixes_of(&RulePath(tree.to_owned())) {
-            prefixes.insert(own, covering & !access::WRITE);
+            prefixes.insert(own, covering & !WRITING);
         }
     }
-    // Entries inside a tree (a read rule there) inherited WRITE from the wider rule.
+    // Entries inside a tree (a read rule there) inherited writing from the wider rule.
     for (prefix, bits) in prefixes.iter_mut() {
         let path = String::from_utf8_lossy(prefix);
         if crate::rules::protected_tree(path.trim_end_matches('\0')).is_some() {
-            *bits &= !access::WRITE;
+            *bits &= !WRITING;
         }
     }
 }
@@ -348,27 +412,91 @@ fn guard_credentials(
         let Some(covering) = covering_directory(prefixes, bytes) else {
             continue;
         };
-        // The directories between the rule and the store keep their grants but writing: a
-        // renamed home directory would take its store out from under the guard.
-        for (at, _) in bytes
-            .iter()
-            .enumerate()
-            .skip(covering.len())
-            .filter(|(_, b)| **b == b'/')
-        {
-            let directory = [&bytes[..at], b"\0"].concat();
-            if prefixes.contains_key(&directory) || own.contains(&directory) {
-                continue;
-            }
-            let bits = covering_directory(prefixes, &bytes[..at])
-                .and_then(|d| prefixes.get(&d).copied())
-                .unwrap_or(0);
-            prefixes.insert(directory, bits & !access::WRITE);
-        }
+        // A renamed home directory would take its store out from under the guard.
+        keep_directories_in_place(prefixes, bytes, covering.len(), &own);
         for prefix in own {
             prefixes.entry(prefix).or_insert(0);
         }
     }
+}
+
+/// The directories of `path` below its covering rule (the first `covered` bytes) keep their
+/// grants but writing: renaming one would move `path` out from under what guards it. `own`:
+/// the entries of `path` itself, set apart.
+fn keep_directories_in_place(
+    prefixes: &mut BTreeMap<Vec<u8>, u32>,
+    path: &[u8],
+    covered: usize,
+    own: &[Vec<u8>],
+) {
+    for (at, _) in path
+        .iter()
+        .enumerate()
+        .skip(covered)
+        .filter(|(_, b)| **b == b'/')
+    {
+        let directory = [&path[..at], b"\0"].concat();
+        if prefixes.contains_key(&directory) || own.contains(&directory) {
+            continue;
+        }
+        let bits = covering_directory(prefixes, &path[..at])
+            .and_then(|d| prefixes.get(&d).copied())
+            .unwrap_or(0);
+        prefixes.insert(directory, bits & !access::WRITE);
+    }
+}
+
+/// claw-agent's socket directories: a write rule inside one is refused; a wider one stops short
+/// (no writing, no connecting there, the directories on the way from `/` kept in place), and the agent
+/// socket alone may be connected to — so an agent reaches the endpoint that answers it about
+/// its own events and can neither replace it nor reach the control socket.
+fn reserve_sockets(
+    prefixes: &mut BTreeMap<Vec<u8>, u32>,
+    writes: &[RulePath],
+    guards: &Guards,
+) -> Result<(), String> {
+    for directory in &guards.socket_directories {
+        let own = prefixes_of(directory);
+        let inside = |prefix: &[u8]| {
+            prefix.starts_with(directory.0.as_bytes()) || own.iter().any(|o| o == prefix)
+        };
+        if let Some(rule) = writes
+            .iter()
+            .find(|w| prefixes_of(w).iter().any(|p| inside(p)))
+        {
+            return Err(format!(
+                "files.write `{}` is inside {}, where claw-agent's sockets are — no agent may write there; remove the rule",
+                rule.0, directory.0
+            ));
+        }
+        let Some(covering) = covering_directory(prefixes, directory.0.as_bytes()) else {
+            continue;
+        };
+        let bits = prefixes[&covering];
+        if bits & WRITING == 0 {
+            continue;
+        }
+        keep_directories_in_place(prefixes, directory.0.as_bytes(), 1, &own);
+        for prefix in &own {
+            prefixes.insert(prefix.clone(), bits & !WRITING);
+        }
+        for (prefix, bits) in prefixes.iter_mut() {
+            if inside(prefix) {
+                *bits &= !WRITING;
+            }
+        }
+    }
+    if let Some(socket) = &guards.agent_socket {
+        let bytes = socket.0.as_bytes();
+        let around = covering_directory(prefixes, bytes)
+            .and_then(|d| prefixes.get(&d).copied())
+            .unwrap_or(0);
+        prefixes.insert(
+            [bytes, b"\0"].concat(),
+            (around & !WRITING) | access::CONNECT,
+        );
+    }
+    Ok(())
 }
 
 /// The longest directory entry that covers `path` and grants something.
@@ -557,7 +685,7 @@ mod tests {
             "    files:\n      read: [/w/]\n      write: [/w/]\n    exec: [/usr/bin/git]\n    libraries: [/usr/lib/]\n",
         );
         let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
-        assert_eq!(bits["/w/"], access::READ | access::WRITE);
+        assert_eq!(bits["/w/"], access::READ | WRITING);
         assert_eq!(
             bits["/usr/bin/git$"],
             access::READ | access::EXEC | access::MAP
@@ -569,18 +697,60 @@ mod tests {
     fn nested_rules_keep_the_grants_of_covering_directories() {
         let a = agent("    files:\n      read: [/w/, /]\n      write: [/w/out/, /w/out/log]\n");
         let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
-        assert_eq!(bits["/w/out/"], access::READ | access::WRITE);
-        assert_eq!(bits["/w/out/log$"], access::READ | access::WRITE);
+        assert_eq!(bits["/w/out/"], access::READ | WRITING);
+        assert_eq!(bits["/w/out/log$"], access::READ | WRITING);
         assert_eq!(bits["/w/"], access::READ);
         // `/w/out` (the directory itself) is under `/w/` but not under `/w/out/`.
-        assert_eq!(bits["/w/out$"], access::READ | access::WRITE);
+        assert_eq!(bits["/w/out$"], access::READ | WRITING);
+    }
+
+    fn with_sockets(rules: &str) -> Result<BTreeMap<String, u32>, CompileError> {
+        let policy = parse(
+            "p.yaml",
+            &format!("agents:\n  - name: t\n    cgroup: claw/t\n{rules}"),
+        )
+        .unwrap();
+        let guards = Guards {
+            socket_directories: vec![RulePath("/run/claw/".to_owned())],
+            agent_socket: Some(RulePath("/run/claw/agent.sock".to_owned())),
+            ..Guards::default()
+        };
+        let mut compiled = compile_guarding(&policy, &guards)?;
+        Ok(prefixes(&compiled.agents.remove(0)).into_iter().collect())
+    }
+
+    #[test]
+    fn agents_connect_to_the_agent_socket_and_write_nowhere_beside_it() {
+        let bits = with_sockets("    files:\n      read: [/]\n      write: [/]\n").unwrap();
+        assert_eq!(bits["/"], access::READ | WRITING);
+        for own in ["/run/claw/", "/run/claw$"] {
+            assert_eq!(bits[own], access::READ, "{own}");
+        }
+        // Renaming /run would move the sockets.
+        assert_eq!(bits["/run$"] & access::WRITE, 0);
+        assert_eq!(
+            bits["/run/claw/agent.sock$"],
+            access::READ | access::CONNECT
+        );
+
+        let bits = with_sockets("    files:\n      write: [/workspace/]\n").unwrap();
+        assert_eq!(bits["/run/claw/agent.sock$"], access::CONNECT);
+        assert!(!bits.contains_key("/run/claw/"), "{bits:?}");
+
+        for inside in ["/run/claw/", "/run/claw/claw.sock", "/run/claw"] {
+            let err = with_sockets(&format!("    files:\n      write: [{inside}]\n")).unwrap_err();
+            assert!(
+                err.message.contains("claw-agent's sockets") && err.message.contains(inside),
+                "{err}"
+            );
+        }
     }
 
     #[test]
     fn wide_write_rules_stop_short_of_the_cgroup_and_bpf_trees() {
         let a = agent("    files:\n      read: [/, /sys/fs/bpf/claw/]\n      write: [/]\n");
         let bits: BTreeMap<_, _> = prefixes(&a).into_iter().collect();
-        assert_eq!(bits["/"], access::READ | access::WRITE);
+        assert_eq!(bits["/"], access::READ | WRITING);
         assert_eq!(bits["/sys/fs/bpf/claw/"], access::READ);
         for tree in [
             "/sys/fs/cgroup/",
@@ -631,6 +801,7 @@ mod tests {
         let guards = Guards {
             credentials: crate::rules::credential_paths(passwd),
             networks: Vec::new(),
+            ..Guards::default()
         };
         let mut compiled = compile_guarding(&policy, &guards).unwrap();
         prefixes(&compiled.agents.remove(0))
@@ -791,6 +962,7 @@ mod tests {
         let guards = Guards {
             credentials: Vec::new(),
             networks,
+            ..Guards::default()
         };
         let agent = compile_guarding(&policy, &guards).unwrap().agents.remove(0);
         let view = net(&agent);

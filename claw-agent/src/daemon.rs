@@ -44,7 +44,8 @@ use crate::{
 
 pub struct Config {
     pub policy: PathBuf,
-    pub socket: PathBuf,
+    /// The control socket and the agent socket.
+    pub sockets: compile::Sockets,
     /// The cgroup v2 mount; found in /proc/self/mountinfo when not given.
     pub cgroup_root: Option<PathBuf>,
     pub vmlinux_btf: PathBuf,
@@ -246,9 +247,9 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 
 /// Reads and compiles a policy file. Every error names the file and, where it can, the line and
 /// column. An agent's hostname rules are kept by its resolver (dns.rs), not resolved here.
-pub fn prepare(path: &Path) -> Result<Prepared, String> {
+pub fn prepare(path: &Path, sockets: &compile::Sockets) -> Result<Prepared, String> {
     let policy = policy::load(path).map_err(|err| err.to_string())?;
-    let guards = compile::Guards::of_this_machine();
+    let guards = compile::Guards::of_this_machine(sockets);
     let compiled = compile::compile_guarding(&policy, &guards)
         .map_err(|err| format!("{}: {err}", policy.file.display()))?;
     Ok(Prepared { policy, compiled })
@@ -257,9 +258,13 @@ pub fn prepare(path: &Path) -> Result<Prepared, String> {
 /// Compiles `policy` with its hostnames resolved now, into address rules: for tool calls with
 /// narrowed rules, which the agents' resolvers do not answer for. Blocks while resolving: call
 /// it off the async runtime.
-pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Compiled, String> {
+pub fn compile_resolved(
+    policy: Policy,
+    max_ttl: Duration,
+    sockets: &compile::Sockets,
+) -> Result<Compiled, String> {
     let file = policy.file.display().to_string();
-    let guards = compile::Guards::of_this_machine();
+    let guards = compile::Guards::of_this_machine(sockets);
     let mut compiled =
         compile::compile_guarding(&policy, &guards).map_err(|err| format!("{file}: {err}"))?;
     if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
@@ -282,7 +287,15 @@ pub fn compile_resolved(policy: Policy, max_ttl: Duration) -> Result<Compiled, S
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let prepared = prepare(&config.policy).map_err(anyhow::Error::msg)?;
+    // The directories first: the rules name the sockets as the kernel resolves their paths.
+    for socket in [&config.sockets.control, &config.sockets.agent] {
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+        }
+    }
+    let sockets = config.sockets.resolved();
+    let prepared = prepare(&config.policy, &sockets).map_err(anyhow::Error::msg)?;
     let coverage = if config.degraded {
         Coverage::NetworkOnly
     } else {
@@ -392,6 +405,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         calls: HashMap::new(),
         ending: Vec::new(),
         audit_log: config.audit_log.clone(),
+        sockets: sockets.clone(),
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
@@ -409,10 +423,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         )
         .await?;
     }
-    let listener = bind(&config.socket)?;
-    tracing::info!(socket = %config.socket.display(), "listening");
+    let listeners = server::Listeners {
+        control: bind(&sockets.control, 0o600)?,
+        agents: bind(&sockets.agent, 0o666)?,
+    };
+    tracing::info!(
+        socket = %sockets.control.display(),
+        agent_socket = %sockets.agent.display(),
+        "listening"
+    );
     server::run(
-        listener,
+        listeners,
         Handles {
             bus,
             control: control.clone(),
@@ -426,7 +447,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if control.send(Control::Shutdown(done)).await.is_ok() {
         let _ = stopped.await;
     }
-    let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&sockets.control);
+    let _ = std::fs::remove_file(&sockets.agent);
     Ok(())
 }
 
@@ -469,12 +491,10 @@ async fn reload_on_sighup(policy: PathBuf, control: mpsc::Sender<Control>) {
     }
 }
 
-/// The control socket is root's only (0600): it reveals what every agent tried.
-fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
-    }
+/// Binds `socket` with `mode`. The control socket is root's only (0600): it reveals what every
+/// agent tried. The agent socket is everyone's (0666): what an asker learns there is decided by
+/// its cgroup, and the kernel lets agents connect to it and nothing else beside it.
+fn bind(socket: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -484,9 +504,9 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
         }
     }
     let listener = UnixListener::bind(socket)
-        .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {} to root", socket.display()))?;
+        .with_context(|| format!("binding the socket {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {} to {mode:o}", socket.display()))?;
     Ok(listener)
 }
 
@@ -530,6 +550,8 @@ struct Owner {
     ending: Vec<u64>,
     /// Where denials are looked up for `clawctl allow`.
     audit_log: PathBuf,
+    /// claw-agent's sockets, which every policy keeps agents out of but for the agent socket.
+    sockets: compile::Sockets,
 }
 
 /// A tool call the daemon started and its client has not ended.
@@ -651,7 +673,7 @@ impl Owner {
     }
 
     async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
-        let prepared = prepare(&path)?;
+        let prepared = prepare(&path, &self.sockets)?;
         let narrowed = self.narrowed_calls(&prepared.policy).await;
         self.install(prepared, &narrowed)?;
         self.end_orphaned_calls().await;
@@ -798,7 +820,11 @@ impl Owner {
             None
         } else {
             let parsed = call::parse(&narrowing, source)?;
-            call::check_guards(source, &parsed, &compile::Guards::of_this_machine())?;
+            call::check_guards(
+                source,
+                &parsed,
+                &compile::Guards::of_this_machine(&self.sockets),
+            )?;
             Some(parsed)
         };
         let own = match &parsed {
@@ -869,9 +895,11 @@ impl Owner {
             agents: vec![call::narrow(source, narrowing)],
         };
         let max_ttl = self.max_ttl;
-        let mut compiled = tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl))
-            .await
-            .map_err(|err| format!("compiling the call's rules failed: {err}"))??;
+        let sockets = self.sockets.clone();
+        let mut compiled =
+            tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl, &sockets))
+                .await
+                .map_err(|err| format!("compiling the call's rules failed: {err}"))??;
         Ok(compiled.agents.remove(0))
     }
 
@@ -879,7 +907,7 @@ impl Owner {
     /// compiled is left out, so it is held to no rules at all until it ends.
     async fn narrowed_calls(&self, policy: &Policy) -> HashMap<u64, CompiledAgent> {
         let mut compiled = HashMap::new();
-        let guards = compile::Guards::of_this_machine();
+        let guards = compile::Guards::of_this_machine(&self.sockets);
         for (cgroup_id, live) in &self.calls {
             let Some(narrowing) = &live.narrowing else {
                 continue;

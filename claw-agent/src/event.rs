@@ -62,7 +62,8 @@ pub struct Event {
     /// The name asked of the agent's resolver (op `dns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The access the operation needed: read, write, exec, map (joined with `+`).
+    /// The access the operation needed: read, write, exec, map, connect (a Unix socket), joined
+    /// with `+`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
     /// The kernel's key for the object (hex): equal for repeats of one operation on one object;
@@ -424,11 +425,12 @@ fn capability_name(number: u16) -> String {
 }
 
 /// Access bits and the names events give them.
-const ACCESS_NAMES: [(u32, &str); 5] = [
+const ACCESS_NAMES: [(u32, &str); 6] = [
     (access::READ, "read"),
     (access::WRITE, "write"),
     (access::EXEC, "exec"),
     (access::MAP, "map"),
+    (access::CONNECT, "connect"),
     (access::ADMIN, "admin"),
 ];
 

@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod kmsg;
 pub mod limits;
 pub mod metrics;
+pub mod peer;
 pub mod pins;
 pub mod policy;
 pub mod protocol;

@@ -8,6 +8,10 @@ use crate::{advise::Rule, call::Narrowing, describe::RuleLine, event::Event, gra
 /// Where claw-agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/claw/claw.sock";
 
+/// The agent socket's name, beside the control socket unless told otherwise: where claw-agent
+/// answers processes inside agents about their own events.
+pub const AGENT_SOCKET_NAME: &str = "agent.sock";
+
 /// Longest request line accepted; requests are small, and a client must not make the daemon
 /// buffer without bound.
 pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;

@@ -125,6 +125,9 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         only(agent, "map as code", "", &summary.map)
     } else if needs("write") {
         only(agent, "write", "under ", &summary.write)
+    } else if needs("connect") {
+        // files.write names the Unix sockets an agent may connect to.
+        only(agent, "connect to Unix sockets", "under ", &summary.write)
     } else {
         only(agent, "read", "under ", &summary.read)
     };
@@ -167,6 +170,10 @@ mod tests {
         assert_eq!(
             explain(&s, "open", "read", "/srv/x"),
             "tools may read only under /etc/group, /etc/hosts, /etc/passwd, /usr/, and 2 more"
+        );
+        assert_eq!(
+            explain(&s, "unix-connect", "connect", "/run/docker.sock"),
+            "tools may connect to Unix sockets only under /workspace/"
         );
         assert_eq!(
             explain(&s, "connect", "", "10.0.0.2:443/tcp"),

@@ -8,7 +8,7 @@ use tokio::{
         BufReader,
     },
     net::UnixListener,
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot, Semaphore},
 };
 
 use crate::{
@@ -19,6 +19,7 @@ use crate::{
     describe::RuleLine,
     event::Event,
     grant::Lifetime,
+    peer::{self, Peer},
     protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
 };
 
@@ -74,32 +75,49 @@ pub struct Handles {
 
 /// Why a client may not use the control socket, if it may not: it must be root (the socket's
 /// mode already says so) and outside every agent's cgroup, or an agent's root could reach the
-/// daemon that confines it. `cgroup` is the client's /proc/PID/cgroup.
-pub fn refusal(uid: u32, pid: Option<i32>, cgroup: &str, agents: &[String]) -> Option<String> {
-    if uid != 0 {
+/// daemon that confines it.
+pub fn refusal(peer: &Peer, agents: &[String]) -> Option<String> {
+    if peer.uid != 0 {
         return Some(format!(
-            "the control socket serves root only (this client runs as uid {uid})"
+            "the control socket serves root only (this client runs as uid {})",
+            peer.uid
         ));
     }
-    let Some(pid) = pid else {
-        return Some("the client's pid is unknown (SO_PEERCRED)".to_owned());
-    };
-    // A cgroup that cannot be told (the client exited, its /proc entry went) is refused: the
-    // request might come from inside an agent.
-    let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return Some(format!(
-            "the control socket cannot tell which cgroup pid {pid} is in (it may have exited); refused"
-        ));
-    };
-    let path = path.trim_start_matches('/');
+    agent_of(&peer.cgroup, agents).map(|agent| {
+        format!(
+            "the control socket serves no process inside an agent (pid {} is in /{agent}); inside an agent, ask the agent socket about its own denials (`clawctl why N` does)",
+            peer.pid
+        )
+    })
+}
+
+/// The agent cgroup `cgroup` (a /proc/PID/cgroup path) lies in, itself included.
+pub fn agent_of<'a>(cgroup: &str, agents: &'a [String]) -> Option<&'a str> {
+    let path = cgroup.trim_start_matches('/');
     agents
         .iter()
         .find(|agent| path == agent.as_str() || path.starts_with(&format!("{agent}/")))
-        .map(|agent| {
-            format!(
-                "the control socket serves no process inside an agent (pid {pid} is in /{agent})"
-            )
-        })
+        .map(String::as_str)
+}
+
+/// Whether a process in `client` (a /proc/PID/cgroup path) may read an event of `event`: its
+/// own cgroup's and those below it (an agent's tool calls), no other.
+pub fn owns(client: &str, event: &str) -> bool {
+    event == client || event.starts_with(&format!("{}/", client.trim_end_matches('/')))
+}
+
+/// Requests the agent socket serves at once, from all agents: beyond, a client is told to retry.
+const AGENT_REQUESTS: usize = 4;
+
+/// Longest the agent socket waits for a client's request line.
+const AGENT_REQUEST_WAIT: Duration = Duration::from_secs(5);
+
+/// The daemon's two sockets.
+pub struct Listeners {
+    /// Root, outside every agent: everything.
+    pub control: UnixListener,
+    /// Processes inside agents: their own logged events, one `event` request per connection.
+    pub agents: UnixListener,
 }
 
 /// Bytes of events a follower is sent in one write at most.
@@ -108,32 +126,20 @@ const FOLLOW_BATCH_BYTES: usize = 64 * 1024;
 /// Longest a replay waits for the audit log writer to reach the live stream.
 const AUDIT_CATCH_UP: Duration = Duration::from_secs(2);
 
-/// Serves `listener` until `shutdown` completes.
-pub async fn run(listener: UnixListener, handles: Handles, shutdown: impl Future<Output = ()>) {
+/// Serves both sockets until `shutdown` completes.
+pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(AGENT_REQUESTS));
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
+            accepted = listeners.control.accept() => match accepted {
                 Ok((stream, _)) => {
                     let handles = handles.clone();
                     tokio::spawn(async move {
-                        let refused = match stream.peer_cred() {
-                            Ok(peer) => {
-                                let cgroup = peer
-                                    .pid()
-                                    .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
-                                    .unwrap_or_default();
-                                let agents: Vec<String> = handles
-                                    .agents
-                                    .read()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .iter()
-                                    .map(|a| a.cgroup.clone())
-                                    .collect();
-                                refusal(peer.uid(), peer.pid(), &cgroup, &agents)
-                            }
-                            Err(err) => Some(format!("reading the client's credentials: {err}")),
+                        let refused = match peer::identify(&stream) {
+                            Ok(peer) => refusal(&peer, &agent_cgroups(&handles)),
+                            Err(err) => Some(format!("{err}; refused")),
                         };
                         let (read, mut write) = stream.into_split();
                         if let Some(message) = refused {
@@ -148,8 +154,88 @@ pub async fn run(listener: UnixListener, handles: Handles, shutdown: impl Future
                 }
                 Err(err) => tracing::warn!("accept on the control socket failed: {err}"),
             },
+            accepted = listeners.agents.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handles = handles.clone();
+                    let permit = permits.clone().try_acquire_owned();
+                    tokio::spawn(async move {
+                        let asker = peer::identify(&stream);
+                        let (read, mut write) = stream.into_split();
+                        let Ok(_permit) = permit else {
+                            let message = "claw-agent is answering other agents: retry in a moment".to_owned();
+                            let _ = send(&mut write, &Reply::Error { message }).await;
+                            return;
+                        };
+                        let asker = asker.and_then(|peer| {
+                            let agents = agent_cgroups(&handles);
+                            match agent_of(&peer.cgroup, &agents) {
+                                Some(_) => Ok(peer.cgroup),
+                                None => Err(format!(
+                                    "the agent socket serves processes inside agents (pid {} is in {}) — outside agents, ask the control socket as root",
+                                    peer.pid, peer.cgroup
+                                )),
+                            }
+                        });
+                        let answered = match asker {
+                            Ok(cgroup) => serve_agent(read, &mut write, &handles, &cgroup).await,
+                            Err(message) => send(&mut write, &Reply::Error { message }).await,
+                        };
+                        if let Err(err) = answered {
+                            tracing::debug!("agent socket connection ended: {err}");
+                        }
+                    });
+                }
+                Err(err) => tracing::warn!("accept on the agent socket failed: {err}"),
+            },
         }
     }
+}
+
+fn agent_cgroups(handles: &Handles) -> Vec<String> {
+    handles
+        .agents
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|a| a.cgroup.clone())
+        .collect()
+}
+
+/// Answers a process in cgroup `asker` (inside an agent) its one request: one of its own
+/// logged events, by number. Whether another agent's event of that number exists is not told.
+async fn serve_agent(
+    read: impl AsyncRead + Unpin,
+    write: &mut (impl AsyncWrite + Unpin),
+    handles: &Handles,
+    asker: &str,
+) -> std::io::Result<()> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    match tokio::time::timeout(AGENT_REQUEST_WAIT, reader.read_line(&mut line)).await {
+        Ok(read) => read?,
+        Err(_) => return Ok(()),
+    };
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Event { seq }) => match logged_event(handles, seq).await {
+            Some(event) if owns(asker, &event.cgroup) => Reply::Event {
+                event: Arc::new(event),
+            },
+            _ => Reply::Error {
+                message: format!(
+                    "no event {seq} of {asker} in the audit log (another agent's, rotated away, or not yet written)"
+                ),
+            },
+        },
+        Ok(_) => Reply::Error {
+            message: "the agent socket answers only `event` requests, about the asker's own events (`clawctl why N`); the rest is the operator's, on the control socket".to_owned(),
+        },
+        Err(err) => Reply::Error {
+            message: format!(
+                "bad request: {err} — send one JSON object on one line, e.g. {{\"request\":\"event\",\"seq\":42}}"
+            ),
+        },
+    };
+    send(write, &reply).await
 }
 
 async fn serve(
@@ -569,21 +655,88 @@ mod tests {
             .collect()
     }
 
+    fn peer(uid: u32, cgroup: &str) -> Peer {
+        Peer {
+            uid,
+            pid: 7,
+            cgroup: cgroup.to_owned(),
+        }
+    }
+
     #[test]
     fn only_root_outside_agents_is_served() {
         let agents = ["claw/tools".to_owned()];
-        assert_eq!(refusal(0, Some(7), "0::/user.slice\n", &agents), None);
-        assert_eq!(refusal(0, Some(7), "0::/claw/toolsmith\n", &agents), None);
-        for inside in ["0::/claw/tools\n", "0::/claw/tools/call-1\n"] {
-            let refused = refusal(0, Some(7), inside, &agents).unwrap();
+        assert_eq!(refusal(&peer(0, "/user.slice"), &agents), None);
+        assert_eq!(refusal(&peer(0, "/claw/toolsmith"), &agents), None);
+        for inside in ["/claw/tools", "/claw/tools/call-1"] {
+            let refused = refusal(&peer(0, inside), &agents).unwrap();
             assert!(refused.contains("inside an agent"), "{refused}");
+            assert!(refused.contains("clawctl why"), "{refused}");
         }
-        assert!(refusal(0, Some(7), "", &agents)
-            .unwrap()
-            .contains("cannot tell"));
-        assert!(refusal(1000, Some(7), "0::/\n", &agents)
+        assert!(refusal(&peer(1000, "/"), &agents)
             .unwrap()
             .contains("root only"));
+    }
+
+    #[test]
+    fn an_agent_owns_its_events_and_its_calls_a_call_only_its_own() {
+        assert!(owns("/claw/tools", "/claw/tools"));
+        assert!(owns("/claw/tools", "/claw/tools/call-1"));
+        assert!(owns("/claw/tools/call-1", "/claw/tools/call-1"));
+        assert!(!owns("/claw/tools/call-1", "/claw/tools"));
+        assert!(!owns("/claw/tools/call-1", "/claw/tools/call-10"));
+        assert!(!owns("/claw/tools", "/claw/toolsmith"));
+        assert!(!owns("/claw/tools", "-"));
+    }
+
+    /// Sends `request` to the agent socket's server as a process in `asker`.
+    async fn ask_as(asker: &str, request: &str, handles: Handles) -> Reply {
+        let (client, server) = duplex(1 << 16);
+        let (server_read, mut server_write) = tokio::io::split(server);
+        let asker = asker.to_owned();
+        let task = tokio::spawn(async move {
+            serve_agent(server_read, &mut server_write, &handles, &asker).await
+        });
+        let (client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(request.as_bytes()).await.unwrap();
+        let line = BufReader::new(client_read)
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .unwrap();
+        task.await.unwrap().unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_agent_socket_answers_an_agent_about_its_own_events_only() {
+        let f = fixture(16, &[0, 1]);
+        let own = ask_as(
+            &sample("deny").cgroup,
+            "{\"request\":\"event\",\"seq\":1}\n",
+            f.handles.clone(),
+        )
+        .await;
+        let Reply::Event { event } = own else {
+            panic!("{own:?}")
+        };
+        assert_eq!(event.seq, 1);
+        let other = ask_as(
+            "/claw/other",
+            "{\"request\":\"event\",\"seq\":1}\n",
+            f.handles.clone(),
+        )
+        .await;
+        let Reply::Error { message } = other else {
+            panic!("{other:?}")
+        };
+        assert!(message.contains("no event 1 of /claw/other"), "{message}");
+        let status = ask_as("/claw/tools", "{\"request\":\"status\"}\n", f.handles).await;
+        let Reply::Error { message } = status else {
+            panic!("{status:?}")
+        };
+        assert!(message.contains("only `event` requests"), "{message}");
     }
 
     #[tokio::test]

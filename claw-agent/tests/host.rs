@@ -127,8 +127,13 @@ fn start_server(enforcing: bool) -> Server {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bus = Arc::new(Bus::new(0));
     let (control, mut requests) = mpsc::channel(4);
-    let listener = runtime
-        .block_on(async { tokio::net::UnixListener::bind(&socket) })
+    let listeners = runtime
+        .block_on(async {
+            Ok::<_, std::io::Error>(server::Listeners {
+                control: tokio::net::UnixListener::bind(&socket)?,
+                agents: tokio::net::UnixListener::bind(dir.path().join("agent.sock"))?,
+            })
+        })
         .unwrap();
     runtime.spawn(async move {
         while let Some(Control::Status(reply)) = requests.recv().await {
@@ -157,7 +162,7 @@ fn start_server(enforcing: bool) -> Server {
         audit_log: dir.path().join("audit.log"),
         agents: Default::default(),
     };
-    runtime.spawn(server::run(listener, handles, std::future::pending()));
+    runtime.spawn(server::run(listeners, handles, std::future::pending()));
     Server {
         socket,
         bus,

@@ -36,6 +36,9 @@ pub mod access {
     pub const EXEC: u32 = 4;
     /// Map executable (the dynamic loader, shared libraries, the program's own image).
     pub const MAP: u32 = 8;
+    /// Connect or send to the Unix socket bound to the file. Apart from WRITE so that an agent
+    /// can reach claw-agent's agent socket without being able to unlink or replace it.
+    pub const CONNECT: u32 = 16;
     /// Mounting and changing the root: no rule grants it, so agents never may.
     pub const ADMIN: u32 = 1 << 31;
 }

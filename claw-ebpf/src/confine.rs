@@ -152,7 +152,7 @@ pub fn path_chroot(ctx: LsmContext) -> i32 {
     deny_with_path(ctx.arg(0), op::CHROOT)
 }
 
-/// WRITE on the file the Unix socket `unix_sock` is bound to; an abstract or unbound socket has
+/// CONNECT on the file the Unix socket `unix_sock` is bound to; an abstract or unbound socket has
 /// no file, so no rule can grant it.
 #[inline(always)]
 fn unix_peer(unix_sock: *const u8) -> i32 {
@@ -162,7 +162,13 @@ fn unix_peer(unix_sock: *const u8) -> i32 {
     let path = unix_sock.wrapping_add(offset!(UNIX_SOCK_PATH));
     // SAFETY: checked kernel reads of the peer socket's bound path.
     let resolved = unsafe { resolve_path_walk(path) };
-    file_verdict(cgroup_id, agent, op::UNIX_CONNECT, access::WRITE, resolved)
+    file_verdict(
+        cgroup_id,
+        agent,
+        op::UNIX_CONNECT,
+        access::CONNECT,
+        resolved,
+    )
 }
 
 #[lsm(hook = "unix_stream_connect")]

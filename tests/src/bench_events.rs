@@ -122,7 +122,8 @@ fn storm(cgroup: &Path, seconds: Duration, rate: u64) -> anyhow::Result<(u64, Du
 
 /// Phase 1: claw's programs with a consumer that only counts ring-buffer records.
 fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64, u64)> {
-    let prepared = prepare(&policy(dir, cgroups, "raw")?).map_err(anyhow::Error::msg)?;
+    let prepared =
+        prepare(&policy(dir, cgroups, "raw")?, &Default::default()).map_err(anyhow::Error::msg)?;
     let unlimited = ReportLimits {
         identical_per_second: 0,
         agent_per_second: 0,

@@ -8,6 +8,7 @@ use std::{
 use clap::Parser;
 use claw_agent::{
     btf::VMLINUX_BTF,
+    compile::Sockets,
     config, daemon,
     enforcer::LSM_LIST,
     ingest::ReportLimits,
@@ -34,9 +35,14 @@ struct Args {
     /// claw-agent's configuration (YAML): SIEM forwarders, the metrics endpoint.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where to serve clawctl.
+    /// Where to serve clawctl (root, outside agents: the control socket).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Where to answer processes inside agents about their own events (`clawctl why N`).
+    /// Agents may connect to it and to nothing else in its directory.
+    /// [default: agent.sock beside --socket]
+    #[arg(long, value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
     /// The cgroup v2 mount under which agents' cgroups live [default: found in mountinfo].
     #[arg(long, value_name = "DIR")]
     cgroup_root: Option<PathBuf>,
@@ -114,7 +120,7 @@ async fn main() -> ExitCode {
     let config = daemon::Config {
         policy,
         pins: args.bpffs,
-        socket: args.socket,
+        sockets: Sockets::beside(args.socket, args.agent_socket),
         cgroup_root: args.cgroup_root,
         vmlinux_btf: args.vmlinux_btf,
         lsm_list: args.lsm_list,

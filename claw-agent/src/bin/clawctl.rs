@@ -13,6 +13,7 @@ use claw_agent::{
     audit,
     call::Narrowing,
     client::{self, Connection, EventView, ReplyView},
+    compile::Sockets,
     daemon::prepare,
     describe::{self, RuleLine},
     event::Event,
@@ -29,6 +30,10 @@ struct Args {
     /// claw-agent's control socket.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// claw-agent's agent socket: where `why` asks from inside an agent (about its own events).
+    /// [default: agent.sock beside --socket]
+    #[arg(long, global = true, value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     let socket = args.socket.as_path();
+    let sockets = Sockets::beside(args.socket.clone(), args.agent_socket.clone());
     let result = match args.command {
         Command::Status { json } => status(socket, json),
         Command::DenyLog {
@@ -251,9 +257,9 @@ fn main() -> ExitCode {
             }),
         },
         Command::Policy { command } => match command {
-            PolicyCommand::Check { file } => check(&file),
+            PolicyCommand::Check { file } => check(&file, &sockets),
             PolicyCommand::Apply { file } => apply(socket, &file),
-            PolicyCommand::Diff { file } => diff(socket, &file),
+            PolicyCommand::Diff { file } => diff(&sockets, &file),
         },
         Command::Explain { agent, json } => explain(socket, agent.as_deref(), json),
         Command::Agents { json } => agents(socket, json),
@@ -270,7 +276,7 @@ fn main() -> ExitCode {
             call_only,
             ..
         } => allow(socket, event, once, duration, call_only),
-        Command::Why { event, json } => why(socket, event, json),
+        Command::Why { event, json } => why(&sockets, event, json),
         Command::Advise {
             agent,
             call,
@@ -463,8 +469,15 @@ fn allow(
     }
 }
 
-fn why(socket: &Path, seq: u64, json: bool) -> anyhow::Result<()> {
-    let event = match Connection::open(socket, &Request::Event { seq })?.next_reply()? {
+/// Denial `seq`, from the control socket, or where this process may not connect to it (inside
+/// an agent, or not root) from the agent socket, which answers about the asker's own events.
+fn why(sockets: &Sockets, seq: u64, json: bool) -> anyhow::Result<()> {
+    let request = Request::Event { seq };
+    let mut connection = match Connection::open(&sockets.control, &request) {
+        Err(err) if is_permission_denied(&err) => Connection::open(&sockets.agent, &request)?,
+        connection => connection?,
+    };
+    let event = match connection.next_reply()? {
         Some(Reply::Event { event }) => event,
         Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
         other => bail!("unexpected reply from claw-agent: {other:?}"),
@@ -518,6 +531,12 @@ fn why(socket: &Path, seq: u64, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn is_permission_denied(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// Prints the rules the daemon drafted as a diff of the policy file; with `apply`, writes it
@@ -859,8 +878,8 @@ fn human_line(e: &Event) -> String {
     )
 }
 
-fn check(file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
+fn check(file: &Path, sockets: &Sockets) -> anyhow::Result<()> {
+    let prepared = prepare(file, sockets).map_err(anyhow::Error::msg)?;
     println!("{}: valid — it would enforce:", file.display());
     for (agent, compiled) in prepared.policy.agents.iter().zip(&prepared.compiled.agents) {
         println!(
@@ -902,9 +921,9 @@ fn apply(socket: &Path, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn diff(socket: &Path, file: &Path) -> anyhow::Result<()> {
-    let prepared = prepare(file).map_err(anyhow::Error::msg)?;
-    let (enforced, old) = client::rules(socket)?;
+fn diff(sockets: &Sockets, file: &Path) -> anyhow::Result<()> {
+    let prepared = prepare(file, sockets).map_err(anyhow::Error::msg)?;
+    let (enforced, old) = client::rules(&sockets.control)?;
     let new = describe::rule_lines(&prepared.policy);
     let (added, removed) = describe::diff(&old, &new);
     println!("--- {enforced} (enforced)\n+++ {}", file.display());
@@ -954,7 +973,8 @@ const DENIED_BY_DEFAULT: &[&str] = &[
     "mapping executable any file not under libraries / exec; executable memory without a file unless jit: true",
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",
     "connecting (TCP, connected UDP) or sending UDP datagrams anywhere not under connect",
-    "connecting or sending to a Unix socket whose file is not under files.write; abstract Unix sockets",
+    "connecting or sending to a Unix socket whose file is not under files.write (claw-agent's agent socket excepted: it answers an agent about its own events); abstract Unix sockets",
+    "writing in claw-agent's socket directory (/run/claw/), whatever a wider write rule says; connecting to its control socket",
     "raw, packet and ping sockets; device nodes; mount, bind mount, chroot, pivot_root; bpf()",
     "capabilities that step around rules (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_MODULE, ...); xattrs but user.*",
 ];

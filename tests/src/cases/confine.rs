@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context as _};
 
-use super::{named, runtime, tools, Runner, ALLOWED_FILE, CGROUP_ROOT, EPERM};
+use super::{named, runtime, tools, Runner, AGENT_SOCKET, ALLOWED_FILE, CGROUP_ROOT, EPERM};
 use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
 
 /// A `probe sleep` the case started (outside agents or in `cgroup`), ended by pid when dropped.
@@ -180,6 +180,35 @@ pub fn run(runner: &mut Runner) {
             ] {
                 std::fs::remove_file(path)?;
             }
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "agents_reach_the_agent_socket_and_nothing_else_of_claw_agents",
+        (|| {
+            let broad = named("broad");
+            // `broad` may write anywhere (`write: [/]`), but not beside claw-agent's sockets.
+            expect(&["unix-connect", AGENT_SOCKET], inside, 0)?;
+            expect(&["unix-connect", AGENT_SOCKET], Some(&broad), 0)?;
+            expect(
+                &["unix-connect", "/run/claw/claw.sock"],
+                Some(&broad),
+                EPERM,
+            )?;
+            expect(&["unlink", AGENT_SOCKET], Some(&broad), EPERM)?;
+            expect(
+                &["rename", "/run/claw", "/run/claw-moved"],
+                Some(&broad),
+                EPERM,
+            )?;
+            expect(&["create", "/run/claw/planted.sock"], Some(&broad), EPERM)?;
+            expect(&["create", "/run/broad-was-here"], Some(&broad), 0)?;
+            std::fs::remove_file("/run/broad-was-here")?;
+            ensure!(
+                std::path::Path::new(AGENT_SOCKET).exists()
+                    && std::path::Path::new("/run/claw/claw.sock").exists(),
+                "a socket went"
+            );
             Ok(())
         })(),
     );

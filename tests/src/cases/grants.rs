@@ -1,14 +1,17 @@
 //! `clawctl allow EVENT`: exactly the object of one denial let through for its agent, once or
 //! for a while; nothing else.
 
-use std::process::Command;
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
 
 use anyhow::{ensure, Context as _};
-use claw_tests::harness::{expect, CLAWCTL};
+use claw_tests::harness::{expect, in_cgroup, CLAWCTL};
 
 use super::{
     calls::{code, run_call, story},
-    tools, Runner, DENIED_FILE, ECONNREFUSED, EPERM,
+    named, tools, Runner, DENIED_FILE, ECONNREFUSED, EPERM,
 };
 
 /// Denies `probe` in tool call `call` and returns the number of its denial of `object` (a path
@@ -94,6 +97,48 @@ pub fn run(runner: &mut Runner) {
                 text.contains("tools may connect only to 127.0.0.1:8080/tcp")
                     && text.contains(&format!("clawctl allow {seq} --once")),
                 "{text}"
+            );
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "why_from_inside_an_agent_answers_about_its_own_denials_only",
+        (|| {
+            let seq = denial("vm-why-inside", &["open", DENIED_FILE, "w"], DENIED_FILE)?;
+            // The control socket is out of reach in there: clawctl asks the agent socket.
+            let why_inside = |cgroup: &Path| -> anyhow::Result<Output> {
+                let mut command = Command::new(CLAWCTL);
+                command.args(["why", &seq.to_string(), "--json"]);
+                let (mut command, _procs) = in_cgroup(command, cgroup)?;
+                Ok(command.output()?)
+            };
+            let output = why_inside(&agent)?;
+            ensure!(output.status.success(), "{output:?}");
+            let why: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+            ensure!(
+                why["reason"] == "tools may write only under /workspace/"
+                    && why["call"] == "vm-why-inside"
+                    && why["object"] == DENIED_FILE,
+                "{why}"
+            );
+            // Another agent, and another tool call of the same agent, are told nothing of it.
+            let output = why_inside(&named("broad"))?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success()
+                    && stderr.contains(&format!("no event {seq} of /claw/broad"))
+                    && !stderr.contains(DENIED_FILE),
+                "{output:?}"
+            );
+            let output = Command::new(CLAWCTL)
+                .args(["run", "--agent", "tools", "--call-id", "vm-why-other", "--"])
+                .args([CLAWCTL, "why", &seq.to_string()])
+                .output()?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success()
+                    && stderr.contains(&format!("no event {seq} of /claw/tools/call-vm-why-other")),
+                "{output:?}"
             );
             Ok(())
         })(),

@@ -38,6 +38,7 @@ agents:
       write: [/workspace/]
     exec:
       - /usr/bin/claw-vmtest
+      - /usr/bin/clawctl
       - /usr/bin/true
       - /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
       - /workspace/bin/
@@ -82,7 +83,7 @@ agents:
       read: [/, /root/.aws/credentials]
       write: [/]
     connect: [0.0.0.0/0:80/tcp, \"[::]/0:80/tcp\"]
-    exec: [/usr/bin/claw-vmtest]
+    exec: [/usr/bin/claw-vmtest, /usr/bin/clawctl]
   - name: auditor
     cgroup: claw/auditor
     mode: audit
@@ -93,6 +94,8 @@ agents:
 pub const POLICY_PATH: &str = "/tmp/claw-test-policy.yaml";
 pub const ALLOWED_FILE: &str = "/workspace/hello.txt";
 pub const DENIED_FILE: &str = "/etc/secret";
+/// claw-agent's agent socket, beside the control socket.
+pub const AGENT_SOCKET: &str = "/run/claw/agent.sock";
 pub const EPERM: i32 = 1;
 pub const ECONNREFUSED: i32 = 111;
 pub const ENETUNREACH: i32 = 101;
