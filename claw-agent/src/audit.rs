@@ -313,10 +313,12 @@ pub fn replay(path: &Path, from: &ReplayFrom, until: u64) -> Vec<Event> {
         .iter()
         .rposition(|file| events_of(file).next().is_some_and(|e| !from.admits(&e)))
         .unwrap_or(0);
+    // Events are logged in sequence order: reading stops at `until`.
     files[start..]
         .iter()
         .flat_map(|file| events_of(file))
-        .filter(|e| from.admits(e) && e.seq < until)
+        .take_while(|e| e.seq < until)
+        .filter(|e| from.admits(e))
         .collect()
 }
 

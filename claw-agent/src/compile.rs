@@ -249,22 +249,39 @@ impl Guards {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         let mut networks = crate::rules::guarded_networks();
         networks.extend(crate::rules::node_addresses());
-        let sockets = sockets.resolved();
+        let resolved = sockets.resolved();
         let directory = |socket: &Path| {
             let dir = socket.parent()?.to_str()?;
             RulePath::parse(&format!("{}/", dir.trim_end_matches('/'))).ok()
         };
-        let mut socket_directories: Vec<RulePath> = [&sockets.control, &sockets.agent]
-            .into_iter()
-            .filter_map(|s| directory(s))
-            .collect();
+        // The paths as given too: a symbolic link on the way (/var/run) must stay in place.
+        let mut socket_directories: Vec<RulePath> = [
+            &resolved.control,
+            &resolved.agent,
+            &sockets.control,
+            &sockets.agent,
+        ]
+        .into_iter()
+        .filter_map(|s| directory(s))
+        .collect();
+        socket_directories.sort();
         socket_directories.dedup();
         Self {
             credentials: crate::rules::credential_paths(&passwd),
             networks,
             socket_directories,
-            agent_socket: sockets.agent.to_str().and_then(|p| RulePath::parse(p).ok()),
+            agent_socket: resolved
+                .agent
+                .to_str()
+                .and_then(|p| RulePath::parse(p).ok()),
         }
+    }
+
+    /// The socket directory `path` is in (the directory itself included), if any.
+    pub fn socket_directory_of(&self, path: &str) -> Option<&RulePath> {
+        self.socket_directories
+            .iter()
+            .find(|d| path.starts_with(d.0.as_str()) || path == d.0.trim_end_matches('/'))
     }
 }
 
@@ -469,14 +486,22 @@ fn reserve_sockets(
                 rule.0, directory.0
             ));
         }
-        let Some(covering) = covering_directory(prefixes, directory.0.as_bytes()) else {
+        // Directories on the way that the policy names itself (`write: [/var/lib/]` or
+        // `[/var/lib]` makes `/var/lib` writable) may not be renamed.
+        let dir = directory.0.as_bytes();
+        for (at, _) in dir.iter().enumerate().skip(1).filter(|(_, b)| **b == b'/') {
+            if let Some(bits) = prefixes.get_mut(&[&dir[..at], b"\0"].concat()) {
+                *bits &= !access::WRITE;
+            }
+        }
+        let Some(covering) = covering_directory(prefixes, dir) else {
             continue;
         };
         let bits = prefixes[&covering];
         if bits & WRITING == 0 {
             continue;
         }
-        keep_directories_in_place(prefixes, directory.0.as_bytes(), 1, &own);
+        keep_directories_in_place(prefixes, dir, 1, &own);
         for prefix in &own {
             prefixes.insert(prefix.clone(), bits & !WRITING);
         }
@@ -732,6 +757,12 @@ mod tests {
             bits["/run/claw/agent.sock$"],
             access::READ | access::CONNECT
         );
+        let bits = with_sockets("    files:\n      read: [/run/]\n      write: [/]\n").unwrap();
+        assert_eq!(bits["/run$"] & access::WRITE, 0);
+        assert_eq!(bits["/run/"], access::READ | WRITING);
+        assert_eq!(bits["/run/claw/"], access::READ);
+        let bits = with_sockets("    files:\n      write: [/run]\n").unwrap();
+        assert_eq!(bits["/run$"] & access::WRITE, 0);
 
         let bits = with_sockets("    files:\n      write: [/workspace/]\n").unwrap();
         assert_eq!(bits["/run/claw/agent.sock$"], access::CONNECT);

@@ -294,7 +294,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 .with_context(|| format!("creating the socket directory {}", dir.display()))?;
         }
     }
-    let sockets = config.sockets.resolved();
+    let sockets = config.sockets.clone();
     let prepared = prepare(&config.policy, &sockets).map_err(anyhow::Error::msg)?;
     let coverage = if config.degraded {
         Coverage::NetworkOnly
@@ -752,6 +752,17 @@ impl Owner {
                 .ok_or_else(|| format!("agent `{}` is not in the enforced policy", denial.agent))?;
             (agent.cgroup_id, format!("agent `{}`", denial.agent))
         };
+        let guards = compile::Guards::of_this_machine(&self.sockets);
+        if let Some(directory) = denial
+            .path
+            .as_deref()
+            .and_then(|p| guards.socket_directory_of(p))
+        {
+            return Err(format!(
+                "event {seq}: no grant may let an agent into {}, where claw-agent's sockets are",
+                directory.0
+            ));
+        }
         let (key, entry) = grant::entry(&denial, cgroup_id, lifetime, event::boot_time_ns())?;
         self.enforcer
             .grant(key, entry)

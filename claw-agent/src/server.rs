@@ -91,26 +91,72 @@ pub fn refusal(peer: &Peer, agents: &[String]) -> Option<String> {
     })
 }
 
-/// The agent cgroup `cgroup` (a /proc/PID/cgroup path) lies in, itself included.
+/// The agent cgroup `cgroup` (a /proc/PID/cgroup path) lies in, itself included; of nested
+/// agents' cgroups, the innermost.
 pub fn agent_of<'a>(cgroup: &str, agents: &'a [String]) -> Option<&'a str> {
     let path = cgroup.trim_start_matches('/');
     agents
         .iter()
-        .find(|agent| path == agent.as_str() || path.starts_with(&format!("{agent}/")))
+        .filter(|agent| path == agent.as_str() || path.starts_with(&format!("{agent}/")))
+        .max_by_key(|agent| agent.len())
         .map(String::as_str)
 }
 
-/// Whether a process in `client` (a /proc/PID/cgroup path) may read an event of `event`: its
-/// own cgroup's and those below it (an agent's tool calls), no other.
-pub fn owns(client: &str, event: &str) -> bool {
-    event == client || event.starts_with(&format!("{}/", client.trim_end_matches('/')))
+/// Whether a process of agent `agent` in cgroup `cgroup` (a /proc/PID/cgroup path) may read
+/// `event`: one of that agent's, from its own cgroup or one below it (an agent's tool calls) —
+/// not from a nested agent's.
+pub fn owns(agent: &str, cgroup: &str, event: &Event) -> bool {
+    event.agent == agent
+        && (event.cgroup == cgroup
+            || event
+                .cgroup
+                .starts_with(&format!("{}/", cgroup.trim_end_matches('/'))))
 }
 
-/// Requests the agent socket serves at once, from all agents: beyond, a client is told to retry.
-const AGENT_REQUESTS: usize = 4;
-
 /// Longest the agent socket waits for a client's request line.
-const AGENT_REQUEST_WAIT: Duration = Duration::from_secs(5);
+const AGENT_REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// Who the agent socket is answering: one request per agent at a time (an agent that holds
+/// connections open waits only on itself), and one audit log lookup at a time across agents
+/// (a lookup reads the log; agents asking together must not take the cores the kernel's
+/// events and their resolvers need).
+struct AgentRequests {
+    answering: std::sync::Mutex<std::collections::HashSet<String>>,
+    lookups: Semaphore,
+}
+
+/// The claim of one agent's turn; released when dropped.
+struct Turn<'a> {
+    requests: &'a AgentRequests,
+    agent: String,
+}
+
+impl AgentRequests {
+    fn new() -> Self {
+        Self {
+            answering: Default::default(),
+            lookups: Semaphore::new(1),
+        }
+    }
+
+    fn take_turn(&self, agent: &str) -> Option<Turn<'_>> {
+        let mut answering = self.answering.lock().unwrap_or_else(|p| p.into_inner());
+        answering.insert(agent.to_owned()).then(|| Turn {
+            requests: self,
+            agent: agent.to_owned(),
+        })
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.requests
+            .answering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.agent);
+    }
+}
 
 /// The daemon's two sockets.
 pub struct Listeners {
@@ -129,7 +175,7 @@ const AUDIT_CATCH_UP: Duration = Duration::from_secs(2);
 /// Serves both sockets until `shutdown` completes.
 pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let permits = Arc::new(Semaphore::new(AGENT_REQUESTS));
+    let requests = Arc::new(AgentRequests::new());
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -157,27 +203,20 @@ pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<O
             accepted = listeners.agents.accept() => match accepted {
                 Ok((stream, _)) => {
                     let handles = handles.clone();
-                    let permit = permits.clone().try_acquire_owned();
+                    let requests = requests.clone();
                     tokio::spawn(async move {
                         let asker = peer::identify(&stream);
                         let (read, mut write) = stream.into_split();
-                        let Ok(_permit) = permit else {
-                            let message = "claw-agent is answering other agents: retry in a moment".to_owned();
-                            let _ = send(&mut write, &Reply::Error { message }).await;
-                            return;
-                        };
-                        let asker = asker.and_then(|peer| {
-                            let agents = agent_cgroups(&handles);
-                            match agent_of(&peer.cgroup, &agents) {
-                                Some(_) => Ok(peer.cgroup),
-                                None => Err(format!(
-                                    "the agent socket serves processes inside agents (pid {} is in {}) — outside agents, ask the control socket as root",
-                                    peer.pid, peer.cgroup
-                                )),
-                            }
-                        });
-                        let answered = match asker {
-                            Ok(cgroup) => serve_agent(read, &mut write, &handles, &cgroup).await,
+                        let answered = match asker.and_then(|peer| asker_in_agent(&handles, peer)) {
+                            Ok((agent, cgroup)) => match requests.take_turn(&agent) {
+                                Some(_turn) => {
+                                    serve_agent(read, &mut write, &handles, &requests.lookups, &agent, &cgroup).await
+                                }
+                                None => {
+                                    let message = format!("claw-agent is answering another request of agent `{agent}`: one at a time — retry when it is answered");
+                                    send(&mut write, &Reply::Error { message }).await
+                                }
+                            },
                             Err(message) => send(&mut write, &Reply::Error { message }).await,
                         };
                         if let Err(err) = answered {
@@ -191,6 +230,21 @@ pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<O
     }
 }
 
+/// The agent `peer` is in (its name) and its cgroup, or why the agent socket does not serve it.
+fn asker_in_agent(handles: &Handles, peer: Peer) -> Result<(String, String), String> {
+    let agents = handles.agents.read().unwrap_or_else(|p| p.into_inner());
+    let cgroups: Vec<String> = agents.iter().map(|a| a.cgroup.clone()).collect();
+    agent_of(&peer.cgroup, &cgroups)
+        .and_then(|cgroup| agents.iter().find(|a| a.cgroup == cgroup))
+        .map(|agent| (agent.name.clone(), peer.cgroup.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the agent socket serves processes inside agents (pid {} is in {}) — outside agents, ask the control socket as root",
+                peer.pid, peer.cgroup
+            )
+        })
+}
+
 fn agent_cgroups(handles: &Handles) -> Vec<String> {
     handles
         .agents
@@ -201,13 +255,15 @@ fn agent_cgroups(handles: &Handles) -> Vec<String> {
         .collect()
 }
 
-/// Answers a process in cgroup `asker` (inside an agent) its one request: one of its own
-/// logged events, by number. Whether another agent's event of that number exists is not told.
+/// Answers a process of `agent` in cgroup `cgroup` its one request: one of its own logged
+/// events, by number (`owns`). Whether another's event of that number exists is not told.
 async fn serve_agent(
     read: impl AsyncRead + Unpin,
     write: &mut (impl AsyncWrite + Unpin),
     handles: &Handles,
-    asker: &str,
+    lookups: &Semaphore,
+    agent: &str,
+    cgroup: &str,
 ) -> std::io::Result<()> {
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
@@ -216,16 +272,22 @@ async fn serve_agent(
         Err(_) => return Ok(()),
     };
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Event { seq }) => match logged_event(handles, seq).await {
-            Some(event) if owns(asker, &event.cgroup) => Reply::Event {
-                event: Arc::new(event),
-            },
-            _ => Reply::Error {
-                message: format!(
-                    "no event {seq} of {asker} in the audit log (another agent's, rotated away, or not yet written)"
-                ),
-            },
-        },
+        Ok(Request::Event { seq }) => {
+            let found = match lookups.acquire().await {
+                Ok(_lookup) => logged_event(handles, seq).await,
+                Err(_) => None,
+            };
+            match found {
+                Some(event) if owns(agent, cgroup, &event) => Reply::Event {
+                    event: Arc::new(event),
+                },
+                _ => Reply::Error {
+                    message: format!(
+                        "no event {seq} of {cgroup} in the audit log (another's, rotated away, or not yet written)"
+                    ),
+                },
+            }
+        }
         Ok(_) => Reply::Error {
             message: "the agent socket answers only `event` requests, about the asker's own events (`clawctl why N`); the rest is the operator's, on the control socket".to_owned(),
         },
@@ -680,22 +742,58 @@ mod tests {
 
     #[test]
     fn an_agent_owns_its_events_and_its_calls_a_call_only_its_own() {
-        assert!(owns("/claw/tools", "/claw/tools"));
-        assert!(owns("/claw/tools", "/claw/tools/call-1"));
-        assert!(owns("/claw/tools/call-1", "/claw/tools/call-1"));
-        assert!(!owns("/claw/tools/call-1", "/claw/tools"));
-        assert!(!owns("/claw/tools/call-1", "/claw/tools/call-10"));
-        assert!(!owns("/claw/tools", "/claw/toolsmith"));
-        assert!(!owns("/claw/tools", "-"));
+        let event = |agent: &str, cgroup: &str| {
+            let mut event = sample("deny");
+            event.agent = agent.to_owned();
+            event.cgroup = cgroup.to_owned();
+            event
+        };
+        let tools = |cgroup: &str| event("tools", cgroup);
+        assert!(owns("tools", "/claw/tools", &tools("/claw/tools")));
+        assert!(owns("tools", "/claw/tools", &tools("/claw/tools/call-1")));
+        assert!(owns(
+            "tools",
+            "/claw/tools/call-1",
+            &tools("/claw/tools/call-1")
+        ));
+        assert!(!owns("tools", "/claw/tools/call-1", &tools("/claw/tools")));
+        assert!(!owns(
+            "tools",
+            "/claw/tools/call-1",
+            &tools("/claw/tools/call-10")
+        ));
+        assert!(!owns("tools", "/claw/tools", &tools("/claw/toolsmith")));
+        assert!(!owns("tools", "/claw/tools", &tools("-")));
+        // A nested agent's events are its own, not its parent's.
+        assert!(!owns(
+            "tools",
+            "/claw/tools",
+            &event("inner", "/claw/tools/inner")
+        ));
+        let agents = ["claw/tools".to_owned(), "claw/tools/inner".to_owned()];
+        assert_eq!(
+            agent_of("/claw/tools/inner/x", &agents),
+            Some("claw/tools/inner")
+        );
+        assert_eq!(agent_of("/claw/tools/call-1", &agents), Some("claw/tools"));
     }
 
-    /// Sends `request` to the agent socket's server as a process in `asker`.
-    async fn ask_as(asker: &str, request: &str, handles: Handles) -> Reply {
+    /// Sends `request` to the agent socket's server as a process of agent `agent` in `cgroup`.
+    async fn ask_as(agent: &str, cgroup: &str, request: &str, handles: Handles) -> Reply {
         let (client, server) = duplex(1 << 16);
         let (server_read, mut server_write) = tokio::io::split(server);
-        let asker = asker.to_owned();
+        let (agent, cgroup) = (agent.to_owned(), cgroup.to_owned());
         let task = tokio::spawn(async move {
-            serve_agent(server_read, &mut server_write, &handles, &asker).await
+            let lookups = Semaphore::new(1);
+            serve_agent(
+                server_read,
+                &mut server_write,
+                &handles,
+                &lookups,
+                &agent,
+                &cgroup,
+            )
+            .await
         });
         let (client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(request.as_bytes()).await.unwrap();
@@ -709,30 +807,38 @@ mod tests {
         serde_json::from_str(&line).unwrap()
     }
 
+    #[test]
+    fn one_request_per_agent_at_a_time() {
+        let requests = AgentRequests::new();
+        let turn = requests.take_turn("tools").unwrap();
+        assert!(requests.take_turn("tools").is_none());
+        assert!(requests.take_turn("other").is_some());
+        drop(turn);
+        assert!(requests.take_turn("tools").is_some());
+    }
+
     #[tokio::test]
     async fn the_agent_socket_answers_an_agent_about_its_own_events_only() {
         let f = fixture(16, &[0, 1]);
-        let own = ask_as(
-            &sample("deny").cgroup,
-            "{\"request\":\"event\",\"seq\":1}\n",
-            f.handles.clone(),
-        )
-        .await;
+        let logged = sample("deny");
+        let request = "{\"request\":\"event\",\"seq\":1}\n";
+        let own = ask_as(&logged.agent, &logged.cgroup, request, f.handles.clone()).await;
         let Reply::Event { event } = own else {
             panic!("{own:?}")
         };
         assert_eq!(event.seq, 1);
-        let other = ask_as(
-            "/claw/other",
-            "{\"request\":\"event\",\"seq\":1}\n",
-            f.handles.clone(),
-        )
-        .await;
+        let other = ask_as("other", "/claw/other", request, f.handles.clone()).await;
         let Reply::Error { message } = other else {
             panic!("{other:?}")
         };
         assert!(message.contains("no event 1 of /claw/other"), "{message}");
-        let status = ask_as("/claw/tools", "{\"request\":\"status\"}\n", f.handles).await;
+        let status = ask_as(
+            &logged.agent,
+            &logged.cgroup,
+            "{\"request\":\"status\"}\n",
+            f.handles,
+        )
+        .await;
         let Reply::Error { message } = status else {
             panic!("{status:?}")
         };

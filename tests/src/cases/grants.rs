@@ -11,7 +11,7 @@ use claw_tests::harness::{expect, in_cgroup, CLAWCTL};
 
 use super::{
     calls::{code, run_call, story},
-    named, tools, Runner, DENIED_FILE, ECONNREFUSED, EPERM,
+    named, tools, Runner, AGENT_SOCKET, DENIED_FILE, ECONNREFUSED, EPERM,
 };
 
 /// Denies `probe` in tool call `call` and returns the number of its denial of `object` (a path
@@ -140,6 +140,23 @@ pub fn run(runner: &mut Runner) {
                     && stderr.contains(&format!("no event {seq} of /claw/tools/call-vm-why-other")),
                 "{output:?}"
             );
+            Ok(())
+        })(),
+    );
+    runner.check(
+        "no_grant_opens_claw_agents_socket_directory",
+        (|| {
+            let seq = denial("vm-grant-socket", &["unlink", AGENT_SOCKET], AGENT_SOCKET)?;
+            let output = Command::new(CLAWCTL)
+                .args(["allow", &seq.to_string(), "--once"])
+                .output()?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success()
+                    && stderr.contains("no grant may let an agent into /run/claw/"),
+                "{output:?}"
+            );
+            ensure!(Path::new(AGENT_SOCKET).exists(), "the agent socket went");
             Ok(())
         })(),
     );
