@@ -4,7 +4,7 @@
 
 use claw_agent::{
     client::ReplyView,
-    config,
+    config, peer,
     protocol::{Reply, Request},
     server,
 };
@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<Reply>(data);
     let text = String::from_utf8_lossy(data);
     let _ = serde_json::from_str::<ReplyView>(&text);
-    let _ = server::refusal(0, Some(1), &text, &["claw/tools".to_owned()]);
+    if let Some(cgroup) = peer::cgroup_v2(&text) {
+        let agents = ["claw/tools".to_owned(), "claw/tools/inner".to_owned()];
+        let _ = server::agent_of(cgroup, &agents);
+    }
     let _ = config::parse("fuzz.yaml", &text);
 });

@@ -14,6 +14,10 @@ fuzz_target!(|data: &[u8]| {
                     "u:x:1000:1000::/home/u:/bin/sh\n",
                 ),
                 networks: claw_agent::rules::guarded_networks(),
+                socket_directories: vec![claw_agent::rules::RulePath("/run/claw/".to_owned())],
+                agent_socket: Some(claw_agent::rules::RulePath(
+                    "/run/claw/agent.sock".to_owned(),
+                )),
             };
             let _ = compile::compile_guarding(&parsed, &guards);
         }
