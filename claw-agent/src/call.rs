@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     compile::Guards,
     policy::Agent,
-    rules::{mask, network_text, ConnectRule, Host, PortRange, Protocols, RulePath},
+    rules::{mask, name_covers, network_text, ConnectRule, Host, PortRange, Protocols, RulePath},
 };
 
 /// Longest call id: it names a cgroup directory (`call-ID`) and appears in every event.
@@ -74,6 +74,17 @@ pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
         .iter()
         .map(|c| ConnectRule::parse(c).map_err(|why| format!("--allow-connect {c}: {why}")))
         .collect::<Result<_, _>>()?;
+    // A narrowed call's names are resolved when it starts, and a pattern has no address.
+    if let Some(pattern) = connect
+        .iter()
+        .find(|c| matches!(&c.host, Host::Name(name) if name.starts_with('*')))
+    {
+        return Err(format!(
+            "--allow-connect {}: name the host the call needs (e.g. `api.{}`), not a pattern — a narrowed call's names are resolved when it starts",
+            pattern.text,
+            pattern.text.trim_start_matches("*.")
+        ));
+    }
     // Executables and libraries are readable too (the loader and interpreters read them).
     let readable: Vec<&RulePath> = rules
         .files
@@ -228,7 +239,10 @@ fn connect_covers(rule: &ConnectRule, asked: &ConnectRule) -> bool {
 /// The destinations both rules allow, as one rule (None if they share none).
 fn intersect_connect(a: &ConnectRule, b: &ConnectRule) -> Option<ConnectRule> {
     let host = match (&a.host, &b.host) {
-        (Host::Name(x), Host::Name(y)) => (x == y).then(|| a.host.clone())?,
+        // The narrower of two names, where one covers the other (`*.github.com` and
+        // `api.github.com`).
+        (Host::Name(x), Host::Name(y)) if name_covers(x, y) => b.host.clone(),
+        (Host::Name(x), Host::Name(y)) if name_covers(y, x) => a.host.clone(),
         (
             Host::Network {
                 address: x,
@@ -366,6 +380,25 @@ mod tests {
         assert_eq!(connect, ["10.1.2.3:443/tcp"]);
         // Programs and libraries stay, or nothing would run.
         assert_eq!(texts(&narrowed.rules.exec), ["/usr/bin/git"]);
+    }
+
+    #[test]
+    fn a_call_narrows_a_pattern_to_the_hosts_it_needs() {
+        let agent = policy::parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    connect: [\"*.example.org:443/tcp\"]\n",
+        )
+        .unwrap()
+        .agents
+        .remove(0);
+        let call = parse(&narrowing(&[], &[], &["api.example.org:443/tcp"]), &agent).unwrap();
+        let narrowed = narrow(&agent, &call);
+        let connect: Vec<&str> = narrowed.rules.connect.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(connect, ["api.example.org:443/tcp"]);
+        let err = parse(&narrowing(&[], &[], &["*.example.org:443/tcp"]), &agent).unwrap_err();
+        assert!(err.contains("not a pattern"), "{err}");
+        let err = parse(&narrowing(&[], &[], &["example.org:443/tcp"]), &agent).unwrap_err();
+        assert!(err.contains("may not connect there"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{
     bus::Bus,
     compile::{merge, NetRule},
     event::{boot_time_ns, Event},
-    rules::{ConnectRule, Host, PortRange, Protocols},
+    rules::{name_covers, ConnectRule, Host, PortRange, Protocols},
 };
 
 /// An answer with a shorter TTL still opens its addresses this long: a client connects after
@@ -40,8 +40,8 @@ pub const MIN_TTL: Duration = Duration::from_secs(5);
 /// How long the node's resolver has to answer one query.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The names an agent's connect rules name (lower case, no final dot), with per protocol the
-/// ports they allow.
+/// The names an agent's connect rules name (lower case, no final dot; `*.example.com` for every
+/// name below example.com), with per protocol the ports they allow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names(BTreeMap<String, BTreeMap<u8, Vec<PortRange>>>);
 
@@ -68,8 +68,23 @@ impl Names {
         Self(names)
     }
 
-    fn get(&self, name: &str) -> Option<&BTreeMap<u8, Vec<PortRange>>> {
-        self.0.get(&canonical(name))
+    /// The ports `name` may reach, per protocol: those of the rule naming it and of every
+    /// `*.` rule covering it.
+    fn get(&self, name: &str) -> Option<BTreeMap<u8, Vec<PortRange>>> {
+        let name = canonical(name);
+        let mut found: Option<BTreeMap<u8, Vec<PortRange>>> = None;
+        for (_, protocols) in self.0.iter().filter(|(rule, _)| name_covers(rule, &name)) {
+            let ports = found.get_or_insert_default();
+            for (protocol, ranges) in protocols {
+                ports.entry(*protocol).or_default().extend(ranges);
+            }
+        }
+        found.map(|mut ports| {
+            for ranges in ports.values_mut() {
+                *ranges = merge(std::mem::take(ranges));
+            }
+            ports
+        })
     }
 
     pub fn list(&self) -> Vec<&str> {
@@ -135,7 +150,7 @@ pub fn openings(
             _ => continue,
         };
         let ttl = Duration::from_secs(u64::from(record.ttl)).clamp(MIN_TTL, max_ttl.max(MIN_TTL));
-        for (&protocol, ports) in protocols {
+        for (&protocol, ports) in &protocols {
             let rule = NetRule {
                 protocol,
                 address,
@@ -574,6 +589,31 @@ mod tests {
         let mut update = query("api.github.com.");
         update.metadata.op_code = OpCode::Update;
         assert_eq!(judge(&update, &names), Verdict::Refuse(None));
+    }
+
+    #[test]
+    fn a_pattern_answers_every_name_below_its_domain_with_the_ports_of_every_rule_covering_it() {
+        let names = names(&["*.github.com:443/tcp", "api.github.com:22/tcp"]);
+        for asked in ["api.github.com.", "codeload.github.com.", "a.b.github.com."] {
+            assert!(
+                matches!(judge(&query(asked), &names), Verdict::Forward(_)),
+                "{asked}"
+            );
+        }
+        for asked in ["github.com.", "evilgithub.com.", "github.com.evil.net."] {
+            assert!(
+                matches!(judge(&query(asked), &names), Verdict::Refuse(_)),
+                "{asked}"
+            );
+        }
+        let ports = |name: &str| -> Vec<(u16, u16)> {
+            names.get(name).unwrap()[&PROTO_TCP]
+                .iter()
+                .map(|r| (r.first, r.last))
+                .collect()
+        };
+        assert_eq!(ports("api.github.com"), [(22, 22), (443, 443)]);
+        assert_eq!(ports("codeload.github.com"), [(443, 443)]);
     }
 
     #[test]

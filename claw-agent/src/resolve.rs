@@ -52,9 +52,14 @@ pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolve
     }
     let resolver = resolver()?;
     for rule in rules {
+        // A pattern (`*.github.com`) has no address: only the agent's resolver answers names
+        // under it.
         let Host::Name(name) = &rule.host else {
             continue;
         };
+        if name.starts_with('*') {
+            continue;
+        }
         let answer = resolver.lookup_ip(name.as_str()).await.map_err(|err| {
             format!("cannot resolve `{name}` (in `{rule}`): {err} — fix the name or the node's DNS, or use an address")
         })?;

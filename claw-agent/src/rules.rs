@@ -228,8 +228,18 @@ pub enum Host {
     /// An IPv6 network; IPv4 networks are held as IPv4-mapped (`::ffff:a.b.c.d`), so that a
     /// connect to an IPv4-mapped IPv6 address meets the same rule as one to the IPv4 address.
     Network { address: [u8; 16], prefix_len: u8 },
-    /// Resolved by the daemon.
+    /// A name, or a pattern `*.example.com`: answered by the agent's resolver (dns.rs).
     Name(String),
+}
+
+/// Whether the name of a rule (`api.github.com`, or `*.github.com`: every name below github.com,
+/// at any depth, not github.com itself) covers `name` (a name, or a pattern of the same form).
+/// Both lower case, without a final dot.
+pub fn name_covers(rule: &str, name: &str) -> bool {
+    match rule.strip_prefix('*') {
+        Some(below) => name.len() > below.len() && name.ends_with(below),
+        None => rule == name,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -365,8 +375,19 @@ fn parse_host(host: &str) -> Result<Host, String> {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    if host.len() > 253 || !host.split('.').all(valid_label) {
+    let domain = host.strip_prefix("*.").unwrap_or(host);
+    if domain.contains('*') {
+        return Err(format!(
+            "`{host}`: `*` stands only as the whole first label — `*.example.com` names every host below example.com"
+        ));
+    }
+    if host.len() > 253 || !domain.split('.').all(valid_label) {
         return Err(format!("`{host}` is not a valid hostname"));
+    }
+    if domain.len() < host.len() && !domain.contains('.') {
+        return Err(format!(
+            "`{host}` would name every host of a top-level domain — name a domain below it, e.g. `*.example.{domain}`"
+        ));
     }
     Ok(Host::Name(host.to_ascii_lowercase()))
 }
@@ -535,6 +556,20 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_names_every_host_below_its_domain() {
+        let rule = ConnectRule::parse("*.GitHub.com:443/tcp").unwrap();
+        assert_eq!(rule.host, Host::Name("*.github.com".to_owned()));
+        for name in ["api.github.com", "a.b.github.com", "*.api.github.com"] {
+            assert!(name_covers("*.github.com", name), "{name}");
+        }
+        for name in ["github.com", "evilgithub.com", "github.com.evil.net", "*.github.com.x"] {
+            assert!(!name_covers("*.github.com", name), "{name}");
+        }
+        assert!(name_covers("api.github.com", "api.github.com"));
+        assert!(!name_covers("api.github.com", "x.api.github.com"));
+    }
+
+    #[test]
     fn errors_say_what_and_how() {
         let cases = [
             ("10.0.0.1", "has no port"),
@@ -549,6 +584,10 @@ mod tests {
             ("[nope]:443", "not an IPv6 address"),
             ("300.1.1.1:80", "not an IPv4 address"),
             ("bad_host!:80", "not a valid hostname"),
+            ("*.com:443", "top-level domain"),
+            ("a.*.example.com:443", "whole first label"),
+            ("*:443", "whole first label"),
+            ("*x.example.com:443", "whole first label"),
         ];
         for (text, want) in cases {
             let err = ConnectRule::parse(text).unwrap_err();

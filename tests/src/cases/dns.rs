@@ -37,6 +37,8 @@ pub fn run(runner: &mut Runner, upstream: &Upstream) {
     upstream.set("svc.claw.test", [10, 77, 0, 1].into(), 1);
     upstream.set("meta.claw.test", [169, 254, 169, 254].into(), 60);
     upstream.set("other.claw.test", [10, 77, 0, 9].into(), 60);
+    upstream.set("a.wild.claw.test", [10, 77, 0, 21].into(), 60);
+    upstream.set("wild.claw.test", [10, 77, 0, 22].into(), 60);
     // No network in the VM but loopback: an allowed connect elsewhere fails for want of a route
     // (ENETUNREACH), a denied one in the kernel program (EPERM).
     runner.check(
@@ -127,6 +129,29 @@ pub fn run(runner: &mut Runner, upstream: &Upstream) {
                 "event: {line}"
             );
             expect(&["connect", "10.77.0.9:80"], inside, EPERM)
+        })(),
+    );
+    runner.check(
+        "a_pattern_rule_answers_the_names_below_its_domain_only",
+        (|| {
+            query(
+                &["dns-query", "127.0.0.1:53", "a.wild.claw.test"],
+                inside,
+                "from=127.0.0.1:53 rcode=0 answers=10.77.0.21",
+            )?;
+            expect(&["connect", "10.77.0.21:80"], inside, ENETUNREACH)?;
+            expect(&["connect", "10.77.0.21:81"], inside, EPERM)?;
+            // `*.wild.claw.test` is every name below wild.claw.test, not wild.claw.test itself.
+            query(
+                &["dns-query", "127.0.0.1:53", "wild.claw.test"],
+                inside,
+                "from=127.0.0.1:53 rcode=5 answers=",
+            )?;
+            ensure!(
+                !upstream.was_asked("wild.claw.test"),
+                "the node's resolver was asked a name no rule covers"
+            );
+            expect(&["connect", "10.77.0.22:80"], inside, EPERM)
         })(),
     );
     runner.check(

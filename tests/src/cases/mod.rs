@@ -49,6 +49,7 @@ agents:
       - 127.0.0.1:5353/udp
       - svc.claw.test:8081/tcp
       - meta.claw.test:80/tcp
+      - \"*.wild.claw.test:80/tcp\"
       - 127.0.0.1:7000-7010/tcp
     redirect:
       - { to: 10.9.9.9:443/tcp, via: \"127.0.0.1:3128\" }
