@@ -393,7 +393,12 @@ mod tests {
         .remove(0);
         let call = parse(&narrowing(&[], &[], &["api.example.org:443/tcp"]), &agent).unwrap();
         let narrowed = narrow(&agent, &call);
-        let connect: Vec<&str> = narrowed.rules.connect.iter().map(|r| r.text.as_str()).collect();
+        let connect: Vec<&str> = narrowed
+            .rules
+            .connect
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect();
         assert_eq!(connect, ["api.example.org:443/tcp"]);
         let err = parse(&narrowing(&[], &[], &["*.example.org:443/tcp"]), &agent).unwrap_err();
         assert!(err.contains("not a pattern"), "{err}");

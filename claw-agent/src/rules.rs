@@ -562,7 +562,12 @@ mod tests {
         for name in ["api.github.com", "a.b.github.com", "*.api.github.com"] {
             assert!(name_covers("*.github.com", name), "{name}");
         }
-        for name in ["github.com", "evilgithub.com", "github.com.evil.net", "*.github.com.x"] {
+        for name in [
+            "github.com",
+            "evilgithub.com",
+            "github.com.evil.net",
+            "*.github.com.x",
+        ] {
             assert!(!name_covers("*.github.com", name), "{name}");
         }
         assert!(name_covers("api.github.com", "api.github.com"));
