@@ -601,10 +601,20 @@ pub fn net_rules(
     }
     let mut entries: Vec<NetRule> = own.keys()
         .map(|&(protocol, address, prefix_len)| {
-            // Inherit the ports of every network of the same protocol that contains this one:
-            // one lookup per prefix length in use, rather than a test of every rule.
+            // Inherit the ports of every network of the same protocol that contains this one
+            // (one lookup per prefix length in use, rather than a test of every rule) — inside a
+            // guarded network, only of those inside it too: a rule naming the node's address on
+            // port 22 does not open it on the port 80 of `0.0.0.0/0:80`.
+            let floor = guarded
+                .iter()
+                .filter(|&&(guard, length)| {
+                    length <= prefix_len && crate::rules::mask(&address, length) == guard
+                })
+                .map(|&(_, length)| length)
+                .max()
+                .unwrap_or(0);
             let ports: Vec<PortRange> = lengths
-                .range(..=prefix_len)
+                .range(floor..=prefix_len)
                 .filter_map(|&len| {
                     own.get(&(protocol, crate::rules::mask(&address, len), len))
                 })
@@ -1007,15 +1017,37 @@ mod tests {
             .iter()
             .any(|(p, n, _)| *p == PROTO_UDP && n == "169.254.0.0/16"));
         assert!(view.contains(&(PROTO_UDP, "169.254.169.254/32".to_owned(), vec![(80, 80)])));
-        // The node's own address: the rule naming it allows what it names (and the wide rule's
-        // port, which it inherits), nothing else.
-        assert!(view.contains(&(
-            PROTO_TCP,
-            "10.0.0.9/32".to_owned(),
-            vec![(22, 22), (80, 80)]
-        )));
+        // The node's own address: the rule naming it allows what it names, not the wide rule's
+        // port too.
+        assert!(view.contains(&(PROTO_TCP, "10.0.0.9/32".to_owned(), vec![(22, 22)])));
         // No IPv6 rule: nothing to carve there.
         assert!(!view.iter().any(|(_, n, _)| n.starts_with('[')));
+    }
+
+    #[test]
+    fn inside_a_guarded_network_only_rules_inside_it_lend_their_ports() {
+        let policy = parse(
+            "p.yaml",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    connect: [0.0.0.0/0:80/tcp, 169.254.0.0/16:8000/tcp, 169.254.1.0/24:9000/tcp, 127.0.0.1:8080/tcp]\n",
+        )
+        .unwrap();
+        let guards = Guards {
+            networks: crate::rules::guarded_networks(),
+            ..Guards::default()
+        };
+        let agent = compile_guarding(&policy, &guards).unwrap().agents.remove(0);
+        let view = net(&agent);
+        for (network, ports) in [
+            ("0.0.0.0/0", vec![(80, 80)]),
+            ("169.254.0.0/16", vec![(8000, 8000)]),
+            ("169.254.1.0/24", vec![(8000, 8000), (9000, 9000)]),
+            ("127.0.0.1/32", vec![(8080, 8080)]),
+        ] {
+            assert!(
+                view.contains(&(PROTO_TCP, network.to_owned(), ports.clone())),
+                "{network} {ports:?} in {view:?}"
+            );
+        }
     }
 
     #[test]

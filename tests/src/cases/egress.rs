@@ -46,12 +46,14 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "wide_connect_rules_do_not_reach_metadata_link_local_or_the_node",
         (|| {
-            // Agent `broad` may connect to port 80 anywhere (0.0.0.0/0 and [::]/0).
+            // Agent `broad` may connect to port 80 anywhere (0.0.0.0/0 and [::]/0), and to
+            // 127.0.0.1 on port 7100 only: naming loopback lends it no port of the wide rule.
             let broad = named("broad");
             let inside = Some(broad.as_path());
             expect(&["connect", "169.254.169.254:80"], inside, EPERM)?;
             expect(&["connect", "[fe80::1]:80"], inside, EPERM)?;
             expect(&["connect", "127.0.0.1:80"], inside, EPERM)?;
+            expect(&["connect", "127.0.0.1:7100"], inside, ECONNREFUSED)?;
             expect(&["connect", "[::1]:80"], inside, EPERM)?;
             expect(&["connect", "127.0.0.1:80"], None, ECONNREFUSED)?;
             let (_, elsewhere) = probe(&["connect", "10.255.255.1:80"], inside)?;

@@ -83,7 +83,7 @@ agents:
     files:
       read: [/, /root/.aws/credentials]
       write: [/]
-    connect: [0.0.0.0/0:80/tcp, \"[::]/0:80/tcp\"]
+    connect: [0.0.0.0/0:80/tcp, \"[::]/0:80/tcp\", 127.0.0.1:7100/tcp]
     exec: [/usr/bin/claw-vmtest, /usr/bin/clawctl]
   - name: auditor
     cgroup: claw/auditor
