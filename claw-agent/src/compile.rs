@@ -111,6 +111,19 @@ fn redirects(rules: &[RedirectRule]) -> Result<Vec<RedirectEntry>, String> {
                 "redirect `{rule}`: another redirect names the same network — one proxy per network"
             ));
         }
+        // The kernel takes the longest match alone: the wider network's ports would not hold
+        // inside the narrower one.
+        let inside = |outer: ([u8; 16], u8), inner: ([u8; 16], u8)| {
+            outer.1 <= inner.1 && crate::rules::mask(&inner.0, outer.1) == outer.0
+        };
+        if let Some((other, _)) = rules.iter().zip(&entries).find(|(_, e)| {
+            inside((e.address, e.prefix_len), (address, prefix_len))
+                || inside((address, prefix_len), (e.address, e.prefix_len))
+        }) {
+            return Err(format!(
+                "redirect `{rule}`: its network and that of `{other}` overlap — redirect networks may not nest; split the wider one around the narrower"
+            ));
+        }
         entries.push(RedirectEntry {
             address,
             prefix_len,
@@ -1076,6 +1089,14 @@ mod tests {
             (
                 "{ to: 10.0.0.0/8:53/udp, via: \"127.0.0.1:3128\" }",
                 "only TCP",
+            ),
+            (
+                "{ to: 10.0.0.0/8:443, via: \"127.0.0.1:3128\" }, { to: 10.1.0.0/16:80, via: \"127.0.0.1:3129\" }",
+                "may not nest",
+            ),
+            (
+                "{ to: 10.1.2.3:80, via: \"127.0.0.1:3129\" }, { to: 10.0.0.0/8:443, via: \"127.0.0.1:3128\" }",
+                "may not nest",
             ),
         ] {
             let policy = parse(
