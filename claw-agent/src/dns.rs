@@ -346,10 +346,31 @@ async fn serve_udp(socket: Arc<UdpSocket>, client: Arc<RwLock<Client>>, context:
         let (socket, client, context) = (socket.clone(), client.clone(), context.clone());
         tokio::spawn(async move {
             if let Some(reply) = answer(&query, &client, &context).await {
-                let _ = socket.send_to(&reply, peer).await;
+                let _ = socket.send_to(&for_udp(&query, reply), peer).await;
             }
         });
     }
+}
+
+/// `reply` as a datagram answering `query`: one larger than the client can take (512 bytes, or
+/// what its EDNS record says) goes as its header and question with TC set, so that the client
+/// asks again over TCP rather than reading a cut-off answer.
+pub fn for_udp(query: &[u8], reply: Vec<u8>) -> Vec<u8> {
+    let Ok(asked) = Message::from_vec(query) else {
+        return reply;
+    };
+    if reply.len() <= usize::from(asked.max_payload()) {
+        return reply;
+    }
+    let Ok(mut cut) = Message::from_vec(&reply) else {
+        return reply;
+    };
+    cut.answers.clear();
+    cut.authorities.clear();
+    cut.additionals.clear();
+    cut.signature = None;
+    cut.metadata.truncation = true;
+    cut.to_vec().unwrap_or(reply)
 }
 
 async fn serve_tcp(listener: TcpListener, client: Arc<RwLock<Client>>, context: Context) {
@@ -676,6 +697,32 @@ mod tests {
             openings(&answer, "nope.test", &names, 7, 0, Duration::from_secs(30)).is_empty(),
             "an answer for a name no rule names opens nothing"
         );
+    }
+
+    #[test]
+    fn an_answer_too_large_for_the_clients_datagram_asks_it_to_use_tcp() {
+        let asked = query("big.test.");
+        let mut full = asked.clone();
+        full.metadata.message_type = MessageType::Response;
+        for last in 0..60u8 {
+            full.add_answer(Record::from_rdata(
+                Name::from_ascii("big.test.").unwrap(),
+                60,
+                RData::A(rdata::A([10, 0, 0, last].into())),
+            ));
+        }
+        let full = full.to_vec().unwrap();
+        assert!(full.len() > 512);
+        let sent = Message::from_vec(&for_udp(&asked.to_vec().unwrap(), full.clone())).unwrap();
+        assert!(sent.metadata.truncation && sent.answers.is_empty());
+        assert_eq!(sent.queries, asked.queries);
+        assert_eq!(sent.metadata.id, asked.metadata.id);
+        // A client that said (EDNS) it takes 4096 bytes gets the whole answer.
+        let mut roomy = asked.clone();
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(4096);
+        roomy.edns = Some(edns);
+        assert_eq!(for_udp(&roomy.to_vec().unwrap(), full.clone()), full);
     }
 
     #[test]
