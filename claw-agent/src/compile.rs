@@ -26,6 +26,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
     pub agents: Vec<CompiledAgent>,
+    /// The guarded networks it was compiled with: DNS answers never open an address in one.
+    pub guarded: Vec<([u8; 16], u8)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,7 +378,10 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Compiled { agents })
+    Ok(Compiled {
+        agents,
+        guarded: guards.networks.clone(),
+    })
 }
 
 /// The trie answers with the longest matching prefix only, so every entry carries the grants of
@@ -653,6 +658,13 @@ pub fn net_rules(
     entries.sort_by_key(|r| (r.protocol, r.address, r.prefix_len));
     entries.dedup_by_key(|r| (r.protocol, r.address, r.prefix_len));
     Ok(entries)
+}
+
+/// Whether `address` lies in one of the `guarded` networks.
+pub fn is_guarded(address: &[u8; 16], guarded: &[([u8; 16], u8)]) -> bool {
+    guarded
+        .iter()
+        .any(|&(network, length)| crate::rules::mask(address, length) == network)
 }
 
 /// Sorted, with overlapping and touching ranges joined.

@@ -218,6 +218,7 @@ fn install_policy(
                 hostname_rules: &agent.hostname_rules,
             })
             .collect::<Vec<_>>(),
+        &compiled.guarded,
     );
     let usable: Vec<&str> = ["memory", "pids", "cpu"]
         .into_iter()
@@ -277,7 +278,18 @@ pub fn compile_resolved(
                 .block_on(resolve::resolve(&agent.hostname_rules, max_ttl))
                 .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
             // Address rules again, so that ports inherited across both are merged in one pass.
-            let mut rules = resolved.rules;
+            // An answer in a guarded network opens nothing (a name may be made to resolve to
+            // the metadata service): only a rule naming the address does.
+            let mut rules: Vec<_> = resolved
+                .rules
+                .into_iter()
+                .filter(|rule| match rule.host {
+                    crate::rules::Host::Network { address, .. } => {
+                        !compile::is_guarded(&address, &guards.networks)
+                    }
+                    crate::rules::Host::Name(_) => false,
+                })
+                .collect();
             rules.extend(source.rules.connect.iter().cloned());
             agent.net_rules = compile::net_rules(&rules, &guards.networks)
                 .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;

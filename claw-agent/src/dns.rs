@@ -28,7 +28,7 @@ use tokio::{
 
 use crate::{
     bus::Bus,
-    compile::{merge, NetRule},
+    compile::{is_guarded, merge, NetRule},
     event::{boot_time_ns, Event},
     rules::{name_covers, ConnectRule, Host, PortRange, Protocols},
 };
@@ -121,7 +121,13 @@ pub fn judge(query: &Message, names: &Names) -> Verdict {
         );
     };
     let name = canonical(&question.name().to_ascii());
-    if names.get(&name).is_some() {
+    // Labels of host names only: a label holding a dot (`x.github` `com`, written
+    // `x\.github.com`) would otherwise pass for a name below github.com.
+    let hostlike = question
+        .name()
+        .iter()
+        .all(|label| label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+    if hostlike && names.get(&name).is_some() {
         Verdict::Forward(name)
     } else {
         Verdict::Refuse(Some(name))
@@ -129,12 +135,15 @@ pub fn judge(query: &Message, names: &Names) -> Verdict {
 }
 
 /// The DNS_ALLOW entries an answer for `name` opens: every A and AAAA record in it (the
-/// addresses at the end of a CNAME chain too), for the ports `name`'s rules allow, until
-/// `now_ns` plus the record's TTL (at least MIN_TTL, at most `max_ttl`).
+/// addresses at the end of a CNAME chain too) outside the `guarded` networks, for the ports
+/// `name`'s rules allow, until `now_ns` plus the record's TTL (at least MIN_TTL, at most
+/// `max_ttl`). An address in a guarded network (metadata, loopback, the node's own) opens only
+/// by a rule naming it: a name can be made to resolve to anything.
 pub fn openings(
     answer: &Message,
     name: &str,
     names: &Names,
+    guarded: &[([u8; 16], u8)],
     cgroup_id: u64,
     now_ns: u64,
     max_ttl: Duration,
@@ -149,6 +158,9 @@ pub fn openings(
             RData::AAAA(aaaa) => aaaa.0.octets(),
             _ => continue,
         };
+        if is_guarded(&address, guarded) {
+            continue;
+        }
         let ttl = Duration::from_secs(u64::from(record.ttl)).clamp(MIN_TTL, max_ttl.max(MIN_TTL));
         for (&protocol, ports) in &protocols {
             let rule = NetRule {
@@ -194,6 +206,8 @@ struct Client {
     /// 0 until the agent's cgroup is installed: its answers open nothing before.
     cgroup_id: u64,
     names: Names,
+    /// Networks no answer opens (compile::Compiled::guarded).
+    guarded: Arc<Vec<([u8; 16], u8)>>,
 }
 
 struct Running {
@@ -276,9 +290,11 @@ impl Resolvers {
     }
 
     /// Puts the installed policy's names in force and stops the resolvers of agents it lacks.
-    pub fn commit(&mut self, agents: &[Agent<'_>]) {
+    /// `guarded`: networks no answer opens (the policy's guarded networks).
+    pub fn commit(&mut self, agents: &[Agent<'_>], guarded: &[([u8; 16], u8)]) {
         self.running
             .retain(|name, _| agents.iter().any(|a| a.name == name));
+        let guarded = Arc::new(guarded.to_vec());
         for agent in agents {
             if let Some(running) = self.running.get(agent.name) {
                 *running.client.write().unwrap_or_else(|p| p.into_inner()) = Client {
@@ -286,6 +302,7 @@ impl Resolvers {
                     cgroup: agent.cgroup.to_owned(),
                     cgroup_id: agent.cgroup_id,
                     names: Names::of(agent.hostname_rules),
+                    guarded: guarded.clone(),
                 };
             }
         }
@@ -298,6 +315,7 @@ impl Resolvers {
             cgroup: String::new(),
             cgroup_id: 0,
             names: Names::default(),
+            guarded: Arc::default(),
         }));
         // UDP and TCP on one port: the kernel redirects both to it. A port free for UDP may be
         // taken for TCP; another is tried then.
@@ -445,6 +463,7 @@ async fn answer(query: &[u8], client: &RwLock<Client>, context: &Context) -> Opt
             &parsed,
             &name,
             &client.names,
+            &client.guarded,
             client.cgroup_id,
             boot_time_ns(),
             context.max_ttl,
@@ -621,6 +640,13 @@ mod tests {
                 "{asked}"
             );
         }
+        let mut dotted = Message::query();
+        let label_with_a_dot = Name::from_labels(vec![&b"x.github"[..], &b"com"[..]]).unwrap();
+        dotted.add_query(Query::query(label_with_a_dot, RecordType::A));
+        assert!(
+            matches!(judge(&dotted, &names), Verdict::Refuse(_)),
+            "a label holding a dot passed for a name below github.com"
+        );
         for asked in ["github.com.", "evilgithub.com.", "github.com.evil.net."] {
             assert!(
                 matches!(judge(&query(asked), &names), Verdict::Refuse(_)),
@@ -665,6 +691,7 @@ mod tests {
             &answer,
             "svc.test",
             &names,
+            &[],
             7,
             1_000,
             Duration::from_secs(30),
@@ -694,8 +721,22 @@ mod tests {
             "a TTL of 0 still opens for MIN_TTL"
         );
         assert!(
-            openings(&answer, "nope.test", &names, 7, 0, Duration::from_secs(30)).is_empty(),
+            openings(&answer, "nope.test", &names, &[], 7, 0, Duration::from_secs(30)).is_empty(),
             "an answer for a name no rule names opens nothing"
+        );
+        let guarded = crate::rules::guarded_networks();
+        let mut rebound = query("svc.test.");
+        for address in [[169, 254, 169, 254], [127, 0, 0, 1], [10, 1, 2, 3]] {
+            rebound.add_answer(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(rdata::A(address.into())),
+            ));
+        }
+        let opened = openings(&rebound, "svc.test", &names, &guarded, 7, 0, Duration::from_secs(30));
+        assert!(
+            opened.iter().all(|(key, _)| key.address[12..] == [10, 1, 2, 3]) && !opened.is_empty(),
+            "answers in guarded networks open nothing"
         );
     }
 

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 
-use super::{tools, Runner, ENETUNREACH, EPERM};
+use super::{
+    calls::{code, run_call},
+    tools, Runner, ENETUNREACH, EPERM,
+};
 use claw_tests::{
     harness::{daemon_log_tail, expect, probe, probe_output, Follower},
     upstream::Upstream,
@@ -39,6 +42,7 @@ pub fn run(runner: &mut Runner, upstream: &Upstream) {
     upstream.set("other.claw.test", [10, 77, 0, 9].into(), 60);
     upstream.set("a.wild.claw.test", [10, 77, 0, 21].into(), 60);
     upstream.set("wild.claw.test", [10, 77, 0, 22].into(), 60);
+    upstream.set("lo.wild.claw.test", [127, 0, 0, 1].into(), 60);
     // No network in the VM but loopback: an allowed connect elsewhere fails for want of a route
     // (ENETUNREACH), a denied one in the kernel program (EPERM).
     runner.check(
@@ -151,7 +155,15 @@ pub fn run(runner: &mut Runner, upstream: &Upstream) {
                 !upstream.was_asked("wild.claw.test"),
                 "the node's resolver was asked a name no rule covers"
             );
-            expect(&["connect", "10.77.0.22:80"], inside, EPERM)
+            expect(&["connect", "10.77.0.22:80"], inside, EPERM)?;
+            // A name made to resolve to loopback, which `tools` reaches on its named ports
+            // only, does not open loopback's port 80.
+            query(
+                &["dns-query", "127.0.0.1:53", "lo.wild.claw.test"],
+                inside,
+                "from=127.0.0.1:53 rcode=0 answers=127.0.0.1",
+            )?;
+            expect(&["connect", "127.0.0.1:80"], inside, EPERM)
         })(),
     );
     runner.check(
@@ -162,7 +174,15 @@ pub fn run(runner: &mut Runner, upstream: &Upstream) {
                 inside,
                 "from=127.0.0.1:53 rcode=0 answers=169.254.169.254",
             )?;
-            expect(&["connect", "169.254.169.254:80"], inside, EPERM)
+            expect(&["connect", "169.254.169.254:80"], inside, EPERM)?;
+            // Nor for a tool call whose narrowed rules name it (resolved when the call starts).
+            let output = run_call(
+                "vm-dns-meta",
+                &["--allow-connect", "meta.claw.test:80/tcp"],
+                &["connect", "169.254.169.254:80"],
+            )?;
+            ensure!(code(&output) == EPERM, "{output:?}");
+            Ok(())
         })(),
     );
 }
