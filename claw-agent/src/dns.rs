@@ -123,10 +123,11 @@ pub fn judge(query: &Message, names: &Names) -> Verdict {
     let name = canonical(&question.name().to_ascii());
     // Labels of host names only: a label holding a dot (`x.github` `com`, written
     // `x\.github.com`) would otherwise pass for a name below github.com.
-    let hostlike = question
-        .name()
-        .iter()
-        .all(|label| label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+    let hostlike = question.name().iter().all(|label| {
+        label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    });
     if hostlike && names.get(&name).is_some() {
         Verdict::Forward(name)
     } else {
@@ -721,7 +722,16 @@ mod tests {
             "a TTL of 0 still opens for MIN_TTL"
         );
         assert!(
-            openings(&answer, "nope.test", &names, &[], 7, 0, Duration::from_secs(30)).is_empty(),
+            openings(
+                &answer,
+                "nope.test",
+                &names,
+                &[],
+                7,
+                0,
+                Duration::from_secs(30)
+            )
+            .is_empty(),
             "an answer for a name no rule names opens nothing"
         );
         let guarded = crate::rules::guarded_networks();
@@ -733,9 +743,20 @@ mod tests {
                 RData::A(rdata::A(address.into())),
             ));
         }
-        let opened = openings(&rebound, "svc.test", &names, &guarded, 7, 0, Duration::from_secs(30));
+        let opened = openings(
+            &rebound,
+            "svc.test",
+            &names,
+            &guarded,
+            7,
+            0,
+            Duration::from_secs(30),
+        );
         assert!(
-            opened.iter().all(|(key, _)| key.address[12..] == [10, 1, 2, 3]) && !opened.is_empty(),
+            opened
+                .iter()
+                .all(|(key, _)| key.address[12..] == [10, 1, 2, 3])
+                && !opened.is_empty(),
             "answers in guarded networks open nothing"
         );
     }
