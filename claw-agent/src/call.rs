@@ -341,6 +341,15 @@ mod tests {
         }
     }
 
+    fn connect_texts(agent: &Agent) -> Vec<&str> {
+        agent
+            .rules
+            .connect
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect()
+    }
+
     fn texts(paths: &[RulePath]) -> Vec<&str> {
         paths.iter().map(|p| p.0.as_str()).collect()
     }
@@ -371,13 +380,7 @@ mod tests {
         let narrowed = narrow(&agent, &call);
         assert_eq!(texts(&narrowed.rules.files.read), ["/workspace/repo/"]);
         assert_eq!(texts(&narrowed.rules.files.write), ["/workspace/repo/out/"]);
-        let connect: Vec<&str> = narrowed
-            .rules
-            .connect
-            .iter()
-            .map(|r| r.text.as_str())
-            .collect();
-        assert_eq!(connect, ["10.1.2.3:443/tcp"]);
+        assert_eq!(connect_texts(&narrowed), ["10.1.2.3:443/tcp"]);
         // Programs and libraries stay, or nothing would run.
         assert_eq!(texts(&narrowed.rules.exec), ["/usr/bin/git"]);
     }
@@ -393,13 +396,7 @@ mod tests {
         .remove(0);
         let call = parse(&narrowing(&[], &[], &["api.example.org:443/tcp"]), &agent).unwrap();
         let narrowed = narrow(&agent, &call);
-        let connect: Vec<&str> = narrowed
-            .rules
-            .connect
-            .iter()
-            .map(|r| r.text.as_str())
-            .collect();
-        assert_eq!(connect, ["api.example.org:443/tcp"]);
+        assert_eq!(connect_texts(&narrowed), ["api.example.org:443/tcp"]);
         let err = parse(&narrowing(&[], &[], &["*.example.org:443/tcp"]), &agent).unwrap_err();
         assert!(err.contains("not a pattern"), "{err}");
         let err = parse(&narrowing(&[], &[], &["example.org:443/tcp"]), &agent).unwrap_err();
@@ -500,13 +497,7 @@ mod tests {
         smaller.rules.connect = vec![ConnectRule::parse("10.9.0.0/16:443-444/tcp").unwrap()];
         let narrowed = narrow(&smaller, &call);
         assert_eq!(texts(&narrowed.rules.files.read), ["/workspace/docs/"]);
-        let connect: Vec<&str> = narrowed
-            .rules
-            .connect
-            .iter()
-            .map(|r| r.text.as_str())
-            .collect();
-        assert_eq!(connect, ["10.9.0.0/16:443/tcp"]);
+        assert_eq!(connect_texts(&narrowed), ["10.9.0.0/16:443/tcp"]);
         smaller.rules.connect = vec![ConnectRule::parse("192.168.0.0/16:443/tcp").unwrap()];
         assert!(narrow(&smaller, &call).rules.connect.is_empty());
     }

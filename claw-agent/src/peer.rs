@@ -59,48 +59,39 @@ pub fn cgroup_v2(text: &str) -> Option<&str> {
     text.lines().find_map(|line| line.strip_prefix("0::"))
 }
 
-fn credentials(fd: RawFd) -> Result<(u32, i32), String> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+/// A socket option the kernel fills in as a `T`.
+fn socket_option<T: Copy>(fd: RawFd, option: libc::c_int, empty: T) -> std::io::Result<T> {
+    let mut value = empty;
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes, the size of `value`.
     let ret = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&raw mut cred).cast(),
-            &mut len,
-        )
-    };
-    if ret != 0 {
-        return Err(format!(
-            "reading the client's credentials: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok((cred.uid, cred.pid))
-}
-
-fn peer_pidfd(fd: RawFd) -> std::io::Result<OwnedFd> {
-    let mut pidfd: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `pidfd`.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERPIDFD,
-            (&raw mut pidfd).cast(),
+            option,
+            (&raw mut value).cast(),
             &mut len,
         )
     };
     if ret != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(value)
+}
+
+fn credentials(fd: RawFd) -> Result<(u32, i32), String> {
+    let empty = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let cred = socket_option(fd, libc::SO_PEERCRED, empty)
+        .map_err(|err| format!("reading the client's credentials: {err}"))?;
+    Ok((cred.uid, cred.pid))
+}
+
+fn peer_pidfd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    let pidfd: libc::c_int = socket_option(fd, libc::SO_PEERPIDFD, -1)?;
     // SAFETY: the kernel handed us this new descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(pidfd) })
 }
