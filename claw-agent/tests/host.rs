@@ -10,10 +10,10 @@ use std::{
 };
 
 use claw_agent::{
-    bus::Bus,
-    event::Event,
-    protocol::{Counters, ProgramStatus, Status},
-    server::{self, Control, Handles},
+    control::protocol::{Counters, ProgramStatus, Status},
+    control::server::{self, Control, Handles},
+    events::bus::Bus,
+    events::event::Event,
 };
 use tokio::sync::mpsc;
 

@@ -93,6 +93,54 @@ pub mod op {
     /// Starting a program with a preload variable the agent may not pass (FileRecord: `path`
     /// holds the variable, `NAME=value`).
     pub const PRELOAD: u32 = 28;
+
+    /// Each operation's name, as events show it.
+    pub const NAMES: [(u32, &str); 28] = [
+        (OPEN, "open"),
+        (EXEC, "exec"),
+        (MMAP, "mmap"),
+        (MPROTECT, "mprotect"),
+        (MKNOD, "mknod"),
+        (UNLINK, "unlink"),
+        (MKDIR, "mkdir"),
+        (RMDIR, "rmdir"),
+        (RENAME, "rename"),
+        (LINK, "link"),
+        (SYMLINK, "symlink"),
+        (TRUNCATE, "truncate"),
+        (CHMOD, "chmod"),
+        (CHOWN, "chown"),
+        (CONNECT, "connect"),
+        (SENDMSG, "sendmsg"),
+        (SOCKET, "socket"),
+        (MOUNT, "mount"),
+        (CHROOT, "chroot"),
+        (UNIX_CONNECT, "unix-connect"),
+        (BPF, "bpf"),
+        (CAPABILITY, "capability"),
+        (XATTR, "xattr"),
+        (CLONE_INTO_CGROUP, "clone-into-cgroup"),
+        (DEVICE, "device"),
+        (SIGNAL, "signal"),
+        (PTRACE, "ptrace"),
+        (PRELOAD, "preload"),
+    ];
+
+    /// The name of operation `code` (`unknown` for a code this build does not know).
+    pub fn name(code: u32) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("unknown", |(_, name)| name)
+    }
+
+    /// The code of an operation named as events name it.
+    pub fn code(name: &str) -> Option<u32> {
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(code, _)| *code)
+    }
 }
 
 /// Decisions reported in events.

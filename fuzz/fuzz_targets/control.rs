@@ -3,10 +3,10 @@
 #![no_main]
 
 use claw_agent::{
-    client::ReplyView,
-    config, peer,
-    protocol::{Reply, Request},
-    server,
+    control::client::ReplyView,
+    export::config, control::peer,
+    control::protocol::{Reply, Request},
+    control::server,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use claw_agent::{
-    event::{self, AgentIdentity, CallIdentity, Identities},
-    policy, reason,
+    events::event::{self, AgentIdentity, CallIdentity, Identities},
+    policy, policy::reason,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -16,7 +16,7 @@ use aya::{
     programs::Lsm,
     EbpfLoader,
 };
-use claw_agent::{btf::Btf, compile::FileRule};
+use claw_agent::{kernel::btf::Btf, policy::compile::FileRule};
 use claw_common::{access, mode, AgentEntry, PathRuleKey};
 use claw_tests::harness::{
     in_cgroup, Daemon, ScratchCgroup, CGROUP_ROOT, CLAWCTL, DAEMON_LOG, VMTEST,
@@ -163,11 +163,12 @@ fn bench() -> anyhow::Result<()> {
     // The yardstick, on a cgroup of its own, attached for the whole run.
     let yard = ScratchCgroup::create("claw-bench-yardstick")?;
     let f_path = u64::from(
-        Btf::from_file(Path::new(claw_agent::btf::VMLINUX_BTF))?.member_offset("file", "f_path")?,
+        Btf::from_file(Path::new(claw_agent::defaults::VMLINUX_BTF))?
+            .member_offset("file", "f_path")?,
     );
     let mut ebpf = EbpfLoader::new()
         .override_global("FILE_F_PATH", &f_path, true)
-        .load(claw_agent::baseline::OBJECT)?;
+        .load(claw_agent::kernel::baseline::OBJECT)?;
     let cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&yard.0)?);
     let mut agents: BpfHashMap<_, u64, AgentEntry> =
         BpfHashMap::try_from(ebpf.map_mut("BASELINE_AGENTS").context("map")?)?;

@@ -18,10 +18,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use claw_agent::{
-    btf::VMLINUX_BTF,
     daemon::prepare,
-    enforcer::{Coverage, Enforcer, LoadOptions, LSM_LIST},
-    ingest::ReportLimits,
+    kernel::handover::ReportLimits,
+    kernel::{
+        enforcer::{Coverage, Enforcer},
+        load::LoadOptions,
+    },
 };
 use serde_json::Value;
 
@@ -129,8 +131,8 @@ fn raw_rate(dir: &Path, cgroups: &Cgroups, bpffs: &Path) -> anyhow::Result<(f64,
         agent_per_second: 0,
     };
     let mut enforcer = Enforcer::load(LoadOptions {
-        vmlinux_btf: VMLINUX_BTF.into(),
-        lsm_list: LSM_LIST.into(),
+        vmlinux_btf: claw_agent::defaults::VMLINUX_BTF.into(),
+        lsm_list: claw_agent::defaults::LSM_LIST.into(),
         coverage: Coverage::NetworkOnly,
         cgroup_root: cgroups.root.clone(),
         report_limits: unlimited,
@@ -236,7 +238,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 }
 
 fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
-    let root = claw_agent::cgroupfs::find_cgroup2_root()?;
+    let root = claw_agent::kernel::cgroupfs::find_cgroup2_root()?;
     let cgroups = Cgroups {
         root,
         base: format!("claw-bench-{}", std::process::id()),

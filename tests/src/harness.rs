@@ -301,7 +301,7 @@ impl Drop for ScratchCgroup {
 pub fn audit_accounts(audit_log: &Path, agent: &str) -> (u64, u64) {
     let (mut denied, mut lost) = (0u64, 0u64);
     let of_agent = format!("\"agent\":\"{agent}\"");
-    for file in claw_agent::audit::files_of(audit_log) {
+    for file in claw_agent::events::audit::files_of(audit_log) {
         for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
             if line.contains("\"kind\":\"deny\"") && line.contains(&of_agent) {
                 denied += 1;
@@ -326,7 +326,7 @@ pub struct PrivateBpffs(pub PathBuf);
 
 impl PrivateBpffs {
     pub fn mount(dir: &Path) -> anyhow::Result<Self> {
-        claw_agent::pins::mount_bpffs(dir)?;
+        claw_agent::kernel::pins::mount_bpffs(dir)?;
         Ok(Self(dir.to_path_buf()))
     }
 

@@ -531,7 +531,7 @@ fn setxattr(path: &str, name: &str) -> std::io::Result<()> {
 
 /// clone3(CLONE_INTO_CGROUP) through an O_PATH descriptor of `cgroup`; the child exits at once.
 fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
-    use claw_agent::spawn::{CloneArgs, CLONE_INTO_CGROUP};
+    use claw_agent::supervise::spawn::{CloneArgs, CLONE_INTO_CGROUP};
     let path = CString::new(cgroup)?;
     // SAFETY: open(2) with a valid C string.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };

@@ -140,8 +140,8 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
 /// enforced, so claw-agent refuses the policy — or, when told, runs and reports it unenforced.
 #[test]
 fn limits_the_hierarchy_cannot_enforce_are_refused_or_reported() {
-    let root = claw_agent::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
-    let available = claw_agent::limits::available_controllers(&root).unwrap();
+    let root = claw_agent::kernel::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
+    let available = claw_agent::policy::limits::available_controllers(&root).unwrap();
     assert!(
         !available.iter().any(|c| c == "memory"),
         "this test's premise (no memory controller in the cgroup v2 tree) does not hold here: {available:?}"

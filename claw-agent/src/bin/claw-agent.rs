@@ -7,13 +7,8 @@ use std::{
 
 use clap::Parser;
 use claw_agent::{
-    btf::VMLINUX_BTF,
-    compile::Sockets,
-    config, daemon,
-    enforcer::LSM_LIST,
-    ingest::ReportLimits,
-    pins::{self, Pins},
-    protocol::DEFAULT_SOCKET,
+    daemon, export::config, kernel::handover::ReportLimits, kernel::pins::Pins,
+    policy::compile::Sockets,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -30,13 +25,13 @@ struct Args {
     uninstall: bool,
     /// Where claw's programs, links and maps are pinned, on a BPF filesystem (mounted at
     /// /sys/fs/bpf if nothing is).
-    #[arg(long, value_name = "DIR", default_value = pins::DEFAULT_DIR)]
+    #[arg(long, value_name = "DIR", default_value = claw_agent::defaults::PIN_DIR)]
     bpffs: PathBuf,
     /// claw-agent's configuration (YAML): SIEM forwarders, the metrics endpoint.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where to serve clawctl (root, outside agents: the control socket).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = claw_agent::defaults::CONTROL_SOCKET)]
     socket: PathBuf,
     /// Where to answer processes inside agents about their own events (`clawctl why N`).
     /// Agents may connect to it and to nothing else in its directory.
@@ -47,17 +42,17 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     cgroup_root: Option<PathBuf>,
     /// The running kernel's BTF, for struct offsets.
-    #[arg(long, value_name = "FILE", default_value = VMLINUX_BTF, hide = true)]
+    #[arg(long, value_name = "FILE", default_value = claw_agent::defaults::VMLINUX_BTF, hide = true)]
     vmlinux_btf: PathBuf,
     /// The kernel's list of active LSMs.
-    #[arg(long, value_name = "FILE", default_value = LSM_LIST, hide = true)]
+    #[arg(long, value_name = "FILE", default_value = claw_agent::defaults::LSM_LIST, hide = true)]
     lsm_list: PathBuf,
     /// Run without BPF LSM: enforce network rules only; file and exec rules are NOT enforced
     /// (status, explain and the log say so).
     #[arg(long)]
     degraded: bool,
     /// Longest a DNS answer for a hostname rule is trusted, in seconds, whatever its TTL.
-    #[arg(long, value_name = "SECONDS", default_value_t = daemon::DEFAULT_MAX_TTL.as_secs())]
+    #[arg(long, value_name = "SECONDS", default_value_t = claw_agent::defaults::MAX_DNS_TTL.as_secs())]
     max_dns_ttl: u64,
     /// Where the agents' resolvers find the node's nameservers (`nameserver` lines, port 53).
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
@@ -67,7 +62,7 @@ struct Args {
     #[arg(long)]
     allow_missing_limits: bool,
     /// The hash-chained audit log of every event (verify with `clawctl audit verify`).
-    #[arg(long, value_name = "FILE", default_value = claw_agent::audit::DEFAULT_PATH)]
+    #[arg(long, value_name = "FILE", default_value = claw_agent::defaults::AUDIT_LOG)]
     audit_log: PathBuf,
     /// Size at which the audit log rotates, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]

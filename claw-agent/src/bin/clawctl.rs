@@ -10,16 +10,17 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use claw_agent::{
-    audit,
-    call::Narrowing,
-    client::{self, Connection, EventView, ReplyView},
-    compile::Sockets,
+    control::client::{self, Connection, EventView, ReplyView},
+    control::grant::Lifetime,
+    control::protocol::{ProgramStatus, Reply, Request, Status},
     daemon::prepare,
-    describe::{self, RuleLine},
-    event::Event,
-    grant::Lifetime,
-    protocol::{ProgramStatus, Reply, Request, Status, DEFAULT_SOCKET},
-    spawn,
+    events::audit,
+    events::event::Event,
+    kernel::catalogue,
+    policy::call::Narrowing,
+    policy::compile::Sockets,
+    policy::describe::{self, RuleLine},
+    supervise::spawn,
 };
 use serde_json::json;
 
@@ -28,7 +29,7 @@ use serde_json::json;
 #[command(version)]
 struct Args {
     /// claw-agent's control socket.
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    #[arg(long, global = true, value_name = "PATH", default_value = claw_agent::defaults::CONTROL_SOCKET)]
     socket: PathBuf,
     /// claw-agent's agent socket: where `why` asks from inside an agent (about its own events).
     /// [default: agent.sock beside --socket]
@@ -591,14 +592,14 @@ fn draft(socket: &Path, request: &Request, apply: bool) -> anyhow::Result<()> {
 
 fn verify_audit(files: Vec<PathBuf>) -> anyhow::Result<()> {
     let files = if files.is_empty() {
-        audit::files_of(Path::new(audit::DEFAULT_PATH))
+        audit::files_of(Path::new(claw_agent::defaults::AUDIT_LOG))
     } else {
         files
     };
     if files.is_empty() {
         bail!(
             "no audit log at {} — pass the files to verify",
-            audit::DEFAULT_PATH
+            claw_agent::defaults::AUDIT_LOG
         );
     }
     match audit::verify(&files)? {
@@ -894,7 +895,8 @@ fn check(file: &Path, sockets: &Sockets) -> anyhow::Result<()> {
             .iter()
             .filter(|l| l.agent == agent.name.0 && l.kind != "cgroup" && l.kind != "mode")
         {
-            let (hooks, map) = describe::mechanism(&line.kind);
+            let (programs, map) = catalogue::mechanism(&line.kind);
+            let hooks: Vec<String> = programs.iter().map(|p| p.hook()).collect();
             println!(
                 "  {:<10} {:<40} {} via {}",
                 line.kind,
@@ -962,23 +964,6 @@ fn hook_list(programs: &[&ProgramStatus]) -> String {
     parts.join(" ")
 }
 
-/// What every agent is denied unless a rule names it.
-const DENIED_BY_DEFAULT: &[&str] = &[
-    "opening any file not under files.read / files.write (O_TRUNC and ioctl-only opens need write)",
-    "credential stores (~/.ssh, ~/.aws, ~/.config/gcloud, ~/.kube, ~/.docker/config.json, ~/.netrc, /run/secrets, /etc/shadow, ...) even under a wider rule, unless a rule names them",
-    "other processes' /proc/PID/environ, mem, maps (ptrace read access, outside the agent's own cgroup)",
-    "starting a program with LD_PRELOAD, LD_AUDIT, NODE_OPTIONS, PYTHONSTARTUP, BASH_ENV, ... set, unless allow_env names it (killed before its first instruction)",
-    "cloud metadata, link-local and the node's own addresses under a wider connect rule, unless a rule names them",
-    "executing any program not under exec (scripts: the interpreter too; the ld.so trick included)",
-    "mapping executable any file not under libraries / exec; executable memory without a file unless jit: true",
-    "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write",
-    "connecting (TCP, connected UDP) or sending UDP datagrams anywhere not under connect",
-    "connecting or sending to a Unix socket whose file is not under files.write (claw-agent's agent socket excepted: it answers an agent about its own events); abstract Unix sockets",
-    "writing in claw-agent's socket directory (/run/claw/), whatever a wider write rule says; connecting to its control socket",
-    "raw, packet and ping sockets; device nodes; mount, bind mount, chroot, pivot_root; bpf()",
-    "capabilities that step around rules (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_MODULE, ...); xattrs but user.*",
-];
-
 fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> {
     let status = client::status(socket)?;
     let (_, lines) = client::rules(socket)?;
@@ -995,8 +980,9 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
     }
     let program = |hook: &str| status.programs.iter().find(|p| p.hook == hook);
     let rule_view = |line: &RuleLine| {
-        let (hooks, map) = describe::mechanism(&line.kind);
-        let programs: Vec<&ProgramStatus> = hooks.iter().filter_map(|h| program(h)).collect();
+        let (programs, map) = catalogue::mechanism(&line.kind);
+        let programs: Vec<&ProgramStatus> =
+            programs.iter().filter_map(|p| program(&p.hook())).collect();
         (map, programs)
     };
     if json {
@@ -1013,7 +999,7 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
                     .collect();
                 json!({
                     "agent": a.name, "cgroup": a.cgroup, "cgroup_id": a.cgroup_id, "mode": a.mode,
-                    "rules": rules, "denied_by_default": DENIED_BY_DEFAULT,
+                    "rules": rules, "denied_by_default": catalogue::denied_by_default(),
                 })
             })
             .collect();
@@ -1064,7 +1050,7 @@ fn explain(socket: &Path, only: Option<&str>, json: bool) -> anyhow::Result<()> 
             );
         }
         println!("  denied by default:");
-        for denied in DENIED_BY_DEFAULT {
+        for denied in catalogue::denied_by_default() {
             println!("    - {denied}");
         }
         println!();

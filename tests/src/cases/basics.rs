@@ -88,7 +88,7 @@ fn storm_survives_sigkill(daemon: &mut Daemon) -> anyhow::Result<()> {
     const OPENS: u64 = 60_000;
     const STORM_FILE: &str = "/etc/claw-storm";
     std::fs::write(STORM_FILE, "x")?;
-    let audit_log = Path::new(claw_agent::audit::DEFAULT_PATH);
+    let audit_log = Path::new(claw_agent::defaults::AUDIT_LOG);
     // Earlier cases' repeats are summed up within a second or two: let them land first.
     std::thread::sleep(Duration::from_secs(2));
     let after = last_seq(audit_log);
@@ -262,7 +262,7 @@ fn survives_sigkill(daemon: &mut Daemon) -> anyhow::Result<()> {
         .line_within(Duration::from_secs(20), |line| line.contains(WHILE_DOWN))
         .is_none()
     {
-        let logged: Vec<String> = std::fs::read_to_string(claw_agent::audit::DEFAULT_PATH)
+        let logged: Vec<String> = std::fs::read_to_string(claw_agent::defaults::AUDIT_LOG)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains(WHILE_DOWN))
@@ -356,7 +356,9 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
     ensure!(status["coverage"] == "full", "coverage: {status}");
     let programs = status["programs"].as_array().context("programs")?;
     // Every LSM program, every network program, and the device program.
-    let want = claw_agent::enforcer::LSM_HOOKS.len() + claw_agent::enforcer::NET_PROGRAMS.len() + 1;
+    let want = claw_agent::kernel::catalogue::lsm_programs().count()
+        + claw_agent::kernel::catalogue::net_programs().count()
+        + 1;
     ensure!(programs.len() == want, "want {want} programs: {status}");
     for program in programs {
         ensure!(program["attached"] == true, "not attached: {program}");
@@ -531,7 +533,7 @@ fn stops_cleanly(daemon: &mut Daemon) -> anyhow::Result<()> {
 }
 
 fn audit_log() -> anyhow::Result<()> {
-    let log = claw_agent::audit::DEFAULT_PATH;
+    let log = claw_agent::defaults::AUDIT_LOG;
     // The writer syncs at least once a second.
     std::thread::sleep(Duration::from_millis(1500));
     let out = Command::new(CLAWCTL).args(["audit", "verify"]).output()?;

@@ -42,7 +42,7 @@ pub struct Host {
 
 impl Host {
     pub fn new(tag: &str) -> Self {
-        let root = claw_agent::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
+        let root = claw_agent::kernel::cgroupfs::find_cgroup2_root().expect("a cgroup v2 mount");
         let dir = tempfile::tempdir().unwrap();
         let bpffs = PrivateBpffs::mount(&dir.path().join("bpffs")).unwrap();
         Self {

@@ -1,0 +1,83 @@
+//! Hostnames in connect rules become the addresses they resolve to now, with the time those
+//! answers expire (their TTL), after which claw-agent resolves them again.
+//!
+//! hickory-resolver rather than the C library's getaddrinfo: it reports TTLs, reads /etc/hosts
+//! and /etc/resolv.conf itself, and works in a statically linked daemon.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use hickory_resolver::{
+    config::{ResolveHosts, ResolverConfig, ResolverOpts},
+    net::runtime::TokioRuntimeProvider,
+    TokioResolver,
+};
+
+use crate::policy::rules::{ConnectRule, Host};
+
+/// Address rules for every hostname rule, and when the earliest answer expires.
+pub struct Resolved {
+    pub rules: Vec<ConnectRule>,
+    pub expires: Option<Instant>,
+}
+
+/// The node's resolver configuration, or (where the node has none) the hosts file alone.
+fn resolver() -> Result<TokioResolver, String> {
+    let builder = match TokioResolver::builder_tokio() {
+        Ok(builder) => builder,
+        Err(_) => {
+            let mut options = ResolverOpts::default();
+            options.use_hosts_file = ResolveHosts::Always;
+            TokioResolver::builder_with_config(
+                ResolverConfig::default(),
+                TokioRuntimeProvider::default(),
+            )
+            .with_options(options)
+        }
+    };
+    builder
+        .build()
+        .map_err(|err| format!("cannot set up name resolution: {err}"))
+}
+
+pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolved, String> {
+    let mut out = Resolved {
+        rules: Vec::new(),
+        expires: None,
+    };
+    if !rules.iter().any(|r| matches!(r.host, Host::Name(_))) {
+        return Ok(out);
+    }
+    let resolver = resolver()?;
+    for rule in rules {
+        // A pattern (`*.github.com`) has no address: only the agent's resolver answers names
+        // under it.
+        let Host::Name(name) = &rule.host else {
+            continue;
+        };
+        if name.starts_with('*') {
+            continue;
+        }
+        let answer = resolver.lookup_ip(name.as_str()).await.map_err(|err| {
+            format!("cannot resolve `{name}` (in `{rule}`): {err} — fix the name or the node's DNS, or use an address")
+        })?;
+        let expires = answer.valid_until().min(Instant::now() + max_ttl);
+        out.expires = Some(out.expires.map_or(expires, |e| e.min(expires)));
+        for address in answer.iter() {
+            let host = match address {
+                IpAddr::V4(v4) => Host::ipv4(v4, 32),
+                IpAddr::V6(v6) => Host::Network {
+                    address: v6.octets(),
+                    prefix_len: 128,
+                },
+            };
+            out.rules.push(ConnectRule {
+                host,
+                ..rule.clone()
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! Export: sinks that carry events out of the node — forwarders to syslog/SIEM (RFC 5424, CEF,
+//! OCSF JSON; UDP, TCP, TLS, with a disk spool), the Prometheus metrics page, and the daemon
+//! configuration file that names them.
+//!
+//! It may use `events` (the bus and its events), `control` (the owner's status, for metrics),
+//! `policy` (YAML helpers) and `defaults`.
+
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod siem;

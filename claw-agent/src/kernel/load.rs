@@ -1,0 +1,248 @@
+//! Loading: claw's programs into the kernel, verified but not attached, with struct offsets
+//! from BTF; the maps pinned (or adopted from an earlier claw-agent); BPF LSM checked usable
+//! and active where the coverage needs it.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    path::{Path, PathBuf},
+};
+
+use aya::EbpfLoader;
+
+use crate::kernel::{
+    btf::Btf,
+    catalogue::{self, maps, DENIED_CAPABILITIES, OFFSETS, PINNED_MAPS, TRACEPOINT_FIELDS},
+    enforcer::{Coverage, Enforcer, EnforcerError, GracePeriod},
+    handover::ReportLimits,
+    object::{
+        device_program, lsm_program, net_program, refusal_reason, tracepoint_program, OBJECT,
+    },
+    pins::Pins,
+    tracefs,
+};
+
+/// What loading needs.
+pub struct LoadOptions {
+    pub vmlinux_btf: PathBuf,
+    pub lsm_list: PathBuf,
+    pub coverage: Coverage,
+    pub cgroup_root: PathBuf,
+    pub report_limits: ReportLimits,
+    pub ring_buffer_bytes: u32,
+    /// Where maps and links are pinned (and found, after a restart).
+    pub pins: PathBuf,
+}
+
+impl Enforcer {
+    /// Loads the programs into the kernel (verified, not attached), with struct offsets read from
+    /// `vmlinux_btf`. With `Coverage::Full`, refuses unless BPF LSM is usable and active.
+    ///
+    /// Maps pinned by an earlier claw-agent are adopted (its rules stay in force meanwhile);
+    /// otherwise new maps are pinned, and removed again if loading fails.
+    pub fn load(options: LoadOptions) -> Result<Self, EnforcerError> {
+        let pins = Pins::open(&options.pins)?;
+        let adopting = pins.has_maps(PINNED_MAPS);
+        let loaded = Self::load_pinned(options, pins.clone(), adopting);
+        if loaded.is_err() && !adopting {
+            let _ = Pins::remove_all(pins.dir());
+        }
+        loaded
+    }
+
+    fn load_pinned(
+        options: LoadOptions,
+        pins: Pins,
+        adopting: bool,
+    ) -> Result<Self, EnforcerError> {
+        let LoadOptions {
+            vmlinux_btf,
+            lsm_list,
+            coverage,
+            cgroup_root,
+            report_limits,
+            ring_buffer_bytes,
+            ..
+        } = options;
+        let btf = Btf::from_file(&vmlinux_btf)?;
+        let mut offsets = Vec::new();
+        for (global, strukt, member) in OFFSETS {
+            offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
+        }
+        let denied_capabilities: u64 = DENIED_CAPABILITIES
+            .iter()
+            .fold(0, |bits, (cap, _)| bits | 1 << cap);
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::EVENTS, ring_buffer_bytes);
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+        for (global, offset) in &offsets {
+            loader.override_global(global, offset, true);
+        }
+        loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
+        loader.override_global(
+            "IDENTICAL_PER_SECOND",
+            &report_limits.identical_per_second,
+            true,
+        );
+        loader.override_global(
+            "AGENT_EVENTS_PER_SECOND",
+            &report_limits.agent_per_second,
+            true,
+        );
+        let mut fields = Vec::new();
+        if coverage == Coverage::NetworkOnly {
+            let tracefs = tracefs::ensure_mounted()?;
+            for (global, category, name, field) in TRACEPOINT_FIELDS {
+                fields.push((
+                    *global,
+                    tracefs::field_offset(tracefs, category, name, field)?,
+                ));
+            }
+        }
+        for (global, offset) in &fields {
+            loader.override_global(global, offset, true);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
+        if coverage == Coverage::NetworkOnly {
+            for program in catalogue::tracepoint_programs() {
+                tracepoint_program(&mut ebpf, program.name)?
+                    .load()
+                    .map_err(|err| EnforcerError::Load {
+                        program: program.hook(),
+                        reason: refusal_reason(&err),
+                    })?;
+            }
+        }
+        if coverage == Coverage::Full {
+            let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
+            for program in catalogue::lsm_programs() {
+                lsm_program(&mut ebpf, program.name)?
+                    .load(program.name, &kernel_btf)
+                    .map_err(|err| EnforcerError::LsmRefused {
+                        hook: program.name,
+                        reason: refusal_reason(&err),
+                    })?;
+            }
+            check_lsm_active(&lsm_list)?;
+        }
+        device_program(&mut ebpf)?
+            .load()
+            .map_err(|err| EnforcerError::Load {
+                program: catalogue::device_program().hook(),
+                reason: refusal_reason(&err),
+            })?;
+        for program in catalogue::net_programs() {
+            net_program(&mut ebpf, program.name)?
+                .load()
+                .map_err(|err| EnforcerError::Load {
+                    program: program.hook(),
+                    reason: refusal_reason(&err),
+                })?;
+        }
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
+            .ok();
+        let grace_period = GracePeriod::new(&mut ebpf)?;
+        let mut enforcer = Self {
+            ebpf,
+            _stats: stats,
+            coverage,
+            cgroup_root,
+            attached: Vec::new(),
+            lsm_links: Vec::new(),
+            net_links: StdHashMap::new(),
+            device_links: StdHashMap::new(),
+            installed: Vec::new(),
+            calls: Vec::new(),
+            next_ruleset: 1,
+            pins,
+            adopting,
+            grace_period,
+        };
+        if adopting {
+            enforcer.next_ruleset = enforcer.rulesets_in_maps()?.into_iter().max().unwrap_or(0) + 1;
+            tracing::info!(
+                pins = %enforcer.pins.dir().display(),
+                "adopting the pinned rules of an earlier claw-agent: they stay enforced until this one's are in place"
+            );
+        }
+        Ok(enforcer)
+    }
+}
+
+/// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
+pub fn check_lsm_active(lsm_list: &Path) -> Result<(), EnforcerError> {
+    let list =
+        std::fs::read_to_string(lsm_list).map_err(|source| EnforcerError::LsmListUnreadable {
+            path: lsm_list.display().to_string(),
+            source,
+        })?;
+    let list = list.trim();
+    if list.split(',').any(|lsm| lsm == "bpf") {
+        Ok(())
+    } else {
+        Err(EnforcerError::LsmInactive {
+            list: list.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::defaults;
+
+    fn list_file(contents: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn lsm_list_with_bpf_is_active() {
+        let file = list_file("lockdown,capability,landlock,yama,apparmor,bpf\n");
+        check_lsm_active(file.path()).unwrap();
+    }
+
+    #[test]
+    fn lsm_list_without_bpf_is_refused_with_the_fix() {
+        let file = list_file("lockdown,capability,apparmor");
+        let err = check_lsm_active(file.path()).unwrap_err().to_string();
+        assert!(err.contains("BPF LSM is not active"), "{err}");
+        assert!(
+            err.contains("lsm=lockdown,capability,apparmor,bpf"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_lsm_list_says_how_to_mount_it() {
+        let err = check_lsm_active(Path::new("/nonexistent/lsm"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mount -t securityfs"), "{err}");
+    }
+
+    /// A program compiled into claw-ebpf but missing from the tables would never be attached.
+    #[test]
+    fn every_program_of_the_object_is_attached_by_a_table() {
+        let object = aya_obj::Object::parse(OBJECT).expect("claw's eBPF object parses");
+        let mut compiled: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        compiled.sort_unstable();
+        let mut tabled: Vec<&str> = catalogue::PROGRAMS.iter().map(|p| p.name).collect();
+        tabled.sort_unstable();
+        assert_eq!(compiled, tabled);
+    }
+
+    #[test]
+    fn every_offset_exists_in_the_running_kernel() {
+        let btf = Btf::from_file(Path::new(defaults::VMLINUX_BTF)).unwrap();
+        for (global, strukt, member) in OFFSETS {
+            btf.member_offset(strukt, member)
+                .unwrap_or_else(|err| panic!("{global}: {err}"));
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The rule maps, driven from one table: FILE_RULES, NET_RULES, REDIRECTS, ENV_RULES and
+//! DEVICE_RULES each hold entries keyed by ruleset. Inserting an agent's entries, removing them,
+//! listing the rulesets present and removing an earlier daemon's are one routine each, over the
+//! table; a new rule map is one row.
+
+use std::hash::Hash as StdHash;
+
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapError},
+    Pod,
+};
+use claw_common::{AgentEntry, DeviceKey, NetRuleKey, NetRuleValue, PathRuleKey, Redirect};
+
+use crate::kernel::{
+    catalogue::maps,
+    enforcer::{map_error, Enforcer, EnforcerError, InstalledAgent},
+    object::map_mut,
+};
+
+/// One rule map: its entries for installed agents, and the ruleset each of its keys is in.
+trait RuleMap: Sync {
+    fn name(&self) -> &'static str;
+    /// Inserts every entry of `agents`.
+    fn insert(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError>;
+    /// Removes the entries of `agents`; entries already absent are no error.
+    fn remove(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError>;
+    /// The ruleset of every entry in the map.
+    fn rulesets(&self, map: &mut Map) -> Result<Vec<u32>, MapError>;
+    /// Removes every entry whose ruleset is not in `keep`.
+    fn retain(&self, map: &mut Map, keep: &[u32]) -> Result<(), MapError>;
+}
+
+/// How an installed agent's entries of one map are made.
+type Entries<K, V> = fn(&InstalledAgent) -> Vec<(K, V)>;
+
+/// A rule map that is an LPM trie: keys are a ruleset and bytes, matched by longest prefix.
+struct Trie<K, V> {
+    name: &'static str,
+    entries: Entries<Key<K>, V>,
+    ruleset: fn(&K) -> u32,
+}
+
+/// A rule map that is a hash map: keys are matched exactly.
+struct Hash<K, V> {
+    name: &'static str,
+    entries: Entries<K, V>,
+    ruleset: fn(&K) -> u32,
+}
+
+impl<K: Pod, V: Pod> RuleMap for Trie<K, V> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn insert(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError> {
+        let mut trie = LpmTrie::<_, K, V>::try_from(map)?;
+        for (key, value) in agents.iter().flat_map(self.entries) {
+            trie.insert(&key, value, 0)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError> {
+        let mut trie = LpmTrie::<_, K, V>::try_from(map)?;
+        for (key, _) in agents.iter().flat_map(self.entries) {
+            let _ = trie.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn rulesets(&self, map: &mut Map) -> Result<Vec<u32>, MapError> {
+        let trie = LpmTrie::<_, K, V>::try_from(map)?;
+        let keys = trie.keys().filter_map(Result::ok);
+        Ok(keys.map(|key| (self.ruleset)(&key.data())).collect())
+    }
+
+    fn retain(&self, map: &mut Map, keep: &[u32]) -> Result<(), MapError> {
+        let mut trie = LpmTrie::<_, K, V>::try_from(map)?;
+        let foreign: Vec<Key<K>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !keep.contains(&(self.ruleset)(&key.data())))
+            .collect();
+        for key in &foreign {
+            let _ = trie.remove(key);
+        }
+        Ok(())
+    }
+}
+
+impl<K: Pod + Eq + StdHash, V: Pod> RuleMap for Hash<K, V> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn insert(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError> {
+        let mut hash = HashMap::<_, K, V>::try_from(map)?;
+        for (key, value) in agents.iter().flat_map(self.entries) {
+            hash.insert(key, value, 0)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, map: &mut Map, agents: &[InstalledAgent]) -> Result<(), MapError> {
+        let mut hash = HashMap::<_, K, V>::try_from(map)?;
+        for (key, _) in agents.iter().flat_map(self.entries) {
+            let _ = hash.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn rulesets(&self, map: &mut Map) -> Result<Vec<u32>, MapError> {
+        let hash = HashMap::<_, K, V>::try_from(map)?;
+        let keys = hash.keys().filter_map(Result::ok);
+        Ok(keys.map(|key| (self.ruleset)(&key)).collect())
+    }
+
+    fn retain(&self, map: &mut Map, keep: &[u32]) -> Result<(), MapError> {
+        let mut hash = HashMap::<_, K, V>::try_from(map)?;
+        let foreign: Vec<K> = hash
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !keep.contains(&(self.ruleset)(key)))
+            .collect();
+        for key in &foreign {
+            let _ = hash.remove(key);
+        }
+        Ok(())
+    }
+}
+
+/// Rule map keys begin with the ruleset, big-endian, so that one ruleset's entries share a
+/// prefix.
+fn path_ruleset(key: &PathRuleKey) -> u32 {
+    u32::from_be_bytes(key.ruleset)
+}
+
+fn net_ruleset(key: &NetRuleKey) -> u32 {
+    u32::from_be_bytes(key.ruleset)
+}
+
+/// Every rule map, with how an installed agent's entries are made.
+static RULE_MAPS: [&dyn RuleMap; 5] = [
+    &Trie::<PathRuleKey, u32> {
+        name: maps::FILE_RULES,
+        entries: |agent| {
+            let rules = agent.file_rules.iter();
+            rules.map(|r| (r.key(agent.ruleset), r.access)).collect()
+        },
+        ruleset: path_ruleset,
+    },
+    &Trie::<NetRuleKey, NetRuleValue> {
+        name: maps::NET_RULES,
+        entries: |agent| {
+            let rules = agent.net_rules.iter();
+            rules.map(|r| (r.key(agent.ruleset), r.value())).collect()
+        },
+        ruleset: net_ruleset,
+    },
+    &Trie::<NetRuleKey, Redirect> {
+        name: maps::REDIRECTS,
+        entries: |agent| {
+            let redirects = agent.redirects.iter();
+            redirects
+                .map(|r| (r.key(agent.ruleset), r.value()))
+                .collect()
+        },
+        ruleset: net_ruleset,
+    },
+    &Trie::<PathRuleKey, u32> {
+        name: maps::ENV_RULES,
+        entries: |agent| {
+            let rules = agent.env_rules.iter();
+            rules.map(|r| (r.key(agent.ruleset), r.access)).collect()
+        },
+        ruleset: path_ruleset,
+    },
+    &Hash::<DeviceKey, u8> {
+        name: maps::DEVICE_RULES,
+        entries: |agent| agent.device_keys.iter().map(|key| (*key, 1)).collect(),
+        ruleset: |key| key.ruleset,
+    },
+];
+
+impl Enforcer {
+    /// Inserts the rules of `agents` into every rule map.
+    pub(super) fn insert_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
+        for rules in RULE_MAPS {
+            let map = map_mut(&mut self.ebpf, rules.name())?;
+            rules.insert(map, agents).map_err(map_error(rules.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes rules of `agents`; entries already absent are no error.
+    pub(super) fn remove_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
+        for rules in RULE_MAPS {
+            let map = map_mut(&mut self.ebpf, rules.name())?;
+            rules.remove(map, agents).map_err(map_error(rules.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Every ruleset id the rule maps and AGENTS hold.
+    pub(super) fn rulesets_in_maps(&mut self) -> Result<Vec<u32>, EnforcerError> {
+        let agents: HashMap<_, u64, AgentEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, maps::AGENTS)?)
+                .map_err(map_error(maps::AGENTS))?;
+        let mut rulesets: Vec<u32> = agents
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, a)| a.ruleset)
+            .collect();
+        for rules in RULE_MAPS {
+            let map = map_mut(&mut self.ebpf, rules.name())?;
+            rulesets.extend(rules.rulesets(map).map_err(map_error(rules.name()))?);
+        }
+        rulesets.sort_unstable();
+        rulesets.dedup();
+        Ok(rulesets)
+    }
+
+    /// After adopting an earlier daemon's maps and installing this daemon's policy: removes the
+    /// cgroups and rules it installed that this policy does not have.
+    /// `unremovable`: cgroups of left-over tool calls whose entries stay.
+    pub(super) fn remove_foreign(&mut self, unremovable: &[u64]) -> Result<(), EnforcerError> {
+        let ours: Vec<u32> = self.installed.iter().map(|a| a.ruleset).collect();
+        let mut cgroups: Vec<u64> = self.installed.iter().map(|a| a.cgroup_id).collect();
+        cgroups.extend(unremovable);
+        let mut agents: HashMap<_, u64, AgentEntry> =
+            HashMap::try_from(map_mut(&mut self.ebpf, maps::AGENTS)?)
+                .map_err(map_error(maps::AGENTS))?;
+        let stale: Vec<u64> = agents
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !cgroups.contains(id))
+            .collect();
+        for id in &stale {
+            let _ = agents.remove(id);
+        }
+        for rules in RULE_MAPS {
+            let map = map_mut(&mut self.ebpf, rules.name())?;
+            rules.retain(map, &ours).map_err(map_error(rules.name()))?;
+        }
+        tracing::info!(
+            cgroups = stale.len(),
+            "adopted state reconciled with the policy file"
+        );
+        Ok(())
+    }
+}
