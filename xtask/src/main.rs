@@ -1,6 +1,7 @@
 //! claw's developer tasks. `cargo xtask --help` lists them.
 
 mod collector;
+mod imports;
 mod kernels;
 mod run;
 mod setup;
@@ -39,7 +40,8 @@ enum Task {
         #[arg(value_enum, default_value = "kernel")]
         suite: Suite,
     },
-    /// rustfmt check and clippy with -D warnings: userspace crates, and claw-ebpf for its target.
+    /// rustfmt check; no import circles between the top-level modules of claw-agent, claw-ebpf
+    /// and xtask; clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
     /// Run each cargo-fuzz target (policy, event_decode, control) for a bounded time from the
     /// corpus kept in fuzz/corpus; fails on any crash (kept in fuzz/artifacts).
@@ -135,6 +137,7 @@ fn test() -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run::cargo(&["fmt", "--all", "--", "--check"])?;
+    imports::check(&run::workspace_root())?;
     run::cargo(&[
         "clippy",
         "-p",
