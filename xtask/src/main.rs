@@ -1,5 +1,6 @@
 //! claw's developer tasks. `cargo xtask --help` lists them.
 
+mod apt;
 mod collector;
 mod imports;
 mod kernels;
