@@ -4,6 +4,7 @@ mod apt;
 mod collector;
 mod imports;
 mod kernels;
+mod links;
 mod run;
 mod setup;
 mod vm;
@@ -42,7 +43,8 @@ enum Task {
         suite: Suite,
     },
     /// rustfmt check; no import circles between the top-level modules of claw-agent, claw-ebpf
-    /// and xtask; clippy with -D warnings: userspace crates, and claw-ebpf for its target.
+    /// and xtask; relative links and #anchors in README.md, policies/README.md and docs/**/*.md
+    /// resolve; clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
     /// Run each cargo-fuzz target (policy, event_decode, control) for a bounded time from the
     /// corpus kept in fuzz/corpus; fails on any crash (kept in fuzz/artifacts).
@@ -138,7 +140,13 @@ fn test() -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run::cargo(&["fmt", "--all", "--", "--check"])?;
-    imports::check(&run::workspace_root())?;
+    // Both run before either fails, so that one lint shows every structural problem.
+    let root = run::workspace_root();
+    match (imports::check(&root), links::check(&root)) {
+        (Ok(()), Ok(())) => {}
+        (Err(err), Ok(())) | (Ok(()), Err(err)) => return Err(err),
+        (Err(imports), Err(links)) => anyhow::bail!("{imports:#}\n{links:#}"),
+    }
     run::cargo(&[
         "clippy",
         "-p",
