@@ -8,11 +8,9 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use claw_common::{access, op, record, NetRecord};
 
 use crate::{
-    decide::{
-        current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk,
-        task_cgroup_id as current_task_cgroup_id,
-    },
+    decide::{current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk},
     kernel::{offset, read, read_ptr},
+    task::task_cgroup_id as current_task_cgroup_id,
 };
 
 const AF_INET: i32 = 2;

@@ -6,8 +6,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_d_path, bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel,
+        bpf_d_path, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel,
     },
     maps::lpm_trie::Key,
 };
@@ -20,6 +20,7 @@ use claw_common::{
 use crate::{
     grant,
     kernel::{offset, read, read_ptr},
+    task::task_cgroup_id,
     throttle::{admit, count_lost, mix, number, HASH_SEED},
     AGENTS, CPU_STATE, EVENTS, FILE_RULES,
 };
@@ -52,13 +53,6 @@ pub fn current_agent() -> Option<(u64, AgentEntry)> {
         }
     }
     None
-}
-
-/// The calling task's own cgroup.
-#[inline(always)]
-pub fn task_cgroup_id() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_get_current_cgroup_id() }
 }
 
 #[inline(always)]

@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use claw_common::{Grant, GrantKey, NetRecord, RULE_PATH_BYTES};
 
-use crate::{decide::task_cgroup_id, GRANTS};
+use crate::{task::task_cgroup_id, GRANTS};
 
 /// The grant for (`op`, `access`, `object_hash`) to the calling task's tool call, or else to
 /// its agent `cgroup_id`.

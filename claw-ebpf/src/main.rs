@@ -17,6 +17,7 @@ mod kernel;
 mod net;
 mod path;
 mod preload;
+mod task;
 mod throttle;
 
 use aya_ebpf::{

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{run, setup};
+use crate::{apt, run};
 
 /// Kernel series of the matrix: the LTS kernels Debian bookworm ships.
 pub const SERIES: &[&str] = &["6.1", "6.12"];
@@ -41,7 +41,7 @@ fn ensure(series: &str) -> anyhow::Result<Kernel> {
     let package = match newest_package(series)? {
         Some(package) => package,
         None => {
-            setup::apt_update()?;
+            apt::update()?;
             newest_package(series)?.with_context(|| {
                 format!("apt knows no package linux-image-{series}.*-amd64-unsigned")
             })?
@@ -54,7 +54,7 @@ fn ensure(series: &str) -> anyhow::Result<Kernel> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if download(&package, &dir).is_err() {
             // Stale apt lists name superseded packages that the mirror no longer serves.
-            setup::apt_update()?;
+            apt::update()?;
             download(&package, &dir)?;
         }
         extract_vmlinuz(&dir)?;

@@ -1,7 +1,10 @@
 //! claw's developer tasks. `cargo xtask --help` lists them.
 
+mod apt;
 mod collector;
+mod imports;
 mod kernels;
+mod links;
 mod run;
 mod setup;
 mod vm;
@@ -39,7 +42,9 @@ enum Task {
         #[arg(value_enum, default_value = "kernel")]
         suite: Suite,
     },
-    /// rustfmt check and clippy with -D warnings: userspace crates, and claw-ebpf for its target.
+    /// rustfmt check; no import circles between the top-level modules of claw-agent, claw-ebpf
+    /// and xtask; relative links and #anchors in README.md, policies/README.md and docs/**/*.md
+    /// resolve; clippy with -D warnings: userspace crates, and claw-ebpf for its target.
     Lint,
     /// Run each cargo-fuzz target (policy, event_decode, control) for a bounded time from the
     /// corpus kept in fuzz/corpus; fails on any crash (kept in fuzz/artifacts).
@@ -135,6 +140,13 @@ fn test() -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     run::cargo(&["fmt", "--all", "--", "--check"])?;
+    // Both run before either fails, so that one lint shows every structural problem.
+    let root = run::workspace_root();
+    match (imports::check(&root), links::check(&root)) {
+        (Ok(()), Ok(())) => {}
+        (Err(err), Ok(())) | (Ok(()), Err(err)) => return Err(err),
+        (Err(imports), Err(links)) => anyhow::bail!("{imports:#}\n{links:#}"),
+    }
     run::cargo(&[
         "clippy",
         "-p",

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _};
 
-use crate::{collector, kernels, run};
+use crate::{apt, collector, kernels, run};
 
 /// Debian packages: LLVM for bpf-linker, qemu and busybox for the VM tests, cpio for the initramfs.
 const APT_PACKAGES: &[&str] = &["llvm-22-dev", "qemu-system-x86", "busybox-static", "cpio"];
@@ -25,11 +25,11 @@ fn install(verbose: bool) -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
-        .filter(|pkg| !apt_installed(pkg))
+        .filter(|pkg| !apt::installed(pkg))
         .collect();
     if !missing.is_empty() {
         eprintln!("setup: installing Debian packages {}", missing.join(" "));
-        apt_update()?;
+        apt::update()?;
         run::status(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -101,21 +101,5 @@ fn install(verbose: bool) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-pub fn apt_installed(package: &str) -> bool {
-    run::output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", package]))
-        .is_ok_and(|status| status.trim() == "install ok installed")
-}
-
-/// `apt-get update`, once per xtask run.
-pub fn apt_update() -> anyhow::Result<()> {
-    static UPDATED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if UPDATED.get().is_some() {
-        return Ok(());
-    }
-    run::status(Command::new("apt-get").args(["update", "-q"]))?;
-    let _ = UPDATED.set(());
     Ok(())
 }
