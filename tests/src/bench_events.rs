@@ -18,12 +18,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use claw_agent::{
-    daemon::prepare,
     kernel::handover::ReportLimits,
     kernel::{
         enforcer::{Coverage, Enforcer},
         load::LoadOptions,
     },
+    policy::prepare::prepare,
 };
 use serde_json::Value;
 

@@ -13,13 +13,13 @@ use claw_agent::{
     control::client::{self, Connection, EventView, ReplyView},
     control::grant::Lifetime,
     control::protocol::{ProgramStatus, Reply, Request, Status},
-    daemon::prepare,
     events::audit,
     events::event::Event,
     kernel::catalogue,
     policy::call::Narrowing,
     policy::compile::Sockets,
     policy::describe::{self, RuleLine},
+    policy::prepare::prepare,
     supervise::spawn,
 };
 use serde_json::json;

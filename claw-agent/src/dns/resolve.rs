@@ -15,7 +15,11 @@ use hickory_resolver::{
     TokioResolver,
 };
 
-use crate::policy::rules::{ConnectRule, Host};
+use crate::policy::{
+    compile::{self, Compiled},
+    rules::{ConnectRule, Host},
+    Policy,
+};
 
 /// Address rules for every hostname rule, and when the earliest answer expires.
 pub struct Resolved {
@@ -80,4 +84,45 @@ pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolve
         }
     }
     Ok(out)
+}
+/// Compiles `policy` with its hostnames resolved now, into address rules: for tool calls with
+/// narrowed rules, which the agents' resolvers do not answer for. Blocks while resolving: call
+/// it off the async runtime.
+pub fn compile_resolved(
+    policy: Policy,
+    max_ttl: Duration,
+    sockets: &compile::Sockets,
+) -> Result<Compiled, String> {
+    let file = policy.file.display().to_string();
+    let guards = compile::Guards::of_this_machine(sockets);
+    let mut compiled =
+        compile::compile_guarding(&policy, &guards).map_err(|err| format!("{file}: {err}"))?;
+    if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| format!("starting the resolver: {err}"))?;
+        for (agent, source) in compiled.agents.iter_mut().zip(&policy.agents) {
+            let resolved = runtime
+                .block_on(resolve(&agent.hostname_rules, max_ttl))
+                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
+            // Address rules again, so that ports inherited across both are merged in one pass.
+            // An answer in a guarded network opens nothing (a name may be made to resolve to
+            // the metadata service): only a rule naming the address does.
+            let mut rules: Vec<_> = resolved
+                .rules
+                .into_iter()
+                .filter(|rule| match rule.host {
+                    crate::policy::rules::Host::Network { address, .. } => {
+                        !compile::is_guarded(&address, &guards.networks)
+                    }
+                    crate::policy::rules::Host::Name(_) => false,
+                })
+                .collect();
+            rules.extend(source.rules.connect.iter().cloned());
+            agent.net_rules = compile::net_rules(&rules, &guards.networks)
+                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
+        }
+    }
+    Ok(compiled)
 }

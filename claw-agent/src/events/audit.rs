@@ -379,6 +379,19 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Verdict> {
     Ok(Verdict::Intact { records })
 }
 
+/// The event numbered `seq` in the audit log at `path`.
+pub async fn find(path: PathBuf, seq: u64) -> Option<Event> {
+    let from = match seq.checked_sub(1) {
+        Some(before) => ReplayFrom::After(before),
+        None => ReplayFrom::Since(std::time::SystemTime::UNIX_EPOCH),
+    };
+    tokio::task::spawn_blocking(move || replay(&path, &from, seq.saturating_add(1)))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|e| e.seq == seq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

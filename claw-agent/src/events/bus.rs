@@ -44,20 +44,23 @@ pub enum Stage {
     Follower,
     /// The audit log writer fell behind or could not write.
     Audit,
-    /// A forwarder's spool overflowed.
+    /// A forwarder fell behind the bus or its spool overflowed.
     Forward,
+    /// The metrics page's counter of denials fell behind.
+    Metrics,
     /// Records a claw-agent read from the kernel but was killed before logging them (told by
     /// the next one, from the records' numbers).
     Restart,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Kernel,
         Stage::Decode,
         Stage::Follower,
         Stage::Audit,
         Stage::Forward,
+        Stage::Metrics,
         Stage::Restart,
     ];
 
@@ -68,6 +71,7 @@ impl Stage {
             Stage::Follower => "follower",
             Stage::Audit => "audit",
             Stage::Forward => "forward",
+            Stage::Metrics => "metrics",
             Stage::Restart => "restart",
         }
     }
@@ -101,11 +105,16 @@ impl Bus {
         event
     }
 
-    /// A subscription, and the sequence number of the first event it will receive: earlier ones
-    /// are in the audit log.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, u64) {
+    /// A subscription for a sink whose losses count at `stage`. Its first event is the next one
+    /// published; earlier ones are in the audit log.
+    pub fn subscribe(self: &Arc<Self>, stage: Stage) -> Subscription {
         let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        (self.sender.subscribe(), *next)
+        Subscription {
+            receiver: self.sender.subscribe(),
+            bus: self.clone(),
+            stage,
+            first_seq: *next,
+        }
     }
 
     /// The audit log writer has written (or counted as lost) every event before `next`.
@@ -161,6 +170,61 @@ impl Bus {
     }
 }
 
+/// What a sink receives from its subscription: the next event, or how many events it missed
+/// because it fell behind (already counted as lost at its stage).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    Gap(u64),
+}
+
+/// One sink's place on the bus: audit log, forwarder, metrics, follower. It counts its own
+/// losses, so a sink only writes what it is given.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Event>>,
+    bus: Arc<Bus>,
+    stage: Stage,
+    first_seq: u64,
+}
+
+impl Subscription {
+    /// The sequence number of the first event this subscription receives.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The next delivery; None once the bus is gone.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        let received = self.receiver.recv().await;
+        self.deliver(received)
+    }
+
+    /// The next delivery if one has arrived; None if none waits (or the bus is gone).
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        let received = self.receiver.try_recv().map_err(|err| match err {
+            broadcast::error::TryRecvError::Lagged(count) => {
+                broadcast::error::RecvError::Lagged(count)
+            }
+            _ => broadcast::error::RecvError::Closed,
+        });
+        self.deliver(received)
+    }
+
+    fn deliver(
+        &self,
+        received: Result<Arc<Event>, broadcast::error::RecvError>,
+    ) -> Option<Delivery> {
+        match received {
+            Ok(event) => Some(Delivery::Event(event)),
+            Err(broadcast::error::RecvError::Lagged(count)) => {
+                self.bus.count_lost(self.stage, count);
+                Some(Delivery::Gap(count))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,14 +232,37 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_numbered_in_the_order_subscribers_see_them() {
-        let bus = Bus::new(7);
+        let bus = Arc::new(Bus::new(7));
         bus.publish(sample("deny"));
-        let (mut events, first) = bus.subscribe();
-        assert_eq!(first, 8);
+        let mut events = bus.subscribe(Stage::Follower);
+        assert_eq!(events.first_seq(), 8);
         bus.publish(sample("deny"));
         bus.publish(sample("oom"));
-        assert_eq!(events.recv().await.unwrap().seq, 8);
-        let second = events.recv().await.unwrap();
-        assert_eq!((second.seq, second.kind.as_str()), (9, "oom"));
+        let seq = |delivery| match delivery {
+            Some(Delivery::Event(event)) => (event.seq, event.kind.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seq(events.next().await).0, 8);
+        assert_eq!(seq(events.next().await), (9, "oom".to_owned()));
+        assert_eq!(events.try_next(), None);
+    }
+
+    /// A sink that falls behind is told how many it missed, and the loss is counted at its
+    /// stage: no sink counts its own.
+    #[tokio::test]
+    async fn a_sink_behind_gets_a_counted_gap() {
+        let bus = Arc::new(Bus::with_capacity(0, 2));
+        let mut events = bus.subscribe(Stage::Forward);
+        for _ in 0..5 {
+            bus.publish(sample("deny"));
+        }
+        assert_eq!(events.try_next(), Some(Delivery::Gap(3)));
+        assert_eq!(bus.lost(Stage::Forward), 3);
+        assert_eq!(bus.lost(Stage::Follower), 0);
+        let Some(Delivery::Event(event)) = events.next().await else {
+            panic!("the two newest events stay")
+        };
+        assert_eq!(event.seq, 3);
+        drop(bus);
     }
 }

@@ -27,10 +27,9 @@ use std::{
 use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 use serde_json::json;
-use tokio::sync::broadcast;
 
 use crate::{
-    events::bus::{Bus, Stage},
+    events::bus::{Bus, Delivery, Stage},
     events::event::Event,
     export::config::{Forward, Target, Transport},
     export::siem,
@@ -71,23 +70,21 @@ pub fn start(config: &Forward, bus: Arc<Bus>) -> anyhow::Result<Forwarder> {
         .spooled_records
         .store(spool.pending_records(), Ordering::Relaxed);
     let (records, received) = mpsc::channel();
-    let (mut events, _) = bus.subscribe();
+    let mut events = bus.subscribe(Stage::Forward);
     let name = config.name.0.clone();
     let format = config.format;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
     let pid = std::process::id();
-    let feeder_bus = bus.clone();
     tokio::spawn(async move {
         loop {
-            let record = match events.recv().await {
-                Ok(event) => Feed::Record(siem::syslog_record(&event, format, &hostname, pid)),
-                Err(broadcast::error::RecvError::Lagged(count)) => {
-                    feeder_bus.count_lost(Stage::Forward, count);
-                    Feed::Lagged(count)
+            let record = match events.next().await {
+                Some(Delivery::Event(event)) => {
+                    Feed::Record(siem::syslog_record(&event, format, &hostname, pid))
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(Delivery::Gap(count)) => Feed::Lagged(count),
+                None => return,
             };
             if records.send(record).is_err() {
                 return;
@@ -675,7 +672,7 @@ mod tests {
         )
         .unwrap();
         let bus = Arc::new(Bus::new(0));
-        let (mut events, _) = bus.subscribe();
+        let mut events = bus.subscribe(Stage::Forward);
         let mut worker = Worker {
             name: "down".to_owned(),
             spool: Spool::open(dir.path(), 600).unwrap(),
@@ -691,7 +688,9 @@ mod tests {
         assert_eq!(worker.stats.overflowed.load(Ordering::Relaxed), 3);
         assert_eq!(bus.lost(Stage::Forward), 3);
         worker.report_dropped();
-        let lost = events.recv().await.unwrap();
+        let Some(Delivery::Event(lost)) = events.next().await else {
+            panic!("a lost event")
+        };
         assert_eq!(lost.kind, "lost");
         assert_eq!(lost.details.as_ref().unwrap()["lost"], 3);
         assert_eq!(lost.details.as_ref().unwrap()["stage"], "forward");

@@ -13,13 +13,13 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
-    sync::{broadcast, mpsc, oneshot},
+    sync::{mpsc, oneshot},
 };
 
 use crate::{
     control::protocol::Status,
     control::server::Control,
-    events::bus::{Bus, Stage},
+    events::bus::{Bus, Delivery, Stage, Subscription},
     export::forward::Forwarder,
 };
 
@@ -42,19 +42,10 @@ pub fn backlog_histogram() -> Histogram {
 
 /// Counts denials (and audit-mode would-be denials) by agent, operation and decision: each
 /// deny or audit event counts one, each throttled summary the repeats it stands for.
-async fn count_denials(
-    bus: Arc<Bus>,
-    mut events: broadcast::Receiver<Arc<crate::events::event::Event>>,
-    denials: Family<Labels, Counter>,
-) {
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(count)) => {
-                bus.count_lost(Stage::Follower, count);
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+async fn count_denials(mut events: Subscription, denials: Family<Labels, Counter>) {
+    while let Some(delivery) = events.next().await {
+        let Delivery::Event(event) = delivery else {
+            continue;
         };
         let count = match event.kind.as_str() {
             "deny" | "audit" => 1,
@@ -177,8 +168,8 @@ pub async fn serve(listen: SocketAddr, sources: Sources) -> anyhow::Result<()> {
     })?;
     tracing::info!(%listen, "metrics endpoint listening");
     let denials: Family<Labels, Counter> = Family::default();
-    let (events, _) = sources.bus.subscribe();
-    tokio::spawn(count_denials(sources.bus.clone(), events, denials.clone()));
+    let events = sources.bus.subscribe(Stage::Metrics);
+    tokio::spawn(count_denials(events, denials.clone()));
     let sources = Arc::new(sources);
     tokio::spawn(async move {
         loop {
@@ -251,8 +242,8 @@ mod tests {
             control,
         };
         let denials: Family<Labels, Counter> = Family::default();
-        let (events, _) = bus.subscribe();
-        let counting = tokio::spawn(count_denials(bus.clone(), events, denials.clone()));
+        let events = bus.subscribe(Stage::Metrics);
+        let counting = tokio::spawn(count_denials(events, denials.clone()));
         bus.publish(sample("deny"));
         let mut summary = sample("throttled");
         summary.details = Some(serde_json::json!({ "suppressed": 41 }));

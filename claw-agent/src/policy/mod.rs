@@ -12,6 +12,7 @@ pub mod describe;
 pub mod devices;
 mod document;
 pub mod limits;
+pub mod prepare;
 pub mod reason;
 pub mod rules;
 pub mod run;

@@ -1,0 +1,83 @@
+//! `call`: a tool call's connection. The owner makes the call's cgroup and answers
+//! `call-started`; the client runs its command there and sends `call-end`. The call ends, and
+//! its processes are killed, when the client says so or its connection closes.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite};
+
+use super::{ask, send, shutting_down, Control, Handles};
+use crate::{
+    control::protocol::{Reply, Request},
+    policy::call::Narrowing,
+};
+
+/// What the `call` request asked for.
+pub(super) struct Started {
+    pub agent: String,
+    pub call: String,
+    pub narrowing: Narrowing,
+    pub command: Vec<String>,
+}
+
+pub(super) async fn call(
+    handles: &Handles,
+    reader: &mut (impl AsyncBufRead + Unpin),
+    write: &mut (impl AsyncWrite + Unpin),
+    started: Started,
+) -> std::io::Result<()> {
+    let Started {
+        agent,
+        call,
+        narrowing,
+        command,
+    } = started;
+    let started = ask(handles, |reply| Control::StartCall {
+        agent,
+        call: call.clone(),
+        narrowing,
+        command,
+        reply,
+    })
+    .await;
+    let cgroup_id = match started {
+        Some(Ok((cgroup, cgroup_id))) => {
+            let sent = send(write, &Reply::CallStarted { cgroup, cgroup_id }).await;
+            if sent.is_err() {
+                // The client went before it could run anything: the call ends now.
+                let _ = ask(handles, |reply| Control::EndCall {
+                    cgroup_id,
+                    status: None,
+                    reply,
+                })
+                .await;
+                return sent;
+            }
+            cgroup_id
+        }
+        Some(Err(message)) => return send(write, &Reply::Error { message }).await,
+        None => return send(write, &shutting_down()).await,
+    };
+    // The call lasts until the client says it ended or goes away (killed with its command, or
+    // the command with it): either way the call ends here.
+    let mut line = String::new();
+    let status = match reader.read_line(&mut line).await {
+        Ok(read) if read > 0 => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::CallEnd { status }) => Some(status),
+            _ => None,
+        },
+        _ => None,
+    };
+    let _ = ask(handles, |reply| Control::EndCall {
+        cgroup_id,
+        status,
+        reply,
+    })
+    .await;
+    send(write, &Reply::CallEnded { call }).await
+}
+
+pub(super) async fn call_end_outside_a_call(
+    write: &mut (impl AsyncWrite + Unpin),
+) -> std::io::Result<()> {
+    let message = "call-end outside a call — send it on the connection that sent `call`, after `call-started`".to_owned();
+    send(write, &Reply::Error { message }).await
+}

@@ -1,0 +1,298 @@
+//! The owner: the one task that holds the kernel objects and the enforced policy. Others ask it
+//! through `Control`; `serve` dispatches each request to its method (tool calls and grants are
+//! in `calls` and `grants`).
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    control::protocol::{AgentStatus, LimitStatus, Status, Usage},
+    control::server::Control,
+    dns::Resolvers,
+    events::bus::{Bus, Stage},
+    events::event::{self, Event, Identities},
+    events::watch,
+    kernel::cgroupfs,
+    kernel::enforcer::{Coverage, Enforcer, InstalledAgent},
+    policy::compile::{self, Compiled, CompiledAgent},
+    policy::describe::{self, RuleLine},
+    policy::prepare::{prepare, Prepared},
+    policy::Policy,
+    policy::RunSpec,
+    supervise,
+};
+
+use super::{calls::LiveCall, install::*};
+
+/// The one task that holds the kernel objects; others ask it through `Control`.
+pub(super) struct Owner {
+    pub(super) enforcer: Enforcer,
+    pub(super) supervisors: HashMap<String, supervise::Supervisor>,
+    pub(super) bus: Arc<Bus>,
+    pub(super) coverage_name: &'static str,
+    /// What the cgroup watchers know of the agents.
+    pub(super) view: watch::Agents,
+    pub(super) compiled: Compiled,
+    pub(super) allow_missing_limits: bool,
+    pub(super) unenforced: Unenforced,
+    /// The enforced policy, as read (its hostnames are resolved again when their answers expire).
+    pub(super) policy: Policy,
+    pub(super) resolvers: Resolvers,
+    /// Longest a hostname answer is trusted (the agents' resolvers, narrowed calls' rules).
+    pub(super) max_ttl: Duration,
+    pub(super) lines: Vec<RuleLine>,
+    pub(super) generation: u64,
+    pub(super) identities: Arc<RwLock<Identities>>,
+    /// Tool calls running, by cgroup id.
+    pub(super) calls: HashMap<u64, LiveCall>,
+    /// Calls ended whose processes had not gone yet: removed on a later tick.
+    pub(super) ending: Vec<u64>,
+    /// Where denials are looked up for `clawctl allow`.
+    pub(super) audit_log: PathBuf,
+    /// claw-agent's sockets, which every policy keeps agents out of but for the agent socket.
+    pub(super) sockets: compile::Sockets,
+}
+
+impl Owner {
+    /// Starts, restarts or stops supervised processes to match the installed policy.
+    pub(super) async fn reconcile(&mut self) {
+        let wanted: HashMap<String, (String, RunSpec)> = self
+            .compiled
+            .agents
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), (a.cgroup.clone(), a.run.clone()?))))
+            .collect();
+        let stale: Vec<String> = self
+            .supervisors
+            .iter()
+            .filter(|(name, s)| wanted.get(*name).is_none_or(|(_, spec)| *spec != s.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(supervisor) = self.supervisors.remove(&name) {
+                supervisor.stop().await;
+            }
+        }
+        for (name, (cgroup, spec)) in wanted {
+            if self.supervisors.contains_key(&name) {
+                continue;
+            }
+            let agent = supervise::Agent {
+                name: name.clone(),
+                cgroup: format!("/{cgroup}"),
+                cgroup_dir: self.enforcer.cgroup_root().join(&cgroup),
+                coverage: self.coverage_name,
+            };
+            let supervisor = supervise::start(agent, spec, self.bus.clone());
+            self.supervisors.insert(name, supervisor);
+        }
+    }
+
+    pub(super) async fn serve(mut self, mut requests: mpsc::Receiver<Control>) {
+        self.reconcile().await;
+        while let Some(request) = requests.recv().await {
+            match request {
+                Control::Status(reply) => {
+                    let _ = reply.send(self.status());
+                }
+                Control::Rules(reply) => {
+                    let _ =
+                        reply.send((self.policy.file.display().to_string(), self.lines.clone()));
+                }
+                Control::Tick => self.tick(),
+                Control::Shutdown(done) => {
+                    for (_, supervisor) in self.supervisors.drain() {
+                        supervisor.stop().await;
+                    }
+                    let _ = done.send(());
+                }
+                Control::Apply { policy, reply } => {
+                    let _ = reply.send(self.apply(policy).await);
+                }
+                Control::StartCall {
+                    agent,
+                    call,
+                    narrowing,
+                    command,
+                    reply,
+                } => {
+                    let _ = reply.send(self.start_call(agent, call, narrowing, command).await);
+                }
+                Control::Allow {
+                    event,
+                    lifetime,
+                    call_only,
+                    reply,
+                } => {
+                    let _ = reply.send(self.allow(event, lifetime, call_only).await);
+                }
+                Control::EndCall {
+                    cgroup_id,
+                    status,
+                    reply,
+                } => {
+                    self.end_call(cgroup_id, status, "ended").await;
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    /// Applies the policy at `path` and publishes a `policy` event saying how it went.
+    pub(super) async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+        let result = self.try_apply(path.clone()).await;
+        let mut event = Event::about("policy", "-", "-", "apply", self.coverage_name);
+        event.decision = if result.is_ok() {
+            "applied"
+        } else {
+            "rejected"
+        }
+        .to_owned();
+        event.path = Some(path.display().to_string());
+        event.details = Some(match &result {
+            Ok((_, generation)) => serde_json::json!({ "generation": generation }),
+            Err(message) => serde_json::json!({ "error": message, "generation": self.generation }),
+        });
+        self.bus.publish(event);
+        result
+    }
+
+    pub(super) async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+        let prepared = prepare(&path, &self.sockets)?;
+        let narrowed = self.narrowed_calls(&prepared.policy).await;
+        self.install(prepared, &narrowed)?;
+        self.end_orphaned_calls().await;
+        self.reconcile().await;
+        self.generation += 1;
+        tracing::info!(policy = %self.policy.file.display(), generation = self.generation, "policy applied");
+        Ok((self.policy.file.display().to_string(), self.generation))
+    }
+
+    pub(super) fn install(
+        &mut self,
+        prepared: Prepared,
+        narrowed: &HashMap<u64, CompiledAgent>,
+    ) -> Result<(), String> {
+        self.unenforced = install_policy(
+            &mut self.enforcer,
+            &mut self.resolvers,
+            &prepared.compiled,
+            narrowed,
+            self.allow_missing_limits,
+        )
+        .map_err(|err| {
+            format!(
+                "{}: not applied, the previous policy stays: {err}",
+                prepared.policy.file.display()
+            )
+        })?;
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = agent_views(&prepared.compiled);
+        self.compiled = prepared.compiled;
+        record_identities(&self.enforcer, &prepared.policy, &self.identities);
+        self.lines = describe::rule_lines(&prepared.policy);
+        self.policy = prepared.policy;
+        Ok(())
+    }
+
+    /// Each second: ended calls' cgroups removed, spent grants pruned.
+    pub(super) fn tick(&mut self) {
+        self.remove_ended_calls();
+        if let Err(err) = self.enforcer.prune_grants(event::boot_time_ns()) {
+            tracing::warn!("removing spent grants: {err}");
+        }
+    }
+
+    pub(super) fn agent_status(&self, installed: &InstalledAgent) -> AgentStatus {
+        let root = self.enforcer.cgroup_root();
+        let compiled = self
+            .compiled
+            .agents
+            .iter()
+            .find(|c| c.name == installed.name);
+        let unenforced = self.unenforced.get(&installed.name);
+        let limits = compiled
+            .map(|c| {
+                let set = c.limits.set();
+                c.limits
+                    .files()
+                    .into_iter()
+                    .filter(|(name, ..)| set.contains(name))
+                    .map(|(name, _, value)| LimitStatus {
+                        name: name.to_owned(),
+                        value,
+                        enforced: !unenforced.is_some_and(|u| u.contains(&name)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let number = |file: &str| {
+            cgroupfs::read_file(root, &installed.cgroup, file).and_then(|v| v.parse().ok())
+        };
+        let keyed = |file: &str, key: &str| {
+            cgroupfs::read_file(root, &installed.cgroup, file).and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            })
+        };
+        let usage = Usage {
+            memory_bytes: number("memory.current"),
+            tasks: number("pids.current"),
+            cpu_usec: keyed("cpu.stat", "usage_usec"),
+            oom_kills: keyed("memory.events", "oom_kill"),
+            processes: cgroupfs::read_file(root, &installed.cgroup, "cgroup.procs")
+                .map(|t| t.lines().filter_map(|l| l.parse().ok()).collect())
+                .unwrap_or_default(),
+        };
+        AgentStatus {
+            name: installed.name.clone(),
+            cgroup: format!("/{}", installed.cgroup),
+            cgroup_id: installed.cgroup_id,
+            mode: installed.mode.as_str().to_owned(),
+            file_rules: installed.file_rules.len(),
+            net_rules: installed.net_rules.len(),
+            gpu: compiled.is_some_and(|c| c.gpu),
+            restarts: self
+                .supervisors
+                .get(&installed.name)
+                .map(|s| s.restarts.load(Ordering::Relaxed)),
+            limits,
+            usage,
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let mut counters = self.enforcer.counters().unwrap_or_else(|err| {
+            tracing::warn!("reading the kernel counters: {err}");
+            Default::default()
+        });
+        counters.events_undecodable = self.bus.lost(Stage::Decode);
+        counters.events_lost = Stage::ALL
+            .iter()
+            .map(|stage| (stage.name().to_owned(), self.bus.lost(*stage)))
+            .collect();
+        Status {
+            enforcing: self.enforcer.is_enforcing(),
+            coverage: match self.enforcer.coverage() {
+                Coverage::Full => "full".to_owned(),
+                Coverage::NetworkOnly => "degraded".to_owned(),
+            },
+            policy: self.policy.file.display().to_string(),
+            cgroup_root: self.enforcer.cgroup_root().display().to_string(),
+            generation: self.generation,
+            agents: self
+                .enforcer
+                .installed()
+                .iter()
+                .map(|a| self.agent_status(a))
+                .collect(),
+            programs: self.enforcer.programs(),
+            counters,
+        }
+    }
+}
