@@ -123,23 +123,57 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
     draft
 }
 
+/// Why drafted rules could not be written into the policy text: the operator adds them by hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdviseError {
+    #[error("the drafted policy does not parse: {0}")]
+    Unparsable(String),
+    #[error("no agent `{agent}` in the policy file")]
+    NoAgentInFile { agent: String },
+    #[error("agent `{agent}` is not in {file}")]
+    NoAgent { agent: String, file: String },
+    #[error("could not place `{value}` under {kind} of agent `{agent}` in {file} — add it there by hand")]
+    NotPlaced {
+        value: String,
+        kind: &'static str,
+        agent: String,
+        file: String,
+    },
+    #[error("`{key}` of agent `{agent}` is written inline — add `{value}` under {kind} by hand")]
+    Inline {
+        key: String,
+        agent: String,
+        value: String,
+        kind: &'static str,
+    },
+    #[error("{kind} of agent `{agent}` is not a list — add `{value}` by hand")]
+    NotAList {
+        kind: &'static str,
+        agent: String,
+        value: String,
+    },
+}
+
 /// `text` (the policy file at `file`) with `rules` added to their agents, checked by parsing
 /// the result: every rule must be in force in it, and it must be a valid policy.
-pub fn add_rules(file: &str, text: &str, rules: &BTreeSet<Rule>) -> Result<String, String> {
+pub fn add_rules(file: &str, text: &str, rules: &BTreeSet<Rule>) -> Result<String, AdviseError> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for rule in rules {
         insert(&mut lines, rule)?;
     }
     let mut edited = lines.join("\n");
     edited.push('\n');
-    let parsed = policy::parse(file, &edited)
-        .map_err(|err| format!("the drafted policy does not parse: {err}"))?;
+    let parsed =
+        policy::parse(file, &edited).map_err(|err| AdviseError::Unparsable(err.to_string()))?;
     for rule in rules {
         let agent = parsed
             .agents
             .iter()
             .find(|a| a.name.0 == rule.agent)
-            .ok_or_else(|| format!("agent `{}` is not in {file}", rule.agent))?;
+            .ok_or_else(|| AdviseError::NoAgent {
+                agent: rule.agent.clone(),
+                file: file.to_owned(),
+            })?;
         let r = &agent.rules;
         let present = match rule.kind {
             Kind::Read => r.files.read.iter().any(|p| p.0 == rule.value),
@@ -149,12 +183,12 @@ pub fn add_rules(file: &str, text: &str, rules: &BTreeSet<Rule>) -> Result<Strin
             Kind::Connect => r.connect.iter().any(|c| c.text == rule.value),
         };
         if !present {
-            return Err(format!(
-                "could not place `{}` under {} of agent `{}` in {file} — add it there by hand",
-                rule.value,
-                rule.kind.name(),
-                rule.agent
-            ));
+            return Err(AdviseError::NotPlaced {
+                value: rule.value.clone(),
+                kind: rule.kind.name(),
+                agent: rule.agent.clone(),
+                file: file.to_owned(),
+            });
         }
     }
     Ok(edited)
@@ -227,9 +261,11 @@ fn strip_comment(value: &str) -> &str {
 }
 
 /// Adds `rule` to `lines`, where the agent's list of that kind is (made if missing).
-fn insert(lines: &mut Vec<String>, rule: &Rule) -> Result<(), String> {
-    let (start, end, key_indent) = agent_block(lines, &rule.agent)
-        .ok_or_else(|| format!("no agent `{}` in the policy file", rule.agent))?;
+fn insert(lines: &mut Vec<String>, rule: &Rule) -> Result<(), AdviseError> {
+    let (start, end, key_indent) =
+        agent_block(lines, &rule.agent).ok_or_else(|| AdviseError::NoAgentInFile {
+            agent: rule.agent.clone(),
+        })?;
     let value = scalar(&rule.value);
     let keys = rule.kind.keys();
     let (mut from, mut to, mut at) = (start, end, key_indent);
@@ -261,12 +297,12 @@ fn insert(lines: &mut Vec<String>, rule: &Rule) -> Result<(), String> {
             .unwrap_or(to);
         if !leaf {
             if !value_text.is_empty() {
-                return Err(format!(
-                    "`{key}` of agent `{}` is written inline — add `{}` under {} by hand",
-                    rule.agent,
-                    rule.value,
-                    rule.kind.name()
-                ));
+                return Err(AdviseError::Inline {
+                    key: key.to_string(),
+                    agent: rule.agent.clone(),
+                    value: rule.value.clone(),
+                    kind: rule.kind.name(),
+                });
             }
             let child = (line + 1..block_end).find(|&i| is_content(&lines[i]));
             at = child.map_or(at + 2, |c| indent(&lines[c]));
@@ -285,12 +321,11 @@ fn insert(lines: &mut Vec<String>, rule: &Rule) -> Result<(), String> {
             return Ok(());
         }
         if !value_text.is_empty() {
-            return Err(format!(
-                "{} of agent `{}` is not a list — add `{}` by hand",
-                rule.kind.name(),
-                rule.agent,
-                rule.value
-            ));
+            return Err(AdviseError::NotAList {
+                kind: rule.kind.name(),
+                agent: rule.agent.clone(),
+                value: rule.value.clone(),
+            });
         }
         let items: Vec<usize> = (line + 1..block_end)
             .filter(|&i| lines[i].trim_start().starts_with("- "))
@@ -420,14 +455,16 @@ agents:
             inline,
             &BTreeSet::from([rule("tools", Kind::Read, "/x")]),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("by hand"), "{err}");
         let err = add_rules(
             "p.yaml",
             POLICY,
             &BTreeSet::from([rule("ghost", Kind::Read, "/x")]),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("no agent `ghost`"), "{err}");
     }
 }

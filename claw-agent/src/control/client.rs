@@ -2,19 +2,61 @@
 
 use std::{
     borrow::Cow,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{self, BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::{
-    control::protocol::{Reply, Request, Status},
+    control::protocol::{ErrorKind, Reply, Request, Status},
     policy::describe::RuleLine,
 };
+
+/// What went wrong talking to claw-agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach claw-agent at {socket} — is it running? (start it with `claw-agent --policy FILE`, or pass --socket)"
+    )]
+    Unreachable {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("claw-agent sent an unreadable reply: {line}")]
+    Unreadable {
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Refused(#[from] ReplyError),
+    #[error("claw-agent closed the connection without answering")]
+    Closed,
+    #[error("unexpected reply from claw-agent: {0}")]
+    Unexpected(String),
+}
+
+/// An error reply: what claw-agent said, and what kind of failure it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("claw-agent: {message}")]
+pub struct ReplyError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+fn io_error(doing: &'static str) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| ClientError::Io { doing, source }
+}
 
 pub struct Connection {
     reader: BufReader<UnixStream>,
@@ -22,44 +64,49 @@ pub struct Connection {
 
 impl Connection {
     /// Connects and sends `request`.
-    pub fn open(socket: &Path, request: &Request) -> anyhow::Result<Self> {
-        let mut stream = UnixStream::connect(socket).with_context(|| {
-            format!(
-                "cannot reach claw-agent at {} — is it running? (start it with `claw-agent --policy FILE`, or pass --socket)",
-                socket.display()
-            )
-        })?;
-        let mut line = serde_json::to_vec(request)?;
+    pub fn open(socket: &Path, request: &Request) -> Result<Self, ClientError> {
+        let mut stream =
+            UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+                socket: socket.to_owned(),
+                source,
+            })?;
+        let mut line = serde_json::to_vec(request)
+            .map_err(io::Error::other)
+            .map_err(io_error("encoding the request"))?;
         line.push(b'\n');
-        stream.write_all(&line).context("sending the request")?;
+        stream
+            .write_all(&line)
+            .map_err(io_error("sending the request"))?;
         Ok(Self {
             reader: BufReader::new(stream),
         })
     }
 
     /// The next reply; None when the daemon closed the connection.
-    pub fn next_reply(&mut self) -> anyhow::Result<Option<Reply>> {
+    pub fn next_reply(&mut self) -> Result<Option<Reply>, ClientError> {
         let mut line = String::new();
         if self
             .reader
             .read_line(&mut line)
-            .context("reading from claw-agent")?
+            .map_err(io_error("reading from claw-agent"))?
             == 0
         {
             return Ok(None);
         }
-        let reply = serde_json::from_str(&line)
-            .with_context(|| format!("claw-agent sent an unreadable reply: {}", line.trim_end()))?;
+        let reply = serde_json::from_str(&line).map_err(|source| ClientError::Unreadable {
+            line: line.trim_end().to_owned(),
+            source,
+        })?;
         Ok(Some(reply))
     }
 
     /// The next reply line as it came; None when the daemon closed the connection.
-    pub fn next_line(&mut self) -> anyhow::Result<Option<String>> {
+    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
         let mut line = String::new();
         let read = self
             .reader
             .read_line(&mut line)
-            .context("reading from claw-agent")?;
+            .map_err(io_error("reading from claw-agent"))?;
         Ok((read > 0).then_some(line))
     }
 
@@ -70,21 +117,22 @@ impl Connection {
     }
 
     /// Sends one more request line on this connection.
-    pub fn send(&mut self, request: &Request) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(request)?;
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(request)
+            .map_err(io::Error::other)
+            .map_err(io_error("encoding the request"))?;
         line.push(b'\n');
         self.reader
             .get_mut()
             .write_all(&line)
-            .context("sending to claw-agent")
+            .map_err(io_error("sending to claw-agent"))
     }
 
     /// The one reply to a request that has one.
-    fn single(socket: &Path, request: &Request) -> anyhow::Result<Reply> {
+    fn single(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
         match Self::open(socket, request)?.next_reply()? {
-            Some(Reply::Error { message }) => bail!("claw-agent: {message}"),
-            Some(reply) => Ok(reply),
-            None => bail!("claw-agent closed the connection without answering"),
+            Some(reply) => expect(reply),
+            None => Err(ClientError::Closed),
         }
     }
 }
@@ -118,28 +166,44 @@ pub struct EventView<'a> {
     pub call: Option<Cow<'a, str>>,
 }
 
-pub fn status(socket: &Path) -> anyhow::Result<Status> {
+/// `reply`, unless it is an error reply: then the error, with its kind.
+pub fn expect(reply: Reply) -> Result<Reply, ClientError> {
+    match reply {
+        Reply::Error { message, kind } => Err(ReplyError { kind, message }.into()),
+        reply => Ok(reply),
+    }
+}
+
+/// A reply that is neither the one asked for nor an error.
+pub fn unexpected(reply: Option<Reply>) -> ClientError {
+    match reply {
+        Some(Reply::Error { message, kind }) => ReplyError { kind, message }.into(),
+        Some(other) => ClientError::Unexpected(format!("{other:?}")),
+        None => ClientError::Closed,
+    }
+}
+
+pub fn status(socket: &Path) -> Result<Status, ClientError> {
     match Connection::single(socket, &Request::Status {})? {
         Reply::Status(status) => Ok(status),
-        other => bail!("unexpected reply from claw-agent: {other:?}"),
+        other => Err(unexpected(Some(other))),
     }
 }
 
-pub fn rules(socket: &Path) -> anyhow::Result<(String, Vec<RuleLine>)> {
+pub fn rules(socket: &Path) -> Result<(String, Vec<RuleLine>), ClientError> {
     match Connection::single(socket, &Request::Rules {})? {
         Reply::Rules { policy, lines } => Ok((policy, lines)),
-        other => bail!("unexpected reply from claw-agent: {other:?}"),
+        other => Err(unexpected(Some(other))),
     }
 }
 
-pub fn apply(socket: &Path, policy: &Path) -> anyhow::Result<(String, u64)> {
-    let policy =
-        std::path::absolute(policy).with_context(|| format!("resolving {}", policy.display()))?;
+pub fn apply(socket: &Path, policy: &Path) -> Result<(String, u64), ClientError> {
+    let policy = std::path::absolute(policy).map_err(io_error("resolving the policy's path"))?;
     let request = Request::Apply {
         policy: policy.display().to_string(),
     };
     match Connection::single(socket, &request)? {
         Reply::Applied { policy, generation } => Ok((policy, generation)),
-        other => bail!("unexpected reply from claw-agent: {other:?}"),
+        other => Err(unexpected(Some(other))),
     }
 }

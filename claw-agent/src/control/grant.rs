@@ -19,16 +19,47 @@ pub struct Lifetime {
     pub seconds: Option<u64>,
 }
 
+/// Why no grant can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error(
+        "say how long the grant holds: --once (one retry), --for 10m (any number for a while), or both"
+    )]
+    NoLifetime,
+    #[error("event {seq} is a `{kind}` event — only denials can be allowed")]
+    NotADenial { seq: u64, kind: String },
+    #[error(
+        "event {seq} carries no object key (logged by an older claw-agent) — add a rule instead"
+    )]
+    NoObjectKey { seq: u64 },
+    #[error("event {seq}: unknown operation `{op}`")]
+    UnknownOperation { seq: u64, op: String },
+    #[error(
+        "event {seq}: the path is {len} bytes long — grants name paths of at most {max} bytes; add a rule for a parent directory instead"
+    )]
+    PathTooLong { seq: u64, len: usize, max: usize },
+    #[error("event {seq}: `{op}` is refused to every agent — no grant can allow it")]
+    RefusedToEveryAgent { seq: u64, op: String },
+    #[error(
+        "event {seq}: no grant may allow writing inside {tree} — claw's own enforcement lives there"
+    )]
+    ProtectedTree { seq: u64, tree: &'static str },
+    #[error("event {seq}: unreadable destination `{destination}`")]
+    UnreadableDestination { seq: u64, destination: String },
+    #[error(
+        "event {seq}: a `{op}` denial names no file or destination a grant could hold — only file and network denials can be allowed"
+    )]
+    NoObject { seq: u64, op: String },
+}
+
 /// A grant of one use that nobody takes does not wait forever.
 pub const ONCE_EXPIRES_AFTER: Duration = Duration::from_secs(3600);
 
 impl Lifetime {
     /// `--once`, `--for D`, or both (one use within D).
-    pub fn new(once: bool, duration: Option<Duration>) -> Result<Self, String> {
+    pub fn new(once: bool, duration: Option<Duration>) -> Result<Self, GrantError> {
         match (once, duration) {
-            (false, None) => Err(
-                "say how long the grant holds: --once (one retry), --for 10m (any number for a while), or both".to_owned(),
-            ),
+            (false, None) => Err(GrantError::NoLifetime),
             (once, duration) => Ok(Self {
                 uses: once.then_some(1),
                 seconds: Some(duration.unwrap_or(ONCE_EXPIRES_AFTER).as_secs().max(1)),
@@ -44,25 +75,23 @@ pub fn entry(
     cgroup_id: u64,
     lifetime: Lifetime,
     now_ns: u64,
-) -> Result<(GrantKey, Grant), String> {
+) -> Result<(GrantKey, Grant), GrantError> {
+    let seq = denial.seq;
     if denial.kind != "deny" {
-        return Err(format!(
-            "event {} is a `{}` event — only denials can be allowed",
-            denial.seq, denial.kind
-        ));
+        return Err(GrantError::NotADenial {
+            seq,
+            kind: denial.kind.clone(),
+        });
     }
     let object_hash = denial
         .object_key
         .as_deref()
         .and_then(|key| u64::from_str_radix(key, 16).ok())
-        .ok_or_else(|| {
-            format!(
-                "event {} carries no object key (logged by an older claw-agent) — add a rule instead",
-                denial.seq
-            )
-        })?;
-    let code = op::code(&denial.op)
-        .ok_or_else(|| format!("event {}: unknown operation `{}`", denial.seq, denial.op))?;
+        .ok_or(GrantError::NoObjectKey { seq })?;
+    let code = op::code(&denial.op).ok_or_else(|| GrantError::UnknownOperation {
+        seq,
+        op: denial.op.clone(),
+    })?;
     let mut grant = Grant {
         expires_ns: lifetime.seconds.map_or(NO_EXPIRY, |s| {
             now_ns.saturating_add(s.saturating_mul(1_000_000_000))
@@ -80,26 +109,22 @@ pub fn entry(
     match (&denial.path, &denial.destination) {
         (Some(path), _) if path.starts_with('/') => {
             if path.len() >= RULE_PATH_BYTES {
-                return Err(format!(
-                    "event {}: the path is {} bytes long — grants name paths of at most {} bytes; add a rule for a parent directory instead",
-                    denial.seq,
-                    path.len(),
-                    RULE_PATH_BYTES - 1
-                ));
+                return Err(GrantError::PathTooLong {
+                    seq,
+                    len: path.len(),
+                    max: RULE_PATH_BYTES - 1,
+                });
             }
             access = denial.access.as_deref().map_or(0, access_bits);
             if access & claw_common::access::ADMIN != 0 {
-                return Err(format!(
-                    "event {}: `{}` is refused to every agent — no grant can allow it",
-                    denial.seq, denial.op
-                ));
+                return Err(GrantError::RefusedToEveryAgent {
+                    seq,
+                    op: denial.op.clone(),
+                });
             }
             if access & claw_common::access::WRITE != 0 {
                 if let Some(tree) = crate::policy::rules::protected_tree(path) {
-                    return Err(format!(
-                        "event {}: no grant may allow writing inside {tree} — claw's own enforcement lives there",
-                        denial.seq
-                    ));
+                    return Err(GrantError::ProtectedTree { seq, tree });
                 }
             }
             grant.path[..path.len()].copy_from_slice(path.as_bytes());
@@ -107,17 +132,20 @@ pub fn entry(
         }
         (_, Some(destination)) if code == op::CONNECT || code == op::SENDMSG => {
             let (address, port, protocol) = parse_destination(destination).ok_or_else(|| {
-                format!("event {}: unreadable destination `{destination}`", denial.seq)
+                GrantError::UnreadableDestination {
+                    seq,
+                    destination: destination.clone(),
+                }
             })?;
             grant.address = address;
             grant.port = port;
             grant.protocol = protocol;
         }
         _ => {
-            return Err(format!(
-                "event {}: a `{}` denial names no file or destination a grant could hold — only file and network denials can be allowed",
-                denial.seq, denial.op
-            ))
+            return Err(GrantError::NoObject {
+                seq,
+                op: denial.op.clone(),
+            })
         }
     }
     let key = GrantKey {
@@ -205,31 +233,42 @@ mod tests {
         audit.kind = "audit".to_owned();
         assert!(entry(&audit, 1, once, 0)
             .unwrap_err()
+            .to_string()
             .contains("only denials"));
         let mut capability = denial("capability");
         capability.path = None;
         capability.capability = Some("CAP_SYS_ADMIN".to_owned());
         assert!(entry(&capability, 1, once, 0)
             .unwrap_err()
+            .to_string()
             .contains("only file and network"));
         let mut old = denial("open");
         old.object_key = None;
-        assert!(entry(&old, 1, once, 0).unwrap_err().contains("object key"));
+        assert!(entry(&old, 1, once, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("object key"));
         let mut escape = denial("open");
         escape.path = Some("/sys/fs/cgroup/cgroup.procs".to_owned());
         escape.access = Some("write".to_owned());
         assert!(entry(&escape, 1, once, 0)
             .unwrap_err()
+            .to_string()
             .contains("claw's own enforcement"));
         escape.access = Some("admin".to_owned());
         assert!(entry(&escape, 1, once, 0)
             .unwrap_err()
+            .to_string()
             .contains("every agent"));
         let mut long = denial("open");
         long.path = Some(format!("/{}", "a".repeat(300)));
         assert!(entry(&long, 1, once, 0)
             .unwrap_err()
+            .to_string()
             .contains("parent directory"));
-        assert!(Lifetime::new(false, None).unwrap_err().contains("--once"));
+        assert!(Lifetime::new(false, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--once"));
     }
 }

@@ -19,30 +19,45 @@ pub struct Peer {
     pub cgroup: String,
 }
 
+/// Why a client could not be identified: it is then refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("reading the client's credentials: {0}")]
+    Credentials(#[source] std::io::Error),
+    #[error("the client's pid is unknown (SO_PEERCRED)")]
+    NoPid,
+    #[error("cannot tell which cgroup pid {pid} is in ({source}; it may have exited)")]
+    Gone {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid {pid} is in no cgroup v2 (its /proc/{pid}/cgroup has no `0::` line)")]
+    NoCgroup { pid: i32 },
+}
+
 /// The peer of the connected Unix stream `socket`.
 ///
 /// The pid the kernel recorded at connect is held as a pidfd (SO_PEERPIDFD, Linux 6.5+; before,
 /// pidfd_open of that pid), /proc/PID/cgroup is read, and the pidfd's process must still be
 /// running afterwards: then the pid, and so what was read, was its. On kernels before 6.5 one
 /// race is left: a client that exits before pidfd_open, its pid reused by then.
-pub fn identify(socket: &impl AsRawFd) -> Result<Peer, String> {
+pub fn identify(socket: &impl AsRawFd) -> Result<Peer, PeerError> {
     let fd = socket.as_raw_fd();
     let (uid, pid) = credentials(fd)?;
     if pid <= 0 {
-        return Err("the client's pid is unknown (SO_PEERCRED)".to_owned());
+        return Err(PeerError::NoPid);
     }
     let pidfd = match peer_pidfd(fd) {
         Ok(pidfd) => pidfd,
         Err(err) if err.raw_os_error() == Some(libc::ENOPROTOOPT) => {
-            pidfd_open(pid).map_err(|err| gone(pid, &err))?
+            pidfd_open(pid).map_err(gone(pid))?
         }
-        Err(err) => return Err(gone(pid, &err)),
+        Err(err) => return Err(gone(pid)(err)),
     };
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|err| gone(pid, &err))?;
-    still_running(&pidfd).map_err(|err| gone(pid, &err))?;
-    let cgroup = cgroup_v2(&text).ok_or_else(|| {
-        format!("pid {pid} is in no cgroup v2 (its /proc/{pid}/cgroup has no `0::` line)")
-    })?;
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(gone(pid))?;
+    still_running(&pidfd).map_err(gone(pid))?;
+    let cgroup = cgroup_v2(&text).ok_or(PeerError::NoCgroup { pid })?;
     Ok(Peer {
         uid,
         pid,
@@ -50,8 +65,8 @@ pub fn identify(socket: &impl AsRawFd) -> Result<Peer, String> {
     })
 }
 
-fn gone(pid: i32, err: &std::io::Error) -> String {
-    format!("cannot tell which cgroup pid {pid} is in ({err}; it may have exited)")
+fn gone(pid: i32) -> impl FnOnce(std::io::Error) -> PeerError {
+    move |source| PeerError::Gone { pid, source }
 }
 
 /// The path on the unified hierarchy's line of a /proc/PID/cgroup.
@@ -79,14 +94,13 @@ fn socket_option<T: Copy>(fd: RawFd, option: libc::c_int, empty: T) -> std::io::
     Ok(value)
 }
 
-fn credentials(fd: RawFd) -> Result<(u32, i32), String> {
+fn credentials(fd: RawFd) -> Result<(u32, i32), PeerError> {
     let empty = libc::ucred {
         pid: 0,
         uid: 0,
         gid: 0,
     };
-    let cred = socket_option(fd, libc::SO_PEERCRED, empty)
-        .map_err(|err| format!("reading the client's credentials: {err}"))?;
+    let cred = socket_option(fd, libc::SO_PEERCRED, empty).map_err(PeerError::Credentials)?;
     Ok((cred.uid, cred.pid))
 }
 
@@ -171,7 +185,7 @@ mod tests {
             stream
         };
         let _ = fs::remove_file(&path);
-        let err = identify(&stream).unwrap_err();
+        let err = identify(&stream).unwrap_err().to_string();
         assert!(err.contains("may have exited"), "{err}");
     }
 

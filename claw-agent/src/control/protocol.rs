@@ -92,8 +92,12 @@ pub enum Reply {
         policy: String,
         lines: Vec<RuleLine>,
     },
+    /// The request failed: what happened and how to fix it (`message`), and what kind of
+    /// failure it is (`kind`), by which clawctl chooses its exit code.
     Error {
         message: String,
+        #[serde(default)]
+        kind: ErrorKind,
     },
     /// The call's cgroup (absolute path) exists and holds its rules: start the command in it.
     CallStarted {
@@ -117,6 +121,57 @@ pub enum Reply {
         current: String,
         proposed: String,
     },
+}
+
+/// What kind of failure an error reply reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The request was malformed or its values invalid: fix the request.
+    BadRequest,
+    /// What it names does not exist: no such agent, event or tool call.
+    NotFound,
+    /// The daemon would not: a policy rejected, a grant or call refused by the rules.
+    #[default]
+    Refused,
+    /// This client may not ask that, or not on this socket.
+    Forbidden,
+    /// The daemon tried and the machine said no: the kernel, the cgroup tree, a file.
+    Failed,
+    /// The daemon cannot answer now (it is shutting down).
+    Unavailable,
+}
+
+/// A failure as the daemon's parts hand it to the sockets: its kind and its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl Reply {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Reply::Error {
+            message: message.into(),
+            kind,
+        }
+    }
+}
+
+impl From<Failure> for Reply {
+    fn from(failure: Failure) -> Self {
+        Reply::error(failure.kind, failure.message)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

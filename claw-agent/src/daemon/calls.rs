@@ -8,6 +8,12 @@ use std::{
 };
 
 use crate::{
+    control::protocol::{ErrorKind, Failure},
+    dns::resolve::ResolveError,
+    kernel::enforcer::EnforcerError,
+    policy::call::NarrowingError,
+};
+use crate::{
     dns::resolve::compile_resolved,
     events::event::{CallIdentity, Event},
     policy::call,
@@ -16,6 +22,36 @@ use crate::{
 };
 
 use super::owner::Owner;
+
+/// Why a tool call was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Narrowing(#[from] NarrowingError),
+    #[error("no agent `{agent}` in the enforced policy (agents: {agents})")]
+    NoAgent { agent: String, agents: String },
+    #[error("no agent `{0}` in the policy")]
+    NotInPolicy(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("compiling the call's rules failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Kernel(#[from] EnforcerError),
+}
+
+impl From<CallError> for Failure {
+    fn from(err: CallError) -> Self {
+        let kind = match &err {
+            CallError::Narrowing(narrowing) if narrowing.is_malformed() => ErrorKind::BadRequest,
+            CallError::Narrowing(_) | CallError::Resolve(_) => ErrorKind::Refused,
+            CallError::NoAgent { .. } | CallError::NotInPolicy(_) => ErrorKind::NotFound,
+            CallError::Kernel(EnforcerError::Call { .. }) => ErrorKind::Refused,
+            CallError::Task(_) | CallError::Kernel(_) => ErrorKind::Failed,
+        };
+        Failure::new(kind, err.to_string())
+    }
+}
 
 /// A tool call the daemon started and its client has not ended.
 pub(super) struct LiveCall {
@@ -40,7 +76,7 @@ impl Owner {
         call_id: String,
         narrowing: call::Narrowing,
         command: Vec<String>,
-    ) -> Result<(String, u64), String> {
+    ) -> Result<(String, u64), CallError> {
         call::check_id(&call_id)?;
         let Some(source) = self.policy.agents.iter().find(|a| a.name.0 == agent) else {
             let names: Vec<&str> = self
@@ -49,10 +85,10 @@ impl Owner {
                 .iter()
                 .map(|a| a.name.0.as_str())
                 .collect();
-            return Err(format!(
-                "no agent `{agent}` in the enforced policy (agents: {})",
-                names.join(", ")
-            ));
+            return Err(CallError::NoAgent {
+                agent,
+                agents: names.join(", "),
+            });
         };
         let parsed = if narrowing.is_empty() {
             None
@@ -72,10 +108,7 @@ impl Owner {
             ),
             None => None,
         };
-        let installed = self
-            .enforcer
-            .start_call(&agent, &call_id, own.as_ref())
-            .map_err(|err| err.to_string())?;
+        let installed = self.enforcer.start_call(&agent, &call_id, own.as_ref())?;
         let entry = installed.entry;
         self.identities
             .write()
@@ -122,12 +155,12 @@ impl Owner {
         agent: &str,
         narrowing: &call::Parsed,
         policy: &Policy,
-    ) -> Result<CompiledAgent, String> {
+    ) -> Result<CompiledAgent, CallError> {
         let source = policy
             .agents
             .iter()
             .find(|a| a.name.0 == agent)
-            .ok_or_else(|| format!("no agent `{agent}` in the policy"))?;
+            .ok_or_else(|| CallError::NotInPolicy(agent.to_owned()))?;
         let narrowed = Policy {
             file: policy.file.clone(),
             agents: vec![call::narrow(source, narrowing)],
@@ -137,7 +170,7 @@ impl Owner {
         let mut compiled =
             tokio::task::spawn_blocking(move || compile_resolved(narrowed, max_ttl, &sockets))
                 .await
-                .map_err(|err| format!("compiling the call's rules failed: {err}"))??;
+                .map_err(CallError::Task)??;
         Ok(compiled.agents.remove(0))
     }
 

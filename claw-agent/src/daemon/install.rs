@@ -5,6 +5,10 @@
 use std::{collections::HashMap, sync::RwLock};
 
 use crate::{
+    control::protocol::ErrorKind,
+    kernel::{cgroupfs::CgroupError, enforcer::EnforcerError},
+};
+use crate::{
     dns::{self, Resolvers},
     events::event::{AgentIdentity, Identities},
     events::watch,
@@ -19,6 +23,48 @@ use crate::{
 /// Limits, by agent, that the policy sets and the cgroup hierarchy cannot enforce.
 pub type Unenforced = HashMap<String, Vec<&'static str>>;
 
+/// Why a compiled policy could not be installed (the previous one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("reading {root}/cgroup.controllers: {source}")]
+    Controllers {
+        root: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "agent `{agent}`: {limit} cannot be enforced: the cgroup v2 hierarchy at {root} has no `{controller}` controller (it offers: {available}) — run claw on a unified cgroup v2 hierarchy with that controller, or start claw-agent with --allow-missing-limits to run the agent without the limit"
+    )]
+    LimitUnenforceable {
+        agent: String,
+        limit: &'static str,
+        root: String,
+        controller: &'static str,
+        available: String,
+    },
+    #[error("starting the agents' resolvers: {0}")]
+    Resolvers(#[source] std::io::Error),
+    #[error(transparent)]
+    Kernel(#[from] EnforcerError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("agent `{agent}`: {source}")]
+    Limit {
+        agent: String,
+        #[source]
+        source: CgroupError,
+    },
+}
+
+impl InstallError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LimitUnenforceable { .. } => ErrorKind::Refused,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
 /// Installs a compiled policy: its limits are checked first (one the hierarchy cannot enforce
 /// refuses the policy, before anything changes, unless `allow_missing`), then the kernel's rules
 /// are applied, then the cgroups' limits written (unset limits back to "max").
@@ -28,10 +74,13 @@ pub(super) fn install_policy(
     compiled: &Compiled,
     narrowed_calls: &HashMap<u64, CompiledAgent>,
     allow_missing: bool,
-) -> Result<Unenforced, String> {
+) -> Result<Unenforced, InstallError> {
     let root = enforcer.cgroup_root().to_path_buf();
-    let available = limits::available_controllers(&root)
-        .map_err(|err| format!("reading {}/cgroup.controllers: {err}", root.display()))?;
+    let available =
+        limits::available_controllers(&root).map_err(|source| InstallError::Controllers {
+            root: root.display().to_string(),
+            source,
+        })?;
     let mut unenforced = Unenforced::new();
     for agent in &compiled.agents {
         for limit in agent.limits.set() {
@@ -40,12 +89,13 @@ pub(super) fn install_policy(
                 continue;
             }
             if !allow_missing {
-                return Err(format!(
-                    "agent `{}`: {limit} cannot be enforced: the cgroup v2 hierarchy at {} has no `{controller}` controller (it offers: {}) — run claw on a unified cgroup v2 hierarchy with that controller, or start claw-agent with --allow-missing-limits to run the agent without the limit",
-                    agent.name,
-                    root.display(),
-                    available.join(" ")
-                ));
+                return Err(InstallError::LimitUnenforceable {
+                    agent: agent.name.clone(),
+                    limit,
+                    root: root.display().to_string(),
+                    controller,
+                    available: available.join(" "),
+                });
             }
             tracing::warn!(agent = %agent.name, limit, controller, "limit NOT enforced: no such controller");
             unenforced
@@ -55,12 +105,8 @@ pub(super) fn install_policy(
         }
     }
     let names: Vec<&str> = compiled.agents.iter().map(|a| a.name.as_str()).collect();
-    let ports = resolvers
-        .ports(&names)
-        .map_err(|err| format!("starting the agents' resolvers: {err}"))?;
-    enforcer
-        .apply(compiled, narrowed_calls, &ports)
-        .map_err(|err| err.to_string())?;
+    let ports = resolvers.ports(&names).map_err(InstallError::Resolvers)?;
+    enforcer.apply(compiled, narrowed_calls, &ports)?;
     resolvers.commit(
         &compiled
             .agents
@@ -80,12 +126,15 @@ pub(super) fn install_policy(
         .filter(|c| available.iter().any(|a| a == c))
         .collect();
     for agent in &compiled.agents {
-        cgroupfs::enable_controllers(&root, &agent.cgroup, &usable)
-            .map_err(|err| err.to_string())?;
+        cgroupfs::enable_controllers(&root, &agent.cgroup, &usable)?;
         for (limit, file, value) in agent.limits.files() {
             if usable.contains(&limits::controller(limit)) {
-                cgroupfs::write_file(&root, &agent.cgroup, file, &value)
-                    .map_err(|err| format!("agent `{}`: {err}", agent.name))?;
+                cgroupfs::write_file(&root, &agent.cgroup, file, &value).map_err(|source| {
+                    InstallError::Limit {
+                        agent: agent.name.clone(),
+                        source,
+                    }
+                })?;
             }
         }
     }

@@ -27,6 +27,10 @@ use crate::{
     policy::RunSpec,
     supervise,
 };
+use crate::{
+    control::protocol::{ErrorKind, Failure},
+    policy::prepare::PrepareError,
+};
 
 use super::{calls::LiveCall, install::*};
 
@@ -57,6 +61,29 @@ pub(super) struct Owner {
     pub(super) audit_log: PathBuf,
     /// claw-agent's sockets, which every policy keeps agents out of but for the agent socket.
     pub(super) sockets: compile::Sockets,
+}
+
+/// Why a policy was not applied; the previous one stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("{file}: not applied, the previous policy stays: {source}")]
+    NotApplied {
+        file: String,
+        #[source]
+        source: Box<InstallError>,
+    },
+}
+
+impl From<ApplyError> for Failure {
+    fn from(err: ApplyError) -> Self {
+        let kind = match &err {
+            ApplyError::Prepare(_) => ErrorKind::Refused,
+            ApplyError::NotApplied { source, .. } => source.kind(),
+        };
+        Failure::new(kind, err.to_string())
+    }
 }
 
 impl Owner {
@@ -113,7 +140,7 @@ impl Owner {
                     let _ = done.send(());
                 }
                 Control::Apply { policy, reply } => {
-                    let _ = reply.send(self.apply(policy).await);
+                    let _ = reply.send(self.apply(policy).await.map_err(Failure::from));
                 }
                 Control::StartCall {
                     agent,
@@ -122,7 +149,8 @@ impl Owner {
                     command,
                     reply,
                 } => {
-                    let _ = reply.send(self.start_call(agent, call, narrowing, command).await);
+                    let started = self.start_call(agent, call, narrowing, command).await;
+                    let _ = reply.send(started.map_err(Failure::from));
                 }
                 Control::Allow {
                     event,
@@ -130,7 +158,8 @@ impl Owner {
                     call_only,
                     reply,
                 } => {
-                    let _ = reply.send(self.allow(event, lifetime, call_only).await);
+                    let allowed = self.allow(event, lifetime, call_only).await;
+                    let _ = reply.send(allowed.map_err(Failure::from));
                 }
                 Control::EndCall {
                     cgroup_id,
@@ -145,7 +174,7 @@ impl Owner {
     }
 
     /// Applies the policy at `path` and publishes a `policy` event saying how it went.
-    pub(super) async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+    pub(super) async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), ApplyError> {
         let result = self.try_apply(path.clone()).await;
         let mut event = Event::about("policy", "-", "-", "apply", self.coverage_name);
         event.decision = if result.is_ok() {
@@ -157,13 +186,15 @@ impl Owner {
         event.path = Some(path.display().to_string());
         event.details = Some(match &result {
             Ok((_, generation)) => serde_json::json!({ "generation": generation }),
-            Err(message) => serde_json::json!({ "error": message, "generation": self.generation }),
+            Err(err) => {
+                serde_json::json!({ "error": err.to_string(), "generation": self.generation })
+            }
         });
         self.bus.publish(event);
         result
     }
 
-    pub(super) async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), String> {
+    pub(super) async fn try_apply(&mut self, path: PathBuf) -> Result<(String, u64), ApplyError> {
         let prepared = prepare(&path, &self.sockets)?;
         let narrowed = self.narrowed_calls(&prepared.policy).await;
         self.install(prepared, &narrowed)?;
@@ -178,7 +209,7 @@ impl Owner {
         &mut self,
         prepared: Prepared,
         narrowed: &HashMap<u64, CompiledAgent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         self.unenforced = install_policy(
             &mut self.enforcer,
             &mut self.resolvers,
@@ -186,11 +217,9 @@ impl Owner {
             narrowed,
             self.allow_missing_limits,
         )
-        .map_err(|err| {
-            format!(
-                "{}: not applied, the previous policy stays: {err}",
-                prepared.policy.file.display()
-            )
+        .map_err(|source| ApplyError::NotApplied {
+            file: prepared.policy.file.display().to_string(),
+            source: Box::new(source),
         })?;
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = agent_views(&prepared.compiled);
         self.compiled = prepared.compiled;

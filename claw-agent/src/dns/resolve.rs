@@ -21,6 +21,35 @@ use crate::policy::{
     Policy,
 };
 
+/// Why hostnames could not be resolved, or their rules compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot set up name resolution: {0}")]
+    Setup(String),
+    #[error(
+        "cannot resolve `{name}` (in `{rule}`): {reason} — fix the name or the node's DNS, or use an address"
+    )]
+    Lookup {
+        name: String,
+        rule: String,
+        reason: String,
+    },
+    #[error("starting the resolver: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{file}: {source}")]
+    Compile {
+        file: String,
+        #[source]
+        source: compile::CompileError,
+    },
+    #[error("{file}: agent `{agent}`: {reason}")]
+    Agent {
+        file: String,
+        agent: String,
+        reason: String,
+    },
+}
+
 /// Address rules for every hostname rule, and when the earliest answer expires.
 pub struct Resolved {
     pub rules: Vec<ConnectRule>,
@@ -28,7 +57,7 @@ pub struct Resolved {
 }
 
 /// The node's resolver configuration, or (where the node has none) the hosts file alone.
-fn resolver() -> Result<TokioResolver, String> {
+fn resolver() -> Result<TokioResolver, ResolveError> {
     let builder = match TokioResolver::builder_tokio() {
         Ok(builder) => builder,
         Err(_) => {
@@ -43,10 +72,10 @@ fn resolver() -> Result<TokioResolver, String> {
     };
     builder
         .build()
-        .map_err(|err| format!("cannot set up name resolution: {err}"))
+        .map_err(|err| ResolveError::Setup(err.to_string()))
 }
 
-pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolved, String> {
+pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolved, ResolveError> {
     let mut out = Resolved {
         rules: Vec::new(),
         expires: None,
@@ -64,9 +93,15 @@ pub async fn resolve(rules: &[ConnectRule], max_ttl: Duration) -> Result<Resolve
         if name.starts_with('*') {
             continue;
         }
-        let answer = resolver.lookup_ip(name.as_str()).await.map_err(|err| {
-            format!("cannot resolve `{name}` (in `{rule}`): {err} — fix the name or the node's DNS, or use an address")
-        })?;
+        let answer =
+            resolver
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(|err| ResolveError::Lookup {
+                    name: name.clone(),
+                    rule: rule.to_string(),
+                    reason: err.to_string(),
+                })?;
         let expires = answer.valid_until().min(Instant::now() + max_ttl);
         out.expires = Some(out.expires.map_or(expires, |e| e.min(expires)));
         for address in answer.iter() {
@@ -92,20 +127,31 @@ pub fn compile_resolved(
     policy: Policy,
     max_ttl: Duration,
     sockets: &compile::Sockets,
-) -> Result<Compiled, String> {
+) -> Result<Compiled, ResolveError> {
     let file = policy.file.display().to_string();
     let guards = compile::Guards::of_this_machine(sockets);
     let mut compiled =
-        compile::compile_guarding(&policy, &guards).map_err(|err| format!("{file}: {err}"))?;
+        compile::compile_guarding(&policy, &guards).map_err(|source| ResolveError::Compile {
+            file: file.clone(),
+            source,
+        })?;
+    let in_agent = |agent: &str| {
+        let (file, agent) = (file.clone(), agent.to_owned());
+        move |reason: String| ResolveError::Agent {
+            file,
+            agent,
+            reason,
+        }
+    };
     if compiled.agents.iter().any(|a| !a.hostname_rules.is_empty()) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|err| format!("starting the resolver: {err}"))?;
+            .map_err(ResolveError::Runtime)?;
         for (agent, source) in compiled.agents.iter_mut().zip(&policy.agents) {
             let resolved = runtime
                 .block_on(resolve(&agent.hostname_rules, max_ttl))
-                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
+                .map_err(|err| in_agent(&agent.name)(err.to_string()))?;
             // Address rules again, so that ports inherited across both are merged in one pass.
             // An answer in a guarded network opens nothing (a name may be made to resolve to
             // the metadata service): only a rule naming the address does.
@@ -120,8 +166,8 @@ pub fn compile_resolved(
                 })
                 .collect();
             rules.extend(source.rules.connect.iter().cloned());
-            agent.net_rules = compile::net_rules(&rules, &guards.networks)
-                .map_err(|err| format!("{file}: agent `{}`: {err}", agent.name))?;
+            agent.net_rules =
+                compile::net_rules(&rules, &guards.networks).map_err(in_agent(&agent.name))?;
         }
     }
     Ok(compiled)

@@ -12,12 +12,68 @@ use crate::{
     policy::Agent,
 };
 
+/// Why a call id or a narrowing is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NarrowingError {
+    #[error(
+        "call id `{id}` is not usable — give 1 to {MAX_CALL_ID} characters of A-Z a-z 0-9 . _ - (not starting with `.`), e.g. the orchestrator's tool-call id"
+    )]
+    BadId { id: String },
+    #[error("{flag} {value}: {reason}")]
+    Unparsable {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "--allow-connect {rule}: name the host the call needs (e.g. `api.{domain}`), not a pattern — a narrowed call's names are resolved when it starts"
+    )]
+    Pattern { rule: String, domain: String },
+    #[error(
+        "{flag} {value}: agent `{agent}` may not {what} — a call can only narrow its agent's policy; grant it in the policy first"
+    )]
+    Wider {
+        flag: &'static str,
+        value: String,
+        agent: String,
+        what: &'static str,
+    },
+    #[error(
+        "{flag} {value}: it is inside the credential store {store}, which agent `{agent}` does not name — a call can only narrow its agent's policy"
+    )]
+    CredentialStore {
+        flag: &'static str,
+        value: String,
+        store: String,
+        agent: String,
+    },
+    #[error(
+        "--allow-connect {value}: it is inside the guarded network {network}, which agent `{agent}` does not name — a call can only narrow its agent's policy"
+    )]
+    GuardedNetwork {
+        value: String,
+        network: String,
+        agent: String,
+    },
+}
+
+impl NarrowingError {
+    /// Whether the request itself is malformed (rather than asking for more than the agent
+    /// may do).
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            Self::BadId { .. } | Self::Unparsable { .. } | Self::Pattern { .. }
+        )
+    }
+}
+
 /// Longest call id: it names a cgroup directory (`call-ID`) and appears in every event.
 pub const MAX_CALL_ID: usize = 64;
 
 /// Checks a call id: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.` — it becomes a
 /// directory name, so nothing that could climb or hide in the cgroup tree.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), NarrowingError> {
     let valid = !id.is_empty()
         && id.len() <= MAX_CALL_ID
         && !id.starts_with('.')
@@ -27,9 +83,7 @@ pub fn check_id(id: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "call id `{id}` is not usable — give 1 to {MAX_CALL_ID} characters of A-Z a-z 0-9 . _ - (not starting with `.`), e.g. the orchestrator's tool-call id"
-        ))
+        Err(NarrowingError::BadId { id: id.to_owned() })
     }
 }
 
@@ -61,12 +115,20 @@ pub struct Parsed {
     connect: Vec<ConnectRule>,
 }
 
-pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
+pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, NarrowingError> {
     let rules = &agent.rules;
-    let paths = |asked: &[String], flag: &str| -> Result<Vec<RulePath>, String> {
+    let unparsable = |flag: &'static str, value: &str| {
+        let value = value.to_owned();
+        move |reason: String| NarrowingError::Unparsable {
+            flag,
+            value,
+            reason,
+        }
+    };
+    let paths = |asked: &[String], flag| -> Result<Vec<RulePath>, NarrowingError> {
         asked
             .iter()
-            .map(|p| RulePath::parse(p).map_err(|why| format!("{flag} {p}: {why}")))
+            .map(|p| RulePath::parse(p).map_err(unparsable(flag, p)))
             .collect()
     };
     let read = paths(&narrowing.read, "--allow-read")?;
@@ -74,18 +136,17 @@ pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
     let connect: Vec<ConnectRule> = narrowing
         .connect
         .iter()
-        .map(|c| ConnectRule::parse(c).map_err(|why| format!("--allow-connect {c}: {why}")))
+        .map(|c| ConnectRule::parse(c).map_err(unparsable("--allow-connect", c)))
         .collect::<Result<_, _>>()?;
     // A narrowed call's names are resolved when it starts, and a pattern has no address.
     if let Some(pattern) = connect
         .iter()
         .find(|c| matches!(&c.host, Host::Name(name) if name.starts_with('*')))
     {
-        return Err(format!(
-            "--allow-connect {}: name the host the call needs (e.g. `api.{}`), not a pattern — a narrowed call's names are resolved when it starts",
-            pattern.text,
-            pattern.text.trim_start_matches("*.")
-        ));
+        return Err(NarrowingError::Pattern {
+            rule: pattern.text.clone(),
+            domain: pattern.text.trim_start_matches("*.").to_owned(),
+        });
     }
     // Executables and libraries are readable too (the loader and interpreters read them).
     let readable: Vec<&RulePath> = rules
@@ -95,29 +156,25 @@ pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
         .chain(&rules.exec)
         .chain(&rules.libraries)
         .collect();
-    let agent_name = &agent.name.0;
+    let wider = |flag, value: &str, what| NarrowingError::Wider {
+        flag,
+        value: value.to_owned(),
+        agent: agent.name.0.clone(),
+        what,
+    };
     for path in &read {
         if !readable.iter().any(|rule| covers(rule, path)) {
-            return Err(format!(
-                "--allow-read {}: agent `{agent_name}` may not read it — a call can only narrow its agent's policy; grant it in the policy first",
-                path.0
-            ));
+            return Err(wider("--allow-read", &path.0, "read it"));
         }
     }
     for path in &write {
         if !rules.files.write.iter().any(|rule| covers(rule, path)) {
-            return Err(format!(
-                "--allow-write {}: agent `{agent_name}` may not write it — a call can only narrow its agent's policy; grant it in the policy first",
-                path.0
-            ));
+            return Err(wider("--allow-write", &path.0, "write it"));
         }
     }
     for rule in &connect {
         if !rules.connect.iter().any(|r| connect_covers(r, rule)) {
-            return Err(format!(
-                "--allow-connect {}: agent `{agent_name}` may not connect there — a call can only narrow its agent's policy; grant it in the policy first",
-                rule.text
-            ));
+            return Err(wider("--allow-connect", &rule.text, "connect there"));
         }
     }
     Ok(Parsed {
@@ -130,7 +187,7 @@ pub fn parse(narrowing: &Narrowing, agent: &Agent) -> Result<Parsed, String> {
 /// Refuses a narrowing that names something inside a credential store or a guarded network
 /// that the agent's own rules do not name: a call's rule would otherwise lift a guard its agent
 /// is held to (a call may narrow, never widen).
-pub fn check_guards(agent: &Agent, call: &Parsed, guards: &Guards) -> Result<(), String> {
+pub fn check_guards(agent: &Agent, call: &Parsed, guards: &Guards) -> Result<(), NarrowingError> {
     let rules = &agent.rules;
     let readable: Vec<&RulePath> = rules
         .files
@@ -150,10 +207,12 @@ pub fn check_guards(agent: &Agent, call: &Parsed, guards: &Guards) -> Result<(),
                     .iter()
                     .any(|r| covers(r, path) && (*r == store || covers(store, r)));
                 if !named {
-                    return Err(format!(
-                        "{flag} {}: it is inside the credential store {}, which agent `{}` does not name — a call can only narrow its agent's policy",
-                        path.0, store.0, agent.name.0
-                    ));
+                    return Err(NarrowingError::CredentialStore {
+                        flag,
+                        value: path.0.clone(),
+                        store: store.0.clone(),
+                        agent: agent.name.0.clone(),
+                    });
                 }
             }
         }
@@ -179,12 +238,11 @@ pub fn check_guards(agent: &Agent, call: &Parsed, guards: &Guards) -> Result<(),
                     && matches!(r.host, Host::Network { address: a, prefix_len: l } if inside(&a, l, guard))
             });
             if !named {
-                return Err(format!(
-                    "--allow-connect {}: it is inside the guarded network {}, which agent `{}` does not name — a call can only narrow its agent's policy",
-                    asked.text,
-                    network_text(&guard.0, guard.1),
-                    agent.name.0
-                ));
+                return Err(NarrowingError::GuardedNetwork {
+                    value: asked.text.clone(),
+                    network: network_text(&guard.0, guard.1),
+                    agent: agent.name.0.clone(),
+                });
             }
         }
     }
@@ -362,7 +420,7 @@ mod tests {
             assert!(check_id(good).is_ok(), "{good}");
         }
         for bad in ["", ".hidden", "..", "a/b", "a b", "x\0", &"a".repeat(65)] {
-            let err = check_id(bad).unwrap_err();
+            let err = check_id(bad).unwrap_err().to_string();
             assert!(err.contains("A-Z a-z 0-9"), "{err}");
         }
     }
@@ -399,9 +457,13 @@ mod tests {
         let call = parse(&narrowing(&[], &[], &["api.example.org:443/tcp"]), &agent).unwrap();
         let narrowed = narrow(&agent, &call);
         assert_eq!(connect_texts(&narrowed), ["api.example.org:443/tcp"]);
-        let err = parse(&narrowing(&[], &[], &["*.example.org:443/tcp"]), &agent).unwrap_err();
+        let err = parse(&narrowing(&[], &[], &["*.example.org:443/tcp"]), &agent)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a pattern"), "{err}");
-        let err = parse(&narrowing(&[], &[], &["example.org:443/tcp"]), &agent).unwrap_err();
+        let err = parse(&narrowing(&[], &[], &["example.org:443/tcp"]), &agent)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("may not connect there"), "{err}");
     }
 
@@ -437,13 +499,15 @@ mod tests {
                 "--allow-connect 10.0.0.1:443",
             ),
         ] {
-            let err = parse(&asked, &agent).unwrap_err();
+            let err = parse(&asked, &agent).unwrap_err().to_string();
             assert!(
                 err.starts_with(flag) && err.contains("only narrow"),
                 "{err}"
             );
         }
-        let err = parse(&narrowing(&["relative"], &[], &[]), &agent).unwrap_err();
+        let err = parse(&narrowing(&["relative"], &[], &[]), &agent)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("relative"), "{err}");
         assert!(parse(
             &narrowing(&["/usr/bin/git"], &[], &["api.example.org:443/tcp"]),
@@ -473,9 +537,13 @@ mod tests {
             ..Guards::default()
         };
         let check = |n: Narrowing| check_guards(&agent, &parse(&n, &agent).unwrap(), &guards);
-        let err = check(narrowing(&["/root/.ssh/id_rsa"], &[], &[])).unwrap_err();
+        let err = check(narrowing(&["/root/.ssh/id_rsa"], &[], &[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("credential store /root/.ssh/"), "{err}");
-        let err = check(narrowing(&[], &[], &["127.0.0.1:80/tcp"])).unwrap_err();
+        let err = check(narrowing(&[], &[], &["127.0.0.1:80/tcp"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("guarded network 127.0.0.0/8"), "{err}");
         // What the agent names itself a call may narrow to.
         assert!(check(narrowing(

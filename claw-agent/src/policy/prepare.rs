@@ -6,8 +6,22 @@ use std::path::Path;
 use crate::policy::{
     self,
     compile::{self, Compiled},
-    Policy,
+    Policy, PolicyError,
 };
+
+/// Why a policy file cannot be installed: every error names the file and, where it can, the
+/// line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{file}: {source}")]
+    Compile {
+        file: String,
+        #[source]
+        source: compile::CompileError,
+    },
+}
 
 /// A policy read, checked and compiled: ready to install.
 pub struct Prepared {
@@ -17,10 +31,13 @@ pub struct Prepared {
 
 /// Reads and compiles a policy file. Every error names the file and, where it can, the line and
 /// column. An agent's hostname rules are kept by its resolver (dns.rs), not resolved here.
-pub fn prepare(path: &Path, sockets: &compile::Sockets) -> Result<Prepared, String> {
-    let policy = policy::load(path).map_err(|err| err.to_string())?;
+pub fn prepare(path: &Path, sockets: &compile::Sockets) -> Result<Prepared, PrepareError> {
+    let policy = policy::load(path)?;
     let guards = compile::Guards::of_this_machine(sockets);
-    let compiled = compile::compile_guarding(&policy, &guards)
-        .map_err(|err| format!("{}: {err}", policy.file.display()))?;
+    let compiled =
+        compile::compile_guarding(&policy, &guards).map_err(|source| PrepareError::Compile {
+            file: policy.file.display().to_string(),
+            source,
+        })?;
     Ok(Prepared { policy, compiled })
 }

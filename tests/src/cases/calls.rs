@@ -229,7 +229,7 @@ pub fn run(runner: &mut Runner) {
             killed?;
             let stderr = String::from_utf8_lossy(&second.stderr);
             ensure!(
-                !second.status.success() && stderr.contains("running"),
+                code(&second) == 1 && stderr.contains("running"),
                 "a second call with the same id: {second:?}"
             );
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -283,8 +283,14 @@ pub fn run(runner: &mut Runner) {
             )?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             ensure!(
-                !output.status.success() && stderr.contains("only narrow"),
-                "{output:?}"
+                code(&output) == 1 && stderr.contains("only narrow"),
+                "a refusal exits 1: {output:?}"
+            );
+            let output = run_call("../escape", &[], &["open", ALLOWED_FILE])?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                code(&output) == 2 && stderr.contains("not usable"),
+                "a malformed call id is a usage error (exit 2): {output:?}"
             );
             ensure!(
                 !call_cgroup("vm-widen").exists(),

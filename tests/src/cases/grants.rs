@@ -168,13 +168,13 @@ pub fn run(runner: &mut Runner) {
                 .output()?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             ensure!(
-                !output.status.success() && stderr.contains("no event 999999999"),
+                output.status.code() == Some(1) && stderr.contains("no event 999999999"),
                 "{output:?}"
             );
             let output = Command::new(CLAWCTL).args(["allow", "1"]).output()?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             ensure!(
-                !output.status.success() && stderr.contains("--once"),
+                output.status.code() == Some(2) && stderr.contains("--once"),
                 "{output:?}"
             );
             Ok(())

@@ -13,7 +13,7 @@ use super::{logged::logged_event, send, Handles};
 use crate::{
     control::{
         peer::Peer,
-        protocol::{Reply, Request, MAX_REQUEST_BYTES},
+        protocol::{ErrorKind, Reply, Request, MAX_REQUEST_BYTES},
     },
     events::event::Event,
 };
@@ -154,21 +154,24 @@ pub(super) async fn serve_agent(
                 Some(event) if owns(agent, cgroup, &event) => Reply::Event {
                     event: Arc::new(event),
                 },
-                _ => Reply::Error {
-                    message: format!(
+                _ => Reply::error(
+                    ErrorKind::NotFound,
+                    format!(
                         "no event {seq} of {cgroup} in the audit log (another's, rotated away, or not yet written)"
                     ),
-                },
+                ),
             }
         }
-        Ok(_) => Reply::Error {
-            message: "the agent socket answers only `event` requests, about the asker's own events (`clawctl why N`); the rest is the operator's, on the control socket".to_owned(),
-        },
-        Err(err) => Reply::Error {
-            message: format!(
+        Ok(_) => Reply::error(
+            ErrorKind::Forbidden,
+            "the agent socket answers only `event` requests, about the asker's own events (`clawctl why N`); the rest is the operator's, on the control socket",
+        ),
+        Err(err) => Reply::error(
+            ErrorKind::BadRequest,
+            format!(
                 "bad request: {err} — send one JSON object on one line, e.g. {{\"request\":\"event\",\"seq\":42}}"
             ),
-        },
+        ),
     };
     send(write, &reply).await
 }

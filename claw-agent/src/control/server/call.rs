@@ -6,7 +6,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite};
 
 use super::{ask, send, shutting_down, Control, Handles};
 use crate::{
-    control::protocol::{Reply, Request},
+    control::protocol::{ErrorKind, Reply, Request},
     policy::call::Narrowing,
 };
 
@@ -53,7 +53,7 @@ pub(super) async fn call(
             }
             cgroup_id
         }
-        Some(Err(message)) => return send(write, &Reply::Error { message }).await,
+        Some(Err(failure)) => return send(write, &failure.into()).await,
         None => return send(write, &shutting_down()).await,
     };
     // The call lasts until the client says it ended or goes away (killed with its command, or
@@ -79,5 +79,5 @@ pub(super) async fn call_end_outside_a_call(
     write: &mut (impl AsyncWrite + Unpin),
 ) -> std::io::Result<()> {
     let message = "call-end outside a call — send it on the connection that sent `call`, after `call-started`".to_owned();
-    send(write, &Reply::Error { message }).await
+    send(write, &Reply::error(ErrorKind::BadRequest, message)).await
 }

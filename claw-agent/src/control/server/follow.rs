@@ -7,7 +7,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use super::{send, Handles, AUDIT_CATCH_UP, FOLLOW_BATCH_BYTES};
 use crate::{
-    control::protocol::Reply,
+    control::protocol::{ErrorKind, Reply},
     events::{
         audit::{self, ReplayFrom},
         bus::{Delivery, Stage},
@@ -29,7 +29,7 @@ pub(super) async fn follow(
             Err(err) => {
                 let message =
                     format!("since `{time}`: {err} — give a time like 2026-11-22T10:00:00Z");
-                return send(write, &Reply::Error { message }).await;
+                return send(write, &Reply::error(ErrorKind::BadRequest, message)).await;
             }
         },
         (None, None) => None,

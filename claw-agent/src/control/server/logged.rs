@@ -6,7 +6,7 @@ use tokio::io::AsyncWrite;
 
 use super::{send, Handles, AUDIT_CATCH_UP};
 use crate::{
-    control::protocol::Reply,
+    control::protocol::{ErrorKind, Reply},
     events::{audit, event::Event},
 };
 
@@ -19,9 +19,10 @@ pub(super) async fn event(
         Some(event) => Reply::Event {
             event: Arc::new(event),
         },
-        None => Reply::Error {
-            message: format!("no event {seq} in the audit log (rotated away, or not yet written)"),
-        },
+        None => Reply::error(
+            ErrorKind::NotFound,
+            format!("no event {seq} in the audit log (rotated away, or not yet written)"),
+        ),
     };
     send(write, &reply).await
 }

@@ -16,7 +16,7 @@ use crate::{
     control::{
         grant::Lifetime,
         peer,
-        protocol::{Reply, Request, Status, MAX_REQUEST_BYTES},
+        protocol::{ErrorKind, Failure, Reply, Request, Status, MAX_REQUEST_BYTES},
     },
     events::bus::Bus,
     policy::{call::Narrowing, describe::RuleLine},
@@ -44,7 +44,7 @@ pub enum Control {
     /// Apply a policy file; the answer is (file, generation) or why it was rejected.
     Apply {
         policy: PathBuf,
-        reply: oneshot::Sender<Result<(String, u64), String>>,
+        reply: oneshot::Sender<Result<(String, u64), Failure>>,
     },
     /// Start a tool call; the answer is its cgroup (absolute path) and cgroup id, or why not.
     StartCall {
@@ -52,14 +52,14 @@ pub enum Control {
         call: String,
         narrowing: Narrowing,
         command: Vec<String>,
-        reply: oneshot::Sender<Result<(String, u64), String>>,
+        reply: oneshot::Sender<Result<(String, u64), Failure>>,
     },
     /// Grant the object of logged denial `event`; the answer says what was granted, or why not.
     Allow {
         event: u64,
         lifetime: Lifetime,
         call_only: bool,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, Failure>>,
     },
     /// End the tool call whose cgroup is `cgroup_id` (its command exited with `status`, or
     /// with None its client went away); answered once its processes are gone.
@@ -113,7 +113,7 @@ pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<O
                         let (read, mut write) = stream.into_split();
                         if let Some(message) = refused {
                             tracing::warn!("control socket: refused a client: {message}");
-                            let _ = send(&mut write, &Reply::Error { message }).await;
+                            let _ = send(&mut write, &Reply::error(ErrorKind::Forbidden, message)).await;
                             return;
                         }
                         if let Err(err) = serve(read, write, handles).await {
@@ -130,17 +130,17 @@ pub async fn run(listeners: Listeners, handles: Handles, shutdown: impl Future<O
                     tokio::spawn(async move {
                         let asker = peer::identify(&stream);
                         let (read, mut write) = stream.into_split();
-                        let answered = match asker.and_then(|peer| agents::asker_in_agent(&handles, peer)) {
+                        let answered = match asker.map_err(|err| err.to_string()).and_then(|peer| agents::asker_in_agent(&handles, peer)) {
                             Ok((agent, cgroup)) => match requests.take_turn(&agent) {
                                 Some(_turn) => {
                                     agents::serve_agent(read, &mut write, &handles, &requests.lookups, &agent, &cgroup).await
                                 }
                                 None => {
                                     let message = format!("claw-agent is answering another request of agent `{agent}`: one at a time — retry when it is answered");
-                                    send(&mut write, &Reply::Error { message }).await
+                                    send(&mut write, &Reply::error(ErrorKind::Unavailable, message)).await
                                 }
                             },
-                            Err(message) => send(&mut write, &Reply::Error { message }).await,
+                            Err(message) => send(&mut write, &Reply::error(ErrorKind::Forbidden, message)).await,
                         };
                         if let Err(err) = answered {
                             tracing::debug!("agent socket connection ended: {err}");
@@ -167,7 +167,7 @@ async fn serve(
             let message = format!(
                 "bad request: {err} — send one JSON object on one line, e.g. {{\"request\":\"status\"}} or {{\"request\":\"follow\"}}"
             );
-            return send(&mut write, &Reply::Error { message }).await;
+            return send(&mut write, &Reply::error(ErrorKind::BadRequest, message)).await;
         }
     };
     match request {
@@ -216,9 +216,7 @@ async fn ask<T>(
 }
 
 fn shutting_down() -> Reply {
-    Reply::Error {
-        message: "claw-agent is shutting down".to_owned(),
-    }
+    Reply::error(ErrorKind::Unavailable, "claw-agent is shutting down")
 }
 
 async fn send(write: &mut (impl AsyncWrite + Unpin), reply: &Reply) -> std::io::Result<()> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tokio::io::AsyncWrite;
 
 use super::{ask, send, shutting_down, Control, Handles};
-use crate::control::protocol::Reply;
+use crate::control::protocol::{ErrorKind, Reply};
 
 pub(super) async fn status(
     handles: &Handles,
@@ -37,11 +37,10 @@ pub(super) async fn apply(
 ) -> std::io::Result<()> {
     let path = PathBuf::from(&policy);
     let reply = if !path.is_absolute() {
-        Reply::Error {
-            message: format!(
-                "policy path `{policy}` is relative — send an absolute path (clawctl does)"
-            ),
-        }
+        Reply::error(
+            ErrorKind::BadRequest,
+            format!("policy path `{policy}` is relative — send an absolute path (clawctl does)"),
+        )
     } else {
         match ask(handles, |reply| Control::Apply {
             policy: path,
@@ -50,7 +49,7 @@ pub(super) async fn apply(
         .await
         {
             Some(Ok((policy, generation))) => Reply::Applied { policy, generation },
-            Some(Err(message)) => Reply::Error { message },
+            Some(Err(failure)) => failure.into(),
             None => shutting_down(),
         }
     };

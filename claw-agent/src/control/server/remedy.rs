@@ -6,7 +6,11 @@ use tokio::io::AsyncWrite;
 
 use super::{ask, logged::logged_event, send, shutting_down, Control, Handles, AUDIT_CATCH_UP};
 use crate::{
-    control::{advise, grant::Lifetime, protocol::Reply},
+    control::{
+        advise,
+        grant::Lifetime,
+        protocol::{ErrorKind, Reply},
+    },
     events::audit::{self, ReplayFrom},
 };
 
@@ -26,7 +30,7 @@ pub(super) async fn allow(
     .await
     {
         Some(Ok(message)) => Reply::Allowed { message },
-        Some(Err(message)) => Reply::Error { message },
+        Some(Err(failure)) => failure.into(),
         None => shutting_down(),
     };
     send(write, &reply).await
@@ -43,7 +47,7 @@ pub(super) async fn advise(
         Ok(time) => time,
         Err(err) => {
             let message = format!("since `{since}`: {err} — give a time like 2026-11-22T10:00:00Z");
-            return send(write, &Reply::Error { message }).await;
+            return send(write, &Reply::error(ErrorKind::BadRequest, message)).await;
         }
     };
     let path = handles.audit_log.clone();
@@ -70,17 +74,17 @@ pub(super) async fn persist(
         Some(denial) if denial.kind == "deny" => {
             draft_reply(handles, advise::draft([&denial])).await
         }
-        Some(other) => Reply::Error {
-            message: format!(
+        Some(other) => Reply::error(
+            ErrorKind::BadRequest,
+            format!(
                 "event {event} is a `{}` event — only denials can be allowed",
                 other.kind
             ),
-        },
-        None => Reply::Error {
-            message: format!(
-                "no event {event} in the audit log (rotated away, or not yet written)"
-            ),
-        },
+        ),
+        None => Reply::error(
+            ErrorKind::NotFound,
+            format!("no event {event} in the audit log (rotated away, or not yet written)"),
+        ),
     };
     send(write, &reply).await
 }
@@ -93,9 +97,10 @@ async fn draft_reply(handles: &Handles, draft: advise::Draft) -> Reply {
     let current = match tokio::fs::read_to_string(&policy).await {
         Ok(text) => text,
         Err(err) => {
-            return Reply::Error {
-                message: format!("reading the enforced policy {policy}: {err}"),
-            }
+            return Reply::error(
+                ErrorKind::Failed,
+                format!("reading the enforced policy {policy}: {err}"),
+            )
         }
     };
     match advise::add_rules(&policy, &current, &draft.rules) {
@@ -106,6 +111,6 @@ async fn draft_reply(handles: &Handles, draft: advise::Draft) -> Reply {
             current,
             proposed,
         },
-        Err(message) => Reply::Error { message },
+        Err(err) => Reply::error(ErrorKind::Refused, err.to_string()),
     }
 }

@@ -186,7 +186,7 @@ async fn the_agent_socket_answers_an_agent_about_its_own_events_only() {
     };
     assert_eq!(event.seq, 1);
     let other = ask_as("other", "/claw/other", request, f.handles.clone()).await;
-    let Reply::Error { message } = other else {
+    let Reply::Error { message, .. } = other else {
         panic!("{other:?}")
     };
     assert!(message.contains("no event 1 of /claw/other"), "{message}");
@@ -197,7 +197,7 @@ async fn the_agent_socket_answers_an_agent_about_its_own_events_only() {
         f.handles,
     )
     .await;
-    let Reply::Error { message } = status else {
+    let Reply::Error { message, .. } = status else {
         panic!("{status:?}")
     };
     assert!(message.contains("only `event` requests"), "{message}");
@@ -207,7 +207,7 @@ async fn the_agent_socket_answers_an_agent_about_its_own_events_only() {
 async fn garbage_gets_an_error_that_shows_the_fix() {
     let f = fixture(4, &[]);
     let replies = exchange("hello\n", f.handles, 1).await;
-    let [Reply::Error { message }] = replies.as_slice() else {
+    let [Reply::Error { message, .. }] = replies.as_slice() else {
         panic!("{replies:?}")
     };
     assert!(message.starts_with("bad request: "), "{message}");
@@ -311,7 +311,7 @@ async fn since_replays_by_time_and_bad_times_are_explained() {
         2,
     )
     .await;
-    let Reply::Error { message } = &replies[1] else {
+    let Reply::Error { message, .. } = &replies[1] else {
         panic!("{replies:?}")
     };
     assert!(message.contains("2026-11-22T10:00:00Z"), "{message}");
