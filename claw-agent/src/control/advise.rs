@@ -9,7 +9,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{events::event::Event, policy, policy::rules};
+use crate::{
+    events::event::{self, Event},
+    policy,
+    policy::rules,
+};
 
 /// Where a rule goes in an agent's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,7 +69,7 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
     let mut draft = Draft::default();
     for event in events
         .into_iter()
-        .filter(|e| e.kind == "deny" || e.kind == "audit")
+        .filter(|e| e.kind == event::Kind::Deny || e.kind == event::Kind::Audit)
     {
         let rule = |kind, value: &str| Rule {
             agent: event.agent.clone(),

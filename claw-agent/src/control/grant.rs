@@ -4,6 +4,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use crate::events::event::Kind;
 use claw_common::{op, Grant, GrantKey, NO_EXPIRY, RULE_PATH_BYTES, UNLIMITED_USES};
 use serde::{Deserialize, Serialize};
 
@@ -77,10 +78,10 @@ pub fn entry(
     now_ns: u64,
 ) -> Result<(GrantKey, Grant), GrantError> {
     let seq = denial.seq;
-    if denial.kind != "deny" {
+    if denial.kind != Kind::Deny {
         return Err(GrantError::NotADenial {
             seq,
-            kind: denial.kind.clone(),
+            kind: denial.kind.to_string(),
         });
     }
     let object_hash = denial
@@ -230,7 +231,7 @@ mod tests {
     fn only_denials_of_files_and_destinations_are_granted() {
         let once = Lifetime::new(true, None).unwrap();
         let mut audit = denial("open");
-        audit.kind = "audit".to_owned();
+        audit.kind = Kind::Audit;
         assert!(entry(&audit, 1, once, 0)
             .unwrap_err()
             .to_string()

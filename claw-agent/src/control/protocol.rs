@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::kernel::status::{Counters, ProgramStatus};
 
+use crate::kernel::enforcer::Coverage;
 use crate::{
     control::advise::Rule, control::grant::Lifetime, events::event::Event, policy::call::Narrowing,
     policy::describe::RuleLine,
@@ -179,7 +180,7 @@ pub struct Status {
     /// True once every program is attached with the policy's rules in its maps.
     pub enforcing: bool,
     /// `full`, or `degraded` (no BPF LSM: network rules enforced, file and exec rules not).
-    pub coverage: String,
+    pub coverage: Coverage,
     pub policy: String,
     /// The cgroup v2 mount the agents' cgroups are relative to.
     pub cgroup_root: String,

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::events::event::Kind;
 use crate::{
     control::protocol::{ErrorKind, Failure},
     dns::resolve::ResolveError,
@@ -121,7 +122,7 @@ impl Owner {
                     cgroup: entry.cgroup.clone(),
                 },
             );
-        let mut event = Event::about("call", &agent, &entry.cgroup, "start", self.coverage_name);
+        let mut event = Event::about(Kind::Call, &agent, &entry.cgroup, "start", self.coverage);
         event.call = Some(call_id.clone());
         event.details = Some(serde_json::json!({
             "command": command,
@@ -249,7 +250,7 @@ impl Owner {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .call_ended(cgroup_id);
-        let mut event = Event::about("call", &live.agent, &live.cgroup, "end", self.coverage_name);
+        let mut event = Event::about(Kind::Call, &live.agent, &live.cgroup, "end", self.coverage);
         event.call = Some(live.call.clone());
         event.details = Some(serde_json::json!({
             "status": status,

@@ -1,6 +1,7 @@
 //! Grants, as the owner makes them: exactly the object of one logged denial, for its agent or
 //! its live tool call, within a lifetime (`clawctl allow`).
 
+use crate::events::event::{Decision, Kind};
 use crate::{
     control::grant,
     events::audit,
@@ -128,17 +129,17 @@ impl Owner {
                 .unwrap_or_default()
         );
         let mut event = Event::about(
-            "grant",
+            Kind::Grant,
             &denial.agent,
             &denial.cgroup,
             "allow",
-            self.coverage_name,
+            self.coverage,
         );
         event.call = call_only.then(|| denial.call.clone()).flatten();
         event.path = denial.path.clone();
         event.destination = denial.destination.clone();
         event.access = denial.access.clone();
-        event.decision = "allow".to_owned();
+        event.decision = Decision::Allow;
         event.details = Some(serde_json::json!({
             "event": seq,
             "uses": lifetime.uses,

@@ -109,10 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ring_buffer_bytes: config.ring_buffer_bytes,
         pins: config.pins.clone(),
     })?;
-    let coverage_name = match coverage {
-        Coverage::Full => "full",
-        Coverage::NetworkOnly => "degraded",
-    };
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
     let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
     // A thread of its own: hashing and writing every record must not wait behind the tasks
@@ -130,7 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut resolvers = Resolvers::new(
         enforcer.take_resolved_addresses()?,
         bus.clone(),
-        coverage_name,
+        coverage,
         config.max_ttl,
         config.resolv_conf.clone(),
     );
@@ -165,20 +161,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         enforcer.take_events()?,
         config.audit_log.clone(),
         config.report_limits,
-        coverage_name,
+        coverage,
         identities.clone(),
         bus.clone(),
         backlog.clone(),
     ));
     let mut forwarders = Vec::new();
     for settings in &config.settings.forward {
-        forwarders.push(forward::start(settings, bus.clone())?);
+        forwarders.push(forward::start(settings, bus.clone(), coverage)?);
         tracing::info!(forwarder = %settings.name.0, target = %settings.address, "forwarding events");
     }
     let view: watch::Agents = Arc::new(RwLock::new(agent_views(&prepared.compiled)));
     let root = enforcer.cgroup_root().to_path_buf();
-    watch::oom_kills(root.clone(), view.clone(), bus.clone(), coverage_name);
-    watch::pids_limits(root, view.clone(), bus.clone(), coverage_name);
+    watch::oom_kills(root.clone(), view.clone(), bus.clone(), coverage);
+    watch::pids_limits(root, view.clone(), bus.clone(), coverage);
     let socket_view = view.clone();
 
     let (control, requests) = mpsc::channel(16);
@@ -186,7 +182,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         enforcer,
         supervisors: HashMap::new(),
         bus: bus.clone(),
-        coverage_name,
+        coverage,
         view,
         compiled: prepared.compiled,
         allow_missing_limits: config.allow_missing_limits,

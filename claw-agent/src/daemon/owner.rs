@@ -11,6 +11,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
+use crate::events::event::{Decision, Kind};
 use crate::{
     control::protocol::{AgentStatus, LimitStatus, Status, Usage},
     control::server::Control,
@@ -39,7 +40,7 @@ pub(super) struct Owner {
     pub(super) enforcer: Enforcer,
     pub(super) supervisors: HashMap<String, supervise::Supervisor>,
     pub(super) bus: Arc<Bus>,
-    pub(super) coverage_name: &'static str,
+    pub(super) coverage: Coverage,
     /// What the cgroup watchers know of the agents.
     pub(super) view: watch::Agents,
     pub(super) compiled: Compiled,
@@ -114,7 +115,7 @@ impl Owner {
                 name: name.clone(),
                 cgroup: format!("/{cgroup}"),
                 cgroup_dir: self.enforcer.cgroup_root().join(&cgroup),
-                coverage: self.coverage_name,
+                coverage: self.coverage,
             };
             let supervisor = supervise::start(agent, spec, self.bus.clone());
             self.supervisors.insert(name, supervisor);
@@ -176,13 +177,12 @@ impl Owner {
     /// Applies the policy at `path` and publishes a `policy` event saying how it went.
     pub(super) async fn apply(&mut self, path: PathBuf) -> Result<(String, u64), ApplyError> {
         let result = self.try_apply(path.clone()).await;
-        let mut event = Event::about("policy", "-", "-", "apply", self.coverage_name);
+        let mut event = Event::about(Kind::Policy, "-", "-", "apply", self.coverage);
         event.decision = if result.is_ok() {
-            "applied"
+            Decision::Applied
         } else {
-            "rejected"
-        }
-        .to_owned();
+            Decision::Rejected
+        };
         event.path = Some(path.display().to_string());
         event.details = Some(match &result {
             Ok((_, generation)) => serde_json::json!({ "generation": generation }),
@@ -307,10 +307,7 @@ impl Owner {
             .collect();
         Status {
             enforcing: self.enforcer.is_enforcing(),
-            coverage: match self.enforcer.coverage() {
-                Coverage::Full => "full".to_owned(),
-                Coverage::NetworkOnly => "degraded".to_owned(),
-            },
+            coverage: self.enforcer.coverage(),
             policy: self.policy.file.display().to_string(),
             cgroup_root: self.enforcer.cgroup_root().display().to_string(),
             generation: self.generation,

@@ -28,6 +28,8 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::events::event::{Decision, Kind};
+use crate::kernel::enforcer::Coverage;
 use crate::{
     events::bus::Bus,
     events::event::{boot_time_ns, Event},
@@ -234,7 +236,7 @@ type AllowMap = Arc<Mutex<HashMap<MapData, ResolvedKey, Resolved>>>;
 struct Context {
     allow: AllowMap,
     bus: Arc<Bus>,
-    coverage: &'static str,
+    coverage: Coverage,
     max_ttl: Duration,
     resolv_conf: Arc<PathBuf>,
 }
@@ -258,7 +260,7 @@ impl Resolvers {
     pub fn new(
         allow: HashMap<MapData, ResolvedKey, Resolved>,
         bus: Arc<Bus>,
-        coverage: &'static str,
+        coverage: Coverage,
         max_ttl: Duration,
         resolv_conf: PathBuf,
     ) -> Self {
@@ -495,13 +497,13 @@ async fn answer(query: &[u8], client: &RwLock<Client>, context: &Context) -> Opt
 
 fn report_refusal(client: &Client, name: Option<String>, context: &Context) {
     let mut event = Event::about(
-        "deny",
+        Kind::Deny,
         &client.agent,
         &client.cgroup,
         "dns",
         context.coverage,
     );
-    event.decision = "deny".to_owned();
+    event.decision = Decision::Deny;
     let allowed = client.names.list();
     event.reason = Some(match (&name, allowed.is_empty()) {
         (None, _) => format!("{} may send plain queries of one name only", client.agent),

@@ -239,11 +239,14 @@ mod tests {
         bus.publish(sample("deny"));
         bus.publish(sample("oom"));
         let seq = |delivery| match delivery {
-            Some(Delivery::Event(event)) => (event.seq, event.kind.clone()),
+            Some(Delivery::Event(event)) => (event.seq, event.kind),
             other => panic!("{other:?}"),
         };
         assert_eq!(seq(events.next().await).0, 8);
-        assert_eq!(seq(events.next().await), (9, "oom".to_owned()));
+        assert_eq!(
+            seq(events.next().await),
+            (9, crate::events::event::Kind::Oom)
+        );
         assert_eq!(events.try_next(), None);
     }
 

@@ -12,7 +12,92 @@ use claw_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::catalogue;
+use crate::kernel::{catalogue, enforcer::Coverage};
+
+/// What an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Refused.
+    Deny,
+    /// An audit-mode agent did what its policy does not allow, and it went through.
+    Audit,
+    /// Refused by the rules, let through by an operator's grant.
+    Granted,
+    /// An operator granted an object (`clawctl allow`).
+    Grant,
+    /// A tool call started or ended.
+    Call,
+    /// Repeats counted instead of sent.
+    Throttled,
+    /// Events that could not be delivered, counted.
+    Lost,
+    Oom,
+    PidsMax,
+    /// A supervised process started, exited, was restarted or given up on.
+    Lifecycle,
+    /// A policy applied or rejected.
+    Policy,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deny => "deny",
+            Kind::Audit => "audit",
+            Kind::Granted => "granted",
+            Kind::Grant => "grant",
+            Kind::Call => "call",
+            Kind::Throttled => "throttled",
+            Kind::Lost => "lost",
+            Kind::Oom => "oom",
+            Kind::PidsMax => "pids_max",
+            Kind::Lifecycle => "lifecycle",
+            Kind::Policy => "policy",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Deny,
+    Allow,
+    /// The kernel killed a process (OOM).
+    Kill,
+    /// A policy was applied, or rejected (the previous one stays).
+    Applied,
+    Rejected,
+    /// Nothing was decided (a lifecycle or call event).
+    #[serde(rename = "-")]
+    None,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Deny => "deny",
+            Decision::Allow => "allow",
+            Decision::Kill => "kill",
+            Decision::Applied => "applied",
+            Decision::Rejected => "rejected",
+            Decision::None => "-",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Version of the event schema; bumped on any incompatible change of the fields below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,7 +114,7 @@ pub struct Event {
     /// went through); `granted` (refused by the rules, let through by an operator's grant);
     /// `call` (a tool call started or ended); `throttled` (repeats counted instead of sent); `lost` (events that could
     /// not be delivered, counted); `oom`, `pids_max`, `lifecycle`, `policy`.
-    pub kind: String,
+    pub kind: Kind,
     /// RFC 3339, UTC, nanoseconds.
     pub time: String,
     pub agent: String,
@@ -73,14 +158,14 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_key: Option<String>,
     /// `deny` or `allow` (the outcome for the process).
-    pub decision: String,
+    pub decision: Decision,
     /// For a denial: the rule it ran into, in words a model can act on ("tools may write only
     /// under /workspace/").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
     /// reports (`audit`) of paths as the process passed them, and nothing on files is enforced.
-    pub coverage: String,
+    pub coverage: Coverage,
     /// Kind-specific facts (OOM kill: limit, victim's memory; lifecycle: exit status, restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
@@ -89,11 +174,11 @@ pub struct Event {
 impl Event {
     /// An event the daemon itself reports now (not a kernel record) about `agent`, whose cgroup
     /// is given relative to the cgroup root (or `-` for no agent).
-    pub fn about(kind: &str, agent: &str, cgroup: &str, op: &str, coverage: &str) -> Self {
+    pub fn about(kind: Kind, agent: &str, cgroup: &str, op: &str, coverage: Coverage) -> Self {
         Self {
             schema: SCHEMA_VERSION,
             seq: 0,
-            kind: kind.to_owned(),
+            kind,
             time: now(),
             agent: agent.to_owned(),
             // `-`: an event about no agent (an apply, a forwarder's losses).
@@ -113,9 +198,9 @@ impl Event {
             name: None,
             access: None,
             object_key: None,
-            decision: "-".to_owned(),
+            decision: Decision::None,
             reason: None,
-            coverage: coverage.to_owned(),
+            coverage,
             details: None,
         }
     }
@@ -265,7 +350,7 @@ pub fn decode(
     bytes: &[u8],
     identities: &Identities,
     boot_to_wall: Duration,
-    coverage: &str,
+    coverage: Coverage,
 ) -> Result<Event, DecodeError> {
     decode_with_header(bytes, identities, boot_to_wall, coverage).map(|(_, event)| event)
 }
@@ -275,11 +360,10 @@ pub fn decode_with_header(
     bytes: &[u8],
     identities: &Identities,
     boot_to_wall: Duration,
-    coverage: &str,
+    coverage: Coverage,
 ) -> Result<(RecordHeader, Event), DecodeError> {
     let header: RecordHeader = read_record(bytes)?;
-    let mut event = from_header(&header, identities, boot_to_wall);
-    event.coverage = coverage.to_owned();
+    let mut event = from_header(&header, identities, boot_to_wall, coverage);
     match header.kind {
         record::FILE => {
             let file: FileRecord = read_record(bytes)?;
@@ -342,13 +426,18 @@ pub fn decode_with_header(
         }
         other => return Err(DecodeError::UnknownKind(other)),
     }
-    if event.kind == "deny" || event.kind == "audit" {
+    if event.kind == Kind::Deny || event.kind == Kind::Audit {
         event.reason = identities.reason(&event);
     }
     Ok((header, event))
 }
 
-fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Duration) -> Event {
+fn from_header(
+    header: &RecordHeader,
+    identities: &Identities,
+    boot_to_wall: Duration,
+    coverage: Coverage,
+) -> Event {
     // A ruleset of an earlier claw-agent (events that waited in the ring buffer across a
     // restart) is not known by id: its cgroup still says whose it was.
     let identity = identities.get(&header.ruleset).or_else(|| {
@@ -375,14 +464,14 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
     }
     let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(header.boot_time_ns);
     let (kind, outcome) = match header.decision {
-        decision::AUDIT => ("audit", "allow"),
-        decision::GRANTED => ("granted", "allow"),
-        _ => ("deny", "deny"),
+        decision::AUDIT => (Kind::Audit, Decision::Allow),
+        decision::GRANTED => (Kind::Granted, Decision::Allow),
+        _ => (Kind::Deny, Decision::Deny),
     };
     Event {
         schema: SCHEMA_VERSION,
         seq: 0,
-        kind: kind.to_owned(),
+        kind,
         time: humantime::format_rfc3339_nanos(time).to_string(),
         agent,
         cgroup,
@@ -398,9 +487,9 @@ fn from_header(header: &RecordHeader, identities: &Identities, boot_to_wall: Dur
         name: None,
         access: None,
         object_key: Some(format!("{:016x}", header.object_hash)),
-        decision: outcome.to_owned(),
+        decision: outcome,
         reason: None,
-        coverage: String::new(),
+        coverage,
         details: None,
     }
 }
@@ -459,9 +548,10 @@ pub mod tests {
 
     /// An event of `kind` about agent `tools`, for tests elsewhere.
     pub fn sample(kind: &str) -> Event {
-        let mut event = Event::about(kind, "tools", "claw/tools", "open", "full");
+        let kind = serde_json::from_value(serde_json::json!(kind)).expect("an event kind");
+        let mut event = Event::about(kind, "tools", "claw/tools", "open", Coverage::Full);
         event.path = Some("/etc/shadow".to_owned());
-        event.decision = "deny".to_owned();
+        event.decision = Decision::Deny;
         event
     }
 
@@ -537,7 +627,7 @@ pub mod tests {
             path: [0; EVENT_PATH_BYTES],
         };
         record.path[..4].copy_from_slice(b"/x\0\0");
-        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!(
             (
                 event.agent.as_str(),
@@ -548,11 +638,11 @@ pub mod tests {
         );
         // Ended calls stay known for their last records.
         identities.call_ended(78);
-        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!(event.call.as_deref(), Some("c-1"));
         // A call cgroup the daemon never started is not passed off as the agent's.
         record.header.task_cgroup_id = 79;
-        let event = decode(&bytes(&record), &identities, Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes(&record), &identities, Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!((event.cgroup.as_str(), event.call), ("cgroup-id:79", None));
     }
 
@@ -563,10 +653,10 @@ pub mod tests {
             &bytes,
             &identities(),
             Duration::from_secs(1_700_000_000),
-            "full",
+            Coverage::Full,
         )
         .unwrap();
-        assert_eq!(event.kind, "deny");
+        assert_eq!(event.kind, Kind::Deny);
         assert_eq!(event.agent, "tools");
         assert_eq!(event.cgroup, "/claw/tools");
         assert_eq!(event.pid, 4242);
@@ -574,14 +664,14 @@ pub mod tests {
         assert_eq!(event.op, "open");
         assert_eq!(event.path.as_deref(), Some("/etc/secret"));
         assert_eq!(event.access.as_deref(), Some("read+write"));
-        assert_eq!(event.decision, "deny");
+        assert_eq!(event.decision, Decision::Deny);
         assert_eq!(event.time, "2023-11-14T22:13:21.500000000Z");
     }
 
     #[test]
     fn audit_mode_event_says_it_was_allowed() {
         let bytes = file_record(b"/x\0", 3, decision::AUDIT);
-        let event = decode(&bytes, &identities(), Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes, &identities(), Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!(
             (event.kind.as_str(), event.decision.as_str()),
             ("audit", "allow")
@@ -600,7 +690,7 @@ pub mod tests {
             family: 4,
             _pad: 0,
         };
-        let event = decode(&bytes(&v4), &identities(), Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes(&v4), &identities(), Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!(event.op, "connect");
         assert_eq!(event.destination.as_deref(), Some("10.0.0.1:443/tcp"));
         assert_eq!(event.path, None);
@@ -613,7 +703,7 @@ pub mod tests {
             &bytes(&mapped_over_v6),
             &identities(),
             Duration::ZERO,
-            "full",
+            Coverage::Full,
         )
         .unwrap();
         assert_eq!(
@@ -625,7 +715,7 @@ pub mod tests {
     #[test]
     fn unresolved_path_and_unknown_ruleset_are_explicit() {
         let bytes = file_record(b"", -1, decision::DENY);
-        let event = decode(&bytes, &Identities::new(), Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes, &Identities::new(), Duration::ZERO, Coverage::Full).unwrap();
         assert_eq!(event.path.as_deref(), Some("<unresolved>"));
         assert_eq!(event.agent, "unknown-ruleset-5");
         assert_eq!(event.cgroup, "cgroup-id:77");
@@ -634,13 +724,13 @@ pub mod tests {
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert_eq!(
-            decode(&[0; 10], &identities(), Duration::ZERO, "full"),
+            decode(&[0; 10], &identities(), Duration::ZERO, Coverage::Full),
             Err(DecodeError::Short(10))
         );
         let mut odd = file_record(b"/x\0", 3, decision::DENY);
         odd[0] = 99;
         assert_eq!(
-            decode(&odd, &identities(), Duration::ZERO, "full"),
+            decode(&odd, &identities(), Duration::ZERO, Coverage::Full),
             Err(DecodeError::UnknownKind(99))
         );
     }
@@ -648,7 +738,7 @@ pub mod tests {
     #[test]
     fn json_has_the_documented_keys() {
         let bytes = file_record(b"/x\0", 3, decision::DENY);
-        let event = decode(&bytes, &identities(), Duration::ZERO, "full").unwrap();
+        let event = decode(&bytes, &identities(), Duration::ZERO, Coverage::Full).unwrap();
         let value = serde_json::to_value(&event).unwrap();
         for key in [
             "time", "agent", "cgroup", "pid", "comm", "op", "path", "decision",

@@ -16,6 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::io::{unix::AsyncFd, Interest};
 
+use crate::events::event::Kind;
+use crate::kernel::enforcer::Coverage;
 use crate::{
     events::bus::{Bus, Stage},
     events::event::{self, Event, Identities},
@@ -48,13 +50,13 @@ struct Tracked {
 /// What has been reported of the kernel's counts so far.
 pub struct Accounting {
     limits: ReportLimits,
-    coverage: &'static str,
+    coverage: Coverage,
     keys: HashMap<ThrottleKey, Tracked>,
     agents: HashMap<u64, AgentEvents>,
 }
 
 impl Accounting {
-    pub fn new(limits: ReportLimits, coverage: &'static str) -> Self {
+    pub fn new(limits: ReportLimits, coverage: Coverage) -> Self {
         Self {
             limits,
             coverage,
@@ -116,7 +118,7 @@ impl Accounting {
                 tracked.reported = state.suppressed;
                 *attributed.entry(key.cgroup_id).or_default() += grown;
                 let mut summary = Event::clone(&tracked.template);
-                summary.kind = "throttled".to_owned();
+                summary.kind = Kind::Throttled;
                 summary.time = event::now();
                 summary.pid = 0;
                 summary.record = None;
@@ -154,7 +156,7 @@ impl Accounting {
         let (name, cgroup) = identity_of(cgroup_id, identities);
         let reported = self.agents.entry(cgroup_id).or_default();
         let mut summaries = Vec::new();
-        let mut summary = |kind: &str, details: serde_json::Value| {
+        let mut summary = |kind: Kind, details: serde_json::Value| {
             let mut event = Event::about(kind, &name, &cgroup, "*", self.coverage);
             event.details = Some(details);
             summaries.push(event);
@@ -167,14 +169,14 @@ impl Accounting {
         let lost = grown(counts.lost, &mut reported.lost);
         if lost > 0 {
             summary(
-                "lost",
+                Kind::Lost,
                 json!({ "lost": lost, "stage": Stage::Kernel.name() }),
             );
         }
         let over_budget = grown(counts.throttled_budget, &mut reported.throttled_budget);
         if over_budget > 0 {
             summary(
-                "throttled",
+                Kind::Throttled,
                 json!({
                     "suppressed": over_budget,
                     "reason": "agent-budget",
@@ -188,7 +190,7 @@ impl Accounting {
         );
         if unattributed > 0 {
             summary(
-                "throttled",
+                Kind::Throttled,
                 json!({
                     "suppressed": unattributed,
                     "reason": "identical",
@@ -204,7 +206,7 @@ impl Accounting {
     pub fn lost_in(summaries: &[Event]) -> u64 {
         summaries
             .iter()
-            .filter(|e| e.kind == "lost")
+            .filter(|e| e.kind == Kind::Lost)
             .filter_map(|e| e.details.as_ref()?.get("lost")?.as_u64())
             .sum()
     }
@@ -405,9 +407,9 @@ pub fn logged_after(
 }
 
 /// A `lost` event for the records of an agent that a killed claw-agent read and never logged.
-fn restart_loss(cgroup_id: u64, lost: u64, identities: &Identities, coverage: &str) -> Event {
+fn restart_loss(cgroup_id: u64, lost: u64, identities: &Identities, coverage: Coverage) -> Event {
     let (name, cgroup) = identity_of(cgroup_id, identities);
-    let mut event = Event::about("lost", &name, &cgroup, "*", coverage);
+    let mut event = Event::about(Kind::Lost, &name, &cgroup, "*", coverage);
     event.details = Some(json!({
         "lost": lost,
         "stage": Stage::Restart.name(),
@@ -444,7 +446,7 @@ fn key_of(header: &RecordHeader) -> ThrottleKey {
 fn drain(
     ring: &mut RingBuf<MapData>,
     identities: &Identities,
-    coverage: &'static str,
+    coverage: Coverage,
     (accounting, delivery): (&mut Accounting, &mut Delivery),
     bus: &Bus,
 ) -> (usize, bool) {
@@ -486,7 +488,7 @@ pub async fn run(
     kernel: KernelEvents,
     audit_log: PathBuf,
     limits: ReportLimits,
-    coverage: &'static str,
+    coverage: Coverage,
     identities: Arc<RwLock<Identities>>,
     bus: Arc<Bus>,
     backlog: Histogram,
@@ -730,7 +732,7 @@ mod tests {
 
     #[test]
     fn repeats_are_summarised_once_with_their_object() {
-        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut accounting = Accounting::new(LIMITS, Coverage::Full);
         let first = Event {
             record: Some(3),
             ..sample("deny")
@@ -744,7 +746,7 @@ mod tests {
         let read = |_: &ThrottleKey| Some(*state.borrow());
         let (summaries, _) = accounting.key_summaries(2_000, read);
         assert_eq!(summaries.len(), 1);
-        assert_eq!(summaries[0].kind, "throttled");
+        assert_eq!(summaries[0].kind, Kind::Throttled);
         assert_eq!(summaries[0].path.as_deref(), Some("/etc/shadow"));
         assert_eq!(
             summaries[0].record, None,
@@ -758,7 +760,7 @@ mod tests {
 
     #[test]
     fn agent_counts_cover_what_keys_do_not_and_nothing_twice() {
-        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut accounting = Accounting::new(LIMITS, Coverage::Full);
         accounting.learn(&header(9), &Arc::new(sample("deny")));
         // When the agent was read it had 30 repeats: 20 of the followed key, 10 of a key the
         // kernel evicted. By the time the key is read it has 25 (5 more since).
@@ -800,7 +802,7 @@ mod tests {
 
     #[test]
     fn a_key_counts_from_the_repeats_its_first_report_carried() {
-        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut accounting = Accounting::new(LIMITS, Coverage::Full);
         let mut first = header(9);
         first.repeats_before = 95;
         accounting.learn(&first, &Arc::new(sample("deny")));
@@ -816,7 +818,7 @@ mod tests {
 
     #[test]
     fn evicted_and_idle_keys_are_no_longer_followed() {
-        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut accounting = Accounting::new(LIMITS, Coverage::Full);
         accounting.learn(&header(1), &Arc::new(sample("deny")));
         accounting.learn(&header(2), &Arc::new(sample("deny")));
         let read = |key: &ThrottleKey| {
@@ -837,7 +839,7 @@ mod tests {
 
     #[test]
     fn counts_from_before_the_daemon_are_not_reported() {
-        let mut accounting = Accounting::new(LIMITS, "full");
+        let mut accounting = Accounting::new(LIMITS, Coverage::Full);
         let before = AgentEvents {
             lost: 4,
             ..Default::default()

@@ -11,6 +11,8 @@ use std::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::events::event::{Decision, Kind};
+use crate::kernel::enforcer::Coverage;
 use crate::{events::bus::Bus, events::event::Event, events::kmsg, kernel::cgroupfs};
 
 /// What the watchers need to know of an agent (updated on every apply).
@@ -26,24 +28,24 @@ pub struct AgentView {
 pub type Agents = Arc<RwLock<Vec<AgentView>>>;
 
 fn event(
-    kind: &str,
+    kind: Kind,
     agent: &AgentView,
     pid: u32,
     comm: &str,
     op: &str,
     details: serde_json::Value,
-    coverage: &str,
+    coverage: Coverage,
 ) -> Event {
     let mut event = Event::about(kind, &agent.name, &agent.cgroup, op, coverage);
     event.pid = pid;
     event.comm = comm.to_owned();
-    event.decision = "kill".to_owned();
+    event.decision = Decision::Kill;
     event.details = Some(details);
     event
 }
 
 /// Follows /dev/kmsg on a thread of its own and publishes each OOM kill of an agent's process.
-pub fn oom_kills(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'static str) {
+pub fn oom_kills(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: Coverage) {
     let (kills, mut received) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         if let Err(err) = kmsg::follow(|kill| {
@@ -78,7 +80,13 @@ pub fn oom_kills(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'st
                 "memory_events_oom_kill": oom_kills,
             });
             let event = event(
-                "oom", &agent, kill.pid, &kill.comm, "oom-kill", details, coverage,
+                Kind::Oom,
+                &agent,
+                kill.pid,
+                &kill.comm,
+                "oom-kill",
+                details,
+                coverage,
             );
             tracing::warn!(agent = %event.agent, pid = event.pid, comm = %event.comm, "OOM kill");
             events.publish(event);
@@ -87,7 +95,7 @@ pub fn oom_kills(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'st
 }
 
 /// Polls each agent's pids.events and publishes when forks were refused at pids.max.
-pub fn pids_limits(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'static str) {
+pub fn pids_limits(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: Coverage) {
     tokio::spawn(async move {
         let mut seen: HashMap<String, u64> = HashMap::new();
         let mut ticks = tokio::time::interval(Duration::from_millis(500));
@@ -108,7 +116,7 @@ pub fn pids_limits(root: PathBuf, agents: Agents, events: Arc<Bus>, coverage: &'
                     Some(before) if count > before => {
                         let details =
                             json!({ "limit": agent.pids_max, "refused_forks": count - before });
-                        let event = event("pids_max", &agent, 0, "", "fork", details, coverage);
+                        let event = event(Kind::PidsMax, &agent, 0, "", "fork", details, coverage);
                         tracing::warn!(agent = %event.agent, refused = count - before, "pids.max reached");
                         events.publish(event);
                     }

@@ -28,6 +28,8 @@ use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStor
 use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 use serde_json::json;
 
+use crate::events::event::Kind;
+use crate::kernel::enforcer::Coverage;
 use crate::{
     events::bus::{Bus, Delivery, Stage},
     events::event::Event,
@@ -62,7 +64,7 @@ pub struct Forwarder {
 }
 
 /// Starts a forwarder: its spool is opened (and what it holds from before is sent first).
-pub fn start(config: &Forward, bus: Arc<Bus>) -> anyhow::Result<Forwarder> {
+pub fn start(config: &Forward, bus: Arc<Bus>, coverage: Coverage) -> anyhow::Result<Forwarder> {
     let spool = Spool::open(&config.spool_dir(), config.spool_max_mib << 20)?;
     let connector = Connector::new(config)?;
     let stats = Arc::new(ForwarderStats::default());
@@ -97,6 +99,7 @@ pub fn start(config: &Forward, bus: Arc<Bus>) -> anyhow::Result<Forwarder> {
         connector,
         stats: stats.clone(),
         bus,
+        coverage,
         dropped: 0,
     };
     std::thread::Builder::new()
@@ -121,6 +124,8 @@ struct Worker {
     connector: Connector,
     stats: Arc<ForwarderStats>,
     bus: Arc<Bus>,
+    /// The daemon's coverage, for the `lost` events it reports.
+    coverage: Coverage,
     /// Records not spooled (full) or lost by the feeder since the last `lost` event.
     dropped: u64,
 }
@@ -202,7 +207,7 @@ impl Worker {
         if self.dropped == 0 || self.spool.is_full() {
             return;
         }
-        let mut event = Event::about("lost", "-", "-", "forward", "-");
+        let mut event = Event::about(Kind::Lost, "-", "-", "forward", self.coverage);
         event.details = Some(json!({
             "lost": self.dropped,
             "stage": Stage::Forward.name(),
@@ -573,7 +578,7 @@ mod tests {
         )
         .unwrap();
         let bus = Arc::new(Bus::new(7));
-        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
+        let forwarder = start(&settings.forward[0], bus.clone(), Coverage::Full).unwrap();
         for _ in 0..3 {
             bus.publish(sample("deny"));
         }
@@ -624,7 +629,7 @@ mod tests {
         )
         .unwrap();
         let bus = Arc::new(Bus::new(0));
-        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
+        let forwarder = start(&settings.forward[0], bus.clone(), Coverage::Full).unwrap();
         bus.publish(sample("deny"));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(forwarder.stats.sent.load(Ordering::Relaxed), 0);
@@ -679,6 +684,7 @@ mod tests {
             connector: Connector::new(&settings.forward[0]).unwrap(),
             stats: Arc::new(ForwarderStats::default()),
             bus: bus.clone(),
+            coverage: Coverage::Full,
             dropped: 0,
         };
         for _ in 0..5 {
@@ -691,7 +697,7 @@ mod tests {
         let Some(Delivery::Event(lost)) = events.next().await else {
             panic!("a lost event")
         };
-        assert_eq!(lost.kind, "lost");
+        assert_eq!(lost.kind, Kind::Lost);
         assert_eq!(lost.details.as_ref().unwrap()["lost"], 3);
         assert_eq!(lost.details.as_ref().unwrap()["stage"], "forward");
         assert_eq!(worker.dropped, 0);

@@ -60,7 +60,7 @@ async fn count_denials(mut events: Subscription, denials: Family<Labels, Counter
             .get_or_create(&vec![
                 ("agent".to_owned(), event.agent.clone()),
                 ("op".to_owned(), event.op.clone()),
-                ("decision".to_owned(), event.decision.clone()),
+                ("decision".to_owned(), event.decision.to_string()),
             ])
             .inc_by(count);
     }

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use crate::events::event::Decision;
 use crate::{events::event::Event, export::config::Format};
 
 /// Facility of every record: "log audit" (13).
@@ -31,11 +32,7 @@ pub fn syslog_record(event: &Event, format: Format, hostname: &str, pid: u32) ->
         FACILITY * 8 + severity(event),
         syslog_time(&event.time),
         if hostname.is_empty() { "-" } else { hostname },
-        if event.kind.is_empty() {
-            "-"
-        } else {
-            &event.kind
-        },
+        event.kind,
         event.seq,
         payload(event, format)
     )
@@ -101,7 +98,7 @@ fn cef(event: &Event) -> String {
     let mut extension = vec![
         format!("rt={}", epoch_millis(&event.time)),
         format!("externalId={}", event.seq),
-        format!("act={}", cef_value(&event.decision)),
+        format!("act={}", cef_value(event.decision.as_str())),
         format!("cs1Label=agent cs1={}", cef_value(&event.agent)),
         format!("cs2Label=cgroup cs2={}", cef_value(&event.cgroup)),
         format!("spid={}", event.pid),
@@ -158,7 +155,7 @@ fn ocsf(event: &Event) -> Value {
         "severity_id": match event.kind.as_str() { "oom" => 4, "deny" | "lost" => 3, "audit" | "throttled" => 2, _ => 1 },
         "disposition_id": disposition_id,
         "disposition": disposition,
-        "status_id": if event.decision == "deny" { 2 } else { 1 },
+        "status_id": if event.decision == Decision::Deny { 2 } else { 1 },
         "metadata": {
             "version": "1.1.0",
             "uid": event.seq.to_string(),

@@ -103,12 +103,24 @@ pub(super) fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -
     move |source| EnforcerError::Map { map, source }
 }
 
-/// Which programs run: all of them, or (without BPF LSM) the network programs only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which programs run: all of them, or (without BPF LSM) the network programs only. Status and
+/// every event say which (`full`, `degraded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Coverage {
+    #[serde(rename = "full")]
     Full,
     /// No BPF LSM: network rules enforced, file and exec rules not.
+    #[serde(rename = "degraded")]
     NetworkOnly,
+}
+
+impl Coverage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coverage::Full => "full",
+            Coverage::NetworkOnly => "degraded",
+        }
+    }
 }
 
 /// One agent as installed in the kernel.

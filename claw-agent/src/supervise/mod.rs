@@ -18,6 +18,8 @@ use std::{
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::events::event::Kind;
+use crate::kernel::enforcer::Coverage;
 use crate::{
     events::{bus::Bus, event::Event},
     policy::run::{Restart, RunSpec},
@@ -48,11 +50,17 @@ pub struct Agent {
     /// Relative to the cgroup root, as events show it (with a leading `/`).
     pub cgroup: String,
     pub cgroup_dir: PathBuf,
-    pub coverage: &'static str,
+    pub coverage: Coverage,
 }
 
 fn lifecycle(agent: &Agent, pid: u32, op: &str, details: serde_json::Value) -> Event {
-    let mut event = Event::about("lifecycle", &agent.name, &agent.cgroup, op, agent.coverage);
+    let mut event = Event::about(
+        Kind::Lifecycle,
+        &agent.name,
+        &agent.cgroup,
+        op,
+        agent.coverage,
+    );
     event.pid = pid;
     event.details = Some(details);
     event

@@ -13,7 +13,7 @@ use claw_agent::{
         client::{self, Connection, EventView, ReplyView},
         protocol::{Reply, Request},
     },
-    events::event::Event,
+    events::event::{Event, Kind},
 };
 
 /// Narrowing a followed stream.
@@ -191,7 +191,7 @@ fn human_line(e: &Event) -> String {
             who,
             e.pid,
             e.comm,
-            e.kind.to_uppercase(),
+            e.kind.as_str().to_uppercase(),
             e.op
         );
     }
@@ -205,12 +205,12 @@ fn human_line(e: &Event) -> String {
         .as_deref()
         .map(|a| format!(" ({a})"))
         .unwrap_or_default();
-    let verdict = if e.kind == "audit" {
+    let verdict = if e.kind == Kind::Audit {
         "AUDIT (allowed)".to_owned()
-    } else if e.kind == "granted" {
+    } else if e.kind == Kind::Granted {
         "GRANTED (allowed by clawctl allow)".to_owned()
     } else {
-        e.decision.clone()
+        e.decision.to_string()
     };
     format!(
         "{}  {}  pid={} comm={}  {} {}{access}  {verdict}  (event {})",

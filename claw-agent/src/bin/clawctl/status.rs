@@ -2,6 +2,7 @@
 
 use claw_agent::{
     control::{client, protocol::Status},
+    kernel::enforcer::Coverage,
     policy::compile::Sockets,
 };
 
@@ -39,7 +40,7 @@ pub fn run(sockets: &Sockets, Args { json }: Args) -> anyhow::Result<()> {
 }
 
 pub fn coverage_note(status: &Status) -> &'static str {
-    if status.coverage == "degraded" {
+    if status.coverage == Coverage::NetworkOnly {
         "DEGRADED (no BPF LSM): network rules enforced, file and exec rules NOT enforced"
     } else {
         "full"

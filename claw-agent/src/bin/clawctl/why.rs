@@ -6,6 +6,7 @@ use claw_agent::{
         client::{self, ClientError, Connection},
         protocol::{Reply, Request},
     },
+    events::event::Kind,
     policy::compile::Sockets,
 };
 use serde_json::json;
@@ -34,7 +35,7 @@ fn why(sockets: &Sockets, seq: u64, json: bool) -> anyhow::Result<()> {
         Some(Reply::Event { event }) => event,
         other => return Err(client::unexpected(other).into()),
     };
-    if event.kind != "deny" && event.kind != "audit" {
+    if event.kind != Kind::Deny && event.kind != Kind::Audit {
         bail!("event {seq} is a `{}` event, not a denial", event.kind);
     }
     let whom = match &event.call {
@@ -70,7 +71,7 @@ fn why(sockets: &Sockets, seq: u64, json: bool) -> anyhow::Result<()> {
     } else {
         println!(
             "event {seq}: {what} was {} for {whom}",
-            if event.kind == "audit" {
+            if event.kind == Kind::Audit {
                 "reported (audit mode)"
             } else {
                 "denied"

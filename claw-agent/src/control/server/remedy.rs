@@ -5,6 +5,7 @@
 use tokio::io::AsyncWrite;
 
 use super::{ask, logged::logged_event, send, shutting_down, Control, Handles, AUDIT_CATCH_UP};
+use crate::events::event::Kind;
 use crate::{
     control::{
         advise,
@@ -71,7 +72,7 @@ pub(super) async fn persist(
     event: u64,
 ) -> std::io::Result<()> {
     let reply = match logged_event(handles, event).await {
-        Some(denial) if denial.kind == "deny" => {
+        Some(denial) if denial.kind == Kind::Deny => {
             draft_reply(handles, advise::draft([&denial])).await
         }
         Some(other) => Reply::error(

@@ -1,5 +1,6 @@
-//! Host tests: what this machine's kernel (no BPF LSM) can show — claw-agent's refusal, policy
-//! errors, and the control-socket protocol between the daemon's server and the real clawctl.
+//! Host tests of the binaries without a running daemon: claw-agent's refusal on this machine's
+//! kernel (no BPF LSM), policy errors, and the control-socket protocol between the daemon's
+//! server (in this process, over a scripted owner) and the real clawctl, exit codes included.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -13,12 +14,20 @@ use claw_agent::{
     control::protocol::{Counters, ProgramStatus, Status},
     control::server::{self, Control, Handles},
     events::bus::Bus,
-    events::event::Event,
+    events::event::{Decision, Event, Kind},
+    kernel::enforcer::Coverage,
 };
 use tokio::sync::mpsc;
 
-const CLAW_AGENT: &str = env!("CARGO_BIN_EXE_claw-agent");
-const CLAWCTL: &str = env!("CARGO_BIN_EXE_clawctl");
+mod common;
+
+fn claw_agent() -> PathBuf {
+    common::sibling("claw-agent")
+}
+
+fn clawctl() -> PathBuf {
+    common::sibling("clawctl")
+}
 
 fn policy(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,7 +42,7 @@ fn policy(name: &str) -> PathBuf {
 fn claw_agent_refuses_without_bpf_lsm_and_creates_nothing() {
     let scratch = tempfile::tempdir().unwrap();
     let socket = scratch.path().join("claw.sock");
-    let out = Command::new(CLAW_AGENT)
+    let out = Command::new(claw_agent())
         .arg("--policy")
         .arg(policy("tools.yaml"))
         .arg("--socket")
@@ -72,7 +81,7 @@ fn claw_agent_reports_policy_errors_with_position() {
         "agents:\n  - name: tools\n    cgroup: claw/tools\n    files:\n      read: [usr/]\n",
     )
     .unwrap();
-    let out = Command::new(CLAW_AGENT)
+    let out = Command::new(claw_agent())
         .arg("--policy")
         .arg(&bad)
         .arg("--socket")
@@ -90,7 +99,7 @@ fn sample_event(pid: u32) -> Event {
     Event {
         schema: 1,
         seq: 0,
-        kind: "deny".to_owned(),
+        kind: Kind::Deny,
         time: "2026-11-22T10:00:00.000000000Z".to_owned(),
         agent: "tools".to_owned(),
         cgroup: "/claw/tools".to_owned(),
@@ -106,9 +115,9 @@ fn sample_event(pid: u32) -> Event {
         name: None,
         access: Some("read".to_owned()),
         object_key: None,
-        decision: "deny".to_owned(),
+        decision: Decision::Deny,
         reason: None,
-        coverage: "full".to_owned(),
+        coverage: Coverage::Full,
         details: None,
     }
 }
@@ -139,7 +148,7 @@ fn start_server(enforcing: bool) -> Server {
         while let Some(Control::Status(reply)) = requests.recv().await {
             let _ = reply.send(Status {
                 enforcing,
-                coverage: "full".to_owned(),
+                coverage: Coverage::Full,
                 generation: 1,
                 policy: "policies/tools.yaml".to_owned(),
                 cgroup_root: "/sys/fs/cgroup".to_owned(),
@@ -172,7 +181,7 @@ fn start_server(enforcing: bool) -> Server {
 }
 
 fn clawctl_status(socket: &Path) -> std::process::Output {
-    Command::new(CLAWCTL)
+    Command::new(clawctl())
         .arg("--socket")
         .arg(socket)
         .arg("status")
@@ -189,7 +198,7 @@ fn clawctl_status_exit_code_follows_enforcement() {
 
     let server = start_server(false);
     let out = clawctl_status(&server.socket);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "not enforcing exits 3: {out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("policy not enforced: not attached: lsm/file_open"),
@@ -200,7 +209,7 @@ fn clawctl_status_exit_code_follows_enforcement() {
 #[test]
 fn clawctl_status_without_daemon_says_how_to_start_it() {
     let out = clawctl_status(Path::new("/nonexistent/claw.sock"));
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "unreachable exits 3: {out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot reach claw-agent at /nonexistent/claw.sock"),
@@ -211,7 +220,7 @@ fn clawctl_status_without_daemon_says_how_to_start_it() {
 #[test]
 fn deny_log_follow_json_prints_each_event_with_the_documented_keys() {
     let server = start_server(true);
-    let mut follower = Command::new(CLAWCTL)
+    let mut follower = Command::new(clawctl())
         .arg("--socket")
         .arg(&server.socket)
         .args(["deny-log", "--follow", "--json"])
@@ -248,7 +257,7 @@ fn deny_log_follow_json_prints_each_event_with_the_documented_keys() {
 
 #[test]
 fn deny_log_requires_follow() {
-    let out = Command::new(CLAWCTL).arg("deny-log").output().unwrap();
+    let out = Command::new(clawctl()).arg("deny-log").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--follow"));
 }
@@ -256,7 +265,7 @@ fn deny_log_requires_follow() {
 #[test]
 fn clawctl_policy_check_accepts_the_shipped_policies() {
     for name in ["openclaw.yaml", "tools.yaml"] {
-        let out = Command::new(CLAWCTL)
+        let out = Command::new(clawctl())
             .args(["policy", "check"])
             .arg(policy(name))
             .output()
@@ -281,7 +290,7 @@ fn clawctl_policy_check_reports_errors_with_position_and_exit_1() {
         "agents:\n  - name: tools\n    cgroup: claw/tools\n    connect: [10.0.0.1]\n",
     )
     .unwrap();
-    let out = Command::new(CLAWCTL)
+    let out = Command::new(clawctl())
         .args(["policy", "check"])
         .arg(&bad)
         .output()
@@ -296,7 +305,7 @@ fn clawctl_policy_check_reports_errors_with_position_and_exit_1() {
 #[test]
 fn deny_log_narrows_to_agents_and_operations() {
     let server = start_server(true);
-    let mut follower = Command::new(CLAWCTL)
+    let mut follower = Command::new(clawctl())
         .arg("--socket")
         .arg(&server.socket)
         .args([
