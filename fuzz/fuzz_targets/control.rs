@@ -3,10 +3,13 @@
 #![no_main]
 
 use claw_agent::{
-    control::client::ReplyView,
-    export::config, control::peer,
-    control::protocol::{Reply, Request},
-    control::server,
+    control::{
+        client::ReplyView,
+        peer,
+        protocol::{Reply, Request},
+        server,
+    },
+    export::config,
 };
 use libfuzzer_sys::fuzz_target;
 

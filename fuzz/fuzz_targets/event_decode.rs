@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use claw_agent::{
     events::event::{self, AgentIdentity, CallIdentity, Identities},
-    policy, policy::reason,
+    kernel::enforcer::Coverage,
+    policy,
+    policy::reason,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -34,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     ) {
         identities.set_summaries(policy.agents.iter().map(reason::Summary::of));
     }
-    if let Ok(decoded) = event::decode(data, &identities, Duration::from_secs(1), "full") {
+    if let Ok(decoded) = event::decode(data, &identities, Duration::from_secs(1), Coverage::Full) {
         let _ = serde_json::to_string(&decoded);
     }
 });

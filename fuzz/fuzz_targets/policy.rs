@@ -1,7 +1,7 @@
 //! Any text as a policy: parsing and compiling end in a policy or a placed error, never a panic.
 #![no_main]
 
-use claw_agent::{policy::compile, policy};
+use claw_agent::{policy, policy::compile};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
                     "u:x:1000:1000::/home/u:/bin/sh\n",
                 ),
                 networks: claw_agent::policy::rules::guarded_networks(),
-                socket_directories: vec![claw_agent::policy::rules::RulePath("/run/claw/".to_owned())],
+                socket_directories: vec![claw_agent::policy::rules::RulePath(
+                    "/run/claw/".to_owned(),
+                )],
                 agent_socket: Some(claw_agent::policy::rules::RulePath(
                     "/run/claw/agent.sock".to_owned(),
                 )),

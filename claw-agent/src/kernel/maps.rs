@@ -249,3 +249,32 @@ impl Enforcer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::object::OBJECT;
+
+    /// The one table covers every rule map of the eBPF object, once each.
+    #[test]
+    fn one_table_drives_every_rule_map() {
+        let names: Vec<&str> = RULE_MAPS.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            [
+                maps::FILE_RULES,
+                maps::NET_RULES,
+                maps::REDIRECTS,
+                maps::ENV_RULES,
+                maps::DEVICE_RULES
+            ]
+        );
+        let object = aya_obj::Object::parse(OBJECT).expect("claw's eBPF object parses");
+        for name in &names {
+            assert!(
+                object.maps.contains_key(*name),
+                "{name} is not in the object"
+            );
+        }
+    }
+}
