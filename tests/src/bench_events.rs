@@ -18,16 +18,15 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use claw_agent::{
-    kernel::handover::ReportLimits,
     kernel::{
         enforcer::{Coverage, Enforcer},
+        handover::ReportLimits,
         load::LoadOptions,
     },
     policy::prepare::prepare,
 };
-use serde_json::Value;
-
 use claw_tests::harness::{audit_accounts, in_cgroup, PrivateBpffs};
+use serde_json::Value;
 
 /// How long each full-speed storm lasts.
 const STORM: Duration = Duration::from_secs(5);

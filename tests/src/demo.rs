@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-
 use claw_tests::harness::{in_cgroup, Daemon, Follower, CGROUP_ROOT, CLAWCTL, DAEMON_LOG};
 
 const POLICY: &str = "/etc/claw/openclaw.yaml";

@@ -273,11 +273,12 @@ fn sendto(address: &str) -> std::io::Result<()> {
 /// Asks SERVER for NAME's A records, as a stub resolver would (UDP: an unconnected socket, as
 /// musl's); prints `from=ADDRESS rcode=CODE answers=A,B`.
 fn dns_query(server: &str, name: &str, tcp: bool) -> std::io::Result<()> {
+    use std::io::{Read as _, Write as _};
+
     use hickory_proto::{
         op::{Message, MessageType, OpCode, Query},
         rr::{Name, RData, RecordType},
     };
-    use std::io::{Read as _, Write as _};
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let server = socket_address(server)?;
     // Not Message::query(): its random id needs the kernel's entropy pool, which a freshly

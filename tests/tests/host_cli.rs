@@ -11,10 +11,14 @@ use std::{
 };
 
 use claw_agent::{
-    control::protocol::{Counters, ProgramStatus, Status},
-    control::server::{self, Control, Handles},
-    events::bus::Bus,
-    events::event::{Decision, Event, Kind},
+    control::{
+        protocol::{Counters, ProgramStatus, Status},
+        server::{self, Control, Handles},
+    },
+    events::{
+        bus::Bus,
+        event::{Decision, Event, Kind},
+    },
     kernel::enforcer::Coverage,
 };
 use tokio::sync::mpsc;

@@ -6,9 +6,8 @@ mod common;
 use std::{
     io::{BufRead as _, BufReader},
     net::{TcpListener, UdpSocket},
+    os::unix::process::ExitStatusExt as _,
 };
-
-use std::os::unix::process::ExitStatusExt as _;
 
 use common::{probe, Host, EPERM, PROBE};
 

@@ -7,7 +7,9 @@ use std::{
 
 use clap::Parser;
 use claw_agent::{
-    daemon, export::config, kernel::handover::ReportLimits, kernel::pins::Pins,
+    daemon,
+    export::config,
+    kernel::{handover::ReportLimits, pins::Pins},
     policy::compile::Sockets,
 };
 use tokio::signal::unix::{signal, SignalKind};

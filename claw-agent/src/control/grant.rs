@@ -4,11 +4,10 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::events::event::Kind;
 use claw_common::{op, Grant, GrantKey, NO_EXPIRY, RULE_PATH_BYTES, UNLIMITED_USES};
 use serde::{Deserialize, Serialize};
 
-use crate::events::event::{access_bits, Event};
+use crate::events::event::{access_bits, Event, Kind};
 
 /// How long a grant holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -140,8 +140,9 @@ fn still_running(pidfd: &OwnedFd) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::net::UnixStream;
+
+    use super::*;
 
     #[test]
     fn a_connected_peer_is_this_process_in_its_cgroup() {

@@ -4,11 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::kernel::status::{Counters, ProgramStatus};
-
-use crate::kernel::enforcer::Coverage;
 use crate::{
-    control::advise::Rule, control::grant::Lifetime, events::event::Event, policy::call::Narrowing,
-    policy::describe::RuleLine,
+    control::{advise::Rule, grant::Lifetime},
+    events::event::Event,
+    kernel::enforcer::Coverage,
+    policy::{call::Narrowing, describe::RuleLine},
 };
 
 /// Longest request line accepted; requests are small, and a client must not make the daemon

@@ -7,22 +7,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::events::event::Kind;
+use super::owner::Owner;
 use crate::{
     control::protocol::{ErrorKind, Failure},
-    dns::resolve::ResolveError,
+    dns::resolve::{compile_resolved, ResolveError},
+    events::event::{CallIdentity, Event, Kind},
     kernel::enforcer::EnforcerError,
-    policy::call::NarrowingError,
+    policy::{
+        call,
+        call::NarrowingError,
+        compile::{self, CompiledAgent},
+        Policy,
+    },
 };
-use crate::{
-    dns::resolve::compile_resolved,
-    events::event::{CallIdentity, Event},
-    policy::call,
-    policy::compile::{self, CompiledAgent},
-    policy::Policy,
-};
-
-use super::owner::Owner;
 
 /// Why a tool call was not started.
 #[derive(Debug, thiserror::Error)]

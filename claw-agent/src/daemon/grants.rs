@@ -1,22 +1,20 @@
 //! Grants, as the owner makes them: exactly the object of one logged denial, for its agent or
 //! its live tool call, within a lifetime (`clawctl allow`).
 
-use crate::events::event::{Decision, Kind};
-use crate::{
-    control::grant,
-    events::audit,
-    events::event::{self, Event},
-    policy::compile::{self},
-};
+use super::owner::Owner;
 use crate::{
     control::{
+        grant,
         grant::GrantError,
         protocol::{ErrorKind, Failure},
     },
+    events::{
+        audit,
+        event::{self, Decision, Event, Kind},
+    },
     kernel::enforcer::EnforcerError,
+    policy::compile::{self},
 };
-
-use super::owner::Owner;
 
 /// Why a denial's object was not granted.
 #[derive(Debug, thiserror::Error)]

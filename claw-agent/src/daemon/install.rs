@@ -6,18 +6,20 @@ use std::{collections::HashMap, sync::RwLock};
 
 use crate::{
     control::protocol::ErrorKind,
-    kernel::{cgroupfs::CgroupError, enforcer::EnforcerError},
-};
-use crate::{
     dns::{self, Resolvers},
-    events::event::{AgentIdentity, Identities},
-    events::watch,
-    kernel::cgroupfs,
-    kernel::enforcer::Enforcer,
-    policy::compile::{Compiled, CompiledAgent},
-    policy::limits,
-    policy::reason,
-    policy::Policy,
+    events::{
+        event::{AgentIdentity, Identities},
+        watch,
+    },
+    kernel::{
+        cgroupfs,
+        cgroupfs::CgroupError,
+        enforcer::{Enforcer, EnforcerError},
+    },
+    policy::{
+        compile::{Compiled, CompiledAgent},
+        limits, reason, Policy,
+    },
 };
 
 /// Limits, by agent, that the policy sets and the cgroup hierarchy cannot enforce.

@@ -24,23 +24,19 @@ use tokio::{
 use crate::{
     control::server::{self, Control, Handles},
     dns::Resolvers,
-    events::audit,
-    events::bus::Bus,
-    events::event::Identities,
-    events::ingest,
-    events::watch,
-    export::forward,
-    export::metrics,
-    export::{audit_log, config},
-    kernel::cgroupfs,
-    kernel::handover::ReportLimits,
+    events::{audit, bus::Bus, event::Identities, ingest, watch},
+    export::{audit_log, config, forward, metrics},
     kernel::{
+        cgroupfs,
         enforcer::{Coverage, Enforcer},
+        handover::ReportLimits,
         load::LoadOptions,
     },
-    policy::compile::{self},
-    policy::describe::{self},
-    policy::prepare::prepare,
+    policy::{
+        compile::{self},
+        describe::{self},
+        prepare::prepare,
+    },
 };
 
 mod calls;

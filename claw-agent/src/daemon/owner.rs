@@ -11,29 +11,30 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::events::event::{Decision, Kind};
+use super::{calls::LiveCall, install::*};
 use crate::{
-    control::protocol::{AgentStatus, LimitStatus, Status, Usage},
-    control::server::Control,
+    control::{
+        protocol::{AgentStatus, ErrorKind, Failure, LimitStatus, Status, Usage},
+        server::Control,
+    },
     dns::Resolvers,
-    events::bus::{Bus, Stage},
-    events::event::{self, Event, Identities},
-    events::watch,
-    kernel::cgroupfs,
-    kernel::enforcer::{Coverage, Enforcer, InstalledAgent},
-    policy::compile::{self, Compiled, CompiledAgent},
-    policy::describe::{self, RuleLine},
-    policy::prepare::{prepare, Prepared},
-    policy::Policy,
-    policy::RunSpec,
+    events::{
+        bus::{Bus, Stage},
+        event::{self, Decision, Event, Identities, Kind},
+        watch,
+    },
+    kernel::{
+        cgroupfs,
+        enforcer::{Coverage, Enforcer, InstalledAgent},
+    },
+    policy::{
+        compile::{self, Compiled, CompiledAgent},
+        describe::{self, RuleLine},
+        prepare::{prepare, PrepareError, Prepared},
+        Policy, RunSpec,
+    },
     supervise,
 };
-use crate::{
-    control::protocol::{ErrorKind, Failure},
-    policy::prepare::PrepareError,
-};
-
-use super::{calls::LiveCall, install::*};
 
 /// The one task that holds the kernel objects; others ask it through `Control`.
 pub(super) struct Owner {

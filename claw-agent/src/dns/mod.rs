@@ -28,13 +28,16 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::events::event::{Decision, Kind};
-use crate::kernel::enforcer::Coverage;
 use crate::{
-    events::bus::Bus,
-    events::event::{boot_time_ns, Event},
-    policy::compile::{is_guarded, merge, NetRule},
-    policy::rules::{name_covers, ConnectRule, Host, PortRange, Protocols},
+    events::{
+        bus::Bus,
+        event::{boot_time_ns, Decision, Event, Kind},
+    },
+    kernel::enforcer::Coverage,
+    policy::{
+        compile::{is_guarded, merge, NetRule},
+        rules::{name_covers, ConnectRule, Host, PortRange, Protocols},
+    },
 };
 
 /// An answer with a shorter TTL still opens its addresses this long: a client connects after

@@ -11,9 +11,14 @@ use std::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::events::event::{Decision, Kind};
-use crate::kernel::enforcer::Coverage;
-use crate::{events::bus::Bus, events::event::Event, events::kmsg, kernel::cgroupfs};
+use crate::{
+    events::{
+        bus::Bus,
+        event::{Decision, Event, Kind},
+        kmsg,
+    },
+    kernel::{cgroupfs, enforcer::Coverage},
+};
 
 /// What the watchers need to know of an agent (updated on every apply).
 #[derive(Debug, Clone)]

@@ -28,13 +28,16 @@ use rustls::{pki_types::ServerName, ClientConfig, ClientConnection, RootCertStor
 use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 use serde_json::json;
 
-use crate::events::event::Kind;
-use crate::kernel::enforcer::Coverage;
 use crate::{
-    events::bus::{Bus, Delivery, Stage},
-    events::event::Event,
-    export::config::{Forward, Target, Transport},
-    export::siem,
+    events::{
+        bus::{Bus, Delivery, Stage},
+        event::{Event, Kind},
+    },
+    export::{
+        config::{Forward, Target, Transport},
+        siem,
+    },
+    kernel::enforcer::Coverage,
 };
 
 /// CA bundle used for tls:// collectors when the configuration names none.

@@ -17,8 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    control::protocol::Status,
-    control::server::Control,
+    control::{protocol::Status, server::Control},
     events::bus::{Bus, Delivery, Stage, Subscription},
     export::forward::Forwarder,
 };

@@ -5,8 +5,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::events::event::Decision;
-use crate::{events::event::Event, export::config::Format};
+use crate::{
+    events::event::{Decision, Event},
+    export::config::Format,
+};
 
 /// Facility of every record: "log audit" (13).
 const FACILITY: u8 = 13;

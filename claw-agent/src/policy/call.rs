@@ -4,12 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    policy::compile::Guards,
-    policy::rules::{
-        mask, name_covers, network_text, ConnectRule, Host, PortRange, Protocols, RulePath,
-    },
-    policy::Agent,
+use crate::policy::{
+    compile::Guards,
+    rules::{mask, name_covers, network_text, ConnectRule, Host, PortRange, Protocols, RulePath},
+    Agent,
 };
 
 /// Why a call id or a narrowing is refused.

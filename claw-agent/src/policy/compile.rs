@@ -15,11 +15,11 @@ use claw_common::{
     PROTO_TCP, PROTO_UDP, RULE_PATH_BYTES,
 };
 
-use crate::{
-    policy::devices,
-    policy::limits::Limits,
-    policy::rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule, RulePath},
-    policy::{Mode, Policy, RunSpec},
+use crate::policy::{
+    devices,
+    limits::Limits,
+    rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule, RulePath},
+    Mode, Policy, RunSpec,
 };
 
 /// What the daemon needs to install one policy.

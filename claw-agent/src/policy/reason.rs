@@ -1,7 +1,7 @@
 //! Reasons a model can read: a denial explained by the rule it ran into ("tools may write only
 //! under /workspace/"), so that an orchestrator can hand the model more than a bare EPERM. Pure.
 
-use crate::{policy::rules, policy::Agent};
+use crate::policy::{rules, Agent};
 
 /// How many paths or destinations a reason lists before saying how many more there are.
 const LISTED: usize = 4;

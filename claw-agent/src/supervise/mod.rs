@@ -18,10 +18,12 @@ use std::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::events::event::Kind;
-use crate::kernel::enforcer::Coverage;
 use crate::{
-    events::{bus::Bus, event::Event},
+    events::{
+        bus::Bus,
+        event::{Event, Kind},
+    },
+    kernel::enforcer::Coverage,
     policy::run::{Restart, RunSpec},
 };
 

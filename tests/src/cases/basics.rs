@@ -9,13 +9,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _};
-use serde_json::Value;
-
-use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
 use claw_tests::harness::{
     expect, in_cgroup, probe, Daemon, Follower, ScratchCgroup, CLAWCTL, CLAW_AGENT, DAEMON_LOG,
     VMTEST,
 };
+use serde_json::Value;
+
+use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY_PATH};
 
 /// The acceptance bound from the kernel's deny to the line printed by clawctl.
 const DELIVERY_BOUND: Duration = Duration::from_secs(1);

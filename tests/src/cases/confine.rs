@@ -1,17 +1,18 @@
 //! What would step around the rules, denied to agents: raw and packet sockets, mounts, chroot,
 //! and Unix sockets but those whose file the agent may write.
 
-use std::os::{
-    linux::net::SocketAddrExt as _,
-    unix::net::{SocketAddr, UnixDatagram, UnixListener},
+use std::{
+    os::{
+        linux::net::SocketAddrExt as _,
+        unix::net::{SocketAddr, UnixDatagram, UnixListener},
+    },
+    path::Path,
 };
 
-use std::path::Path;
-
 use anyhow::{ensure, Context as _};
+use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
 
 use super::{named, runtime, tools, Runner, AGENT_SOCKET, ALLOWED_FILE, CGROUP_ROOT, EPERM};
-use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
 
 /// A `probe sleep` the case started (outside agents or in `cgroup`), ended by pid when dropped.
 struct Sleeper(std::process::Child);

@@ -6,9 +6,9 @@
 use std::ffi::CString;
 
 use anyhow::ensure;
+use claw_tests::harness::expect;
 
 use super::{named, Runner, EPERM};
-use claw_tests::harness::expect;
 
 const ENXIO: i32 = 6;
 

@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
+use claw_tests::{
+    harness::{daemon_log_tail, expect, probe, probe_output, Follower},
+    upstream::Upstream,
+};
 
 use super::{
     calls::{code, run_call},
     tools, Runner, ENETUNREACH, EPERM,
-};
-use claw_tests::{
-    harness::{daemon_log_tail, expect, probe, probe_output, Follower},
-    upstream::Upstream,
 };
 
 /// What `probe dns-query` printed, checked to begin with `want`.

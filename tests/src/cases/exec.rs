@@ -2,9 +2,9 @@
 //! mapping files executable, while the libraries allowed programs need keep working.
 
 use anyhow::ensure;
+use claw_tests::harness::{expect, probe};
 
 use super::{auditor, tools, Runner, EPERM};
-use claw_tests::harness::{expect, probe};
 
 const LOADER: &str = "/usr/lib64/ld-linux-x86-64.so.2";
 

@@ -4,9 +4,9 @@
 use std::os::unix::process::CommandExt as _;
 
 use anyhow::{ensure, Context as _};
+use claw_tests::harness::{expect, in_cgroup, VMTEST};
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM};
-use claw_tests::harness::{expect, in_cgroup, VMTEST};
 
 pub fn run(runner: &mut Runner) {
     let agent = tools();

@@ -1,8 +1,9 @@
 //! Network rules (cgroup sock_addr programs): TCP connect and UDP sendto, IPv4, IPv6 and
 //! IPv4-mapped IPv6, against CIDR and port rules.
 
-use super::{tools, Runner, ECONNREFUSED, EPERM};
 use claw_tests::harness::expect;
+
+use super::{tools, Runner, ECONNREFUSED, EPERM};
 
 pub fn run(runner: &mut Runner) {
     let agent = tools();

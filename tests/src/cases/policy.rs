@@ -8,12 +8,12 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _};
+use claw_tests::harness::{expect, in_cgroup, Daemon, Follower, CLAWCTL, VMTEST};
 use serde_json::Value;
 
 use super::{
     basics::status_json, tools, Runner, ALLOWED_FILE, DENIED_FILE, EPERM, POLICY, POLICY_PATH,
 };
-use claw_tests::harness::{expect, in_cgroup, Daemon, Follower, CLAWCTL, VMTEST};
 
 const OPEN_SECRET: &str = "/tmp/claw-test-open-secret.yaml";
 const AUDIT_ALL: &str = "/tmp/claw-test-audit.yaml";

@@ -5,14 +5,16 @@
 use tokio::io::AsyncWrite;
 
 use super::{ask, logged::logged_event, send, shutting_down, Control, Handles, AUDIT_CATCH_UP};
-use crate::events::event::Kind;
 use crate::{
     control::{
         advise,
         grant::Lifetime,
         protocol::{ErrorKind, Reply},
     },
-    events::audit::{self, ReplayFrom},
+    events::{
+        audit::{self, ReplayFrom},
+        event::Kind,
+    },
 };
 
 pub(super) async fn allow(
