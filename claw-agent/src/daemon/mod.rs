@@ -4,6 +4,10 @@
 //! kernel can enforce) before anything is created on the machine; the maps are filled before the
 //! programs are attached; the control socket appears only once enforcement is in place, so a
 //! client that can reach the daemon knows the policy is enforced.
+//!
+//! Wiring only: `run` starts the parts, `owner` is the one task holding the kernel objects,
+//! `install` puts a compiled policy in place, `calls` and `grants` serve tool calls and grants.
+//! It may use every other folder; nothing uses it but the binaries.
 
 use std::{
     collections::HashMap,

@@ -1,6 +1,9 @@
 //! Processes claw-agent runs in an agent's cgroup (`run:` in the policy): started inside the
 //! cgroup from their first instruction, their output captured into claw-agent's log, restarted
 //! with exponential back-off, given up after a crash loop, stopped with SIGTERM then SIGKILL.
+//!
+//! `spawn` starts a process in a cgroup with clone3 (clawctl's tool calls use it too). It may use
+//! `events` (lifecycle events), `policy` (the `run:` spec) and `kernel` (coverage).
 
 pub mod spawn;
 
