@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use claw_agent::{
-    events::event::{self, AgentIdentity, CallIdentity, Identities},
+    events::{
+        decode,
+        identities::{AgentIdentity, CallIdentity, Identities},
+    },
     kernel::enforcer::Coverage,
     policy,
     policy::reason,
@@ -36,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     ) {
         identities.set_summaries(policy.agents.iter().map(reason::Summary::of));
     }
-    if let Ok(decoded) = event::decode(data, &identities, Duration::from_secs(1), Coverage::Full) {
+    if let Ok(decoded) = decode::decode(data, &identities, Duration::from_secs(1), Coverage::Full) {
         let _ = serde_json::to_string(&decoded);
     }
 });

@@ -11,7 +11,10 @@ use super::owner::Owner;
 use crate::{
     control::protocol::{ErrorKind, Failure},
     dns::resolve::{compile_resolved, ResolveError},
-    events::event::{CallIdentity, Event, Kind},
+    events::{
+        event::{Event, Kind},
+        identities::CallIdentity,
+    },
     kernel::enforcer::EnforcerError,
     policy::{
         call,

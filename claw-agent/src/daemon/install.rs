@@ -8,7 +8,7 @@ use crate::{
     control::protocol::ErrorKind,
     dns::{self, Resolvers},
     events::{
-        event::{AgentIdentity, Identities},
+        identities::{AgentIdentity, Identities},
         watch,
     },
     kernel::{

@@ -28,7 +28,7 @@ use tokio::{
 use crate::{
     control::server::{self, Control, Handles},
     dns::Resolvers,
-    events::{audit, bus::Bus, event::Identities, ingest, watch},
+    events::{audit, bus::Bus, identities::Identities, ingest, watch},
     export::{audit_log, config, forward, metrics},
     kernel::{
         cgroupfs,

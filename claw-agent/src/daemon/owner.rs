@@ -20,7 +20,8 @@ use crate::{
     dns::Resolvers,
     events::{
         bus::{Bus, Stage},
-        event::{self, Decision, Event, Identities, Kind},
+        event::{self, Decision, Event, Kind},
+        identities::Identities,
         watch,
     },
     kernel::{

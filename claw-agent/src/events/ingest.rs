@@ -19,7 +19,9 @@ use tokio::io::{unix::AsyncFd, Interest};
 use crate::{
     events::{
         bus::{Bus, Stage},
-        event::{self, Event, Identities, Kind},
+        decode,
+        event::{self, Event, Kind},
+        identities::Identities,
     },
     kernel::{
         enforcer::Coverage,
@@ -461,7 +463,7 @@ fn drain(
         };
         // Each record also takes the ring buffer's 8-byte header.
         waiting += item.len() + 8;
-        match event::decode_with_header(&item, identities, offset, coverage) {
+        match decode::decode_with_header(&item, identities, offset, coverage) {
             Ok((header, event)) => {
                 tracing::debug!(
                     kind = %event.kind, agent = %event.agent, pid = event.pid,

@@ -7,7 +7,9 @@
 
 pub mod audit;
 pub mod bus;
+pub mod decode;
 pub mod event;
+pub mod identities;
 pub mod ingest;
 pub mod kmsg;
 pub mod watch;
