@@ -530,39 +530,18 @@ fn setxattr(path: &str, name: &str) -> std::io::Result<()> {
     }
 }
 
-/// clone3(CLONE_INTO_CGROUP) through an O_PATH descriptor of `cgroup`; the child exits at once.
+/// clone3(CLONE_INTO_CGROUP) into `cgroup`, as claw starts tool calls and supervised
+/// processes (`spawn`); the child, this probe with no probe to run, exits at once.
 fn clone_into_cgroup(cgroup: &str) -> std::io::Result<()> {
-    use claw_agent::supervise::spawn::{CloneArgs, CLONE_INTO_CGROUP};
-    let path = CString::new(cgroup)?;
-    // SAFETY: open(2) with a valid C string.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: fd as u64,
-        ..CloneArgs::default()
+    use claw_agent::supervise::spawn::{self, SpawnError};
+    let spec = spawn::Spec {
+        command: vec![std::env::current_exe()?.display().to_string()],
+        ..spawn::Spec::default()
     };
-    // SAFETY: clone3(2) like fork(2); the child only calls _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            size_of::<CloneArgs>(),
-        )
-    };
-    match pid {
-        // SAFETY: _exit(2) in the child.
-        0 => unsafe { libc::_exit(0) },
-        -1 => Err(std::io::Error::last_os_error()),
-        child => {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(child as i32, &mut status, 0) };
-            Ok(())
-        }
+    match spawn::spawn(std::path::Path::new(cgroup), &spec) {
+        Ok(child) => spawn::wait(&child).map(drop),
+        Err(SpawnError::Syscall { source, .. } | SpawnError::Cgroup { source, .. }) => Err(source),
+        Err(other) => Err(std::io::Error::other(other)),
     }
 }
 
