@@ -96,33 +96,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     } else {
         Coverage::Full
     };
-    let cgroup_root = match config.cgroup_root {
-        Some(root) => root,
-        None => cgroupfs::find_cgroup2_root()?,
-    };
-    let mut enforcer = Enforcer::load(LoadOptions {
-        vmlinux_btf: config.vmlinux_btf.clone(),
-        lsm_list: config.lsm_list.clone(),
-        coverage,
-        cgroup_root,
-        report_limits: config.report_limits,
-        ring_buffer_bytes: config.ring_buffer_bytes,
-        pins: config.pins.clone(),
-    })?;
+    let mut enforcer = load(&config, coverage)?;
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
-    let audit_writer = audit::Writer::open(&config.audit_log, config.audit_max_bytes)?;
-    // A thread of its own: hashing and writing every record must not wait behind the tasks
-    // that serve followers, or it falls behind in a storm.
-    let audit_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    // Subscribed here, before anything can publish (the resolvers may, once they run): the log
-    // must have every event.
-    let audit_events = audit_log::subscribe(&bus);
-    let audit = audit_log::write(audit_writer, audit_events, bus.clone());
-    std::thread::Builder::new()
-        .name("audit-log".to_owned())
-        .spawn(move || audit_runtime.block_on(audit))?;
+    // Started before anything can publish (the resolvers may, once they run): the log must have
+    // every event.
+    audit_log::start(&config.audit_log, config.audit_max_bytes, &bus)?;
     let mut resolvers = Resolvers::new(
         enforcer.take_resolved_addresses()?,
         bus.clone(),
@@ -214,6 +192,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         )
         .await?;
     }
+    let handles = Handles {
+        bus,
+        control,
+        audit_log: config.audit_log.clone(),
+        agents: socket_view,
+    };
+    serve_sockets(&sockets, handles, shutdown).await
+}
+
+/// Loads the programs (verified, not attached) for `coverage`, on the cgroup v2 mount given or
+/// found.
+fn load(config: &Config, coverage: Coverage) -> anyhow::Result<Enforcer> {
+    let cgroup_root = match &config.cgroup_root {
+        Some(root) => root.clone(),
+        None => cgroupfs::find_cgroup2_root()?,
+    };
+    Ok(Enforcer::load(LoadOptions {
+        vmlinux_btf: config.vmlinux_btf.clone(),
+        lsm_list: config.lsm_list.clone(),
+        coverage,
+        cgroup_root,
+        report_limits: config.report_limits,
+        ring_buffer_bytes: config.ring_buffer_bytes,
+        pins: config.pins.clone(),
+    })?)
+}
+
+/// Opens the two sockets — only now, enforcement being in place — and serves them until
+/// `shutdown`; then stops the supervised processes and removes the sockets.
+async fn serve_sockets(
+    sockets: &compile::Sockets,
+    handles: Handles,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listeners = server::Listeners {
         control: bind(&sockets.control, 0o600)?,
         agents: bind(&sockets.agent, 0o666)?,
@@ -223,17 +235,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         agent_socket = %sockets.agent.display(),
         "listening"
     );
-    server::run(
-        listeners,
-        Handles {
-            bus,
-            control: control.clone(),
-            audit_log: config.audit_log.clone(),
-            agents: socket_view,
-        },
-        shutdown,
-    )
-    .await;
+    let control = handles.control.clone();
+    server::run(listeners, handles, shutdown).await;
     let (done, stopped) = tokio::sync::oneshot::channel();
     if control.send(Control::Shutdown(done)).await.is_ok() {
         let _ = stopped.await;

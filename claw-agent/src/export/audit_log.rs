@@ -3,7 +3,7 @@
 //! once it can write again. The bus learns the sequence number after the last event handled
 //! (for followers, which are sent only what the log holds, and the kernel reader's pacing).
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use crate::events::{
     audit,
@@ -16,14 +16,25 @@ const BATCH: usize = 1024;
 /// How often the log is synced to disk.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// The subscription the writer reads: take it before anything can publish, so that the log
-/// has every event.
-pub fn subscribe(bus: &Arc<Bus>) -> Subscription {
-    bus.subscribe(Stage::Audit)
+/// Opens the log at `path` (rotating at `max_bytes`) and starts its writer on a thread of its
+/// own: hashing and writing every record must not wait behind the tasks that serve followers,
+/// or it falls behind in a storm. Start it before anything publishes: the log gets every event
+/// from then on.
+pub fn start(path: &Path, max_bytes: u64, bus: &Arc<Bus>) -> anyhow::Result<()> {
+    let writer = audit::Writer::open(path, max_bytes)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let events = bus.subscribe(Stage::Audit);
+    let task = write(writer, events, bus.clone());
+    std::thread::Builder::new()
+        .name("audit-log".to_owned())
+        .spawn(move || runtime.block_on(task))?;
+    Ok(())
 }
 
 /// Writes what `events` delivers to `writer` until the bus is gone.
-pub async fn write(mut writer: audit::Writer, mut events: Subscription, bus: Arc<Bus>) {
+async fn write(mut writer: audit::Writer, mut events: Subscription, bus: Arc<Bus>) {
     let mut sync = tokio::time::interval(SYNC_EVERY);
     let entry = |delivery: Delivery| match delivery {
         Delivery::Event(event) => audit::Entry::Event(event),

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::EbpfLoader;
+use aya::{Ebpf, EbpfLoader};
 
 use crate::kernel::{
     btf::Btf,
@@ -63,83 +63,14 @@ impl Enforcer {
             ring_buffer_bytes,
             ..
         } = options;
-        let btf = Btf::from_file(&vmlinux_btf)?;
-        let mut offsets = Vec::new();
-        for (global, strukt, member) in OFFSETS {
-            offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
-        }
-        let denied_capabilities: u64 = DENIED_CAPABILITIES
-            .iter()
-            .fold(0, |bits, (cap, _)| bits | 1 << cap);
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(maps::EVENTS, ring_buffer_bytes);
-        for name in PINNED_MAPS {
-            loader.map_pin_path(name, pins.map(name));
-        }
-        for (global, offset) in &offsets {
-            loader.override_global(global, offset, true);
-        }
-        loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
-        loader.override_global(
-            "IDENTICAL_PER_SECOND",
-            &report_limits.identical_per_second,
-            true,
-        );
-        loader.override_global(
-            "AGENT_EVENTS_PER_SECOND",
-            &report_limits.agent_per_second,
-            true,
-        );
-        let mut fields = Vec::new();
-        if coverage == Coverage::NetworkOnly {
-            let tracefs = tracefs::ensure_mounted()?;
-            for (global, category, name, field) in TRACEPOINT_FIELDS {
-                fields.push((
-                    *global,
-                    tracefs::field_offset(tracefs, category, name, field)?,
-                ));
-            }
-        }
-        for (global, offset) in &fields {
-            loader.override_global(global, offset, true);
-        }
-        let mut ebpf = loader.load(OBJECT).map_err(EnforcerError::Object)?;
-        if coverage == Coverage::NetworkOnly {
-            for program in catalogue::tracepoint_programs() {
-                tracepoint_program(&mut ebpf, program.name)?
-                    .load()
-                    .map_err(|err| EnforcerError::Load {
-                        program: program.hook(),
-                        reason: refusal_reason(&err),
-                    })?;
-            }
-        }
-        if coverage == Coverage::Full {
-            let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
-            for program in catalogue::lsm_programs() {
-                lsm_program(&mut ebpf, program.name)?
-                    .load(program.name, &kernel_btf)
-                    .map_err(|err| EnforcerError::LsmRefused {
-                        hook: program.name,
-                        reason: refusal_reason(&err),
-                    })?;
-            }
-            check_lsm_active(&lsm_list)?;
-        }
-        device_program(&mut ebpf)?
-            .load()
-            .map_err(|err| EnforcerError::Load {
-                program: catalogue::device_program().hook(),
-                reason: refusal_reason(&err),
-            })?;
-        for program in catalogue::net_programs() {
-            net_program(&mut ebpf, program.name)?
-                .load()
-                .map_err(|err| EnforcerError::Load {
-                    program: program.hook(),
-                    reason: refusal_reason(&err),
-                })?;
-        }
+        let mut ebpf = object_with_globals(
+            &vmlinux_btf,
+            coverage,
+            report_limits,
+            ring_buffer_bytes,
+            &pins,
+        )?;
+        load_programs(&mut ebpf, coverage, &lsm_list)?;
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
             .ok();
@@ -169,6 +100,105 @@ impl Enforcer {
         }
         Ok(enforcer)
     }
+}
+
+/// claw's object with the kernel's struct offsets (from `vmlinux_btf`), the report limits, the
+/// ring buffer's size and, degraded, the tracepoints' field offsets set; its maps pinned (or
+/// adopted) in `pins`. Nothing is loaded into the kernel yet but the maps.
+fn object_with_globals(
+    vmlinux_btf: &Path,
+    coverage: Coverage,
+    report_limits: ReportLimits,
+    ring_buffer_bytes: u32,
+    pins: &Pins,
+) -> Result<Ebpf, EnforcerError> {
+    let btf = Btf::from_file(vmlinux_btf)?;
+    let mut offsets = Vec::new();
+    for (global, strukt, member) in OFFSETS {
+        offsets.push((*global, u64::from(btf.member_offset(strukt, member)?)));
+    }
+    let denied_capabilities: u64 = DENIED_CAPABILITIES
+        .iter()
+        .fold(0, |bits, (cap, _)| bits | 1 << cap);
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(maps::EVENTS, ring_buffer_bytes);
+    for name in PINNED_MAPS {
+        loader.map_pin_path(name, pins.map(name));
+    }
+    for (global, offset) in &offsets {
+        loader.override_global(global, offset, true);
+    }
+    loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
+    loader.override_global(
+        "IDENTICAL_PER_SECOND",
+        &report_limits.identical_per_second,
+        true,
+    );
+    loader.override_global(
+        "AGENT_EVENTS_PER_SECOND",
+        &report_limits.agent_per_second,
+        true,
+    );
+    let mut fields = Vec::new();
+    if coverage == Coverage::NetworkOnly {
+        let tracefs = tracefs::ensure_mounted()?;
+        for (global, category, name, field) in TRACEPOINT_FIELDS {
+            fields.push((
+                *global,
+                tracefs::field_offset(tracefs, category, name, field)?,
+            ));
+        }
+    }
+    for (global, offset) in &fields {
+        loader.override_global(global, offset, true);
+    }
+    loader.load(OBJECT).map_err(EnforcerError::Object)
+}
+
+/// Loads (verifies) the programs `coverage` calls for, in catalogue order; with full coverage,
+/// refuses a kernel whose BPF LSM is not usable or not active.
+fn load_programs(
+    ebpf: &mut Ebpf,
+    coverage: Coverage,
+    lsm_list: &Path,
+) -> Result<(), EnforcerError> {
+    if coverage == Coverage::NetworkOnly {
+        for program in catalogue::tracepoint_programs() {
+            tracepoint_program(ebpf, program.name)?
+                .load()
+                .map_err(|err| EnforcerError::Load {
+                    program: program.hook(),
+                    reason: refusal_reason(&err),
+                })?;
+        }
+    }
+    if coverage == Coverage::Full {
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
+        for program in catalogue::lsm_programs() {
+            lsm_program(ebpf, program.name)?
+                .load(program.name, &kernel_btf)
+                .map_err(|err| EnforcerError::LsmRefused {
+                    hook: program.name,
+                    reason: refusal_reason(&err),
+                })?;
+        }
+        check_lsm_active(lsm_list)?;
+    }
+    device_program(ebpf)?
+        .load()
+        .map_err(|err| EnforcerError::Load {
+            program: catalogue::device_program().hook(),
+            reason: refusal_reason(&err),
+        })?;
+    for program in catalogue::net_programs() {
+        net_program(ebpf, program.name)?
+            .load()
+            .map_err(|err| EnforcerError::Load {
+                program: program.hook(),
+                reason: refusal_reason(&err),
+            })?;
+    }
+    Ok(())
 }
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
