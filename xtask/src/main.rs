@@ -128,6 +128,9 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
 /// matrix. Plain `cargo test` covers the default members, which leave out claw-ebpf (it cannot
 /// build for the host).
 fn test() -> anyhow::Result<()> {
+    // The host tests run claw-agent and clawctl as built beside them: build those first, or the
+    // tests would run whatever an earlier build left there.
+    run::cargo(&["build", "--bins"])?;
     run::status(
         std::process::Command::new(env!("CARGO"))
             .arg("test")

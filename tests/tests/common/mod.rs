@@ -15,12 +15,14 @@ use claw_tests::harness::{in_cgroup, PrivateBpffs};
 pub const PROBE: &str = env!("CARGO_BIN_EXE_claw-vmtest");
 pub const EPERM: i32 = 1;
 
-/// claw-agent and clawctl, built beside the probe by `cargo test` of the workspace.
+/// claw-agent and clawctl, built beside the probe: `cargo xtask test` builds the workspace's
+/// binaries before it runs the tests (plain `cargo test` does not rebuild another package's
+/// binaries: run `cargo build --bins` first).
 pub fn sibling(name: &str) -> PathBuf {
     let path = Path::new(PROBE).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: run the workspace's tests (`cargo test`), which build claw-agent's binaries",
+        "{} is missing: run `cargo xtask test`, or `cargo build --bins` before `cargo test`",
         path.display()
     );
     path
