@@ -121,7 +121,7 @@ fn sample_event(pid: u32) -> Event {
         object_key: None,
         decision: Decision::Deny,
         reason: None,
-        coverage: Coverage::Full,
+        coverage: Some(Coverage::Full),
         details: None,
     }
 }

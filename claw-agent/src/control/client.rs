@@ -26,6 +26,16 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The socket is there but this user may not use it (its mode is the daemon's access
+    /// control): a refusal, not an absent daemon.
+    #[error(
+        "not permitted to use claw-agent's socket at {socket}: {source} (run clawctl as root, or as a user the socket's mode admits)"
+    )]
+    NotPermitted {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{doing}: {source}")]
     Io {
         doing: &'static str,
@@ -65,11 +75,13 @@ pub struct Connection {
 impl Connection {
     /// Connects and sends `request`.
     pub fn open(socket: &Path, request: &Request) -> Result<Self, ClientError> {
-        let mut stream =
-            UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
-                socket: socket.to_owned(),
-                source,
-            })?;
+        let mut stream = UnixStream::connect(socket).map_err(|source| {
+            let socket = socket.to_owned();
+            match source.kind() {
+                io::ErrorKind::PermissionDenied => ClientError::NotPermitted { socket, source },
+                _ => ClientError::Unreachable { socket, source },
+            }
+        })?;
         let mut line = serde_json::to_vec(request)
             .map_err(io::Error::other)
             .map_err(io_error("encoding the request"))?;

@@ -146,7 +146,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     let mut forwarders = Vec::new();
     for settings in &config.settings.forward {
-        forwarders.push(forward::start(settings, bus.clone(), coverage)?);
+        forwarders.push(forward::start(settings, bus.clone())?);
         tracing::info!(forwarder = %settings.name.0, target = %settings.address, "forwarding events");
     }
     let view: watch::Agents = Arc::new(RwLock::new(agent_views(&prepared.compiled)));

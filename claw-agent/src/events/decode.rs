@@ -178,7 +178,7 @@ fn from_header(
         object_key: Some(format!("{:016x}", header.object_hash)),
         decision: outcome,
         reason: None,
-        coverage,
+        coverage: Some(coverage),
         details: None,
     }
 }

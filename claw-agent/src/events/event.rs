@@ -159,7 +159,9 @@ pub struct Event {
     pub reason: Option<String>,
     /// `full`, or `degraded`: claw-agent runs without BPF LSM, so file and exec events are
     /// reports (`audit`) of paths as the process passed them, and nothing on files is enforced.
-    pub coverage: Coverage,
+    /// `-` on an event about no agent's enforcement (a forwarder's losses).
+    #[serde(with = "coverage_or_dash")]
+    pub coverage: Option<Coverage>,
     /// Kind-specific facts (OOM kill: limit, victim's memory; lifecycle: exit status, restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
@@ -194,9 +196,23 @@ impl Event {
             object_key: None,
             decision: Decision::None,
             reason: None,
-            coverage,
+            coverage: Some(coverage),
             details: None,
         }
+    }
+
+    /// An event the daemon reports about no agent and no enforcement (a forwarder's losses):
+    /// agent, cgroup and coverage are `-`.
+    pub fn about_no_agent(kind: Kind, op: &str) -> Self {
+        Self {
+            coverage: None,
+            ..Self::about(kind, "-", "-", op, Coverage::Full)
+        }
+    }
+
+    /// The coverage as the schema writes it: `full`, `degraded`, or `-`.
+    pub fn coverage_name(&self) -> &'static str {
+        self.coverage.map_or("-", Coverage::as_str)
     }
 
     /// What the event is about: its path, destination, device or capability.
@@ -207,6 +223,33 @@ impl Event {
             .or(self.device.as_deref())
             .or(self.capability.as_deref())
             .or(self.name.as_deref())
+    }
+}
+
+/// The coverage field as text: `full`, `degraded`, or `-` for none.
+mod coverage_or_dash {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::kernel::enforcer::Coverage;
+
+    const NONE: &str = "-";
+
+    pub fn serialize<S: Serializer>(
+        coverage: &Option<Coverage>,
+        out: S,
+    ) -> Result<S::Ok, S::Error> {
+        match coverage {
+            Some(coverage) => coverage.serialize(out),
+            None => out.serialize_str(NONE),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Option<Coverage>, D::Error> {
+        let text = String::deserialize(input)?;
+        if text == NONE {
+            return Ok(None);
+        }
+        Coverage::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&text)).map(Some)
     }
 }
 
@@ -288,5 +331,26 @@ pub mod tests {
             },
         );
         identities
+    }
+
+    #[test]
+    fn coverage_is_text_and_a_dash_for_no_agent() {
+        let full = serde_json::to_value(sample("deny")).unwrap();
+        assert_eq!(full["coverage"], "full");
+        let lost = Event::about_no_agent(Kind::Lost, "forward");
+        let json = serde_json::to_value(&lost).unwrap();
+        assert_eq!(json["coverage"], "-");
+        assert_eq!(json["agent"], "-");
+        assert_eq!(json["cgroup"], "-");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back.coverage, None);
+        let degraded: Event = serde_json::from_value(serde_json::json!({
+            "schema": SCHEMA_VERSION, "seq": 1, "kind": "deny", "time": "t", "agent": "a",
+            "cgroup": "/a", "pid": 1, "comm": "c", "op": "open", "decision": "deny",
+            "coverage": "degraded"
+        }))
+        .unwrap();
+        assert_eq!(degraded.coverage, Some(Coverage::NetworkOnly));
+        assert_eq!(degraded.coverage_name(), "degraded");
     }
 }

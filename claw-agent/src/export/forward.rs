@@ -37,7 +37,6 @@ use crate::{
         config::{Forward, Target, Transport},
         siem,
     },
-    kernel::enforcer::Coverage,
 };
 
 /// CA bundle used for tls:// collectors when the configuration names none.
@@ -67,7 +66,7 @@ pub struct Forwarder {
 }
 
 /// Starts a forwarder: its spool is opened (and what it holds from before is sent first).
-pub fn start(config: &Forward, bus: Arc<Bus>, coverage: Coverage) -> anyhow::Result<Forwarder> {
+pub fn start(config: &Forward, bus: Arc<Bus>) -> anyhow::Result<Forwarder> {
     let spool = Spool::open(&config.spool_dir(), config.spool_max_mib << 20)?;
     let connector = Connector::new(config)?;
     let stats = Arc::new(ForwarderStats::default());
@@ -102,7 +101,6 @@ pub fn start(config: &Forward, bus: Arc<Bus>, coverage: Coverage) -> anyhow::Res
         connector,
         stats: stats.clone(),
         bus,
-        coverage,
         dropped: 0,
     };
     std::thread::Builder::new()
@@ -127,8 +125,6 @@ struct Worker {
     connector: Connector,
     stats: Arc<ForwarderStats>,
     bus: Arc<Bus>,
-    /// The daemon's coverage, for the `lost` events it reports.
-    coverage: Coverage,
     /// Records not spooled (full) or lost by the feeder since the last `lost` event.
     dropped: u64,
 }
@@ -210,7 +206,7 @@ impl Worker {
         if self.dropped == 0 || self.spool.is_full() {
             return;
         }
-        let mut event = Event::about(Kind::Lost, "-", "-", "forward", self.coverage);
+        let mut event = Event::about_no_agent(Kind::Lost, "forward");
         event.details = Some(json!({
             "lost": self.dropped,
             "stage": Stage::Forward.name(),
@@ -581,7 +577,7 @@ mod tests {
         )
         .unwrap();
         let bus = Arc::new(Bus::new(7));
-        let forwarder = start(&settings.forward[0], bus.clone(), Coverage::Full).unwrap();
+        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
         for _ in 0..3 {
             bus.publish(sample("deny"));
         }
@@ -632,7 +628,7 @@ mod tests {
         )
         .unwrap();
         let bus = Arc::new(Bus::new(0));
-        let forwarder = start(&settings.forward[0], bus.clone(), Coverage::Full).unwrap();
+        let forwarder = start(&settings.forward[0], bus.clone()).unwrap();
         bus.publish(sample("deny"));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(forwarder.stats.sent.load(Ordering::Relaxed), 0);
@@ -687,7 +683,6 @@ mod tests {
             connector: Connector::new(&settings.forward[0]).unwrap(),
             stats: Arc::new(ForwarderStats::default()),
             bus: bus.clone(),
-            coverage: Coverage::Full,
             dropped: 0,
         };
         for _ in 0..5 {

@@ -169,7 +169,7 @@ fn ocsf(event: &Event) -> Value {
             "op": event.op,
             "agent": event.agent,
             "cgroup": event.cgroup,
-            "coverage": event.coverage,
+            "coverage": event.coverage_name(),
             "access": event.access,
             "device": event.device,
             "capability": event.capability,

@@ -13,7 +13,8 @@ pub const CODES: &str = "\
 Exit codes:
   0  done (for `run`: the command's own status)
   1  refused or failed: the daemon said no (a rejected policy, a refused grant, no such event),
-     a policy file has errors, the audit log is broken
+     this user may not use the control socket, a policy file has errors, the audit log is
+     broken
   2  usage: bad arguments, or a request claw-agent could not understand
   3  not enforcing, or claw-agent unreachable or shutting down";
 
@@ -79,6 +80,11 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         };
         assert_eq!(code_of(&unreachable.into()), ExitCode::from(3));
+        let not_permitted = ClientError::NotPermitted {
+            socket: "/run/claw/claw.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(code_of(&not_permitted.into()), ExitCode::FAILURE);
         let not_enforcing = NotEnforcing("not attached: lsm/file_open".to_owned());
         assert_eq!(code_of(&not_enforcing.into()), ExitCode::from(3));
         let usage = Usage("say how long the grant holds".to_owned());

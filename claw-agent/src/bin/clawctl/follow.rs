@@ -96,8 +96,12 @@ pub fn follow(
                             stdout.write_all(raw.get().as_bytes())?;
                             writeln!(stdout)?;
                         } else {
-                            let event: Event = serde_json::from_str(raw.get())?;
-                            writeln!(stdout, "{}", human_line(&event))?;
+                            // An event this clawctl cannot read (a newer daemon's kind) is
+                            // still shown, as its JSON, rather than ending the follow.
+                            match serde_json::from_str::<Event>(raw.get()) {
+                                Ok(event) => writeln!(stdout, "{}", human_line(&event))?,
+                                Err(_) => writeln!(stdout, "{}", raw.get())?,
+                            }
                         }
                         if next == Continue::PrintAndStop {
                             stdout.flush()?;
