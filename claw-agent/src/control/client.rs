@@ -29,7 +29,7 @@ pub enum ClientError {
     /// The socket is there but this user may not use it (its mode is the daemon's access
     /// control): a refusal, not an absent daemon.
     #[error(
-        "not permitted to use claw-agent's socket at {socket}: {source} (run clawctl as root, or as a user the socket's mode admits)"
+        "not permitted to use claw-agent's socket at {socket} (run clawctl as root, or as a user the socket's mode admits; inside an agent, only its agent socket answers)"
     )]
     NotPermitted {
         socket: PathBuf,

@@ -87,5 +87,5 @@ fn why(sockets: &Sockets, seq: u64, json: bool) -> anyhow::Result<()> {
 }
 
 fn is_permission_denied(err: &ClientError) -> bool {
-    matches!(err, ClientError::Unreachable { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+    matches!(err, ClientError::NotPermitted { .. })
 }
