@@ -295,7 +295,10 @@ pub struct AgentEntry {
     /// Where this cgroup's DNS goes instead of where it was sent: the port of the resolver
     /// claw-agent runs for the agent on 127.0.0.1 (0: none).
     pub resolver_port: u16,
-    pub _pad: u16,
+    /// The cgroup's level in the hierarchy (the root is 0): a process's deciding cgroup is
+    /// found among its ancestors at the levels AGENT_LEVELS names, and "within the agent" means
+    /// having this cgroup as the ancestor at this level.
+    pub level: u16,
     /// The agent whose reports this cgroup's are numbered, throttled and counted with: the
     /// cgroup's own id for an agent, its agent's for a tool call's cgroup (so that calls, which
     /// come and go, add no entries to the report maps).
@@ -305,6 +308,11 @@ pub struct AgentEntry {
     /// read its own cgroup's entry.
     pub cgroup_id: u64,
 }
+
+/// Levels of the cgroup hierarchy an agent's (or a tool call's) cgroup may be at: AGENT_LEVELS
+/// is one u64 whose bit L says some registered cgroup is at level L, and the programs look for a
+/// process's nearest registered ancestor at those levels only, below this bound.
+pub const MAX_AGENT_LEVEL: u16 = 31;
 
 /// Per-agent switches (AgentEntry::flags).
 pub mod agent_flags {

@@ -10,7 +10,7 @@ use claw_common::{access, op, record, NetRecord};
 use crate::{
     decide::{current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk},
     kernel::{offset, read, read_ptr},
-    task::task_cgroup_id as current_task_cgroup_id,
+    task::{ancestor_id, cgroup_of},
 };
 
 const AF_INET: i32 = 2;
@@ -202,32 +202,19 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     refuse(cgroup_id, agent, op::CLONE_INTO_CGROUP)
 }
 
-/// The cgroup v2 id of `task` (task->cgroups->dfl_cgrp->kn->id), if it can be read.
-///
-/// # Safety
-/// `task` is a kernel pointer to a task_struct.
-#[inline(always)]
-unsafe fn task_cgroup_id(task: *const u8) -> Option<u64> {
-    // SAFETY: checked kernel reads along the chain.
-    unsafe {
-        let css_set = read_ptr(task, offset!(TASK_CGROUPS))?;
-        let cgroup = read_ptr(css_set, offset!(CSS_SET_DFL_CGRP))?;
-        let kn = read_ptr(cgroup, offset!(CGROUP_KN))?;
-        read::<u64>(kn, offset!(KERNFS_NODE_ID))
-    }
-}
-
-/// An agent's process acting on `target` (signal, ptrace): allowed within its own cgroup,
-/// refused (reported with `op`, `detail`) outside it — claw-agent, other agents, the host, and
-/// for a tool call the agent's other processes and calls. A target whose cgroup cannot be read
-/// is outside.
+/// An agent's process acting on `target` (signal, ptrace): allowed within the subtree of the
+/// cgroup that holds the caller (its agent's, or its tool call's), refused (reported with `op`,
+/// `detail`) outside it — claw-agent, other agents, the host, and for a tool call the agent's
+/// other processes and calls. A target whose cgroup cannot be read is outside.
 #[inline(always)]
 fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
-    // SAFETY: `target` is the hook's task_struct argument.
-    if unsafe { task_cgroup_id(target) } == Some(current_task_cgroup_id()) {
+    // SAFETY: `target` is the hook's task_struct argument; the cgroup read from it is a kernel
+    // pointer.
+    let ancestor = unsafe { cgroup_of(target).and_then(|c| ancestor_id(c, agent.level)) };
+    if ancestor == Some(agent.cgroup_id) {
         return 0;
     }
     // SAFETY: as above.

@@ -14,15 +14,15 @@ use aya_ebpf::{
 use claw_common::{
     access, agent_flags, counter, decision, mode, record, AgentEntry, CpuState, DeviceRecord,
     FileRecord, NetRecord, PathLookup, PathRuleKey, RecordHeader, EVENT_PATH_BYTES,
-    RULE_PATH_BYTES, UNNUMBERED,
+    MAX_AGENT_LEVEL, RULE_PATH_BYTES, UNNUMBERED,
 };
 
 use crate::{
     grant,
     kernel::{offset, read, read_ptr},
-    task::task_cgroup_id,
+    task::{current_ancestor_cgroup_id, current_ancestor_cgroup_id_by_task, task_cgroup_id},
     throttle::{admit, count_lost, mix, number, HASH_SEED},
-    AGENTS, CPU_STATE, EVENTS, FILE_RULES,
+    AGENTS, AGENT_LEVELS, CPU_STATE, EVENTS, FILE_RULES,
 };
 
 pub const EPERM: i32 = 1;
@@ -37,11 +37,51 @@ pub fn count(index: u32) {
     }
 }
 
-/// The calling task's agent, if its cgroup is one claw manages (an agent's or a tool call's):
-/// the agent's cgroup id, under which its reports are counted, and the entry of the task's cgroup.
+/// The calling task's agent: the cgroup claw manages (an agent's or a tool call's) that is the
+/// task's own or, for a process in a cgroup below one (made by a container runtime, systemd, a
+/// delegated subtree), its nearest such ancestor. Returns the agent's cgroup id, under which its
+/// reports are counted, and the deciding cgroup's entry.
 #[inline(always)]
 pub fn current_agent() -> Option<(u64, AgentEntry)> {
-    let cgroup_id = task_cgroup_id();
+    nearest_agent(task_cgroup_id(), current_ancestor_cgroup_id)
+}
+
+/// [`current_agent`] for cgroup device programs, which read the task's ancestors from its task
+/// struct (no ancestor helper for them before 6.4).
+#[inline(always)]
+pub fn current_agent_by_task() -> Option<(u64, AgentEntry)> {
+    nearest_agent(task_cgroup_id(), current_ancestor_cgroup_id_by_task)
+}
+
+#[inline(always)]
+fn nearest_agent(own: u64, ancestor_at: impl Fn(u16) -> u64) -> Option<(u64, AgentEntry)> {
+    if let Some(found) = entry_of(own) {
+        return Some(found);
+    }
+    let levels = AGENT_LEVELS.get(0).copied().unwrap_or(0);
+    if levels == 0 {
+        return None;
+    }
+    // Deepest first: the nearest registered ancestor decides (a tool call's cgroup before its
+    // agent's, a nested agent's before its parent's).
+    let mut level = MAX_AGENT_LEVEL;
+    while level > 0 {
+        if levels & (1 << level) != 0 {
+            let ancestor = ancestor_at(level);
+            if ancestor != 0 && ancestor != own {
+                if let Some(found) = entry_of(ancestor) {
+                    return Some(found);
+                }
+            }
+        }
+        level -= 1;
+    }
+    None
+}
+
+/// The entry of `cgroup_id` in AGENTS, as (its agent's cgroup id, the entry).
+#[inline(always)]
+fn entry_of(cgroup_id: u64) -> Option<(u64, AgentEntry)> {
     // An apply replaces entries while programs read them: an element read just as it was
     // recycled for another cgroup is read again (a second recycle in a row would need two
     // updates within these few instructions).

@@ -8,7 +8,7 @@ use aya_ebpf::{macros::cgroup_device, programs::DeviceContext};
 use claw_common::{counter, op, record, DeviceKey, DeviceRecord, ANY_MINOR};
 
 use crate::{
-    decide::{count, current_agent, emit, header, outcome},
+    decide::{count, current_agent_by_task, emit, header, outcome},
     DEVICE_RULES,
 };
 
@@ -25,7 +25,7 @@ pub fn device_access(ctx: DeviceContext) -> i32 {
             read_volatile(&(*ctx.device).minor),
         )
     };
-    let Some((cgroup_id, agent)) = current_agent() else {
+    let Some((cgroup_id, agent)) = current_agent_by_task() else {
         count(counter::DENIED);
         return DENY;
     };

@@ -43,6 +43,8 @@ offsets!(
     TASK_TGID,
     CSS_SET_DFL_CGRP,
     CGROUP_KN,
+    CGROUP_LEVEL,
+    CGROUP_ANCESTORS,
     KERNFS_NODE_ID,
 );
 

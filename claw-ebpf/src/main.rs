@@ -24,7 +24,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::{self, ArrayOfMaps},
     macros::{btf_map, map},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use claw_common::{
     AgentEntry, AgentEvents, CpuState, DeviceKey, Grant, GrantKey, NetRuleKey, NetRuleValue,
@@ -38,6 +38,13 @@ use claw_common::{
 /// see another agent's entry); these are freed only after an RCU grace period.
 #[map]
 static AGENTS: HashMap<u64, AgentEntry> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// One u64: bit L set when a cgroup in AGENTS is at level L of the hierarchy. A process whose own
+/// cgroup is not in AGENTS is held by its nearest ancestor that is, looked for at these levels
+/// only (so the host's processes pay a lookup per level in use, not per level they are at).
+/// claw-agent sets a level's bit before it adds an entry at that level, and never clears one.
+#[map]
+static AGENT_LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// (ruleset, path prefix) -> access bits (claw_common::access).
 #[map]

@@ -218,8 +218,8 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
     let protocol = unsafe { read_volatile(&(*sock).protocol) } as u8;
     let port = u16::from_be(user_port as u16);
 
-    // Attached to agents' cgroups only; a task there whose own cgroup is not an agent's (a child
-    // cgroup) is held to no rules, so denied.
+    // Attached to agents' cgroups only, so every task here has an agent (its cgroup's or an
+    // ancestor's); a miss (its entry just removed) is held to no rules, so denied.
     let Some((cgroup_id, agent)) = current_agent() else {
         count(counter::DENIED);
         return DENY;

@@ -121,6 +121,11 @@ pub fn decode_with_header(
     Ok((header, event))
 }
 
+/// How an event names a cgroup known only by its id (ingest names a descendant of an agent's).
+pub fn unnamed(cgroup_id: u64) -> String {
+    format!("cgroup-id:{cgroup_id}")
+}
+
 fn from_header(
     header: &RecordHeader,
     identities: &Identities,
@@ -148,7 +153,7 @@ fn from_header(
                 cgroup = format!("/{}", known.cgroup);
                 call = Some(known.call.clone());
             }
-            None => cgroup = format!("cgroup-id:{}", header.task_cgroup_id),
+            None => cgroup = unnamed(header.task_cgroup_id),
         }
     }
     let time = SystemTime::UNIX_EPOCH + boot_to_wall + Duration::from_nanos(header.boot_time_ns);

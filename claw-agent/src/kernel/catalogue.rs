@@ -11,6 +11,7 @@ use claw_common::op;
 /// Names shared with claw-ebpf (its `#[map]` statics).
 pub mod maps {
     pub const AGENTS: &str = "AGENTS";
+    pub const AGENT_LEVELS: &str = "AGENT_LEVELS";
     pub const FILE_RULES: &str = "FILE_RULES";
     pub const NET_RULES: &str = "NET_RULES";
     pub const EVENTS: &str = "EVENTS";
@@ -29,6 +30,7 @@ pub mod maps {
 /// Maps pinned, so that rules, counts and waiting events outlive the daemon.
 pub const PINNED_MAPS: &[&str] = &[
     maps::AGENTS,
+    maps::AGENT_LEVELS,
     maps::FILE_RULES,
     maps::NET_RULES,
     maps::DEVICE_RULES,
@@ -71,6 +73,8 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("TASK_TGID", "task_struct", "tgid"),
     ("CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
     ("CGROUP_KN", "cgroup", "kn"),
+    ("CGROUP_LEVEL", "cgroup", "level"),
+    ("CGROUP_ANCESTORS", "cgroup", "ancestors"),
     ("KERNFS_NODE_ID", "kernfs_node", "id"),
 ];
 

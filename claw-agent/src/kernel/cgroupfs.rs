@@ -86,6 +86,38 @@ pub fn ensure(root: &Path, relative: &str) -> Result<u64, CgroupError> {
         .map_err(|source| CgroupError::Create { path, source })
 }
 
+/// Cgroups below one searched for an id, at most: naming a process's cgroup in an event must not
+/// cost more than a bounded walk.
+const DESCENDANTS_SEARCHED: usize = 4096;
+
+/// The path (relative to `root`) of the cgroup with id `cgroup_id` at or below `root/under`, if
+/// it still exists; searched breadth first.
+pub fn find_below(root: &Path, under: &str, cgroup_id: u64) -> Option<String> {
+    let mut queue = std::collections::VecDeque::from([under.trim_matches('/').to_owned()]);
+    let mut searched = 0;
+    while let Some(relative) = queue.pop_front() {
+        let Ok(entries) = std::fs::read_dir(root.join(&relative)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_dir() {
+                continue;
+            }
+            let child = format!("{relative}/{}", entry.file_name().to_string_lossy());
+            if meta.ino() == cgroup_id {
+                return Some(child);
+            }
+            searched += 1;
+            if searched >= DESCENDANTS_SEARCHED {
+                return None;
+            }
+            queue.push_back(child);
+        }
+    }
+    None
+}
+
 /// Enables `controllers` in `cgroup.subtree_control` of every cgroup from the root down to the
 /// parent of `relative`, so that `relative` has their interface files (memory.max, pids.max,
 /// cpu.max). Enabling one already enabled changes nothing.
@@ -130,6 +162,27 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descendant_is_found_by_its_id_and_only_below_where_asked() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("claw/tools/pod/container");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(root.path().join("elsewhere")).unwrap();
+        let id = std::fs::metadata(&deep).unwrap().ino();
+        assert_eq!(
+            find_below(root.path(), "claw/tools", id).as_deref(),
+            Some("claw/tools/pod/container")
+        );
+        assert_eq!(
+            find_below(root.path(), "/claw/tools/", id).as_deref(),
+            Some("claw/tools/pod/container")
+        );
+        let elsewhere = std::fs::metadata(root.path().join("elsewhere"))
+            .unwrap()
+            .ino();
+        assert_eq!(find_below(root.path(), "claw/tools", elsewhere), None);
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_layout() {

@@ -14,7 +14,7 @@ use aya::{
     programs::{links::PinnedLink, ProgramError},
     Ebpf,
 };
-use claw_common::{agent_flags, mode, AgentEntry, DeviceKey};
+use claw_common::{agent_flags, mode, AgentEntry, DeviceKey, MAX_AGENT_LEVEL};
 
 use crate::{
     kernel::{
@@ -35,6 +35,11 @@ use crate::{
 pub enum EnforcerError {
     #[error("tool call `{call}`: {reason}")]
     Call { call: String, reason: String },
+    #[error(
+        "cgroup {cgroup} is at level {level} of the hierarchy: an agent's cgroup must be below the \
+         root and at most {MAX_AGENT_LEVEL} levels deep — give the agent a shorter cgroup path"
+    )]
+    TooDeep { cgroup: String, level: usize },
     #[error("reading kernel struct layout: {0}")]
     Btf(#[from] BtfError),
     #[error("loading claw's eBPF object: {0}")]
@@ -398,10 +403,15 @@ impl Enforcer {
         agents: &[InstalledAgent],
         previous: &[InstalledAgent],
     ) -> Result<(), EnforcerError> {
+        let mut levels = Vec::with_capacity(agents.len());
+        for agent in agents {
+            levels.push(cgroup_level(&agent.cgroup)?);
+        }
+        self.mark_levels(&levels)?;
         let mut map: HashMap<_, u64, AgentEntry> =
             HashMap::try_from(map_mut(&mut self.ebpf, maps::AGENTS)?)
                 .map_err(map_error(maps::AGENTS))?;
-        for agent in agents {
+        for (agent, level) in agents.iter().zip(levels) {
             let entry = AgentEntry {
                 ruleset: agent.ruleset,
                 mode: match agent.mode {
@@ -416,7 +426,7 @@ impl Enforcer {
                 .filter(|(on, _)| *on)
                 .fold(0, |flags, (_, flag)| flags | flag),
                 resolver_port: agent.resolver_port,
-                _pad: 0,
+                level,
                 agent_cgroup_id: agent.agent_cgroup_id,
                 cgroup_id: agent.cgroup_id,
             };
@@ -431,4 +441,32 @@ impl Enforcer {
         }
         Ok(())
     }
+
+    /// Adds `levels` to AGENT_LEVELS, before any entry at them is added: a process below a
+    /// registered cgroup is held by it from the moment the entry exists. Bits are never cleared
+    /// (a stale one costs the programs one lookup).
+    fn mark_levels(&mut self, levels: &[u16]) -> Result<(), EnforcerError> {
+        let mut map: Array<_, u64> = Array::try_from(map_mut(&mut self.ebpf, maps::AGENT_LEVELS)?)
+            .map_err(map_error(maps::AGENT_LEVELS))?;
+        let marked = map.get(&0, 0).map_err(map_error(maps::AGENT_LEVELS))?;
+        let wanted = levels.iter().fold(marked, |bits, level| bits | 1 << level);
+        if wanted != marked {
+            map.set(0, wanted, 0)
+                .map_err(map_error(maps::AGENT_LEVELS))?;
+        }
+        Ok(())
+    }
+}
+
+/// The level in the cgroup hierarchy of `cgroup` (relative to the cgroup v2 mount, which is the
+/// hierarchy's root: claw-agent runs in the host's cgroup namespace).
+fn cgroup_level(cgroup: &str) -> Result<u16, EnforcerError> {
+    let level = cgroup.split('/').filter(|part| !part.is_empty()).count();
+    u16::try_from(level)
+        .ok()
+        .filter(|level| (1..=MAX_AGENT_LEVEL).contains(level))
+        .ok_or_else(|| EnforcerError::TooDeep {
+            cgroup: cgroup.to_owned(),
+            level,
+        })
 }

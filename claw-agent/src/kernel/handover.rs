@@ -1,6 +1,8 @@
 //! The maps handed out of the enforcer to the one task that reads or writes each: the event
 //! ring buffer and report counts (to `events::ingest`), the resolved addresses (to `dns`).
 
+use std::path::PathBuf;
+
 use aya::maps::{HashMap, MapData, RingBuf};
 use claw_common::{AgentEvents, RateState, Reported, Resolved, ResolvedKey, ThrottleKey};
 
@@ -24,6 +26,8 @@ pub struct KernelEvents {
     pub throttle: HashMap<MapData, ThrottleKey, RateState>,
     /// What has been reported and accounted for of AGENT_EVENTS, kept for the next claw-agent.
     pub reported: HashMap<MapData, u64, Reported>,
+    /// The cgroup v2 mount, where the records' cgroup ids are named.
+    pub cgroup_root: PathBuf,
 }
 
 impl Enforcer {
@@ -50,6 +54,7 @@ impl Enforcer {
             agent_events: HashMap::try_from(agent_events).map_err(map_error(maps::AGENT_EVENTS))?,
             throttle: HashMap::try_from(throttle).map_err(map_error(maps::THROTTLE))?,
             reported: HashMap::try_from(reported).map_err(map_error(maps::REPORTED))?,
+            cgroup_root: self.cgroup_root.clone(),
         })
     }
 }

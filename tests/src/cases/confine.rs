@@ -15,10 +15,10 @@ use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
 use super::{named, runtime, tools, Runner, AGENT_SOCKET, ALLOWED_FILE, CGROUP_ROOT, EPERM};
 
 /// A `probe sleep` the case started (outside agents or in `cgroup`), ended by pid when dropped.
-struct Sleeper(std::process::Child);
+pub(super) struct Sleeper(std::process::Child);
 
 impl Sleeper {
-    fn start(cgroup: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    pub(super) fn start(cgroup: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut command = std::process::Command::new(VMTEST);
         command.args(["probe", "sleep", "120"]);
         let child = match cgroup {
@@ -31,7 +31,7 @@ impl Sleeper {
         Ok(Self(child))
     }
 
-    fn pid(&self) -> String {
+    pub(super) fn pid(&self) -> String {
         self.0.id().to_string()
     }
 }

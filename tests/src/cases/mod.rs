@@ -16,6 +16,7 @@ mod limits;
 mod net;
 mod policy;
 mod run;
+mod subtree;
 mod supervise;
 
 use std::{
@@ -167,6 +168,7 @@ pub fn run_all() -> ExitCode {
     dns::run(&mut runner, &upstream);
     egress::run(&mut runner);
     confine::run(&mut runner);
+    subtree::run(&mut runner);
     credentials::run(&mut runner);
     limits::run(&mut runner);
     devices::run(&mut runner);

@@ -5,6 +5,7 @@
 
 mod accounting;
 mod delivery;
+mod names;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ pub use accounting::Accounting;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use claw_common::{AgentEvents, RateState, RecordHeader, Reported, ThrottleKey};
 pub use delivery::{logged_after, Delivery, Logged};
+use names::CgroupNames;
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::io::{unix::AsyncFd, Interest};
@@ -83,7 +85,7 @@ fn key_of(header: &RecordHeader) -> ThrottleKey {
 /// (bytes read, whether it stopped for the writer).
 fn drain(
     ring: &mut RingBuf<MapData>,
-    identities: &Identities,
+    (identities, names): (&Identities, &mut CgroupNames),
     coverage: Coverage,
     (accounting, delivery): (&mut Accounting, &mut Delivery),
     bus: &Bus,
@@ -97,7 +99,13 @@ fn drain(
         // Each record also takes the ring buffer's 8-byte header.
         waiting += item.len() + 8;
         match decode::decode_with_header(&item, identities, offset, coverage) {
-            Ok((header, event)) => {
+            Ok((header, mut event)) => {
+                names.name(
+                    header.ruleset,
+                    header.task_cgroup_id,
+                    identities,
+                    &mut event,
+                );
                 tracing::debug!(
                     kind = %event.kind, agent = %event.agent, pid = event.pid,
                     comm = %event.comm, op = %event.op,
@@ -136,6 +144,7 @@ pub async fn run(
         agent_events,
         throttle,
         reported,
+        cgroup_root,
     } = kernel;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // and it lives inside the AsyncFd.
@@ -157,6 +166,7 @@ pub async fn run(
         bus,
         restart_settled: false,
         persisted: HashMap::new(),
+        names: CgroupNames::new(cgroup_root),
     };
     reader.resume(&audit_log);
     // What waited in the ring buffer while no claw-agent ran is read now: the kernel does not
@@ -212,6 +222,7 @@ struct Reader {
     restart_settled: bool,
     /// What was last written to `reported`, per agent.
     persisted: HashMap<u64, Reported>,
+    names: CgroupNames,
 }
 
 impl Reader {
@@ -274,7 +285,7 @@ impl Reader {
         let identities = self.identities.read().unwrap_or_else(|p| p.into_inner());
         drain(
             ring,
-            &identities,
+            (&identities, &mut self.names),
             self.coverage,
             (&mut self.accounting, &mut self.delivery),
             &self.bus,
