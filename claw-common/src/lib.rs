@@ -93,9 +93,34 @@ pub mod op {
     /// Starting a program with a preload variable the agent may not pass (FileRecord: `path`
     /// holds the variable, `NAME=value`).
     pub const PRELOAD: u32 = 28;
+    /// Changing how another process is scheduled or limited — its nice value, I/O priority,
+    /// scheduler or CPU affinity, memory placement, resource limits — outside the agent
+    /// (NetRecord: `address` the target's pid, `port` one of [`task_change`]).
+    pub const TASK_CHANGE: u32 = 29;
+
+    /// Which change of another process a TASK_CHANGE record reports.
+    pub mod task_change {
+        pub const NICE: u16 = 1;
+        pub const IOPRIO: u16 = 2;
+        pub const SCHEDULER: u16 = 3;
+        pub const MEMORY: u16 = 4;
+        pub const RLIMIT: u16 = 5;
+
+        /// The system calls behind each change, as events name them.
+        pub fn name(change: u16) -> &'static str {
+            match change {
+                NICE => "setpriority",
+                IOPRIO => "ioprio_set",
+                SCHEDULER => "sched_setscheduler/sched_setaffinity",
+                MEMORY => "migrate_pages/move_pages",
+                RLIMIT => "prlimit",
+                _ => "unknown",
+            }
+        }
+    }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 28] = [
+    pub const NAMES: [(u32, &str); 29] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -124,6 +149,7 @@ pub mod op {
         (SIGNAL, "signal"),
         (PTRACE, "ptrace"),
         (PRELOAD, "preload"),
+        (TASK_CHANGE, "task-change"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).
@@ -295,10 +321,7 @@ pub struct AgentEntry {
     /// Where this cgroup's DNS goes instead of where it was sent: the port of the resolver
     /// claw-agent runs for the agent on 127.0.0.1 (0: none).
     pub resolver_port: u16,
-    /// The cgroup's level in the hierarchy (the root is 0): a process's deciding cgroup is
-    /// found among its ancestors at the levels AGENT_LEVELS names, and "within the agent" means
-    /// having this cgroup as the ancestor at this level.
-    pub level: u16,
+    pub _pad: u16,
     /// The agent whose reports this cgroup's are numbered, throttled and counted with: the
     /// cgroup's own id for an agent, its agent's for a tool call's cgroup (so that calls, which
     /// come and go, add no entries to the report maps).

@@ -2,15 +2,18 @@
 //! sockets (hand-made packets skip connect/sendmsg), mounts (a bind mount gives a file an allowed
 //! name), chroot and pivot_root (paths are resolved from the process's root), and Unix sockets
 //! but those whose file the agent may write (a socket such as /var/run/docker.sock is a door
-//! out).
+//! out); and acting on processes outside the agent: signals, ptrace, their scheduling and
+//! limits.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use claw_common::{access, op, record, NetRecord};
+use claw_common::{access, op, op::task_change, record, NetRecord};
 
 use crate::{
-    decide::{current_agent, emit, file_verdict, header, outcome, refuse, resolve_path_walk},
+    decide::{
+        agent_of_task, current_agent, emit, file_verdict, header, outcome, refuse,
+        resolve_path_walk,
+    },
     kernel::{offset, read, read_ptr},
-    task::{ancestor_id, cgroup_of},
 };
 
 const AF_INET: i32 = 2;
@@ -202,19 +205,20 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     refuse(cgroup_id, agent, op::CLONE_INTO_CGROUP)
 }
 
-/// An agent's process acting on `target` (signal, ptrace): allowed within the subtree of the
-/// cgroup that holds the caller (its agent's, or its tool call's), refused (reported with `op`,
-/// `detail`) outside it — claw-agent, other agents, the host, and for a tool call the agent's
-/// other processes and calls. A target whose cgroup cannot be read is outside.
+/// An agent's process acting on `target` (signal, ptrace, its scheduling or limits): allowed
+/// when the same registered cgroup holds both (the agent's, or one tool call's — whichever cgroup
+/// below it either process is in), refused (reported with `op`, `detail`) otherwise —
+/// claw-agent, other agents, the host, nested agents and tool calls (tracing one would run code
+/// under its rules and grants), and for a tool call the agent's other processes and calls. A
+/// target whose cgroup cannot be read is outside.
 #[inline(always)]
 fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
-    // SAFETY: `target` is the hook's task_struct argument; the cgroup read from it is a kernel
-    // pointer.
-    let ancestor = unsafe { cgroup_of(target).and_then(|c| ancestor_id(c, agent.level)) };
-    if ancestor == Some(agent.cgroup_id) {
+    // SAFETY: `target` is the hook's task_struct argument.
+    let holder = unsafe { agent_of_task(target) }.map(|(_, entry)| entry.cgroup_id);
+    if holder == Some(agent.cgroup_id) {
         return 0;
     }
     // SAFETY: as above.
@@ -245,4 +249,34 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     let target: *const u8 = ctx.arg(0);
     let mode: u32 = ctx.arg(1);
     within_agent(target, op::PTRACE, mode as u16)
+}
+
+// Changing how another process is scheduled or limited: within the agent only (its own
+// processes: setpriority(0), sched_setaffinity(0), prlimit on itself).
+
+#[lsm(hook = "task_setnice")]
+pub fn task_setnice(ctx: LsmContext) -> i32 {
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::NICE)
+}
+
+#[lsm(hook = "task_setioprio")]
+pub fn task_setioprio(ctx: LsmContext) -> i32 {
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::IOPRIO)
+}
+
+#[lsm(hook = "task_setscheduler")]
+pub fn task_setscheduler(ctx: LsmContext) -> i32 {
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::SCHEDULER)
+}
+
+#[lsm(hook = "task_movememory")]
+pub fn task_movememory(ctx: LsmContext) -> i32 {
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::MEMORY)
+}
+
+/// prlimit(2) on another process (setrlimit on oneself passes the caller as the target): a
+/// RLIMIT_CPU set on claw-agent would have the kernel kill it.
+#[lsm(hook = "task_setrlimit")]
+pub fn task_setrlimit(ctx: LsmContext) -> i32 {
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::RLIMIT)
 }

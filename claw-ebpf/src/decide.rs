@@ -20,7 +20,10 @@ use claw_common::{
 use crate::{
     grant,
     kernel::{offset, read, read_ptr},
-    task::{current_ancestor_cgroup_id, current_ancestor_cgroup_id_by_task, task_cgroup_id},
+    task::{
+        ancestor_id, cgroup_id, cgroup_of, current_ancestor_cgroup_id,
+        current_ancestor_cgroup_id_by_task, task_cgroup_id,
+    },
     throttle::{admit, count_lost, mix, number, HASH_SEED},
     AGENTS, AGENT_LEVELS, CPU_STATE, EVENTS, FILE_RULES,
 };
@@ -51,6 +54,22 @@ pub fn current_agent() -> Option<(u64, AgentEntry)> {
 #[inline(always)]
 pub fn current_agent_by_task() -> Option<(u64, AgentEntry)> {
     nearest_agent(task_cgroup_id(), current_ancestor_cgroup_id_by_task)
+}
+
+/// The agent holding `task` (another process), found as [`current_agent`] finds the caller's.
+///
+/// # Safety
+/// `task` is a kernel pointer to a task_struct.
+#[inline(always)]
+pub unsafe fn agent_of_task(task: *const u8) -> Option<(u64, AgentEntry)> {
+    // SAFETY: guaranteed by the caller; the cgroup read from it is a kernel pointer.
+    let cgroup = unsafe { cgroup_of(task) }?;
+    // SAFETY: as above.
+    let own = unsafe { cgroup_id(cgroup) }?;
+    // SAFETY: as above.
+    nearest_agent(own, |level| {
+        unsafe { ancestor_id(cgroup, level) }.unwrap_or(0)
+    })
 }
 
 #[inline(always)]

@@ -49,6 +49,19 @@ pub unsafe fn cgroup_of(task: *const u8) -> Option<*const u8> {
     }
 }
 
+/// The id of `cgroup` (cgroup->kn->id).
+///
+/// # Safety
+/// `cgroup` is a kernel pointer to a struct cgroup.
+#[inline(always)]
+pub unsafe fn cgroup_id(cgroup: *const u8) -> Option<u64> {
+    // SAFETY: checked kernel reads.
+    unsafe {
+        let kn = read_ptr(cgroup, offset!(CGROUP_KN))?;
+        read::<u64>(kn, offset!(KERNFS_NODE_ID))
+    }
+}
+
 /// The id of `cgroup`'s ancestor at `level` (itself at its own level); None where `cgroup` is
 /// not that deep or a read fails.
 ///
@@ -66,7 +79,6 @@ pub unsafe fn ancestor_id(cgroup: *const u8, level: u16) -> Option<u64> {
             cgroup,
             offset!(CGROUP_ANCESTORS) + usize::from(level) * size_of::<u64>(),
         )?;
-        let kn = read_ptr(ancestor, offset!(CGROUP_KN))?;
-        read::<u64>(kn, offset!(KERNFS_NODE_ID))
+        cgroup_id(ancestor)
     }
 }

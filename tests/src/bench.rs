@@ -179,7 +179,7 @@ fn bench() -> anyhow::Result<()> {
             mode: mode::ENFORCE,
             flags: 0,
             resolver_port: 0,
-            level: 2,
+            _pad: 0,
             agent_cgroup_id: cgroup_id,
             cgroup_id,
         },

@@ -17,6 +17,7 @@ const USAGE: &str =
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
+task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -95,6 +96,13 @@ pub fn run(args: &[String]) -> ExitCode {
         ("signal", 2) => signal(arg(1)),
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
+        ("task-change", 3) => task_change(arg(1), arg(2)),
+        ("task-change-own-child", 2) => on_own_child(match arg(1) {
+            "nice" => |pid| task_change("nice", pid),
+            "ioprio" => |pid| task_change("ioprio", pid),
+            "affinity" => |pid| task_change("affinity", pid),
+            _ => |pid| task_change("prlimit", pid),
+        }),
         ("ptrace-own-child", 1) => on_own_child(ptrace),
         ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4), "0"),
         ("connect-storm", 6) => return connect_storm(arg(1), arg(2), arg(3), arg(4), arg(5)),
@@ -406,6 +414,55 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn last_result(rc: libc::c_long) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Changes how PID is scheduled or limited, harmlessly: `nice` (setpriority to 0), `ioprio`
+/// (best-effort, level 4), `affinity` (every CPU), `prlimit` (RLIMIT_NOFILE set to what it is).
+fn task_change(what: &str, pid: &str) -> std::io::Result<()> {
+    let pid: i32 = pid.parse().map_err(std::io::Error::other)?;
+    // SAFETY: each call gets valid arguments and memory of its own.
+    let rc = unsafe {
+        match what {
+            "nice" => libc::c_long::from(libc::setpriority(libc::PRIO_PROCESS, pid as u32, 0)),
+            "ioprio" => libc::syscall(libc::SYS_ioprio_set, 1, pid, (2 << 13) | 4),
+            "affinity" => {
+                let mut all: libc::cpu_set_t = std::mem::zeroed();
+                for cpu in 0..libc::CPU_SETSIZE as usize {
+                    libc::CPU_SET(cpu, &mut all);
+                }
+                libc::c_long::from(libc::sched_setaffinity(
+                    pid,
+                    size_of::<libc::cpu_set_t>(),
+                    &all,
+                ))
+            }
+            "prlimit" => {
+                let mut limit = libc::rlimit64 {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::c_long::from(libc::prlimit64(
+                    pid,
+                    libc::RLIMIT_NOFILE,
+                    &limit,
+                    std::ptr::null_mut(),
+                ))
+            }
+            other => return Err(std::io::Error::other(format!("no task change {other}"))),
+        }
+    };
+    last_result(rc)
 }
 
 /// PTRACE_SEIZE on PID, then detaching: 0 or the errno.

@@ -204,6 +204,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// Loads the programs (verified, not attached) for `coverage`, on the cgroup v2 mount given or
 /// found.
 fn load(config: &Config, coverage: Coverage) -> anyhow::Result<Enforcer> {
+    cgroupfs::check_host_namespace(Path::new(cgroupfs::OWN_CGROUP_NAMESPACE))?;
     let cgroup_root = match &config.cgroup_root {
         Some(root) => root.clone(),
         None => cgroupfs::find_cgroup2_root()?,

@@ -10,6 +10,8 @@ use claw_common::{
     EVENT_PATH_BYTES, PROTO_TCP, PROTO_UDP, UNNUMBERED,
 };
 
+use serde_json::json;
+
 use crate::{
     events::{
         event::{access_names, Decision, Event, Kind, SCHEMA_VERSION},
@@ -73,19 +75,23 @@ pub fn decode_with_header(
                 event.reason = identities.reason(&event);
                 return Ok((header, event));
             }
-            if header.op == op::SIGNAL || header.op == op::PTRACE {
-                let target = i32::from_ne_bytes([
-                    net.address[0],
-                    net.address[1],
-                    net.address[2],
-                    net.address[3],
-                ]);
-                let detail = if header.op == op::SIGNAL {
-                    "signal"
-                } else {
-                    "mode"
-                };
-                event.details = Some(serde_json::json!({ "target_pid": target, detail: net.port }));
+            let target = i32::from_ne_bytes([
+                net.address[0],
+                net.address[1],
+                net.address[2],
+                net.address[3],
+            ]);
+            let details = match header.op {
+                op::SIGNAL => Some(json!({ "target_pid": target, "signal": net.port })),
+                op::PTRACE => Some(json!({ "target_pid": target, "mode": net.port })),
+                op::TASK_CHANGE => Some(json!({
+                    "target_pid": target,
+                    "call": op::task_change::name(net.port),
+                })),
+                _ => None,
+            };
+            if details.is_some() {
+                event.details = details;
                 event.reason = identities.reason(&event);
                 return Ok((header, event));
             }

@@ -174,6 +174,8 @@ impl Program {
     }
 }
 
+const TASK_CHANGES: &str =
+    "changing other processes' priority, I/O priority, scheduler, CPU affinity, memory placement or resource limits (outside the agent)";
 const FILE_WRITES: &str =
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write";
 const CONNECTS: &str =
@@ -440,6 +442,46 @@ pub const PROGRAMS: &[Program] = &[
         ops: &[op::PTRACE],
     },
     Program {
+        name: "task_setnice",
+        attach: Attach::Lsm,
+        enforces: "setpriority on processes outside the agent denied",
+        rule_kinds: &[],
+        denied_by_default: &[TASK_CHANGES],
+        ops: &[op::TASK_CHANGE],
+    },
+    Program {
+        name: "task_setioprio",
+        attach: Attach::Lsm,
+        enforces: "ioprio_set on processes outside the agent denied",
+        rule_kinds: &[],
+        denied_by_default: &[TASK_CHANGES],
+        ops: &[op::TASK_CHANGE],
+    },
+    Program {
+        name: "task_setscheduler",
+        attach: Attach::Lsm,
+        enforces: "sched_setscheduler, sched_setattr, sched_setaffinity on processes outside the agent denied",
+        rule_kinds: &[],
+        denied_by_default: &[TASK_CHANGES],
+        ops: &[op::TASK_CHANGE],
+    },
+    Program {
+        name: "task_movememory",
+        attach: Attach::Lsm,
+        enforces: "migrate_pages, move_pages on processes outside the agent denied",
+        rule_kinds: &[],
+        denied_by_default: &[TASK_CHANGES],
+        ops: &[op::TASK_CHANGE],
+    },
+    Program {
+        name: "task_setrlimit",
+        attach: Attach::Lsm,
+        enforces: "prlimit on processes outside the agent denied",
+        rule_kinds: &[],
+        denied_by_default: &[TASK_CHANGES],
+        ops: &[op::TASK_CHANGE],
+    },
+    Program {
         name: "connect4",
         attach: Attach::CgroupSockAddr,
         enforces: "connect (TCP, and connected UDP), IPv4",
@@ -606,7 +648,100 @@ pub fn capability_name(number: u16) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{collections::BTreeSet, path::Path};
+
     use super::*;
+
+    /// The decisions docs/lsm-hooks.md may give a hook.
+    const DECISIONS: &[&str] = &["enforced", "denied", "allowed", "not controllable", "open"];
+
+    fn lines_of(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// docs/lsm-hooks.md has a row for every LSM hook of both kernels (docs/lsm-hooks/*.txt)
+    /// and none for another; a hook the catalogue attaches is `enforced` or `denied` there, and
+    /// only those; every such row names a VM case that exists; every other row says why.
+    #[test]
+    fn the_hook_table_decides_every_hook_and_agrees_with_the_catalogue() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut hooks = BTreeSet::new();
+        for kernel in ["6.1", "6.12"] {
+            let list = repo.join(format!("docs/lsm-hooks/{kernel}.txt"));
+            hooks.extend(
+                lines_of(&list)
+                    .into_iter()
+                    .filter(|l| !l.is_empty() && !l.starts_with('#')),
+            );
+        }
+        assert!(
+            hooks.len() > 200,
+            "the hook lists hold {} hooks",
+            hooks.len()
+        );
+        let mut cases = String::new();
+        for entry in std::fs::read_dir(repo.join("tests/src/cases")).unwrap() {
+            cases.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+        let attached: BTreeSet<&str> = PROGRAMS
+            .iter()
+            .filter(|p| p.attach == Attach::Lsm)
+            .map(|p| p.name)
+            .collect();
+        let mut problems = Vec::new();
+        let mut rows = BTreeSet::new();
+        for line in lines_of(&repo.join("docs/lsm-hooks.md")) {
+            if !line.starts_with("| `") {
+                continue;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let [hook, _kernels, decision, _by, why, case] = cells[..] else {
+                problems.push(format!("not six columns: {line}"));
+                continue;
+            };
+            let hook = hook.trim_matches('`').to_owned();
+            if !hooks.contains(&hook) {
+                problems.push(format!("{hook}: in neither kernel's hook list"));
+            }
+            if !DECISIONS.contains(&decision) {
+                problems.push(format!(
+                    "{hook}: decision `{decision}` is not one of {DECISIONS:?}"
+                ));
+            }
+            let deciding = decision == "enforced" || decision == "denied";
+            if deciding != attached.contains(hook.as_str()) {
+                problems.push(format!(
+                    "{hook}: `{decision}`, but the catalogue {} it",
+                    if deciding {
+                        "does not attach"
+                    } else {
+                        "attaches"
+                    }
+                ));
+            }
+            if deciding && (case == "-" || !cases.contains(&format!("\"{case}\""))) {
+                problems.push(format!("{hook}: no VM case `{case}` in tests/src/cases"));
+            }
+            if why.is_empty() || why == "-" {
+                problems.push(format!("{hook}: says not why"));
+            }
+            if !rows.insert(hook.clone()) {
+                problems.push(format!("{hook}: more than one row"));
+            }
+        }
+        for hook in hooks.difference(&rows) {
+            problems.push(format!("{hook}: no row"));
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/lsm-hooks.md:\n{}",
+            problems.join("\n")
+        );
+    }
 
     #[test]
     fn every_rule_kind_that_the_kernel_decides_has_programs() {

@@ -23,12 +23,47 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "claw-agent runs in a cgroup namespace of its own ({found}), not the host's: the cgroup \
+         levels it computes would not be the kernel's, and processes below an agent would go \
+         unconfined — run it in the host's cgroup namespace (on Kubernetes: hostPID and a \
+         privileged container with the host's /sys/fs/cgroup; with Docker: --cgroupns=host)"
+    )]
+    OwnNamespace { found: String },
+    #[error("reading {path}: {source}")]
+    Namespace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("creating cgroup {path}: {source}")]
     Create {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+/// The link naming this process's cgroup namespace.
+pub const OWN_CGROUP_NAMESPACE: &str = "/proc/self/ns/cgroup";
+
+/// The initial (host) cgroup namespace, as its link reads: its inode number is fixed
+/// (PROC_CGROUP_INIT_INO in include/linux/proc_ns.h).
+const HOST_CGROUP_NAMESPACE: &str = "cgroup:[4026531835]";
+
+/// Refuses a cgroup namespace other than the host's (`link` is /proc/self/ns/cgroup): the
+/// programs count cgroup levels from the hierarchy's real root, claw-agent from its mount.
+pub fn check_host_namespace(link: &Path) -> Result<(), CgroupError> {
+    let found = std::fs::read_link(link).map_err(|source| CgroupError::Namespace {
+        path: link.to_owned(),
+        source,
+    })?;
+    let found = found.to_string_lossy().into_owned();
+    if found == HOST_CGROUP_NAMESPACE {
+        Ok(())
+    } else {
+        Err(CgroupError::OwnNamespace { found })
+    }
 }
 
 /// The mount point of the first cgroup2 filesystem in a mountinfo table.
@@ -162,6 +197,21 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_host_cgroup_namespace_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        std::os::unix::fs::symlink(HOST_CGROUP_NAMESPACE, &host).unwrap();
+        check_host_namespace(&host).unwrap();
+        let own = dir.path().join("own");
+        std::os::unix::fs::symlink("cgroup:[4026532999]", &own).unwrap();
+        let err = check_host_namespace(&own).unwrap_err().to_string();
+        assert!(
+            err.contains("cgroup:[4026532999]") && err.contains("--cgroupns=host"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_descendant_is_found_by_its_id_and_only_below_where_asked() {

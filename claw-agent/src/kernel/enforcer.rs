@@ -411,7 +411,7 @@ impl Enforcer {
         let mut map: HashMap<_, u64, AgentEntry> =
             HashMap::try_from(map_mut(&mut self.ebpf, maps::AGENTS)?)
                 .map_err(map_error(maps::AGENTS))?;
-        for (agent, level) in agents.iter().zip(levels) {
+        for agent in agents {
             let entry = AgentEntry {
                 ruleset: agent.ruleset,
                 mode: match agent.mode {
@@ -426,7 +426,7 @@ impl Enforcer {
                 .filter(|(on, _)| *on)
                 .fold(0, |flags, (_, flag)| flags | flag),
                 resolver_port: agent.resolver_port,
-                level,
+                _pad: 0,
                 agent_cgroup_id: agent.agent_cgroup_id,
                 cgroup_id: agent.cgroup_id,
             };

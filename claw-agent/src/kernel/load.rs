@@ -41,7 +41,10 @@ impl Enforcer {
     /// otherwise new maps are pinned, and removed again if loading fails.
     pub fn load(options: LoadOptions) -> Result<Self, EnforcerError> {
         let pins = Pins::open(&options.pins)?;
-        let adopting = pins.has_maps(PINNED_MAPS);
+        // An earlier claw-agent's rules are pinned when its AGENTS map is. An earlier version may
+        // lack maps added since (created and pinned now): its pins are adopted all the same, and
+        // never removed when this load fails — that would detach what enforces today.
+        let adopting = pins.has_maps(&[maps::AGENTS]);
         let loaded = Self::load_pinned(options, pins.clone(), adopting);
         if loaded.is_err() && !adopting {
             let _ = Pins::remove_all(pins.dir());

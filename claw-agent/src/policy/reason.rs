@@ -90,6 +90,11 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
                 "a process of {agent} may {op} only processes of its own agent or tool call"
             )
         }
+        "task-change" => {
+            return format!(
+                "a process of {agent} may change the priority, scheduling or limits only of processes of its own agent or tool call"
+            )
+        }
         "clone-into-cgroup" => return "no agent may start a process in another cgroup".to_owned(),
         "xattr" => return "agents may set only user.* extended attributes".to_owned(),
         "preload" => {

@@ -137,6 +137,10 @@ pub fn run(runner: &mut Runner) {
     let agent = tools();
     let inside = Some(agent.as_path());
     runner.check(
+        "task_changes_reach_only_the_agents_own_processes",
+        task_changes(&agent),
+    );
+    runner.check(
         "signals_and_ptrace_reach_only_the_agents_own_processes",
         signals_and_ptrace(&agent),
     );
@@ -286,4 +290,32 @@ pub fn run(runner: &mut Runner) {
             expect(&["clone-into-cgroup", "/sys/fs/cgroup"], None, 0)
         })(),
     );
+}
+
+/// Changing another process's priority, I/O priority, CPU affinity or resource limits: within
+/// the agent only, each refusal a deny event.
+fn task_changes(agent: &Path) -> anyhow::Result<()> {
+    let inside = Some(agent);
+    let host = Sleeper::start(None)?;
+    let follower = claw_tests::harness::Follower::start(&["--json", "--agent", "tools"])?;
+    for what in ["nice", "ioprio", "affinity", "prlimit"] {
+        expect(&["task-change", what, &host.pid()], inside, EPERM)?;
+        expect(&["task-change-own-child", what], inside, 0)?;
+        expect(&["task-change", what, &host.pid()], None, 0)?;
+    }
+    let pid: i64 = host.pid().parse()?;
+    let line = follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                return false;
+            };
+            event["op"] == "task-change" && event["details"]["target_pid"] == pid
+        })
+        .with_context(|| format!("no task-change deny event about pid {pid}"))?;
+    let event: serde_json::Value = serde_json::from_str(&line)?;
+    ensure!(
+        event["kind"] == "deny" && event["agent"] == "tools",
+        "{line}"
+    );
+    Ok(())
 }
