@@ -97,6 +97,8 @@ pub mod op {
     /// scheduler or CPU affinity, memory placement, resource limits — outside the agent
     /// (NetRecord: `address` the target's pid, `port` one of [`task_change`]).
     pub const TASK_CHANGE: u32 = 29;
+    /// Using a System V IPC object (message queue, semaphore set, shared memory segment).
+    pub const SYSV_IPC: u32 = 30;
 
     /// Which change of another process a TASK_CHANGE record reports.
     pub mod task_change {
@@ -120,7 +122,7 @@ pub mod op {
     }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 29] = [
+    pub const NAMES: [(u32, &str); 30] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -150,6 +152,7 @@ pub mod op {
         (PTRACE, "ptrace"),
         (PRELOAD, "preload"),
         (TASK_CHANGE, "task-change"),
+        (SYSV_IPC, "sysv-ipc"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).

@@ -280,3 +280,48 @@ pub fn task_movememory(ctx: LsmContext) -> i32 {
 pub fn task_setrlimit(ctx: LsmContext) -> i32 {
     within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::RLIMIT)
 }
+
+/// System V IPC objects are keyed node-wide: an agent's process could read or change what the
+/// host or another agent shares (a shared memory segment, a queue's messages). Every use is
+/// refused to agents — attach, send, receive, operate, control; a new object may be made, and
+/// then not used. `ipc_permission` is asked before each use hook (msgsnd, msgrcv, semop, shmat,
+/// and associating a key).
+#[lsm(hook = "ipc_permission")]
+pub fn ipc_permission(_ctx: LsmContext) -> i32 {
+    refuse_ipc()
+}
+
+#[lsm(hook = "msg_queue_msgctl")]
+pub fn msg_queue_msgctl(ctx: LsmContext) -> i32 {
+    ipc_control(&ctx)
+}
+
+#[lsm(hook = "sem_semctl")]
+pub fn sem_semctl(ctx: LsmContext) -> i32 {
+    ipc_control(&ctx)
+}
+
+#[lsm(hook = "shm_shmctl")]
+pub fn shm_shmctl(ctx: LsmContext) -> i32 {
+    ipc_control(&ctx)
+}
+
+/// msgctl, semctl, shmctl: on an object refused (IPC_RMID and IPC_SET check no permission
+/// before this hook); without one (IPC_INFO, MSG_INFO...: counts only) allowed.
+#[inline(always)]
+fn ipc_control(ctx: &LsmContext) -> i32 {
+    // (struct kern_ipc_perm *perm, int cmd)
+    let perm: *const u8 = ctx.arg(0);
+    if perm.is_null() {
+        return 0;
+    }
+    refuse_ipc()
+}
+
+#[inline(always)]
+fn refuse_ipc() -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::SYSV_IPC)
+}

@@ -18,6 +18,7 @@ unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | c
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
+sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -97,6 +98,10 @@ pub fn run(args: &[String]) -> ExitCode {
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
         ("task-change", 3) => task_change(arg(1), arg(2)),
+        ("sysv-shm-create", 2) => return sysv_shm_create(arg(1)),
+        ("sysv-shm-get", 2) => sysv_shm(arg(1), "get"),
+        ("sysv-shm-attach", 2) => sysv_shm(arg(1), "attach"),
+        ("sysv-shm-rmid", 2) => sysv_shm(arg(1), "rmid"),
         ("task-change-own-child", 2) => on_own_child(match arg(1) {
             "nice" => |pid| task_change("nice", pid),
             "ioprio" => |pid| task_change("ioprio", pid),
@@ -460,6 +465,46 @@ fn task_change(what: &str, pid: &str) -> std::io::Result<()> {
                 ))
             }
             other => return Err(std::io::Error::other(format!("no task change {other}"))),
+        }
+    };
+    last_result(rc)
+}
+
+/// Makes a System V shared memory segment under KEY (hex) and prints its id.
+fn sysv_shm_create(key: &str) -> ExitCode {
+    let key = i32::from_str_radix(key.trim_start_matches("0x"), 16).unwrap_or(0);
+    // SAFETY: shmget(2) with plain arguments.
+    let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o666) };
+    if id < 0 {
+        return exit_with(Err(std::io::Error::last_os_error()));
+    }
+    println!("{id}");
+    ExitCode::SUCCESS
+}
+
+/// `get` the segment under KEY (hex), or `attach` / `rmid` the segment with id KEY.
+fn sysv_shm(key: &str, what: &str) -> std::io::Result<()> {
+    // SAFETY: shmget, shmat (detached at once) and shmctl with plain arguments.
+    let rc = unsafe {
+        match what {
+            "get" => {
+                let key = i32::from_str_radix(key.trim_start_matches("0x"), 16)
+                    .map_err(std::io::Error::other)?;
+                libc::c_long::from(libc::shmget(key, 0, 0))
+            }
+            "attach" => {
+                let id: i32 = key.parse().map_err(std::io::Error::other)?;
+                let at = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
+                if at as isize == -1 {
+                    -1
+                } else {
+                    libc::c_long::from(libc::shmdt(at))
+                }
+            }
+            _ => {
+                let id: i32 = key.parse().map_err(std::io::Error::other)?;
+                libc::c_long::from(libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()))
+            }
         }
     };
     last_result(rc)

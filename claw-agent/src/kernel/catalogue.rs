@@ -176,6 +176,8 @@ impl Program {
 
 const TASK_CHANGES: &str =
     "changing other processes' priority, I/O priority, scheduler, CPU affinity, memory placement or resource limits (outside the agent)";
+const SYSV_IPC: &str =
+    "System V IPC: message queues, semaphores, shared memory (keyed node-wide; an object made inside may not be used either)";
 const FILE_WRITES: &str =
     "creating, removing, renaming, linking, truncating, chmod/chown of anything not under files.write";
 const CONNECTS: &str =
@@ -480,6 +482,38 @@ pub const PROGRAMS: &[Program] = &[
         rule_kinds: &[],
         denied_by_default: &[TASK_CHANGES],
         ops: &[op::TASK_CHANGE],
+    },
+    Program {
+        name: "ipc_permission",
+        attach: Attach::Lsm,
+        enforces: "System V IPC denied: msgget, msgsnd, msgrcv, semget, semop, shmget, shmat on an existing object",
+        rule_kinds: &[],
+        denied_by_default: &[SYSV_IPC],
+        ops: &[op::SYSV_IPC],
+    },
+    Program {
+        name: "msg_queue_msgctl",
+        attach: Attach::Lsm,
+        enforces: "System V IPC denied: msgctl on a queue",
+        rule_kinds: &[],
+        denied_by_default: &[SYSV_IPC],
+        ops: &[op::SYSV_IPC],
+    },
+    Program {
+        name: "sem_semctl",
+        attach: Attach::Lsm,
+        enforces: "System V IPC denied: semctl on a semaphore set",
+        rule_kinds: &[],
+        denied_by_default: &[SYSV_IPC],
+        ops: &[op::SYSV_IPC],
+    },
+    Program {
+        name: "shm_shmctl",
+        attach: Attach::Lsm,
+        enforces: "System V IPC denied: shmctl on a segment",
+        rule_kinds: &[],
+        denied_by_default: &[SYSV_IPC],
+        ops: &[op::SYSV_IPC],
     },
     Program {
         name: "connect4",

@@ -95,6 +95,9 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
                 "a process of {agent} may change the priority, scheduling or limits only of processes of its own agent or tool call"
             )
         }
+        "sysv-ipc" => {
+            return "no agent may use System V IPC (shared memory, message queues, semaphores): its objects are shared node-wide".to_owned()
+        }
         "clone-into-cgroup" => return "no agent may start a process in another cgroup".to_owned(),
         "xattr" => return "agents may set only user.* extended attributes".to_owned(),
         "preload" => {

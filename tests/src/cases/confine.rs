@@ -136,6 +136,7 @@ pub fn run(runner: &mut Runner) {
     );
     let agent = tools();
     let inside = Some(agent.as_path());
+    runner.check("system_v_ipc_is_refused_to_agents", sysv_ipc(&agent));
     runner.check(
         "task_changes_reach_only_the_agents_own_processes",
         task_changes(&agent),
@@ -318,4 +319,30 @@ fn task_changes(agent: &Path) -> anyhow::Result<()> {
         "{line}"
     );
     Ok(())
+}
+
+const EACCES: i32 = 13;
+
+/// A System V shared memory segment the host made: inside an agent it cannot be found, attached
+/// or removed (ipc_permission answers the first two, which the kernel reports as EACCES; shmctl
+/// is refused with EPERM); outside it can; the refusal is a deny event.
+fn sysv_ipc(agent: &Path) -> anyhow::Result<()> {
+    let inside = Some(agent);
+    let key = "434c4157";
+    let (code, id) = claw_tests::harness::probe_output(&["sysv-shm-create", key], None)?;
+    ensure!(code == 0, "making a segment outside agents: exit {code}");
+    let id = id.trim().to_owned();
+    let follower =
+        claw_tests::harness::Follower::start(&["--json", "--agent", "tools", "--op", "sysv-ipc"])?;
+    expect(&["sysv-shm-get", key], inside, EACCES)?;
+    expect(&["sysv-shm-attach", &id], inside, EACCES)?;
+    expect(&["sysv-shm-rmid", &id], inside, EPERM)?;
+    follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            line.contains("\"deny\"")
+        })
+        .context("no sysv-ipc deny event for agent tools")?;
+    expect(&["sysv-shm-get", key], None, 0)?;
+    expect(&["sysv-shm-attach", &id], None, 0)?;
+    expect(&["sysv-shm-rmid", &id], None, 0)
 }
