@@ -16,9 +16,10 @@ use crate::{
     kernel::{offset, read, read_ptr},
 };
 
+const AF_UNIX: i32 = 1;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
-const AF_PACKET: i32 = 17;
+const AF_NETLINK: i32 = 16;
 const SOCK_DGRAM: i32 = 2;
 const SOCK_RAW: i32 = 3;
 const IPPROTO_ICMP: i32 = 1;
@@ -37,7 +38,11 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     let ping = (family == AF_INET || family == AF_INET6)
         && kind == SOCK_DGRAM
         && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6);
-    if kern != 0 || !(family == AF_PACKET || kind == SOCK_RAW || ping) {
+    // Families the rule kinds do not describe (vsock to the hypervisor, AF_ALG, Bluetooth, CAN,
+    // TIPC, RDS, XDP...) would carry data where no connect rule looks.
+    let described =
+        family == AF_UNIX || family == AF_INET || family == AF_INET6 || family == AF_NETLINK;
+    if kern != 0 || (described && !(kind == SOCK_RAW || ping)) {
         return 0;
     }
     let Some((cgroup_id, agent)) = current_agent() else {

@@ -18,7 +18,7 @@ unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | c
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
-sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
+vsock-socket | alg-socket | unix-socket | tcp-socket | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -79,6 +79,10 @@ pub fn run(args: &[String]) -> ExitCode {
         ("anon-mprotect", 1) => anonymous_exec(true),
         ("raw-socket", 1) => socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
         ("packet-socket", 1) => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+        ("vsock-socket", 1) => socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0),
+        ("alg-socket", 1) => socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
+        ("unix-socket", 1) => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+        ("tcp-socket", 1) => socket(libc::AF_INET6, libc::SOCK_STREAM, 0),
         ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
         ("chroot", 2) => path_call(arg(1), |p| unsafe { libc::chroot(p) }),
         ("init-module", 1) => init_module(),

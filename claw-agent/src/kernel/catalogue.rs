@@ -344,9 +344,12 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "socket_create",
         attach: Attach::Lsm,
-        enforces: "raw and packet sockets denied (they would skip the connect rules)",
+        enforces: "raw, packet and ping sockets, and families but Unix, IPv4, IPv6 and netlink, denied (they would skip the connect rules)",
         rule_kinds: &[],
-        denied_by_default: &["raw, packet and ping sockets"],
+        denied_by_default: &[
+            "raw, packet and ping sockets",
+            "socket families the rules do not describe (vsock, AF_ALG, Bluetooth, CAN, XDP, ...): only Unix, IPv4, IPv6 and netlink",
+        ],
         ops: &[op::SOCKET],
     },
     Program {

@@ -154,6 +154,21 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "socket_families_the_rules_do_not_describe_are_eperm",
+        (|| {
+            expect(&["vsock-socket"], inside, EPERM)?;
+            expect(&["alg-socket"], inside, EPERM)?;
+            expect(&["unix-socket"], inside, 0)?;
+            expect(&["tcp-socket"], inside, 0)?;
+            // Outside agents the kernel answers as it would (a family may not be built).
+            for family in ["vsock-socket", "alg-socket"] {
+                let (_, code) = claw_tests::harness::probe(&[family], None)?;
+                ensure!(code != EPERM, "{family} outside agents: EPERM");
+            }
+            Ok(())
+        })(),
+    );
+    runner.check(
         "bind_mount_and_chroot_are_eperm",
         (|| {
             std::fs::create_dir_all("/workspace/mnt")?;
