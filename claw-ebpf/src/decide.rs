@@ -20,10 +20,7 @@ use claw_common::{
 use crate::{
     grant,
     kernel::{offset, read, read_ptr},
-    task::{
-        ancestor_id, cgroup_id, cgroup_of, current_ancestor_cgroup_id,
-        current_ancestor_cgroup_id_by_task, task_cgroup_id,
-    },
+    task::{ancestor_id, cgroup_id, cgroup_of, current_ancestor_cgroup_id, task_cgroup_id},
     throttle::{admit, count_lost, mix, number, HASH_SEED},
     AGENTS, AGENT_LEVELS, CPU_STATE, EVENTS, FILE_RULES,
 };
@@ -53,7 +50,8 @@ pub fn current_agent() -> Option<(u64, AgentEntry)> {
 /// struct (no ancestor helper for them before 6.4).
 #[inline(always)]
 pub fn current_agent_by_task() -> Option<(u64, AgentEntry)> {
-    nearest_agent(task_cgroup_id(), current_ancestor_cgroup_id_by_task)
+    // SAFETY: the helper returns the running task's struct.
+    unsafe { agent_of_task(bpf_get_current_task() as *const u8) }
 }
 
 /// The agent holding `task` (another process), found as [`current_agent`] finds the caller's.

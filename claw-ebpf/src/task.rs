@@ -3,9 +3,7 @@
 //! agent holds the task), confine (is a target within the agent) and grant (grants to a tool
 //! call's own cgroup) all ask, and decide consults grant, so it cannot live in either.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-};
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
 
 use crate::kernel::{offset, read, read_ptr};
 
@@ -22,18 +20,6 @@ pub fn task_cgroup_id() -> u64 {
 pub fn current_ancestor_cgroup_id(level: u16) -> u64 {
     // SAFETY: helper without preconditions.
     unsafe { bpf_get_current_ancestor_cgroup_id(i32::from(level)) }
-}
-
-/// The calling task's ancestor cgroup at `level`, read from its task struct: cgroup device
-/// programs get no ancestor helper before 6.4.
-#[inline(always)]
-pub fn current_ancestor_cgroup_id_by_task(level: u16) -> u64 {
-    // SAFETY: helper without preconditions; it returns the running task's struct.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    // SAFETY: a kernel task pointer.
-    unsafe { cgroup_of(task) }
-        .and_then(|cgroup| unsafe { ancestor_id(cgroup, level) })
-        .unwrap_or(0)
 }
 
 /// `task`'s cgroup v2 (task->cgroups->dfl_cgrp).
