@@ -25,6 +25,9 @@ pub const MAX_PORT_RANGES: usize = 16;
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+/// Set in a NET_RULES key's protocol for a listen rule (where an agent may bind and listen),
+/// keeping those apart from connect rules in the one trie: TCP and UDP leave the bit free.
+pub const LISTEN_RULE: u8 = 0x80;
 
 /// Access bits: the value of a file rule, and what an operation needs.
 pub mod access {
@@ -99,6 +102,11 @@ pub mod op {
     pub const TASK_CHANGE: u32 = 29;
     /// Using a System V IPC object (message queue, semaphore set, shared memory segment).
     pub const SYSV_IPC: u32 = 30;
+    /// Binding an IPv4/IPv6 socket to a port no listen rule names (NetRecord: the local address).
+    pub const BIND: u32 = 31;
+    /// Listening on a TCP socket whose address and port no listen rule names (NetRecord: the
+    /// local address; port 0 when it was never bound).
+    pub const LISTEN: u32 = 32;
 
     /// Which change of another process a TASK_CHANGE record reports.
     pub mod task_change {
@@ -122,7 +130,7 @@ pub mod op {
     }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 30] = [
+    pub const NAMES: [(u32, &str); 32] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -153,6 +161,8 @@ pub mod op {
         (PRELOAD, "preload"),
         (TASK_CHANGE, "task-change"),
         (SYSV_IPC, "sysv-ipc"),
+        (BIND, "bind"),
+        (LISTEN, "listen"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).
@@ -398,8 +408,9 @@ pub struct PathRuleKey {
     pub path: [u8; RULE_PATH_BYTES],
 }
 
-/// Key of the network rule trie: ruleset, protocol (exact), then an IPv6 address whose leading
-/// bits are the prefix. IPv4 is IPv4-mapped (`::ffff:a.b.c.d`).
+/// Key of the network rule trie: ruleset, protocol (exact; with [`LISTEN_RULE`] for a listen
+/// rule), then an IPv6 address whose leading bits are the prefix. IPv4 is IPv4-mapped
+/// (`::ffff:a.b.c.d`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NetRuleKey {

@@ -1,5 +1,5 @@
-//! What would step around the path and network rules, denied to agents outright: raw and packet
-//! sockets (hand-made packets skip connect/sendmsg), mounts (a bind mount gives a file an allowed
+//! What would step around the path and network rules, denied to agents outright: sockets but
+//! TCP, UDP, Unix and netlink (hand-made packets and other protocols skip connect/sendmsg), mounts (a bind mount gives a file an allowed
 //! name), chroot and pivot_root (paths are resolved from the process's root), and Unix sockets
 //! but those whose file the agent may write (a socket such as /var/run/docker.sock is a door
 //! out); and acting on processes outside the agent: signals, ptrace, their scheduling and
@@ -20,10 +20,10 @@ const AF_UNIX: i32 = 1;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
 const AF_NETLINK: i32 = 16;
+const SOCK_STREAM: i32 = 1;
 const SOCK_DGRAM: i32 = 2;
-const SOCK_RAW: i32 = 3;
-const IPPROTO_ICMP: i32 = 1;
-const IPPROTO_ICMPV6: i32 = 58;
+const IPPROTO_TCP: i32 = 6;
+const IPPROTO_UDP: i32 = 17;
 /// The socket type is in the low bits; SOCK_NONBLOCK and SOCK_CLOEXEC ride above.
 const SOCK_TYPE_MASK: i32 = 0xf;
 
@@ -34,15 +34,19 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     let protocol: i32 = ctx.arg(2);
     let kern: i32 = ctx.arg(3);
     let kind = kind & SOCK_TYPE_MASK;
-    // ICMP "ping" sockets send datagrams no sendmsg program sees.
-    let ping = (family == AF_INET || family == AF_INET6)
-        && kind == SOCK_DGRAM
-        && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6);
-    // Families the rule kinds do not describe (vsock to the hypervisor, AF_ALG, Bluetooth, CAN,
-    // TIPC, RDS, XDP...) would carry data where no connect rule looks.
-    let described =
-        family == AF_UNIX || family == AF_INET || family == AF_INET6 || family == AF_NETLINK;
-    if kern != 0 || (described && !(kind == SOCK_RAW || ping)) {
+    // Over IPv4 and IPv6 the connect and listen rules describe TCP and UDP (protocol 0 picks
+    // them for a stream and a datagram socket): raw sockets (hand-made packets), ICMP "ping",
+    // SCTP, MPTCP and UDP-Lite would carry data where no rule looks. Other families than Unix
+    // and netlink likewise (vsock to the hypervisor, AF_PACKET, AF_ALG, Bluetooth, CAN, XDP...).
+    let described = match family {
+        AF_INET | AF_INET6 => {
+            (kind == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
+                || (kind == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+        }
+        AF_UNIX | AF_NETLINK => true,
+        _ => false,
+    };
+    if kern != 0 || described {
         return 0;
     }
     let Some((cgroup_id, agent)) = current_agent() else {

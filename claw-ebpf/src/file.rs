@@ -1,6 +1,7 @@
-//! Hooks on opened files: open (read/write), exec, and mapping a file executable.
+//! Hooks on opened files: open (read/write), exec, and mapping a file executable; and memory
+//! that was written becoming executable (code an agent wrote runs only with `jit: true`).
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{helpers::bpf_get_current_task, macros::lsm, programs::LsmContext};
 use claw_common::{access, op};
 
 use crate::{
@@ -8,7 +9,7 @@ use crate::{
         anonymous_exec, current_agent, file_verdict, file_verdict_in, resolve_d_path,
         resolve_path_walk, scratch,
     },
-    kernel::{offset, read_ptr},
+    kernel::{offset, read, read_ptr},
 };
 
 const FMODE_READ: u32 = 0x1;
@@ -126,7 +127,39 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
         let Some(file) = read_ptr(vma, offset!(VMA_VM_FILE)) else {
             return anonymous_exec(cgroup_id, agent, op::MPROTECT);
         };
+        // A private file mapping with an anon_vma has had pages copied on write (SELinux's
+        // execmod): they hold what the process wrote, not the file, so they are code the agent
+        // made — a way to run a program no exec rule names, by writing it over an allowed one.
+        if read_ptr(vma, offset!(VMA_ANON_VMA)).is_some() {
+            return anonymous_exec(cgroup_id, agent, op::MPROTECT);
+        }
         resolve_path_walk(file.wrapping_add(offset!(FILE_F_PATH)))
     };
     file_verdict(cgroup_id, agent, op::MPROTECT, access::MAP, resolved)
+}
+
+/// personality(READ_IMPLIES_EXEC): every readable mapping is made executable, and the heap brk()
+/// grows too — writable and executable memory no mmap or mprotect hook sees. Every new mapping
+/// and brk() asks this hook for its address first: refused to a process of a `jit: false` agent
+/// with that personality.
+const READ_IMPLIES_EXEC: u32 = 0x0040_0000;
+
+#[lsm(hook = "mmap_addr")]
+pub fn mmap_addr(_ctx: LsmContext) -> i32 {
+    // Every mapping of every process passes here: the personality first, one read.
+    // SAFETY: helper without preconditions; then a checked read of the task's personality.
+    let personality = unsafe {
+        read::<u32>(
+            bpf_get_current_task() as *const u8,
+            offset!(TASK_PERSONALITY),
+        )
+    }
+    .unwrap_or(0);
+    if personality & READ_IMPLIES_EXEC == 0 {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    anonymous_exec(cgroup_id, agent, op::MMAP)
 }

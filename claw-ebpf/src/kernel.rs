@@ -46,6 +46,13 @@ offsets!(
     CGROUP_LEVEL,
     CGROUP_ANCESTORS,
     KERNFS_NODE_ID,
+    SOCK_FAMILY,
+    SOCK_PROTOCOL,
+    SOCK_NUM,
+    SOCK_RCV_SADDR,
+    SOCK_V6_RCV_SADDR,
+    VMA_ANON_VMA,
+    TASK_PERSONALITY,
 );
 
 /// The value of an offset global, by name.

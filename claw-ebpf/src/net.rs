@@ -1,24 +1,29 @@
 //! cgroup sock_addr programs, attached to each agent's cgroup: TCP connects and UDP sends to
 //! unconnected destinations, v4 and v6, against NET_RULES and the addresses the agent's resolver
-//! answered (DNS_ALLOW); DNS goes to that resolver. They load on kernels without BPF LSM.
+//! answered (DNS_ALLOW); DNS goes to that resolver; binds to a port against the listen rules.
+//! They load on kernels without BPF LSM. And the LSM hook on listen(), which the listen rules
+//! decide too (a socket bound to port 0 would otherwise listen on whatever port it was given).
 
 use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
-    macros::cgroup_sock_addr,
+    macros::{cgroup_sock_addr, lsm},
     maps::lpm_trie::Key,
-    programs::SockAddrContext,
+    programs::{LsmContext, SockAddrContext},
 };
 use claw_common::{
-    agent_flags, counter, decision, op, record, NetRecord, NetRuleKey, NetRuleValue,
-    OriginalDestination, Redirect, ResolvedKey, DNS_PORT, MAX_PORT_RANGES, PROTO_TCP, PROTO_UDP,
+    agent_flags, counter, decision, op, record, AgentEntry, NetRecord, NetRuleKey, NetRuleValue,
+    OriginalDestination, Redirect, ResolvedKey, DNS_PORT, LISTEN_RULE, MAX_PORT_RANGES, PROTO_TCP,
+    PROTO_UDP,
 };
 
 use crate::{
     decide::{count, current_agent, decision_of, emit, header, outcome, Report as _},
-    grant, DNS_ALLOW, NET_RULES, ORIGINAL_DESTINATIONS, REDIRECTS,
+    grant,
+    kernel::{offset, read, read_ptr},
+    DNS_ALLOW, NET_RULES, ORIGINAL_DESTINATIONS, REDIRECTS,
 };
 
 /// 127.0.0.1, IPv4-mapped: where the daemon's resolvers listen.
@@ -45,6 +50,16 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide::<true>(&ctx, op::SENDMSG)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4(ctx: SockAddrContext) -> i32 {
+    bind::<false>(&ctx)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6(ctx: SockAddrContext) -> i32 {
+    bind::<true>(&ctx)
 }
 
 #[cgroup_sock_addr(recvmsg4)]
@@ -282,4 +297,130 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
     } else {
         DENY
     }
+}
+
+/// bind(2) to a port: a listen rule must hold the address and port. Port 0 (the kernel picks an
+/// ephemeral port, as clients do) is allowed; listening on it is decided at listen.
+#[inline(always)]
+fn bind<const V6: bool>(ctx: &SockAddrContext) -> i32 {
+    let sock: *const bpf_sock_addr = ctx.sock_addr;
+    let (address, user_port) = read_address::<V6>(sock);
+    let port = u16::from_be(user_port as u16);
+    if port == 0 {
+        return ALLOW;
+    }
+    // SAFETY: the context the kernel passed; one whole field.
+    let protocol = unsafe { read_volatile(&(*sock).protocol) } as u8;
+    let Some((cgroup_id, agent)) = current_agent() else {
+        count(counter::DENIED);
+        return DENY;
+    };
+    let family = if V6 { 6 } else { 4 };
+    if inbound(cgroup_id, agent, op::BIND, protocol, family, address, port) {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EPERM: i32 = 1;
+
+/// listen(2) on an IPv4 or IPv6 socket: its bound address and port (0 if it was never bound: the
+/// kernel would pick one) must be held by a listen rule.
+#[lsm(hook = "socket_listen")]
+pub fn socket_listen(ctx: LsmContext) -> i32 {
+    // (struct socket *sock, int backlog)
+    let socket: *const u8 = ctx.arg(0);
+    // SAFETY: checked kernel reads of the hook's socket and its sock (which begins with its
+    // sock_common); the offsets are the kernel's own (from BTF).
+    let local = unsafe {
+        read_ptr(socket, offset!(SOCKET_SK)).and_then(|sk| {
+            let family = read::<u16>(sk, offset!(SOCK_FAMILY))?;
+            let protocol = read::<u16>(sk, offset!(SOCK_PROTOCOL))?;
+            let port = read::<u16>(sk, offset!(SOCK_NUM))?;
+            let mut address = [0u8; 16];
+            match family {
+                AF_INET => {
+                    address[10] = 0xff;
+                    address[11] = 0xff;
+                    address[12..].copy_from_slice(&read::<[u8; 4]>(sk, offset!(SOCK_RCV_SADDR))?);
+                }
+                AF_INET6 => address = read::<[u8; 16]>(sk, offset!(SOCK_V6_RCV_SADDR))?,
+                _ => return Some(None),
+            }
+            Some(Some((family, protocol as u8, address, port)))
+        })
+    };
+    let local = match local {
+        // A Unix socket: its file was decided when it was bound (files.write).
+        Some(None) => return 0,
+        Some(Some(local)) => Some(local),
+        None => None,
+    };
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    // A socket whose address cannot be read is refused: nothing could be matched.
+    let (family, protocol, address, port) = local.unwrap_or((0, 0, [0; 16], 0));
+    let family = if family == AF_INET6 { 6 } else { 4 };
+    if inbound(
+        cgroup_id,
+        agent,
+        op::LISTEN,
+        protocol,
+        family,
+        address,
+        port,
+    ) {
+        0
+    } else {
+        -EPERM
+    }
+}
+
+/// Whether the agent may bind or listen at `address`:`port`: a listen rule holds it, or else a
+/// grant does (taking a use); otherwise reported, and allowed only in audit mode.
+#[inline(always)]
+fn inbound(
+    cgroup_id: u64,
+    agent: AgentEntry,
+    op: u32,
+    protocol: u8,
+    family: u8,
+    address: [u8; 16],
+    port: u16,
+) -> bool {
+    let key = Key::new(
+        40 + 128,
+        NetRuleKey {
+            ruleset: agent.ruleset.to_be_bytes(),
+            protocol: protocol | LISTEN_RULE,
+            address,
+        },
+    );
+    if port != 0 && NET_RULES.get(&key).is_some_and(|rule| holds(rule, port)) {
+        count(counter::ALLOWED);
+        return true;
+    }
+    let mut record = NetRecord {
+        header: header(record::NET, op, cgroup_id, agent, decision_of(agent), 0),
+        address,
+        port,
+        protocol,
+        family,
+        _pad: 0,
+    };
+    if record.header.decision == decision::DENY
+        && grant::net(cgroup_id, op, record.object_hash(), &record)
+    {
+        count(counter::ALLOWED);
+        record.header.decision = decision::GRANTED;
+        emit(record);
+        return true;
+    }
+    let (_, ret) = outcome(agent);
+    emit(record);
+    ret == 0
 }

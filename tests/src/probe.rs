@@ -18,7 +18,8 @@ unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | c
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
-vsock-socket | alg-socket | unix-socket | tcp-socket | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
+vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
+listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -83,6 +84,16 @@ pub fn run(args: &[String]) -> ExitCode {
         ("alg-socket", 1) => socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
         ("unix-socket", 1) => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
         ("tcp-socket", 1) => socket(libc::AF_INET6, libc::SOCK_STREAM, 0),
+        ("sctp-socket", 1) => socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+        ("mptcp-socket", 1) => socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP),
+        ("netlink-socket", 1) => socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+        ("listen", 2) => {
+            socket_address(arg(1)).and_then(|a| std::net::TcpListener::bind(a).map(drop))
+        }
+        ("udp-bind", 2) => socket_address(arg(1)).and_then(|a| UdpSocket::bind(a).map(drop)),
+        ("written-exec", 2) => written_mapping(arg(1), true),
+        ("written-only", 2) => written_mapping(arg(1), false),
+        ("executable-heap", 1) => executable_heap(),
         ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
         ("chroot", 2) => path_call(arg(1), |p| unsafe { libc::chroot(p) }),
         ("init-module", 1) => init_module(),
@@ -264,6 +275,61 @@ fn map_executable(fd: Option<RawFd>, via_mprotect: bool) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Maps the first page of `path` private and writable, writes to it (the page is copied), and
+/// then, with `make_executable`, mprotects it executable.
+fn written_mapping(path: &str, make_executable: bool) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: one page, checked, written within, unmapped before return.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let byte = addr.cast::<u8>();
+        byte.write_volatile(byte.read_volatile() ^ 0xff);
+        let result = if make_executable
+            && libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_EXEC) != 0
+        {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        libc::munmap(addr, 4096);
+        result
+    }
+}
+
+/// personality(READ_IMPLIES_EXEC), then brk() grows the heap — executable with that personality.
+/// ENOMEM when the heap did not grow. The personality is put back before anything else is
+/// allocated (the probe's own allocations would be refused with it too).
+fn executable_heap() -> std::io::Result<()> {
+    const READ_IMPLIES_EXEC: libc::c_ulong = 0x0040_0000;
+    // SAFETY: personality(2) and brk(2) on this process; the break is only moved, never used.
+    unsafe {
+        let previous = libc::personality(0xffff_ffff);
+        if libc::personality(READ_IMPLIES_EXEC) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let current = libc::syscall(libc::SYS_brk, 0);
+        let wanted = current + (1 << 20);
+        let grown = libc::syscall(libc::SYS_brk, wanted);
+        libc::syscall(libc::SYS_brk, current);
+        libc::personality(previous as libc::c_ulong);
+        if grown == wanted {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ENOMEM))
+        }
+    }
 }
 
 fn socket_address(text: &str) -> std::io::Result<SocketAddr> {

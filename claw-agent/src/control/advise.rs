@@ -24,6 +24,7 @@ pub enum Kind {
     Exec,
     Libraries,
     Connect,
+    Listen,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Kind::Exec => &["exec"],
             Kind::Libraries => &["libraries"],
             Kind::Connect => &["connect"],
+            Kind::Listen => &["listen"],
         }
     }
 
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::Libraries => "libraries",
             Kind::Connect => "connect",
+            Kind::Listen => "listen",
         }
     }
 }
@@ -85,6 +88,9 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
         ) {
             ("connect" | "sendmsg", _, Some(destination)) => {
                 draft.rules.insert(rule(Kind::Connect, destination));
+            }
+            ("bind" | "listen", _, Some(address)) => {
+                draft.rules.insert(rule(Kind::Listen, address));
             }
             (op, Some(path), _) if path.starts_with('/') && !needs("admin") => {
                 // A rule ending in `/` would cover a whole tree, not the one object denied.
@@ -185,6 +191,7 @@ pub fn add_rules(file: &str, text: &str, rules: &BTreeSet<Rule>) -> Result<Strin
             Kind::Exec => r.exec.iter().any(|p| p.0 == rule.value),
             Kind::Libraries => r.libraries.iter().any(|p| p.0 == rule.value),
             Kind::Connect => r.connect.iter().any(|c| c.text == rule.value),
+            Kind::Listen => r.listen.iter().any(|l| l.0.text == rule.value),
         };
         if !present {
             return Err(AdviseError::NotPlaced {
@@ -389,6 +396,7 @@ agents:
             denial("exec", Some("/usr/bin/curl"), None, "exec"),
             denial("mmap", Some("/opt/lib/x.so"), None, "map"),
             denial("connect", None, Some("10.0.0.1:443/tcp"), ""),
+            denial("listen", None, Some("0.0.0.0:4444/tcp"), ""),
             denial("mount", None, None, "admin"),
             denial("open", Some("/sys/fs/cgroup/cgroup.procs"), None, "write"),
             denial("open", Some("/"), None, "read"),
@@ -408,6 +416,7 @@ agents:
                 (Kind::Exec, "/usr/bin/curl"),
                 (Kind::Libraries, "/opt/lib/x.so"),
                 (Kind::Connect, "10.0.0.1:443/tcp"),
+                (Kind::Listen, "0.0.0.0:4444/tcp"),
             ]
         );
         assert_eq!(draft.notes.len(), 3, "{:?}", draft.notes);

@@ -130,7 +130,9 @@ pub fn entry(
             grant.path[..path.len()].copy_from_slice(path.as_bytes());
             grant.path_len = path.len() as u32 + 1;
         }
-        (_, Some(destination)) if code == op::CONNECT || code == op::SENDMSG => {
+        (_, Some(destination))
+            if [op::CONNECT, op::SENDMSG, op::BIND, op::LISTEN].contains(&code) =>
+        {
             let (address, port, protocol) = parse_destination(destination).ok_or_else(|| {
                 GrantError::UnreadableDestination {
                     seq,
@@ -224,6 +226,11 @@ mod tests {
         event.destination = Some("10.0.0.1:53/udp".to_owned());
         let (_, grant) = entry(&event, 77, lifetime, 0).unwrap();
         assert_eq!(&grant.address[10..], &[0xff, 0xff, 10, 0, 0, 1]);
+        // A listen denial: the local address it was refused at.
+        event.op = "listen".to_owned();
+        event.destination = Some("0.0.0.0:4444/tcp".to_owned());
+        let (key, grant) = entry(&event, 77, lifetime, 0).unwrap();
+        assert_eq!((key.op, grant.port), (op::LISTEN, 4444));
     }
 
     #[test]

@@ -141,6 +141,7 @@ fn ocsf(event: &Event) -> Value {
         "exec" => (1, 1007, 1),
         "oom-kill" | "exited" => (1, 1007, 2),
         "connect" | "sendmsg" | "unix-connect" => (4, 4001, 1),
+        "bind" | "listen" => (4, 4001, 7),
         _ => (0, 0, 0),
     };
     let (disposition_id, disposition) = match event.decision.as_str() {

@@ -76,6 +76,13 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("CGROUP_LEVEL", "cgroup", "level"),
     ("CGROUP_ANCESTORS", "cgroup", "ancestors"),
     ("KERNFS_NODE_ID", "kernfs_node", "id"),
+    ("SOCK_FAMILY", "sock_common", "skc_family"),
+    ("SOCK_PROTOCOL", "sock", "sk_protocol"),
+    ("SOCK_NUM", "sock_common", "skc_num"),
+    ("SOCK_RCV_SADDR", "sock_common", "skc_rcv_saddr"),
+    ("SOCK_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
+    ("VMA_ANON_VMA", "vm_area_struct", "anon_vma"),
+    ("TASK_PERSONALITY", "task_struct", "personality"),
 ];
 
 /// Fields of the tracepoint records the degraded-mode programs read: (global, category, name,
@@ -190,6 +197,9 @@ const WRITE: &[&str] = &["write"];
 const NETWORK: &[&str] = &["connect", "connect-name", "redirect"];
 const NETWORK_SEND: &[&str] = &["connect", "connect-name"];
 const RESOLVER: &[&str] = &["connect-name"];
+const LISTENING: &[&str] = &["listen"];
+const LISTENS: &str =
+    "binding a port or listening (TCP) anywhere not under listen; binding port 0 for a client's ephemeral port stays allowed";
 
 /// Every program claw loads, LSM programs in attach order.
 pub const PROGRAMS: &[Program] = &[
@@ -238,12 +248,22 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "file_mprotect",
         attach: Attach::Lsm,
-        enforces: "libraries, exec (making a file mapping executable)",
+        enforces: "libraries, exec (making a file mapping executable); a private file mapping written to (copied on write) counts as memory without a file",
         rule_kinds: &["libraries"],
         denied_by_default: &[
-            "making memory executable later (mprotect) unless it maps a file under libraries / exec, or jit: true",
+            "making memory executable later (mprotect) unless it maps a file under libraries / exec and was never written, or jit: true",
         ],
         ops: &[op::MPROTECT],
+    },
+    Program {
+        name: "mmap_addr",
+        attach: Attach::Lsm,
+        enforces: "new memory (mmap, brk) refused to a process whose personality makes all readable memory executable (READ_IMPLIES_EXEC), unless jit: true",
+        rule_kinds: &[],
+        denied_by_default: &[
+            "memory for a process with personality READ_IMPLIES_EXEC (an executable heap), unless jit: true",
+        ],
+        ops: &[op::MMAP],
     },
     Program {
         name: "path_mknod",
@@ -344,13 +364,21 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "socket_create",
         attach: Attach::Lsm,
-        enforces: "raw, packet and ping sockets, and families but Unix, IPv4, IPv6 and netlink, denied (they would skip the connect rules)",
+        enforces: "sockets but TCP, UDP, Unix and netlink denied (they would skip the connect and listen rules)",
         rule_kinds: &[],
         denied_by_default: &[
-            "raw, packet and ping sockets",
+            "raw, packet and ping sockets; over IPv4 and IPv6 every protocol but TCP and UDP (SCTP, MPTCP, UDP-Lite)",
             "socket families the rules do not describe (vsock, AF_ALG, Bluetooth, CAN, XDP, ...): only Unix, IPv4, IPv6 and netlink",
         ],
         ops: &[op::SOCKET],
+    },
+    Program {
+        name: "socket_listen",
+        attach: Attach::Lsm,
+        enforces: "listen (TCP listen on the socket's bound address and port)",
+        rule_kinds: LISTENING,
+        denied_by_default: &[LISTENS],
+        ops: &[op::LISTEN],
     },
     Program {
         name: "sb_mount",
@@ -554,6 +582,22 @@ pub const PROGRAMS: &[Program] = &[
         ops: &[op::SENDMSG],
     },
     Program {
+        name: "bind4",
+        attach: Attach::CgroupSockAddr,
+        enforces: "listen (binding a port), IPv4",
+        rule_kinds: LISTENING,
+        denied_by_default: &[LISTENS],
+        ops: &[op::BIND],
+    },
+    Program {
+        name: "bind6",
+        attach: Attach::CgroupSockAddr,
+        enforces: "listen (binding a port), IPv6 and IPv4-mapped",
+        rule_kinds: LISTENING,
+        denied_by_default: &[LISTENS],
+        ops: &[op::BIND],
+    },
+    Program {
         name: "recvmsg4",
         attach: Attach::CgroupSockAddr,
         enforces: "UDP answers to DNS sent to the agent's resolver show the server it was sent to, IPv4",
@@ -650,6 +694,7 @@ pub fn mechanism(rule_kind: &str) -> (Vec<&'static Program>, &'static str) {
     let consults = match rule_kind {
         "read" | "write" | "exec" | "libraries" => "FILE_RULES (LPM trie)",
         "connect" => "NET_RULES (LPM trie)",
+        "listen" => "NET_RULES (LPM trie, listen entries)",
         "connect-name" => "DNS_ALLOW (hash: what the agent's resolver answered)",
         "allow_env" => "ENV_RULES (LPM trie)",
         "redirect" => "REDIRECTS (LPM trie)",
@@ -789,6 +834,7 @@ mod tests {
             "libraries",
             "connect",
             "connect-name",
+            "listen",
             "redirect",
             "allow_env",
             "devices",

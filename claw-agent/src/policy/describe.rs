@@ -8,7 +8,7 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleLine {
     pub agent: String,
-    /// cgroup, mode, read, write, exec, libraries, connect.
+    /// cgroup, mode, read, write, exec, libraries, connect, listen, ...
     pub kind: String,
     pub value: String,
 }
@@ -71,6 +71,7 @@ pub fn rule_lines(policy: &Policy) -> Vec<RuleLine> {
             crate::policy::rules::Host::Name(_) => line("connect-name", c.text.clone()),
             _ => line("connect", c.text.clone()),
         }));
+        own.extend(rules.listen.iter().map(|l| line("listen", l.to_string())));
         own.extend(
             rules
                 .redirect

@@ -15,7 +15,7 @@ use serde::{de, Deserialize, Deserializer};
 
 use crate::policy::{
     limits::Limits,
-    rules::{ConnectRule, EnvName, RedirectRule, RulePath},
+    rules::{ConnectRule, EnvName, ListenRule, RedirectRule, RulePath},
     run::RunSpec,
 };
 
@@ -99,6 +99,8 @@ struct AgentDocument {
     #[serde(default)]
     connect: Vec<ConnectRule>,
     #[serde(default)]
+    listen: Vec<ListenRule>,
+    #[serde(default)]
     redirect: Vec<RedirectRule>,
 }
 
@@ -118,6 +120,7 @@ impl From<AgentDocument> for Agent {
                 exec: doc.exec,
                 libraries: doc.libraries,
                 connect: doc.connect,
+                listen: doc.listen,
                 redirect: doc.redirect,
             },
         }
@@ -139,6 +142,10 @@ pub struct Rules {
     /// Destinations the agent may connect to (TCP) or send datagrams to (UDP).
     #[serde(default)]
     pub connect: Vec<ConnectRule>,
+    /// Local addresses and ports the agent may bind and listen on; binding port 0 (an
+    /// ephemeral port, as a client does) needs none, listening always does.
+    #[serde(default)]
+    pub listen: Vec<ListenRule>,
     /// TCP destinations whose connects the kernel sends to a local proxy instead.
     #[serde(default)]
     pub redirect: Vec<RedirectRule>,
@@ -151,6 +158,7 @@ impl Rules {
         self.exec.extend(other.exec.iter().cloned());
         self.libraries.extend(other.libraries.iter().cloned());
         self.connect.extend(other.connect.iter().cloned());
+        self.listen.extend(other.listen.iter().cloned());
         self.redirect.extend(other.redirect.iter().cloned());
     }
 }

@@ -15,6 +15,7 @@ pub struct Summary {
     exec: Vec<String>,
     map: Vec<String>,
     connect: Vec<String>,
+    listen: Vec<String>,
     jit: bool,
 }
 
@@ -37,6 +38,7 @@ impl Summary {
             exec: paths(&[&r.exec]),
             map: paths(&[&r.exec, &r.libraries]),
             connect: r.connect.iter().map(|c| c.text.clone()).collect(),
+            listen: r.listen.iter().map(ToString::to_string).collect(),
             jit: agent.jit,
         }
     }
@@ -73,11 +75,17 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
                 only(agent, verb, "to ", &summary.connect)
             );
         }
+        "bind" | "listen" => {
+            return format!(
+                "{}; {object} is not among them",
+                only(agent, op, "on ", &summary.listen)
+            );
+        }
         "mount" | "chroot" => return format!("no agent may {op}: it would give files other names"),
         "bpf" => return "no agent may use bpf(): claw's own enforcement is made of it".to_owned(),
         "capability" => return format!("no agent may use {object}: it steps around the rules"),
         "socket" => {
-            return "no agent may open raw, packet or ping sockets: they bypass the connect rules"
+            return "agents may open TCP, UDP, Unix and netlink sockets only: raw, packet and ping sockets, other protocols (SCTP, MPTCP) and other families (vsock, AF_ALG...) carry data where no connect or listen rule looks"
                 .to_owned()
         }
         "device" => {

@@ -434,6 +434,38 @@ pub fn network_text(octets: &[u8; 16], prefix_len: u8) -> String {
     }
 }
 
+/// `ADDRESS[/LEN]:PORT[-PORT][/tcp|/udp]`: where an agent may bind a port and listen — the local
+/// address as the socket is bound: `127.0.0.1:11434/tcp` is that address alone, `0.0.0.0:80/tcp`
+/// every IPv4 address of the node (and only a rule naming it allows that), `[::]:80/tcp` every
+/// IPv6 and, dual-stack, IPv4 address. A network (`0.0.0.0/0:8080`) holds every address in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenRule(pub ConnectRule);
+
+impl ListenRule {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rule = ConnectRule::parse(text)?;
+        if let Host::Name(name) = &rule.host {
+            return Err(format!(
+                "listen rule `{text}` names a host (`{name}`) — name the address the agent binds, e.g. `127.0.0.1:8080/tcp`, or `0.0.0.0:8080/tcp` for every IPv4 address"
+            ));
+        }
+        Ok(Self(rule))
+    }
+}
+
+impl fmt::Display for ListenRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(invalid)
+    }
+}
+
 /// `{ to: DESTINATIONS, via: ADDRESS:PORT }`: TCP connects to `to` go to the proxy at `via`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +524,20 @@ impl<'de> Deserialize<'de> for ConnectRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_rules_name_addresses_not_hosts() {
+        let rule = ListenRule::parse("127.0.0.1:11434/tcp").unwrap();
+        assert_eq!(rule.0.host, Host::ipv4(Ipv4Addr::LOCALHOST, 32));
+        assert_eq!(rule.0.protocols, Protocols::Tcp);
+        assert!(ListenRule::parse("[::]:80").is_ok());
+        let err = ListenRule::parse("api.example.org:443/tcp").unwrap_err();
+        assert!(
+            err.contains("names a host") && err.contains("0.0.0.0:8080/tcp"),
+            "{err}"
+        );
+        assert!(ListenRule::parse("127.0.0.1:0/tcp").is_err());
+    }
 
     fn net(text: &str) -> (String, PortRange, Protocols) {
         let rule = ConnectRule::parse(text).unwrap();

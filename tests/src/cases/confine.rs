@@ -158,10 +158,14 @@ pub fn run(runner: &mut Runner) {
         (|| {
             expect(&["vsock-socket"], inside, EPERM)?;
             expect(&["alg-socket"], inside, EPERM)?;
+            // IPv4 and IPv6 protocols no connect or listen rule describes.
+            expect(&["sctp-socket"], inside, EPERM)?;
+            expect(&["mptcp-socket"], inside, EPERM)?;
             expect(&["unix-socket"], inside, 0)?;
             expect(&["tcp-socket"], inside, 0)?;
+            expect(&["netlink-socket"], inside, 0)?;
             // Outside agents the kernel answers as it would (a family may not be built).
-            for family in ["vsock-socket", "alg-socket"] {
+            for family in ["vsock-socket", "alg-socket", "sctp-socket", "mptcp-socket"] {
                 let (_, code) = claw_tests::harness::probe(&[family], None)?;
                 ensure!(code != EPERM, "{family} outside agents: EPERM");
             }

@@ -1,10 +1,12 @@
 //! Exec rules in the kernel: programs, scripts and their interpreters, the ld.so trick, and
 //! mapping files executable, while the libraries allowed programs need keep working.
 
-use anyhow::ensure;
-use claw_tests::harness::{expect, probe};
+use std::time::Duration;
 
-use super::{auditor, tools, Runner, EPERM};
+use anyhow::{ensure, Context as _};
+use claw_tests::harness::{expect, probe, Follower};
+
+use super::{auditor, runtime, tools, Runner, EPERM};
 
 const LOADER: &str = "/usr/lib64/ld-linux-x86-64.so.2";
 
@@ -55,6 +57,10 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "memory_written_then_made_executable_needs_jit",
+        written_code(inside),
+    );
+    runner.check(
         "audit_mode_reports_and_allows",
         (|| {
             let auditor = auditor();
@@ -62,4 +68,32 @@ pub fn run(runner: &mut Runner) {
             expect(&["open", "/etc/secret"], Some(&auditor), 0)
         })(),
     );
+}
+
+const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+const ENOMEM: i32 = 12;
+
+/// Code written into memory does not run in a `jit: false` agent: a private mapping of an allowed
+/// library, written (its page copied) and then made executable, is refused; so is growing the heap with READ_IMPLIES_EXEC (brk answers by
+/// not moving). A written mapping never made executable, and an unwritten one made executable,
+/// still work; a `jit: true` agent and processes outside agents may do both; each refusal is an
+/// event naming the agent.
+fn written_code(inside: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let follower = Follower::start(&["--json", "--agent", "tools"])?;
+    expect(&["written-exec", LIBC], inside, EPERM)?;
+    expect(&["written-only", LIBC], inside, 0)?;
+    expect(&["mprotect-exec", LIBC], inside, 0)?;
+    expect(&["executable-heap"], inside, ENOMEM)?;
+    expect(&["written-exec", LIBC], None, 0)?;
+    expect(&["executable-heap"], None, 0)?;
+    expect(&["executable-heap"], Some(&runtime()), 0)?;
+    for op in ["mprotect", "mmap"] {
+        let line = follower
+            .line_within(Duration::from_secs(20), |line| {
+                line.contains(&format!("\"op\":\"{op}\"")) && line.contains("<anonymous memory>")
+            })
+            .with_context(|| format!("no {op} deny event for written memory"))?;
+        ensure!(line.contains("\"deny\""), "{line}");
+    }
+    Ok(())
 }

@@ -52,6 +52,7 @@ agents:
       - meta.claw.test:80/tcp
       - \"*.wild.claw.test:80/tcp\"
       - 127.0.0.1:7000-7010/tcp
+    listen: [127.0.0.1:7300/tcp, 127.0.0.1:7301/udp]
     redirect:
       - { to: 10.9.9.9:443/tcp, via: \"127.0.0.1:3128\" }
   - name: limited

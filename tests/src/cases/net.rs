@@ -1,7 +1,10 @@
 //! Network rules (cgroup sock_addr programs): TCP connect and UDP sendto, IPv4, IPv6 and
 //! IPv4-mapped IPv6, against CIDR and port rules.
 
-use claw_tests::harness::expect;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+use claw_tests::harness::{expect, Follower};
 
 use super::{tools, Runner, ECONNREFUSED, EPERM};
 
@@ -18,6 +21,7 @@ pub fn run(runner: &mut Runner) {
             expect(&["connect", "127.0.0.1:9090"], None, ECONNREFUSED)
         })(),
     );
+    runner.check("listening_needs_a_listen_rule", listening(inside));
     runner.check(
         "port_ranges",
         (|| {
@@ -55,4 +59,43 @@ pub fn run(runner: &mut Runner) {
             expect(&["sendto", "127.0.0.1:5354"], None, 0)
         })(),
     );
+}
+
+/// tools may listen on 127.0.0.1:7300/tcp and bind 127.0.0.1:7301/udp. Binding another port (or a
+/// wider address) is refused at bind; binding port 0 works, but listening on the port it got is
+/// refused at listen; outside agents the kernel lets all of it through; each refusal is an event.
+fn listening(inside: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let follower = Follower::start(&["--json", "--agent", "tools"])?;
+    expect(&["listen", "127.0.0.1:7300"], inside, 0)?;
+    expect(&["udp-bind", "127.0.0.1:7301"], inside, 0)?;
+    expect(&["udp-bind", "127.0.0.1:0"], inside, 0)?;
+    expect(&["connect", "127.0.0.1:8080"], inside, ECONNREFUSED)?;
+    expect(&["listen", "0.0.0.0:4444"], inside, EPERM)?;
+    expect(&["listen", "0.0.0.0:7300"], inside, EPERM)?;
+    expect(&["listen", "[::]:7300"], inside, EPERM)?;
+    expect(&["listen", "127.0.0.1:7301"], inside, EPERM)?;
+    expect(&["udp-bind", "127.0.0.1:7300"], inside, EPERM)?;
+    expect(&["listen", "127.0.0.1:0"], inside, EPERM)?;
+    expect(&["listen", "0.0.0.0:4444"], None, 0)?;
+    expect(&["listen", "127.0.0.1:0"], None, 0)?;
+    for (op, destination) in [("bind", Some("0.0.0.0:4444/tcp")), ("listen", None)] {
+        let line = follower
+            .line_within(Duration::from_secs(20), |line| {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                    return false;
+                };
+                event["op"] == op && destination.is_none_or(|d| event["destination"] == d)
+            })
+            .with_context(|| format!("no {op} deny event for agent tools"))?;
+        let event: serde_json::Value = serde_json::from_str(&line)?;
+        ensure!(event["kind"] == "deny", "{line}");
+        if op == "listen" {
+            let address = event["destination"].as_str().unwrap_or_default();
+            ensure!(
+                address.starts_with("127.0.0.1:") && !address.starts_with("127.0.0.1:0/"),
+                "the listen event names {address}, not the ephemeral port bound"
+            );
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use claw_tests::harness::{expect, Follower, ScratchCgroup};
 
 use super::{confine::Sleeper, tools, Runner, ALLOWED_FILE, DENIED_FILE, ECONNREFUSED, EPERM};
 
-/// The tools agent's file, exec and connect rules, as a process in `cgroup` meets them.
+/// The tools agent's file, exec, connect and listen rules, as a process in `cgroup` meets them.
 fn held_to_the_tools_rules(cgroup: &Path) -> anyhow::Result<()> {
     let inside = Some(cgroup);
     expect(&["open", DENIED_FILE], inside, EPERM)?;
@@ -22,6 +22,8 @@ fn held_to_the_tools_rules(cgroup: &Path) -> anyhow::Result<()> {
     expect(&["exec", "/workspace/true"], inside, EPERM)?;
     expect(&["exec", "/usr/bin/true"], inside, 0)?;
     expect(&["connect", "127.0.0.1:9090"], inside, EPERM)?;
+    expect(&["listen", "0.0.0.0:4444"], inside, EPERM)?;
+    expect(&["listen", "127.0.0.1:0"], inside, EPERM)?;
     expect(&["connect", "127.0.0.1:8080"], inside, ECONNREFUSED)
 }
 

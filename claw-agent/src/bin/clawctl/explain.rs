@@ -215,7 +215,7 @@ mod tests {
     fn explain_shows_the_catalogue() {
         let policy = parse(
             "p.yaml",
-            "agents:\n  - name: t\n    cgroup: claw/t\n    devices: { gpu: true }\n    allow_env: [LD_PRELOAD]\n    files: { read: [/r/], write: [/w/] }\n    exec: [/usr/bin/git]\n    libraries: [/usr/lib/]\n    connect: [10.0.0.1:443/tcp, example.com:443/tcp]\n    redirect:\n      - { to: 10.1.0.0/16:80/tcp, via: \"127.0.0.1:3128\" }\n",
+            "agents:\n  - name: t\n    cgroup: claw/t\n    devices: { gpu: true }\n    allow_env: [LD_PRELOAD]\n    files: { read: [/r/], write: [/w/] }\n    exec: [/usr/bin/git]\n    libraries: [/usr/lib/]\n    connect: [10.0.0.1:443/tcp, example.com:443/tcp]\n    listen: [127.0.0.1:8080/tcp]\n    redirect:\n      - { to: 10.1.0.0/16:80/tcp, via: \"127.0.0.1:3128\" }\n",
         )
         .unwrap();
         let lines = describe::rule_lines(&policy);
@@ -230,6 +230,7 @@ mod tests {
             "libraries",
             "connect",
             "connect-name",
+            "listen",
             "redirect",
             "allow_env",
             "devices",

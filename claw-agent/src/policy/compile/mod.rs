@@ -20,7 +20,7 @@ use files::{
 };
 pub use guards::{Guards, Sockets};
 use net::redirects;
-pub use net::{is_guarded, merge, net_rules, NetRule, RedirectEntry};
+pub use net::{is_guarded, listen_rules, merge, net_rules, NetRule, RedirectEntry};
 
 use crate::policy::{
     devices,
@@ -114,7 +114,8 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
                 .filter(|r| matches!(r.host, Host::Name(_)))
                 .cloned()
                 .collect();
-            let net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
+            let mut net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
+            net_rules.extend(listen_rules(&rules.listen).map_err(error)?);
             let redirects = redirects(&rules.redirect).map_err(error)?;
             Ok(CompiledAgent {
                 name: agent.name.0.clone(),

@@ -1,14 +1,16 @@
-//! Network rules: connect rules as NET_RULES entries (ports of covering networks merged in, as
-//! the trie answers with the longest match only), and redirects as REDIRECTS entries.
+//! Network rules: connect and listen rules as NET_RULES entries (ports of covering networks
+//! merged in, as the trie answers with the longest match only; listen rules' protocol marked
+//! LISTEN_RULE), and redirects as REDIRECTS entries.
 
 use std::collections::BTreeMap;
 
 use aya::maps::lpm_trie::Key;
 use claw_common::{
-    NetRuleKey, NetRuleValue, PortRangeEntry, Redirect, MAX_PORT_RANGES, PROTO_TCP, PROTO_UDP,
+    NetRuleKey, NetRuleValue, PortRangeEntry, Redirect, LISTEN_RULE, MAX_PORT_RANGES, PROTO_TCP,
+    PROTO_UDP,
 };
 
-use crate::policy::rules::{ConnectRule, Host, PortRange, Protocols, RedirectRule};
+use crate::policy::rules::{ConnectRule, Host, ListenRule, PortRange, Protocols, RedirectRule};
 
 /// One entry of the REDIRECTS trie: TCP connects to `ports` of the network go to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +223,17 @@ pub fn net_rules(
     entries.extend(guards);
     entries.sort_by_key(|r| (r.protocol, r.address, r.prefix_len));
     entries.dedup_by_key(|r| (r.protocol, r.address, r.prefix_len));
+    Ok(entries)
+}
+
+/// Trie entries for listen rules: as connect rules' (a wider network's ports reach the narrower
+/// ones inside it), with no guarded networks — an agent's own local addresses are what it binds.
+pub fn listen_rules(rules: &[ListenRule]) -> Result<Vec<NetRule>, String> {
+    let as_networks: Vec<ConnectRule> = rules.iter().map(|r| r.0.clone()).collect();
+    let mut entries = net_rules(&as_networks, &[]).map_err(|why| format!("listen: {why}"))?;
+    for entry in &mut entries {
+        entry.protocol |= LISTEN_RULE;
+    }
     Ok(entries)
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use claw_common::{access, MAX_PORT_RANGES, PROTO_TCP, PROTO_UDP};
+use claw_common::{access, LISTEN_RULE, MAX_PORT_RANGES, PROTO_TCP, PROTO_UDP};
 
 use super::{files::*, net::*, *};
 use crate::policy::parse;
@@ -286,6 +286,37 @@ fn connect_rules_become_per_protocol_entries() {
             (PROTO_TCP, "127.0.0.1/32".into(), vec![(11434, 11434)]),
             (PROTO_TCP, "[2001:db8::]/32".into(), vec![(443, 443)]),
             (PROTO_UDP, "[2001:db8::]/32".into(), vec![(443, 443)]),
+        ]
+    );
+}
+
+/// Listen rules sit beside connect rules in the one trie, their protocol marked: a connect rule
+/// never opens a port to listen on, nor the reverse; guarded networks do not apply (an agent's
+/// own loopback address is what it binds).
+#[test]
+fn listen_rules_are_entries_of_their_own() {
+    let a = agent(
+        "    connect: [127.0.0.1:11434/tcp]\n    listen: [127.0.0.1:11434/tcp, \"0.0.0.0/0:8000-8010/udp\", 10.0.0.5:8005/udp]\n",
+    );
+    assert_eq!(
+        net(&a),
+        [
+            (PROTO_TCP, "127.0.0.1/32".into(), vec![(11434, 11434)]),
+            (
+                LISTEN_RULE | PROTO_TCP,
+                "127.0.0.1/32".into(),
+                vec![(11434, 11434)]
+            ),
+            (
+                LISTEN_RULE | PROTO_UDP,
+                "0.0.0.0/0".into(),
+                vec![(8000, 8010)]
+            ),
+            (
+                LISTEN_RULE | PROTO_UDP,
+                "10.0.0.5/32".into(),
+                vec![(8000, 8010)]
+            ),
         ]
     );
 }
