@@ -219,9 +219,10 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
 /// below it either process is in), refused (reported with `op`, `detail`) otherwise —
 /// claw-agent, other agents, the host, nested agents and tool calls (tracing one would run code
 /// under its rules and grants), and for a tool call the agent's other processes and calls. A
-/// target whose cgroup cannot be read is outside.
+/// target whose cgroup cannot be read is outside. `report`: false where the kernel only asks
+/// whether it would be allowed.
 #[inline(always)]
-fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
+fn within_agent(target: *const u8, op: u32, detail: u16, report: bool) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
@@ -235,6 +236,9 @@ fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
     let mut address = [0u8; 16];
     address[..4].copy_from_slice(&pid.to_ne_bytes());
     let (decision, ret) = outcome(agent);
+    if !report {
+        return ret;
+    }
     emit(NetRecord {
         header: header(record::NET, op, cgroup_id, agent, decision, 0),
         address,
@@ -250,14 +254,24 @@ fn within_agent(target: *const u8, op: u32, detail: u16) -> i32 {
 pub fn task_kill(ctx: LsmContext) -> i32 {
     let target: *const u8 = ctx.arg(0);
     let signal: i32 = ctx.arg(2);
-    within_agent(target, op::SIGNAL, signal as u16)
+    within_agent(target, op::SIGNAL, signal as u16, true)
 }
+
+const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 
 #[lsm(hook = "ptrace_access_check")]
 pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     let target: *const u8 = ctx.arg(0);
     let mode: u32 = ctx.arg(1);
-    within_agent(target, op::PTRACE, mode as u16)
+    // /proc/PID/stat (ps, top) asks whether it could read the target, to show or zero a few
+    // fields, with PTRACE_MODE_NOAUDIT: answered as any ptrace, not reported — otherwise every
+    // ps in an agent would be a burst of denials.
+    within_agent(
+        target,
+        op::PTRACE,
+        mode as u16,
+        mode & PTRACE_MODE_NOAUDIT == 0,
+    )
 }
 
 // Changing how another process is scheduled or limited: within the agent only (its own
@@ -265,29 +279,29 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "task_setnice")]
 pub fn task_setnice(ctx: LsmContext) -> i32 {
-    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::NICE)
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::NICE, true)
 }
 
 #[lsm(hook = "task_setioprio")]
 pub fn task_setioprio(ctx: LsmContext) -> i32 {
-    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::IOPRIO)
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::IOPRIO, true)
 }
 
 #[lsm(hook = "task_setscheduler")]
 pub fn task_setscheduler(ctx: LsmContext) -> i32 {
-    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::SCHEDULER)
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::SCHEDULER, true)
 }
 
 #[lsm(hook = "task_movememory")]
 pub fn task_movememory(ctx: LsmContext) -> i32 {
-    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::MEMORY)
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::MEMORY, true)
 }
 
 /// prlimit(2) on another process (setrlimit on oneself passes the caller as the target): a
 /// RLIMIT_CPU set on claw-agent would have the kernel kill it.
 #[lsm(hook = "task_setrlimit")]
 pub fn task_setrlimit(ctx: LsmContext) -> i32 {
-    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::RLIMIT)
+    within_agent(ctx.arg(0), op::TASK_CHANGE, task_change::RLIMIT, true)
 }
 
 /// System V IPC objects are keyed node-wide: an agent's process could read or change what the

@@ -167,10 +167,36 @@ pub unsafe fn resolve_d_path(scratch: &mut Scratch, kernel_path: *const u8) -> O
             EVENT_PATH_BYTES as u32,
         )
     };
-    (len > 0).then_some(Resolved {
+    (len > 0).then(|| Resolved {
         start: scratch.path.as_ptr(),
-        len: len as usize,
+        len: without_deleted(scratch, len as usize),
     })
+}
+
+/// d_path names a file that was removed or renamed over while held (`PATH (deleted)`): a
+/// guarded file replaced as `passwd` replaces /etc/shadow, then reopened through an O_PATH
+/// descriptor. The suffix is cut so that the file meets the rules of its name, not a wider rule
+/// the longer name would fall through to. Returns the new length (NUL included).
+#[inline(always)]
+fn without_deleted(scratch: &mut Scratch, len: usize) -> usize {
+    const SUFFIX: &[u8; 10] = b" (deleted)";
+    if len < SUFFIX.len() + 2 || len > EVENT_PATH_BYTES {
+        return len;
+    }
+    let at = (len - 1 - SUFFIX.len()) & (EVENT_PATH_BYTES - 1);
+    let tail = scratch.path.as_mut_ptr().wrapping_add(at);
+    // SAFETY: `at` < EVENT_PATH_BYTES and the buffer holds PATH_BUFFER (twice that) bytes.
+    unsafe {
+        let head = tail.cast::<u64>().read_unaligned();
+        let end = tail.add(8).cast::<u16>().read_unaligned();
+        if head != u64::from_ne_bytes([b' ', b'(', b'd', b'e', b'l', b'e', b't', b'e'])
+            || end != u16::from_ne_bytes([b'd', b')'])
+        {
+            return len;
+        }
+        *tail = 0;
+    }
+    len - SUFFIX.len()
 }
 
 /// Resolves (mount, dentry) by walking dentries up to the task's root, crossing mount points —

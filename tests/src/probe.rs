@@ -16,7 +16,7 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | reopen PATH | reopen-fd FD | mmap-exec PATH | mprotect-exec PATH | \
+exec PATH [ARGS...] | read-file PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
 listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
@@ -40,6 +40,7 @@ pub fn run(args: &[String]) -> ExitCode {
         ("chown", 2) => path_call(arg(1), |p| unsafe { libc::chown(p, 0, 0) }),
         ("exec", n) if n >= 2 => exec(&args[1..]),
         ("reopen", 2) => reopen(arg(1)),
+        ("hold-then-reopen", 3) => hold_then_reopen(arg(1), arg(2)),
         ("reopen-fd", 2) => std::fs::File::open(format!("/proc/self/fd/{}", arg(1))).map(drop),
         ("mmap-exec", 2) => map_exec(arg(1), false),
         ("mprotect-exec", 2) => map_exec(arg(1), true),
@@ -112,6 +113,10 @@ pub fn run(args: &[String]) -> ExitCode {
         ("signal", 2) => signal(arg(1)),
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
+        ("read-file", 2) => std::fs::read(arg(1)).map(drop),
+        ("pidfd", 2) => pidfd(arg(1), false),
+        ("pidfd-signal", 2) => pidfd(arg(1), true),
+        ("pidfd-own-child", 1) => on_own_child(|pid| pidfd(pid, false)),
         ("task-change", 3) => task_change(arg(1), arg(2)),
         ("sysv-shm-create", 2) => return sysv_shm_create(arg(1)),
         ("sysv-shm-get", 2) => sysv_shm(arg(1), "get"),
@@ -223,6 +228,27 @@ fn reopen(path: &str) -> std::io::Result<()> {
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    std::fs::File::open(format!("/proc/self/fd/{fd}")).map(drop)
+}
+
+/// Holds PATH by an O_PATH descriptor (no open decision), creates MARKER, waits (up to 60 s)
+/// until MARKER is gone — the case replaces the file meanwhile — and opens the held file for
+/// reading through /proc/self/fd.
+fn hold_then_reopen(path: &str, marker: &str) -> std::io::Result<()> {
+    let c_path = CString::new(path)?;
+    // SAFETY: open(2) with a valid C string.
+    let fd = unsafe { libc::open(c_path.as_ptr(), libc::O_PATH) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::fs::write(marker, b"")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(marker).exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     std::fs::File::open(format!("/proc/self/fd/{fd}")).map(drop)
 }
@@ -489,6 +515,32 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// pidfd_open(2) on PID; with `send`, SIGCONT through it (pidfd_send_signal).
+fn pidfd(pid: &str, send: bool) -> std::io::Result<()> {
+    let pid: libc::pid_t = pid.parse().map_err(std::io::Error::other)?;
+    // SAFETY: pidfd_open(2), pidfd_send_signal(2) and close(2) on the descriptor it returned.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sent = if send {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGCONT,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        } else {
+            0
+        };
+        let result = last_result(sent);
+        libc::close(fd as libc::c_int);
+        result
+    }
 }
 
 fn last_result(rc: libc::c_long) -> std::io::Result<()> {

@@ -42,15 +42,56 @@ pub const HOME_CREDENTIALS: &[&str] = &[
     ".git-credentials",
     ".npmrc",
     ".pypirc",
+    // Model hubs' and model servers' keys, on the nodes claw is for.
+    ".cache/huggingface/token",
+    ".huggingface/token",
+    ".ollama/id_ed25519",
+    // Secrets typed at a shell, and desktop keyrings.
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+    ".local/share/keyrings/",
+    ".password-store/",
 ];
 
-/// Credential stores of the machine, guarded the same way: mounted secrets (Kubernetes service
-/// account tokens under /var/run/secrets) and password hashes.
+/// Further stores in root's home, the administrator's: its tools' configuration and caches hold
+/// tokens of every kind (registries, clouds, CLIs), and an agent has no business there.
+pub const ROOT_CREDENTIALS: &[&str] = &[".config/", ".local/", ".cache/"];
+
+/// Credential stores of the machine, guarded the same way. Where the list comes from
+/// (docs/policy.md says it too): the files Debian's passwd, login and libpam-pwquality
+/// (pam_pwhistory's opasswd), openssh-server, ssl-cert, krb5, wireguard-tools, network-manager
+/// and certbot packages keep secrets in; RHEL's /etc/pki/tls/private; the layouts kubeadm, k3s and
+/// RKE2 document for cluster credentials and the kubelet's; cloud-init's and Azure's agent's
+/// state (user data, provisioning secrets); mounted secrets (service account tokens). Falco's
+/// `sensitive_file_names` names /etc/shadow; its other entries are configuration, not secrets.
 pub const MACHINE_CREDENTIALS: &[&str] = &[
     "/run/secrets/",
     "/var/run/secrets/",
     "/etc/shadow",
+    "/etc/shadow-",
     "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/security/opasswd",
+    "/etc/ssh/ssh_host_rsa_key",
+    "/etc/ssh/ssh_host_ecdsa_key",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_dsa_key",
+    "/etc/ssl/private/",
+    "/etc/pki/tls/private/",
+    "/etc/krb5.keytab",
+    "/etc/wireguard/",
+    "/etc/NetworkManager/system-connections/",
+    "/etc/letsencrypt/",
+    "/etc/kubernetes/",
+    "/var/lib/kubelet/pki/",
+    "/var/lib/kubelet/kubeconfig",
+    "/etc/rancher/",
+    "/var/lib/rancher/k3s/server/",
+    "/var/lib/rancher/rke2/server/",
+    "/var/lib/cloud/instance/",
+    "/var/lib/cloud/instances/",
+    "/var/lib/waagent/",
 ];
 
 /// The credential stores to guard on a machine with these /etc/passwd contents: those under the
@@ -74,7 +115,17 @@ pub fn credential_paths(passwd: &str) -> Vec<RulePath> {
     homes.dedup();
     homes
         .iter()
-        .flat_map(|home| HOME_CREDENTIALS.iter().map(move |c| format!("{home}{c}")))
+        .flat_map(|home| {
+            let root = if home == "/root/" {
+                ROOT_CREDENTIALS
+            } else {
+                &[]
+            };
+            HOME_CREDENTIALS
+                .iter()
+                .chain(root)
+                .map(move |c| format!("{home}{c}"))
+        })
         .chain(MACHINE_CREDENTIALS.iter().map(|c| (*c).to_owned()))
         .filter_map(|path| RulePath::parse(&path).ok())
         .collect()
@@ -661,9 +712,14 @@ mod tests {
             "/srv/ci/.kube/",
             "/run/secrets/",
             "/etc/shadow",
+            "/etc/shadow-",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/root/.config/",
+            "/home/dev/.cache/huggingface/token",
         ] {
             assert!(paths.iter().any(|p| p == wanted), "{wanted} in {paths:?}");
         }
+        assert!(!paths.iter().any(|p| p == "/home/dev/.config/"));
         assert!(!paths.iter().any(|p| p.starts_with("/bin/")
             || p.starts_with("/var/www/")
             || p.starts_with("/usr/share/ollama/")));

@@ -145,6 +145,7 @@ pub fn run(runner: &mut Runner) {
         "signals_and_ptrace_reach_only_the_agents_own_processes",
         signals_and_ptrace(&agent),
     );
+    runner.check("pidfds_and_ps_work_in_an_agent", pidfds_and_ps(&agent));
     runner.check(
         "raw_and_packet_sockets_are_eperm",
         (|| {
@@ -341,6 +342,39 @@ fn task_changes(agent: &Path) -> anyhow::Result<()> {
 }
 
 const EACCES: i32 = 13;
+
+/// pidfd_open works in an agent (on 6.12 its file passes the open hook), for its own children
+/// and others — a signal through a pidfd to a process outside is still refused. Reading another
+/// process's /proc/PID/stat, status and cmdline, as ps and top do, works (the kernel zeroes what
+/// the ptrace check withholds) and reports nothing: the first ptrace event of `limited` (which
+/// reads [/proc/]) is that of the environ read made after them.
+fn pidfds_and_ps(agent: &Path) -> anyhow::Result<()> {
+    let inside = Some(agent);
+    let host = Sleeper::start(None)?;
+    expect(&["pidfd-own-child"], inside, 0)?;
+    expect(&["pidfd", &host.pid()], inside, 0)?;
+    expect(&["pidfd-signal", &host.pid()], inside, EPERM)?;
+    let limited = super::limited();
+    let follower = claw_tests::harness::Follower::start(&["--json", "--agent", "limited"])?;
+    for file in ["stat", "status", "cmdline"] {
+        let path = format!("/proc/{}/{file}", host.pid());
+        expect(&["read-file", &path], Some(&limited), 0)?;
+    }
+    let environ = format!("/proc/{}/environ", host.pid());
+    expect(&["read-file", &environ], Some(&limited), EACCES)?;
+    let line = follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            line.contains("\"op\":\"ptrace\"")
+        })
+        .context("no ptrace deny event for the environ read")?;
+    let event: serde_json::Value = serde_json::from_str(&line)?;
+    let mode = event["details"]["mode"].as_u64().unwrap_or(0);
+    ensure!(
+        mode & 0x04 == 0,
+        "a ptrace event of a check the kernel makes without auditing (mode {mode:#x}): {line}"
+    );
+    Ok(())
+}
 
 /// A System V shared memory segment the host made: inside an agent it cannot be found, attached
 /// or removed (ipc_permission answers the first two, which the kernel reports as EACCES; shmctl

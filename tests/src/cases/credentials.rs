@@ -9,7 +9,9 @@ use std::{
 use anyhow::{ensure, Context as _};
 use claw_tests::harness::{expect, in_cgroup, CLAWCTL, VMTEST};
 
-use super::{calls::story, limited, named, runtime, tools, Runner, ALLOWED_FILE, EPERM};
+use super::{
+    calls::story, limited, named, runtime, tools, Runner, ALLOWED_FILE, EPERM, POLICY_PATH,
+};
 
 const EACCES: i32 = 13;
 
@@ -132,6 +134,10 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "guards_hold_under_every_name_of_a_store",
+        other_names(&broad),
+    );
+    runner.check(
         "a_rule_naming_a_credential_opens_that_one_only",
         (|| {
             expect(&["open", "/root/.aws/credentials"], inside, 0)?;
@@ -149,4 +155,100 @@ pub fn run(runner: &mut Runner) {
             expect(&["open", "/proc/1/environ"], None, 0)
         })(),
     );
+}
+
+/// A user whose home is reached through a symbolic link, and /etc bind-mounted elsewhere, both
+/// made before the policy is applied: their stores are guarded under the names the kernel
+/// resolves. And a guarded file replaced by rename while an agent holds it (O_PATH) and reopened
+/// through /proc/self/fd keeps its guard (d_path calls it `/etc/shadow (deleted)`). `broad`
+/// reads [/].
+fn other_names(broad: &std::path::Path) -> anyhow::Result<()> {
+    let inside = Some(broad);
+    // The VM's root has no passwd and shadow of its own.
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    if !std::path::Path::new("/etc/shadow").exists() {
+        std::fs::write("/etc/shadow", "root:*:20000:0:99999:7:::\n")?;
+    }
+    std::fs::create_dir_all("/var/claw-homes/alice/.ssh")?;
+    std::fs::write("/var/claw-homes/alice/.ssh/id_ed25519", "secret\n")?;
+    let _ = std::os::unix::fs::symlink("var/claw-homes", "/claw-homes");
+    std::fs::write(
+        "/etc/passwd",
+        format!(
+            "{}alice:x:1500:1500::/claw-homes/alice:/bin/sh\n",
+            passwd.as_deref().unwrap_or_default()
+        ),
+    )?;
+    std::fs::create_dir_all("/srv/etc-alias")?;
+    let result = (|| {
+        expect(&["bind-mount", "/etc", "/srv/etc-alias"], None, 0)?;
+        apply()?;
+        expect(
+            &["open", "/claw-homes/alice/.ssh/id_ed25519"],
+            inside,
+            EPERM,
+        )?;
+        expect(
+            &["open", "/var/claw-homes/alice/.ssh/id_ed25519"],
+            inside,
+            EPERM,
+        )?;
+        expect(&["open", "/srv/etc-alias/shadow"], inside, EPERM)?;
+        expect(&["open", "/srv/etc-alias/claw-not-a-secret"], inside, 0)?;
+        expect(&["open", "/srv/etc-alias/shadow"], None, 0)?;
+        replaced_while_held(broad)
+    })();
+    let _ = claw_tests::harness::probe(&["umount", "/srv/etc-alias"], None);
+    match passwd {
+        Some(passwd) => std::fs::write("/etc/passwd", passwd)?,
+        None => std::fs::remove_file("/etc/passwd")?,
+    }
+    apply()?;
+    result
+}
+
+fn apply() -> anyhow::Result<()> {
+    let out = Command::new(CLAWCTL)
+        .args(["policy", "apply", POLICY_PATH])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// /etc/shadow replaced the way passwd(1) does (a new file renamed over it) while a process of
+/// `broad` holds the old one: reopening the held file is refused, and reported.
+fn replaced_while_held(broad: &std::path::Path) -> anyhow::Result<()> {
+    let marker = "/tmp/claw-held";
+    let _ = std::fs::remove_file(marker);
+    let follower = claw_tests::harness::Follower::start(&["--json", "--agent", "broad"])?;
+    let mut command = Command::new(VMTEST);
+    command.args(["probe", "hold-then-reopen", "/etc/shadow", marker]);
+    let (mut command, _procs) = in_cgroup(command, broad)?;
+    let mut child = command.spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::path::Path::new(marker).exists() {
+        if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            anyhow::bail!("the probe never held /etc/shadow");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::copy("/etc/shadow", "/etc/shadow.claw-new")?;
+    std::fs::rename("/etc/shadow.claw-new", "/etc/shadow")?;
+    std::fs::remove_file(marker)?;
+    let status = child.wait()?;
+    ensure!(
+        status.code() == Some(EPERM),
+        "reopening the replaced /etc/shadow: {status}"
+    );
+    follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            line.contains("\"deny\"") && line.contains("\"/etc/shadow\"")
+        })
+        .context("no deny event for the replaced /etc/shadow")?;
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::{
     process::{Command, Output},
 };
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use claw_tests::harness::{expect, in_cgroup, CLAWCTL};
 
 use super::{
@@ -19,12 +19,23 @@ use super::{
 fn denial(call: &str, probe: &[&str], object: &str) -> anyhow::Result<u64> {
     let output = run_call(call, &[], probe)?;
     ensure!(code(&output) == EPERM, "{output:?}");
-    let events = story(call)?;
-    events
-        .iter()
-        .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
-        .and_then(|e| e["seq"].as_u64())
-        .with_context(|| format!("no denial in {events:?}"))
+    // The denial reaches the audit log from the kernel's ring buffer, the call's end from the
+    // daemon: the end may be logged first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = story(call)?;
+        let seq = events
+            .iter()
+            .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
+            .and_then(|e| e["seq"].as_u64());
+        match seq {
+            Some(seq) => return Ok(seq),
+            None if std::time::Instant::now() > deadline => {
+                anyhow::bail!("no denial in {events:?}")
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
 }
 
 fn allow(args: &[&str]) -> anyhow::Result<String> {

@@ -81,8 +81,14 @@ impl Guards {
         .collect();
         socket_directories.sort();
         socket_directories.dedup();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let credentials = with_other_names(
+            crate::policy::rules::credential_paths(&passwd),
+            &|path| resolve_existing(path),
+            &parse_mountinfo(&mountinfo),
+        );
         Self {
-            credentials: crate::policy::rules::credential_paths(&passwd),
+            credentials,
             networks,
             socket_directories,
             agent_socket: resolved
@@ -97,5 +103,197 @@ impl Guards {
         self.socket_directories
             .iter()
             .find(|d| path.starts_with(d.0.as_str()) || path == d.0.trim_end_matches('/'))
+    }
+}
+
+/// `guards` and every other name the kernel may resolve them to: the path with the symbolic
+/// links on its way followed (`/home -> var/home`, as on Fedora Atomic: the programs match
+/// resolved paths), and the same file through other mounts of its filesystem (a bind mount of
+/// `/etc` elsewhere). `resolve` gives a path's resolved form.
+pub fn with_other_names(
+    guards: Vec<RulePath>,
+    resolve: &dyn Fn(&str) -> Option<String>,
+    mounts: &[Mount],
+) -> Vec<RulePath> {
+    let mut names: Vec<String> = Vec::new();
+    for guard in &guards {
+        let mut own = vec![guard.0.clone()];
+        own.extend(resolve(&guard.0).filter(|r| *r != guard.0));
+        for name in own.clone() {
+            own.extend(mount_aliases(&name, mounts));
+        }
+        names.extend(own);
+    }
+    names.sort();
+    names.dedup();
+    names
+        .iter()
+        .filter_map(|n| RulePath::parse(n).ok())
+        .collect()
+}
+
+/// `path` with the symbolic links of its longest existing ancestor followed (the rest may not
+/// exist yet: a store made later is guarded where it will be); a trailing `/` kept.
+fn resolve_existing(path: &str) -> Option<String> {
+    let mut existing = Path::new(path.trim_end_matches('/'));
+    let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
+    let resolved = loop {
+        if let Ok(resolved) = std::fs::canonicalize(existing) {
+            break resolved;
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    };
+    let joined = rest
+        .iter()
+        .rev()
+        .fold(resolved, |path, name| path.join(name));
+    let mut text = joined.to_str()?.to_owned();
+    if path.ends_with('/') && !text.ends_with('/') {
+        text.push('/');
+    }
+    Some(text)
+}
+
+/// One line of /proc/self/mountinfo: which directory of which filesystem is mounted where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the filesystem.
+    pub device: String,
+    /// The directory of the filesystem this mount shows (`/` but for bind mounts).
+    pub root: String,
+    pub mount_point: String,
+}
+
+/// The mounts of /proc/self/mountinfo text (fields: id, parent, major:minor, root, mount point,
+/// ...; spaces and the like octal-escaped).
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            Some(Mount {
+                device: (*fields.get(2)?).to_owned(),
+                root: unescape(fields.get(3)?),
+                mount_point: unescape(fields.get(4)?),
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's `\ooo` escapes.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let text = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What follows `dir` in `path` (`""` or from a `/`), if `path` is `dir` or below it.
+fn below<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    if dir == "/" {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(dir)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// The other paths that name `path`'s file: through each other mount of the same filesystem
+/// whose root holds it. `path` is resolved; the mount holding it is the one of longest mount
+/// point (the last mounted, where several share it).
+pub fn mount_aliases(path: &str, mounts: &[Mount]) -> Vec<String> {
+    let Some((holder, rest)) = mounts
+        .iter()
+        .rev()
+        .filter_map(|m| below(path, &m.mount_point).map(|rest| (m, rest)))
+        .max_by_key(|(m, _)| m.mount_point.len())
+    else {
+        return Vec::new();
+    };
+    let in_filesystem = format!("{}{rest}", holder.root.trim_end_matches('/'));
+    mounts
+        .iter()
+        .filter(|m| m.device == holder.device && m.mount_point != holder.mount_point)
+        .filter_map(|m| {
+            let inside = below(&in_filesystem, &m.root)?;
+            Some(format!("{}{inside}", m.mount_point.trim_end_matches('/')))
+        })
+        .filter(|alias| alias != path)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 8:1 /etc /srv/host\\040etc rw,relatime shared:1 - ext4 /dev/sda1 rw
+31 22 8:1 / /mnt/rootfs rw,relatime shared:1 - ext4 /dev/sda1 rw
+32 22 8:2 / /var/home rw,relatime shared:2 - ext4 /dev/sda2 rw
+33 22 8:2 /alice/.ssh /srv/alice-ssh rw,relatime shared:2 - ext4 /dev/sda2 rw
+";
+
+    fn names(guards: &[&str], links: &[(&str, &str)]) -> Vec<String> {
+        let links: Vec<(String, String)> = links
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        let resolve = move |path: &str| {
+            links
+                .iter()
+                .find_map(|(link, target)| below(path, link).map(|rest| format!("{target}{rest}")))
+        };
+        let guards = guards.iter().map(|g| RulePath::parse(g).unwrap()).collect();
+        with_other_names(guards, &resolve, &parse_mountinfo(MOUNTINFO))
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    }
+
+    /// A home reached through a symbolic link is guarded where the link leads, and every mount
+    /// showing a store is guarded too: a bind mount of /etc, the root filesystem mounted again,
+    /// a bind mount of the store itself.
+    #[test]
+    fn guards_hold_under_every_name_of_the_file() {
+        let got = names(
+            &["/etc/shadow", "/home/alice/.ssh/"],
+            &[("/home", "/var/home")],
+        );
+        assert_eq!(
+            got,
+            [
+                "/etc/shadow",
+                "/home/alice/.ssh/",
+                "/mnt/rootfs/etc/shadow",
+                "/mnt/rootfs/home/alice/.ssh/",
+                "/srv/alice-ssh/",
+                "/srv/host etc/shadow",
+                "/var/home/alice/.ssh/",
+            ]
+        );
+    }
+
+    #[test]
+    fn mountinfo_fields_are_unescaped() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert_eq!(mounts[1].mount_point, "/srv/host etc");
+        assert_eq!(mounts[1].root, "/etc");
+        assert_eq!(mounts.len(), 5);
     }
 }

@@ -64,6 +64,9 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// How d_path names a pidfd's file (pidfs), NUL-terminated as exact FILE_RULES entries are.
+pub const PIDFD_FILE: &[u8] = b"anon_inode:[pidfd]\0";
+
 /// Compiles `policy` with this machine's guards and claw-agent's default sockets.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     compile_guarding(policy, &Guards::of_this_machine(&Sockets::default()))
@@ -108,6 +111,10 @@ pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, Co
                 message,
             };
             reserve_sockets(&mut prefixes, &rules.files.write, guards).map_err(error)?;
+            // pidfd_open(2) opens a pidfs file on 6.9 and later (read-write, named
+            // `anon_inode:[pidfd]`): a handle on a process, not a file of the node. What is done
+            // with it meets the signal and ptrace decisions (pidfd_send_signal, pidfd_getfd).
+            *prefixes.entry(PIDFD_FILE.to_vec()).or_default() |= access::READ | access::WRITE;
             let hostname_rules = rules
                 .connect
                 .iter()

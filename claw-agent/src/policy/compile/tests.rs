@@ -21,10 +21,12 @@ fn agent(rules: &str) -> CompiledAgent {
     .remove(0)
 }
 
+/// The agent's file rules but the pidfd entry every agent has (its own test below).
 fn prefixes(agent: &CompiledAgent) -> Vec<(String, u32)> {
     agent
         .file_rules
         .iter()
+        .filter(|r| r.prefix != PIDFD_FILE)
         .map(|r| {
             (
                 String::from_utf8(r.prefix.clone())
@@ -243,7 +245,7 @@ fn mode_and_policy_order_are_kept() {
     );
     assert_eq!(c.agents[0].mode, Mode::Audit);
     assert_eq!(c.agents[1].name, "b");
-    assert!(c.agents[1].file_rules.is_empty() && c.agents[1].net_rules.is_empty());
+    assert!(prefixes(&c.agents[1]).is_empty() && c.agents[1].net_rules.is_empty());
 }
 
 #[test]
@@ -319,6 +321,14 @@ fn listen_rules_are_entries_of_their_own() {
             ),
         ]
     );
+}
+
+/// pidfd_open(2) works in every agent (on 6.9+ its file goes through the open hook).
+#[test]
+fn every_agent_may_open_pidfds() {
+    let a = agent("");
+    let pidfd = a.file_rules.iter().find(|r| r.prefix == PIDFD_FILE);
+    assert_eq!(pidfd.map(|r| r.access), Some(access::READ | access::WRITE));
 }
 
 #[test]
