@@ -107,6 +107,13 @@ pub mod op {
     /// Listening on a TCP socket whose address and port no listen rule names (NetRecord: the
     /// local address; port 0 when it was never bound).
     pub const LISTEN: u32 = 32;
+    /// Using a kernel key or keyring (keyctl, request_key, add_key to a keyring).
+    pub const KEY: u32 = 33;
+    /// The kernel asked to load a module on the agent's behalf (FileRecord: `path` holds the
+    /// module's name or alias).
+    pub const MODULE_REQUEST: u32 = 34;
+    /// Watching a path (inotify, fanotify, dnotify) outside files.read.
+    pub const NOTIFY: u32 = 35;
 
     /// Which change of another process a TASK_CHANGE record reports.
     pub mod task_change {
@@ -130,7 +137,7 @@ pub mod op {
     }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 32] = [
+    pub const NAMES: [(u32, &str); 35] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -163,6 +170,9 @@ pub mod op {
         (SYSV_IPC, "sysv-ipc"),
         (BIND, "bind"),
         (LISTEN, "listen"),
+        (KEY, "key"),
+        (MODULE_REQUEST, "module-request"),
+        (NOTIFY, "notify"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).

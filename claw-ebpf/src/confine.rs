@@ -10,8 +10,8 @@ use claw_common::{access, op, op::task_change, record, NetRecord};
 
 use crate::{
     decide::{
-        agent_of_task, current_agent, emit, file_verdict, header, outcome, refuse,
-        resolve_path_walk,
+        agent_of_task, current_agent, emit, file_verdict, header, outcome, refuse, report_file,
+        resolve_path_walk, scratch, Reported, Resolved,
     },
     kernel::{offset, read, read_ptr},
 };
@@ -347,4 +347,84 @@ fn refuse_ipc() -> i32 {
         return 0;
     };
     refuse(cgroup_id, agent, op::SYSV_IPC)
+}
+
+/// Kernel keys and keyrings are shared by uid across the node (root's user keyring is every
+/// root process's): every use by an agent is refused — reading, searching, linking, writing,
+/// creating into a keyring.
+#[lsm(hook = "key_permission")]
+pub fn key_permission(_ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::KEY)
+}
+
+/// A module the kernel would load because an agent asked for something not yet built in (a
+/// socket protocol, a line discipline, a crypto algorithm): new kernel code reachable from inside
+/// — refused; the operation fails as without the module. The event names the module.
+#[lsm(hook = "kernel_module_request")]
+pub fn kernel_module_request(ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let name: *const u8 = ctx.arg(0);
+    let (decision, ret) = outcome(agent);
+    let reported = match scratch() {
+        Some(scratch) => {
+            // SAFETY: a checked read of the NUL-terminated name into this CPU's scratch buffer.
+            let len = unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+                    scratch.path.as_mut_ptr().cast(),
+                    MODULE_NAME_BYTES,
+                    name.cast(),
+                )
+            };
+            if len > 0 {
+                Reported::Path(Resolved::at_start(scratch, len as usize))
+            } else {
+                Reported::Unresolved
+            }
+        }
+        None => Reported::Unresolved,
+    };
+    report_file(cgroup_id, agent, op::MODULE_REQUEST, access::ADMIN, decision, reported);
+    ret
+}
+
+/// Module names and aliases ("net-pf-16-proto-18") are short.
+const MODULE_NAME_BYTES: u32 = 64;
+
+/// Watching a path reveals the names and activity below it: only where the agent may read.
+#[lsm(hook = "path_notify")]
+pub fn path_notify(ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    // (const struct path *path, u64 mask, unsigned int obj_type)
+    let watched: *const u8 = ctx.arg(0);
+    // SAFETY: checked kernel reads of the hook's `struct path`.
+    let resolved = unsafe { resolve_path_walk(watched) };
+    file_verdict(cgroup_id, agent, op::NOTIFY, access::READ, resolved)
+}
+
+/// POSIX ACLs change who may use a file, as chmod does; since 6.2 they are set through their
+/// own hooks, not inode_setxattr (6.12 has them, 6.1 reaches `inode_setxattr`): refused as the
+/// other non-user.* attributes are.
+#[lsm(hook = "inode_set_acl")]
+pub fn inode_set_acl(_ctx: LsmContext) -> i32 {
+    refuse_xattr()
+}
+
+#[lsm(hook = "inode_remove_acl")]
+pub fn inode_remove_acl(_ctx: LsmContext) -> i32 {
+    refuse_xattr()
+}
+
+#[inline(always)]
+fn refuse_xattr() -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::XATTR)
 }

@@ -16,7 +16,8 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | read-file PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
+exec PATH [ARGS...] | read-file PATH | key-add | key-read SERIAL | netlink-protocol N | \
+inotify PATH | set-acl PATH | acct PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
 listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
@@ -114,6 +115,15 @@ pub fn run(args: &[String]) -> ExitCode {
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
         ("read-file", 2) => std::fs::read(arg(1)).map(drop),
+        ("key-add", 1) => return key_add(),
+        ("key-read", 2) => key_read(arg(1)),
+        ("netlink-protocol", 2) => arg(1)
+            .parse()
+            .map_err(std::io::Error::other)
+            .and_then(|protocol| socket(libc::AF_NETLINK, libc::SOCK_DGRAM, protocol)),
+        ("inotify", 2) => inotify(arg(1)),
+        ("set-acl", 2) => set_acl(arg(1)),
+        ("acct", 2) => acct(arg(1)),
         ("pidfd", 2) => pidfd(arg(1), false),
         ("pidfd-signal", 2) => pidfd(arg(1), true),
         ("pidfd-own-child", 1) => on_own_child(|pid| pidfd(pid, false)),
@@ -515,6 +525,99 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Adds a key to the caller's user keyring (root's, run as root) and prints its serial.
+fn key_add() -> ExitCode {
+    const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
+    let payload = b"claw-secret";
+    // SAFETY: add_key(2) with NUL-terminated type and description and a payload we own.
+    let serial = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            c"claw-test".as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_USER_KEYRING,
+        )
+    };
+    if serial < 0 {
+        return exit_with(Err(std::io::Error::last_os_error()));
+    }
+    println!("{serial}");
+    ExitCode::SUCCESS
+}
+
+/// keyctl(KEYCTL_READ) of the key SERIAL.
+fn key_read(serial: &str) -> std::io::Result<()> {
+    const KEYCTL_READ: libc::c_long = 11;
+    let serial: libc::c_long = serial.parse().map_err(std::io::Error::other)?;
+    let mut buffer = [0u8; 64];
+    // SAFETY: keyctl(2) writes at most the buffer's length into it.
+    let read = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_READ,
+            serial,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    last_result(read)
+}
+
+/// inotify_add_watch(2) on PATH.
+fn inotify(path: &str) -> std::io::Result<()> {
+    let path = CString::new(path)?;
+    // SAFETY: inotify_init1(2), inotify_add_watch(2) with a valid C string, close(2).
+    unsafe {
+        let fd = libc::inotify_init1(libc::IN_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let watch = libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_ACCESS);
+        let result = last_result(watch.into());
+        libc::close(fd);
+        result
+    }
+}
+
+/// Sets a POSIX access ACL on PATH (the one its mode already says: owner rw, group and others r).
+fn set_acl(path: &str) -> std::io::Result<()> {
+    // posix_acl_xattr: version 2, then (tag u16, perm u16, id u32) entries.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 4)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    path_call(path, |p| {
+        // SAFETY: setxattr(2) with valid C strings and a buffer we own.
+        unsafe {
+            libc::setxattr(
+                p,
+                c"system.posix_acl_access".as_ptr(),
+                acl.as_ptr().cast(),
+                acl.len(),
+                0,
+            )
+        }
+    })
+}
+
+/// Turns process accounting on into PATH, and at once off again.
+fn acct(path: &str) -> std::io::Result<()> {
+    path_call(path, |p| {
+        // SAFETY: acct(2) with a valid C string, then with NULL (off).
+        unsafe {
+            let on = libc::acct(p);
+            if on == 0 {
+                libc::acct(std::ptr::null());
+            }
+            on
+        }
+    })
 }
 
 /// pidfd_open(2) on PID; with `send`, SIGCONT through it (pidfd_send_signal).

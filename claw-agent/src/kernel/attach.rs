@@ -135,6 +135,9 @@ impl Enforcer {
         } else {
             for program in catalogue::lsm_programs() {
                 let hook = program.name;
+                if self.absent_hooks.contains(&hook) {
+                    continue;
+                }
                 let attach_error = |source| EnforcerError::Attach {
                     program: program.hook(),
                     source,

@@ -113,6 +113,7 @@ pub const DENIED_CAPABILITIES: &[(u32, &str)] = &[
     (13, "CAP_NET_RAW"),
     (16, "CAP_SYS_MODULE"),
     (17, "CAP_SYS_RAWIO"),
+    (20, "CAP_SYS_PACCT"),
     (21, "CAP_SYS_ADMIN"),
     (22, "CAP_SYS_BOOT"),
     (25, "CAP_SYS_TIME"),
@@ -192,7 +193,7 @@ const CONNECTS: &str =
 const UNIX_SOCKETS: &str = "connecting or sending to a Unix socket whose file is not under files.write (claw-agent's agent socket excepted: it answers an agent about its own events); abstract Unix sockets";
 const MOUNTS: &str = "mount, bind mount (the old and the new mount API)";
 const ROOTS: &str = "chroot, pivot_root";
-const XATTRS: &str = "setting or removing extended attributes other than user.*";
+const XATTRS: &str = "setting or removing extended attributes other than user.*, and POSIX ACLs";
 const WRITE: &[&str] = &["write"];
 const NETWORK: &[&str] = &["connect", "connect-name", "redirect"];
 const NETWORK_SEND: &[&str] = &["connect", "connect-name"];
@@ -200,6 +201,11 @@ const RESOLVER: &[&str] = &["connect-name"];
 const LISTENING: &[&str] = &["listen"];
 const LISTENS: &str =
     "binding a port or listening (TCP) anywhere not under listen; binding port 0 for a client's ephemeral port stays allowed";
+
+/// LSM hooks that not every supported kernel has (6.1 lacks them): loaded where the kernel has
+/// them. On a kernel without one, the operation it decides reaches an attached hook instead —
+/// POSIX ACLs are extended attributes there (`inode_setxattr`, `inode_removexattr`).
+pub const NEWER_HOOKS: &[&str] = &["inode_set_acl", "inode_remove_acl"];
 
 /// Every program claw loads, LSM programs in attach order.
 pub const PROGRAMS: &[Program] = &[
@@ -545,6 +551,46 @@ pub const PROGRAMS: &[Program] = &[
         rule_kinds: &[],
         denied_by_default: &[SYSV_IPC],
         ops: &[op::SYSV_IPC],
+    },
+    Program {
+        name: "inode_set_acl",
+        attach: Attach::Lsm,
+        enforces: "POSIX ACLs may not be set (6.2 and later; before, they are extended attributes)",
+        rule_kinds: &[],
+        denied_by_default: &[XATTRS],
+        ops: &[op::XATTR],
+    },
+    Program {
+        name: "inode_remove_acl",
+        attach: Attach::Lsm,
+        enforces: "POSIX ACLs may not be removed (6.2 and later; before, they are extended attributes)",
+        rule_kinds: &[],
+        denied_by_default: &[XATTRS],
+        ops: &[op::XATTR],
+    },
+    Program {
+        name: "key_permission",
+        attach: Attach::Lsm,
+        enforces: "kernel keys and keyrings denied (shared by uid with the rest of the node)",
+        rule_kinds: &[],
+        denied_by_default: &["kernel keys and keyrings (keyctl, request_key, add_key): shared by uid with processes outside the agent"],
+        ops: &[op::KEY],
+    },
+    Program {
+        name: "kernel_module_request",
+        attach: Attach::Lsm,
+        enforces: "modules the kernel would load on an agent's behalf denied",
+        rule_kinds: &[],
+        denied_by_default: &["kernel modules loaded on an agent's behalf (a socket protocol, line discipline or algorithm not yet loaded): the operation fails as without the module"],
+        ops: &[op::MODULE_REQUEST],
+    },
+    Program {
+        name: "path_notify",
+        attach: Attach::Lsm,
+        enforces: "files.read (watching a path: inotify, fanotify, dnotify)",
+        rule_kinds: &["read"],
+        denied_by_default: &[],
+        ops: &[op::NOTIFY],
     },
     Program {
         name: "connect4",

@@ -193,6 +193,9 @@ pub struct Enforcer {
     /// The maps were an earlier claw-agent's: the first apply also clears what it left.
     pub(super) adopting: bool,
     pub(super) grace_period: GracePeriod,
+    /// LSM hooks of the catalogue this kernel does not have (catalogue::NEWER_HOOKS): not loaded,
+    /// not attached.
+    pub(super) absent_hooks: Vec<&'static str>,
 }
 
 /// Waits until every program run that began before has ended: the kernel waits for an RCU grace

@@ -73,7 +73,7 @@ impl Enforcer {
             ring_buffer_bytes,
             &pins,
         )?;
-        load_programs(&mut ebpf, coverage, &lsm_list)?;
+        let absent_hooks = load_programs(&mut ebpf, coverage, &lsm_list)?;
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .inspect_err(|err| tracing::warn!("program run counts unavailable: {err}"))
             .ok();
@@ -93,6 +93,7 @@ impl Enforcer {
             pins,
             adopting,
             grace_period,
+            absent_hooks,
         };
         if adopting {
             enforcer.next_ruleset = enforcer.rulesets_in_maps()?.into_iter().max().unwrap_or(0) + 1;
@@ -159,12 +160,14 @@ fn object_with_globals(
 }
 
 /// Loads (verifies) the programs `coverage` calls for, in catalogue order; with full coverage,
-/// refuses a kernel whose BPF LSM is not usable or not active.
+/// refuses a kernel whose BPF LSM is not usable or not active. Returns the hooks of
+/// `catalogue::NEWER_HOOKS` this kernel does not have (not loaded).
 fn load_programs(
     ebpf: &mut Ebpf,
     coverage: Coverage,
     lsm_list: &Path,
-) -> Result<(), EnforcerError> {
+) -> Result<Vec<&'static str>, EnforcerError> {
+    let mut absent = Vec::new();
     if coverage == Coverage::NetworkOnly {
         for program in catalogue::tracepoint_programs() {
             tracepoint_program(ebpf, program.name)?
@@ -178,6 +181,19 @@ fn load_programs(
     if coverage == Coverage::Full {
         let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
         for program in catalogue::lsm_programs() {
+            let hook = format!("bpf_lsm_{}", program.name);
+            if catalogue::NEWER_HOOKS.contains(&program.name)
+                && kernel_btf
+                    .id_by_type_name_kind(&hook, aya_obj::btf::BtfKind::Func)
+                    .is_err()
+            {
+                tracing::info!(
+                    hook = program.name,
+                    "this kernel has no such LSM hook: what it decides on newer kernels passes an attached hook here"
+                );
+                absent.push(program.name);
+                continue;
+            }
             lsm_program(ebpf, program.name)?
                 .load(program.name, &kernel_btf)
                 .map_err(|err| EnforcerError::LsmRefused {
@@ -201,7 +217,7 @@ fn load_programs(
                 reason: refusal_reason(&err),
             })?;
     }
-    Ok(())
+    Ok(absent)
 }
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.

@@ -43,7 +43,8 @@ pub struct Counters {
 }
 
 impl Enforcer {
-    /// Every program of the catalogue this coverage loads, attached or not, in catalogue order.
+    /// Every program of the catalogue this coverage loads, attached or not, in catalogue order;
+    /// hooks this kernel does not have are not among them.
     pub fn programs(&self) -> Vec<ProgramStatus> {
         let every_agent = |linked: &dyn Fn(&InstalledAgent) -> bool| {
             !self.installed.is_empty() && self.installed.iter().all(linked)
@@ -52,7 +53,7 @@ impl Enforcer {
             .iter()
             .filter(|program| match program.attach {
                 Attach::Tracepoint { .. } => self.coverage == Coverage::NetworkOnly,
-                _ => true,
+                _ => !self.absent_hooks.contains(&program.name),
             })
             .map(|program| {
                 let info = program_info(&self.ebpf, program.name);

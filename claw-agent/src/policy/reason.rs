@@ -106,8 +106,16 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         "sysv-ipc" => {
             return "no agent may use System V IPC (shared memory, message queues, semaphores): its objects are shared node-wide".to_owned()
         }
+        "key" => {
+            return "no agent may use kernel keys or keyrings: they are shared by uid with the rest of the node".to_owned()
+        }
+        "module-request" => {
+            return format!("no agent may have the kernel load a module ({object}): new kernel code within its reach")
+        }
         "clone-into-cgroup" => return "no agent may start a process in another cgroup".to_owned(),
-        "xattr" => return "agents may set only user.* extended attributes".to_owned(),
+        "xattr" => {
+            return "agents may set only user.* extended attributes, and no POSIX ACLs".to_owned()
+        }
         "preload" => {
             let name = object.split('=').next().unwrap_or(object);
             return format!(

@@ -263,7 +263,33 @@ pub fn run(runner: &mut Runner) {
         (|| {
             expect(&["sethostname", "agent-was-here"], inside, EPERM)?;
             expect(&["unshare-mount"], inside, EPERM)?;
+            // CAP_SYS_PACCT: acct() would write a record of every process of the node.
+            expect(&["acct", "/workspace/acct"], inside, EPERM)?;
+            let (_, code) = probe(&["acct", "/tmp/claw-acct"], None)?;
+            ensure!(code != EPERM, "acct outside agents: EPERM");
             expect(&["ping-socket"], inside, EPERM)
+        })(),
+    );
+    runner.check("kernel_keys_are_refused_to_agents", kernel_keys(&agent));
+    runner.check(
+        "module_loads_on_an_agents_behalf_are_refused",
+        module_requests(&agent),
+    );
+    runner.check(
+        "posix_acls_are_refused_to_agents",
+        (|| {
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "tools", "--op", "xattr",
+            ])?;
+            expect(&["set-acl", ALLOWED_FILE], inside, EPERM)?;
+            let (_, code) = probe(&["set-acl", ALLOWED_FILE], None)?;
+            ensure!(code != EPERM, "an ACL outside agents: EPERM");
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"")
+                })
+                .context("no xattr deny event for the ACL")?;
+            Ok(())
         })(),
     );
     runner.check(
@@ -342,6 +368,48 @@ fn task_changes(agent: &Path) -> anyhow::Result<()> {
 }
 
 const EACCES: i32 = 13;
+
+/// A key in root's user keyring, made outside agents, cannot be read from inside (root there
+/// shares the keyring by uid); outside it can; the refusal is an event.
+fn kernel_keys(agent: &Path) -> anyhow::Result<()> {
+    let (code, serial) = claw_tests::harness::probe_output(&["key-add"], None)?;
+    ensure!(code == 0, "adding a key outside agents: exit {code}");
+    let serial = serial.trim().to_owned();
+    let follower =
+        claw_tests::harness::Follower::start(&["--json", "--agent", "tools", "--op", "key"])?;
+    let (_, code) = probe(&["key-read", &serial], Some(agent))?;
+    ensure!(
+        code == EPERM || code == EACCES,
+        "reading root's key inside tools: exit {code}"
+    );
+    follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            line.contains("\"deny\"")
+        })
+        .context("no key deny event for tools")?;
+    expect(&["key-read", &serial], None, 0)
+}
+
+/// A netlink protocol whose module is not loaded (crypto_user): inside an agent the kernel's
+/// request for it is refused, and reported naming the module.
+fn module_requests(agent: &Path) -> anyhow::Result<()> {
+    let follower = claw_tests::harness::Follower::start(&[
+        "--json",
+        "--agent",
+        "tools",
+        "--op",
+        "module-request",
+    ])?;
+    let (_, code) = probe(&["netlink-protocol", "21"], Some(agent))?;
+    ensure!(code != 0, "a netlink protocol without its module: exit 0");
+    let line = follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            line.contains("\"deny\"")
+        })
+        .context("no module-request deny event for tools")?;
+    ensure!(line.contains("net-pf-16-proto-21"), "{line}");
+    Ok(())
+}
 
 /// pidfd_open works in an agent (on 6.12 its file passes the open hook), for its own children
 /// and others — a signal through a pidfd to a process outside is still refused. Reading another

@@ -12,6 +12,24 @@ pub fn run(runner: &mut Runner) {
     let agent = tools();
     let inside = Some(agent.as_path());
     runner.check(
+        "watching_a_path_needs_a_read_rule",
+        (|| {
+            let follower =
+                claw_tests::harness::Follower::start(&["--json", "--agent", "tools", "--op", "notify"])?;
+            expect(&["inotify", "/workspace"], inside, 0)?;
+            expect(&["inotify", ALLOWED_FILE], inside, 0)?;
+            expect(&["inotify", "/etc"], inside, EPERM)?;
+            expect(&["inotify", DENIED_FILE], inside, EPERM)?;
+            expect(&["inotify", "/etc"], None, 0)?;
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"") && line.contains("\"path\":\"/etc")
+                })
+                .context("no notify deny event for tools")?;
+            Ok(())
+        })(),
+    );
+    runner.check(
         "write_open_needs_write_rule",
         (|| {
             expect(&["open", "/usr/bin/true", "w"], inside, EPERM)?;
