@@ -388,7 +388,14 @@ pub fn kernel_module_request(ctx: LsmContext) -> i32 {
         }
         None => Reported::Unresolved,
     };
-    report_file(cgroup_id, agent, op::MODULE_REQUEST, access::ADMIN, decision, reported);
+    report_file(
+        cgroup_id,
+        agent,
+        op::MODULE_REQUEST,
+        access::ADMIN,
+        decision,
+        reported,
+    );
     ret
 }
 

@@ -98,7 +98,7 @@ fn nearest_agent(own: u64, ancestor_at: impl Fn(u16) -> u64) -> Option<(u64, Age
 
 /// The entry of `cgroup_id` in AGENTS, as (its agent's cgroup id, the entry).
 #[inline(always)]
-fn entry_of(cgroup_id: u64) -> Option<(u64, AgentEntry)> {
+pub fn entry_of(cgroup_id: u64) -> Option<(u64, AgentEntry)> {
     // An apply replaces entries while programs read them: an element read just as it was
     // recycled for another cgroup is read again (a second recycle in a row would need two
     // updates within these few instructions).

@@ -53,6 +53,8 @@ offsets!(
     SOCK_V6_RCV_SADDR,
     VMA_ANON_VMA,
     TASK_PERSONALITY,
+    FILE_F_OWNER,
+    FOWN_PID,
 );
 
 /// The value of an offset global, by name.

@@ -15,6 +15,7 @@ mod file;
 mod grant;
 mod kernel;
 mod net;
+mod owner;
 mod path;
 mod preload;
 mod task;
@@ -105,6 +106,11 @@ static DNS_ALLOW: HashMap<ResolvedKey, Resolved> =
 #[map]
 static ORIGINAL_DESTINATIONS: LruHashMap<u64, OriginalDestination> =
     LruHashMap::with_max_entries(1 << 14, 0);
+
+/// File -> the registered cgroup of the agent whose process set its I/O-signal owner (owner.rs).
+/// Removed when a process outside agents sets it, or the file is freed.
+#[map]
+static SIGNAL_OWNERS: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, 0);
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

@@ -16,7 +16,7 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | read-file PATH | key-add | key-read SERIAL | netlink-protocol N | \
+exec PATH [ARGS...] | read-file PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
 inotify PATH | set-acl PATH | acct PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
@@ -115,6 +115,8 @@ pub fn run(args: &[String]) -> ExitCode {
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
         ("read-file", 2) => std::fs::read(arg(1)).map(drop),
+        ("sigio", 2) => sigio(arg(1)),
+        ("sigio-own-child", 1) => sigio_own_child(),
         ("key-add", 1) => return key_add(),
         ("key-read", 2) => key_read(arg(1)),
         ("netlink-protocol", 2) => arg(1)
@@ -525,6 +527,57 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Makes PID the owner of a pipe's read end with O_ASYNC, then writes to the pipe: the kernel
+/// sends the owner SIGIO (whose default action ends it). Succeeds whether or not it arrives.
+fn sigio(pid: &str) -> std::io::Result<()> {
+    let pid: libc::c_int = pid.parse().map_err(std::io::Error::other)?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2), fcntl(2), write(2) and close(2) on the descriptors it made.
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let result = (|| {
+            last_result(libc::fcntl(fds[0], libc::F_SETOWN, pid).into())?;
+            last_result(
+                libc::fcntl(fds[0], libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK).into(),
+            )?;
+            last_result(libc::write(fds[1], b"x".as_ptr().cast(), 1) as libc::c_long)
+        })();
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        result
+    }
+}
+
+/// `sigio` aimed at a child of its own: succeeds when the child ended by SIGIO.
+fn sigio_own_child() -> std::io::Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = std::process::Command::new("/usr/bin/claw-vmtest")
+        .args(["probe", "sleep", "30"])
+        .spawn()?;
+    let sent = sigio(&child.id().to_string());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sent?;
+    match status {
+        Some(status) if status.signal() == Some(libc::SIGIO) => Ok(()),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(std::io::Error::from_raw_os_error(libc::ESRCH))
+        }
+    }
 }
 
 /// Adds a key to the caller's user keyring (root's, run as root) and prints its serial.

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 const MAGIC: u16 = 0xeb9f;
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
@@ -137,12 +138,8 @@ impl Btf {
     /// Byte offset of `member` in `struct strukt`, looking through anonymous structs and unions
     /// (in 6.12 `f_path` sits inside one).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let id = self
-            .types
-            .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        self.find_member(id as u32, member.as_bytes(), 0)
+        let id = self.struct_id(strukt)?;
+        self.find_member(id, member.as_bytes(), 0)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember {
                 strukt: strukt.to_owned(),
@@ -150,16 +147,46 @@ impl Btf {
             })
     }
 
+    /// Whether `member` of `struct strukt` is a pointer (`file.f_owner` became one in 6.12).
+    pub fn member_is_pointer(&self, strukt: &str, member: &str) -> Result<bool, BtfError> {
+        let id = self.struct_id(strukt)?;
+        let (_, type_id) = self
+            .find_member_typed(id, member.as_bytes(), 0)
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.to_owned(),
+                member: member.to_owned(),
+            })?;
+        let kind = self
+            .resolve(type_id)
+            .and_then(|id| self.types.get(id as usize))
+            .map(|t| t.kind);
+        Ok(kind == Some(KIND_PTR))
+    }
+
+    fn struct_id(&self, strukt: &str) -> Result<u32, BtfError> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
+            .map(|id| id as u32)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))
+    }
+
     fn find_member(&self, type_id: u32, member: &[u8], base_bits: u32) -> Option<u32> {
+        self.find_member_typed(type_id, member, base_bits)
+            .map(|(bits, _)| bits)
+    }
+
+    /// The member's bit offset and type id.
+    fn find_member_typed(&self, type_id: u32, member: &[u8], base_bits: u32) -> Option<(u32, u32)> {
         let t = self.types.get(self.resolve(type_id)? as usize)?;
         for m in &t.members {
             let bits = base_bits + m.bit_offset;
             if m.name_off == 0 {
-                if let Some(found) = self.find_member(m.type_id, member, bits) {
+                if let Some(found) = self.find_member_typed(m.type_id, member, bits) {
                     return Some(found);
                 }
             } else if self.name(m.name_off) == member {
-                return Some(bits);
+                return Some((bits, m.type_id));
             }
         }
         None
@@ -287,5 +314,8 @@ mod tests {
         let offset = btf.member_offset("file", "f_path").unwrap();
         // 16 on 6.1, 64 on 6.12 and later; whatever it is, it lies inside struct file.
         assert!(offset > 0 && offset.is_multiple_of(8), "f_path at {offset}");
+        // f_path is held, f_inode pointed to, on every kernel.
+        assert!(!btf.member_is_pointer("file", "f_path").unwrap());
+        assert!(btf.member_is_pointer("file", "f_inode").unwrap());
     }
 }

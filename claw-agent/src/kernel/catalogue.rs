@@ -25,6 +25,7 @@ pub mod maps {
     pub const ENV_RULES: &str = "ENV_RULES";
     pub const GRACE_PERIOD: &str = "GRACE_PERIOD";
     pub const DNS_ALLOW: &str = "DNS_ALLOW";
+    pub const SIGNAL_OWNERS: &str = "SIGNAL_OWNERS";
 }
 
 /// Maps pinned, so that rules, counts and waiting events outlive the daemon.
@@ -43,6 +44,7 @@ pub const PINNED_MAPS: &[&str] = &[
     maps::REDIRECTS,
     maps::ENV_RULES,
     maps::DNS_ALLOW,
+    maps::SIGNAL_OWNERS,
 ];
 
 /// Kernel struct members the programs read: (global in claw-ebpf, struct, member).
@@ -83,6 +85,8 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("SOCK_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
     ("VMA_ANON_VMA", "vm_area_struct", "anon_vma"),
     ("TASK_PERSONALITY", "task_struct", "personality"),
+    ("FILE_F_OWNER", "file", "f_owner"),
+    ("FOWN_PID", "fown_struct", "pid"),
 ];
 
 /// Fields of the tracepoint records the degraded-mode programs read: (global, category, name,
@@ -182,6 +186,8 @@ impl Program {
     }
 }
 
+const SIGNALS: &str =
+    "signalling processes outside the agent (claw-agent, other agents, the host), also through a file's I/O-signal owner (F_SETOWN and the like)";
 const TASK_CHANGES: &str =
     "changing other processes' priority, I/O priority, scheduler, CPU affinity, memory placement or resource limits (outside the agent)";
 const SYSV_IPC: &str =
@@ -465,9 +471,7 @@ pub const PROGRAMS: &[Program] = &[
         attach: Attach::Lsm,
         enforces: "signals to processes outside the agent denied (claw-agent, other agents, the host)",
         rule_kinds: &[],
-        denied_by_default: &[
-            "signalling processes outside the agent (claw-agent, other agents, the host)",
-        ],
+        denied_by_default: &[SIGNALS],
         ops: &[op::SIGNAL],
     },
     Program {
@@ -591,6 +595,54 @@ pub const PROGRAMS: &[Program] = &[
         rule_kinds: &["read"],
         denied_by_default: &[],
         ops: &[op::NOTIFY],
+    },
+    Program {
+        name: "file_fcntl",
+        attach: Attach::Lsm,
+        enforces: "I/O-signal owners an agent sets (F_SETOWN, F_SETOWN_EX) recorded before they are set",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
+    },
+    Program {
+        name: "file_ioctl",
+        attach: Attach::Lsm,
+        enforces: "I/O-signal owners an agent sets (FIOSETOWN, SIOCSPGRP) recorded before they are set",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
+    },
+    Program {
+        name: "file_ioctl_compat",
+        attach: Attach::Lsm,
+        enforces: "I/O-signal owners an agent sets from a 32-bit process recorded before they are set",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
+    },
+    Program {
+        name: "file_set_fowner",
+        attach: Attach::Lsm,
+        enforces: "I/O-signal owners recorded (an agent's) or forgotten (set outside agents)",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
+    },
+    Program {
+        name: "file_free_security",
+        attach: Attach::Lsm,
+        enforces: "a freed file's I/O-signal owner record removed",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
+    },
+    Program {
+        name: "file_send_sigiotask",
+        attach: Attach::Lsm,
+        enforces: "signals a file sends (SIGIO, SIGURG) reach only the agent whose process set its owner",
+        rule_kinds: &[],
+        denied_by_default: &[SIGNALS],
+        ops: &[op::SIGNAL],
     },
     Program {
         name: "connect4",

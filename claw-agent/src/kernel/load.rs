@@ -133,6 +133,17 @@ fn object_with_globals(
         loader.override_global(global, offset, true);
     }
     loader.override_global("DENIED_CAPABILITIES", &denied_capabilities, true);
+    // A file's I/O-signal owner: held in struct file before 6.12, allocated and pointed to (and
+    // pointing back to its file) since.
+    let owner_is_pointer = btf.member_is_pointer("file", "f_owner")?;
+    let fown_file = if owner_is_pointer {
+        u64::from(btf.member_offset("fown_struct", "file")?)
+    } else {
+        0
+    };
+    let owner_is_pointer = u64::from(owner_is_pointer);
+    loader.override_global("FILE_F_OWNER_IS_POINTER", &owner_is_pointer, true);
+    loader.override_global("FOWN_FILE", &fown_file, true);
     loader.override_global(
         "IDENTICAL_PER_SECOND",
         &report_limits.identical_per_second,

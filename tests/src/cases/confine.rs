@@ -272,6 +272,10 @@ pub fn run(runner: &mut Runner) {
     );
     runner.check("kernel_keys_are_refused_to_agents", kernel_keys(&agent));
     runner.check(
+        "io_signals_reach_only_the_agent_that_set_the_owner",
+        io_signals(&agent),
+    );
+    runner.check(
         "module_loads_on_an_agents_behalf_are_refused",
         module_requests(&agent),
     );
@@ -368,6 +372,42 @@ fn task_changes(agent: &Path) -> anyhow::Result<()> {
 }
 
 const EACCES: i32 = 13;
+
+/// A file's I/O signal (SIGIO, which ends a process by default) aimed by an agent at a process
+/// outside it is not delivered, and reported naming the target; aimed at its own child it is;
+/// outside agents the kernel delivers it. The delivery has no caller to give an errno to: the
+/// kernel drops the signal.
+fn io_signals(agent: &Path) -> anyhow::Result<()> {
+    let inside = Some(agent);
+    // Its SIGIO action is the default from its first instruction (nothing changes it).
+    let mut host = Sleeper::start(None)?;
+    let follower =
+        claw_tests::harness::Follower::start(&["--json", "--agent", "tools", "--op", "signal"])?;
+    expect(&["sigio", &host.pid()], inside, 0)?;
+    let pid: i64 = host.pid().parse()?;
+    let line = follower
+        .line_within(std::time::Duration::from_secs(20), |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|event| event["details"]["target_pid"] == pid)
+        })
+        .with_context(|| format!("no signal deny event about pid {pid}"))?;
+    ensure!(line.contains("\"deny\""), "{line}");
+    ensure!(
+        host.0.try_wait()?.is_none(),
+        "the process outside agents got the agent's SIGIO"
+    );
+    expect(&["sigio-own-child"], inside, 0)?;
+    expect(&["sigio", &host.pid()], None, 0)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host.0.try_wait()?.is_none() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "SIGIO set up outside agents did not reach the sleeper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
 
 /// A key in root's user keyring, made outside agents, cannot be read from inside (root there
 /// shares the keyring by uid); outside it can; the refusal is an event.

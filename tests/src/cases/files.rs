@@ -14,8 +14,9 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "watching_a_path_needs_a_read_rule",
         (|| {
-            let follower =
-                claw_tests::harness::Follower::start(&["--json", "--agent", "tools", "--op", "notify"])?;
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "tools", "--op", "notify",
+            ])?;
             expect(&["inotify", "/workspace"], inside, 0)?;
             expect(&["inotify", ALLOWED_FILE], inside, 0)?;
             expect(&["inotify", "/etc"], inside, EPERM)?;
