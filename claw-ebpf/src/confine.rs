@@ -6,7 +6,7 @@
 //! limits.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use claw_common::{access, op, op::task_change, record, NetRecord};
+use claw_common::{access, agent_flags, op, op::task_change, record, AgentEntry, NetRecord};
 
 use crate::{
     decide::{
@@ -231,7 +231,21 @@ fn within_agent(target: *const u8, op: u32, detail: u16, report: bool) -> i32 {
     if holder == Some(agent.cgroup_id) {
         return 0;
     }
-    // SAFETY: as above.
+    refuse_on(target, cgroup_id, agent, op, detail, report)
+}
+
+/// Refuses `op` on the task `target` (reported with its pid and `detail`, unless `report` is
+/// false); allowed in audit mode.
+#[inline(always)]
+fn refuse_on(
+    target: *const u8,
+    cgroup_id: u64,
+    agent: AgentEntry,
+    op: u32,
+    detail: u16,
+    report: bool,
+) -> i32 {
+    // SAFETY: `target` is a hook's task_struct argument.
     let pid = unsafe { read::<i32>(target, offset!(TASK_TGID)) }.unwrap_or(0);
     let mut address = [0u8; 16];
     address[..4].copy_from_slice(&pid.to_ne_bytes());
@@ -257,12 +271,23 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     within_agent(target, op::SIGNAL, signal as u16, true)
 }
 
+const PTRACE_MODE_ATTACH: u32 = 0x02;
 const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 
 #[lsm(hook = "ptrace_access_check")]
 pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     let target: *const u8 = ctx.arg(0);
     let mode: u32 = ctx.arg(1);
+    // Attaching (ptrace, /proc/PID/mem, process_vm_writev) writes into another process's code
+    // as the kernel's forced writes do: in a `jit: false` agent, code it wrote would run — not
+    // even within the agent.
+    if mode & PTRACE_MODE_ATTACH != 0 {
+        if let Some((cgroup_id, agent)) = current_agent() {
+            if agent.flags & agent_flags::JIT == 0 {
+                return refuse_on(target, cgroup_id, agent, op::PTRACE, mode as u16, true);
+            }
+        }
+    }
     // /proc/PID/stat (ps, top) asks whether it could read the target, to show or zero a few
     // fields, with PTRACE_MODE_NOAUDIT: answered as any ptrace, not reported — otherwise every
     // ps in an agent would be a burst of denials.
@@ -272,6 +297,27 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
         mode as u16,
         mode & PTRACE_MODE_NOAUDIT == 0,
     )
+}
+
+/// PTRACE_TRACEME makes the parent the tracer, with no access check: allowed when the parent is
+/// outside agents (the host may trace), refused when it is in another agent, and within the
+/// agent only with `jit: true` (as attaching is).
+#[lsm(hook = "ptrace_traceme")]
+pub fn ptrace_traceme(ctx: LsmContext) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let parent: *const u8 = ctx.arg(0);
+    // SAFETY: `parent` is the hook's task_struct argument.
+    let holder = unsafe { agent_of_task(parent) }.map(|(_, entry)| entry.cgroup_id);
+    let allowed = match holder {
+        None => true,
+        Some(holder) => holder == agent.cgroup_id && agent.flags & agent_flags::JIT != 0,
+    };
+    if allowed {
+        return 0;
+    }
+    refuse_on(parent, cgroup_id, agent, op::PTRACE, 0, true)
 }
 
 // Changing how another process is scheduled or limited: within the agent only (its own

@@ -17,6 +17,7 @@ const FMODE_WRITE: u32 = 0x2;
 /// Set in `f_flags` (not `f_mode`) when the kernel opens a file to execute or map it as a
 /// program or its ELF interpreter.
 const FMODE_EXEC: u32 = 0x20;
+const PROT_WRITE: u64 = 0x2;
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
 /// Access mode 3 (O_RDONLY|O_WRONLY|O_RDWR bits both set) opens for ioctl only: f_mode gets
@@ -102,7 +103,8 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     // Tested through the mapping's flags, not `file == NULL`: 6.12's verifier takes hook
     // arguments as non-null and removes that branch as dead code.
     let flags: u64 = ctx.arg(3);
-    if flags & MAP_ANONYMOUS != 0 {
+    // Writable and executable at once (SELinux's execmem): whatever is written runs.
+    if flags & MAP_ANONYMOUS != 0 || prot & PROT_WRITE != 0 {
         return anonymous_exec(cgroup_id, agent, op::MMAP);
     }
     let resolved = scratch().and_then(|s| {
@@ -122,6 +124,10 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
         return 0;
     };
     let vma: *const u8 = ctx.arg(0);
+    // Writable and executable at once (SELinux's execmem): whatever is written runs.
+    if prot & PROT_WRITE != 0 {
+        return anonymous_exec(cgroup_id, agent, op::MPROTECT);
+    }
     // SAFETY: checked kernel reads; d_path is not allowed on this hook, so the path is walked.
     let resolved = unsafe {
         let Some(file) = read_ptr(vma, offset!(VMA_VM_FILE)) else {

@@ -20,7 +20,7 @@ exec PATH [ARGS...] | read-file PATH | sigio PID | sigio-own-child | key-add | k
 inotify PATH | set-acl PATH | acct PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
-listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
+listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -95,6 +95,9 @@ pub fn run(args: &[String]) -> ExitCode {
         ("udp-bind", 2) => socket_address(arg(1)).and_then(|a| UdpSocket::bind(a).map(drop)),
         ("written-exec", 2) => written_mapping(arg(1), true),
         ("written-only", 2) => written_mapping(arg(1), false),
+        ("rwx-map", 2) => writable_executable(arg(1), false),
+        ("rw-then-rwx", 2) => writable_executable(arg(1), true),
+        ("traceme", 1) => traceme(),
         ("executable-heap", 1) => executable_heap(),
         ("bind-mount", 3) => bind_mount(arg(1), arg(2)),
         ("chroot", 2) => path_call(arg(1), |p| unsafe { libc::chroot(p) }),
@@ -343,6 +346,67 @@ fn written_mapping(path: &str, make_executable: bool) -> std::io::Result<()> {
         };
         libc::munmap(addr, 4096);
         result
+    }
+}
+
+/// Maps the first page of `path` private, writable and executable at once — or, with `later`,
+/// writable first and then mprotect'ed writable and executable.
+fn writable_executable(path: &str, later: bool) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+    let first = if later {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        rwx
+    };
+    // SAFETY: one page, checked, unmapped before return.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            first,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let result = if later && libc::mprotect(addr, 4096, rwx) != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        libc::munmap(addr, 4096);
+        result
+    }
+}
+
+/// A child asks to be traced by this process (PTRACE_TRACEME); exits with its errno.
+fn traceme() -> std::io::Result<()> {
+    // SAFETY: the child only calls async-signal-safe functions (ptrace, _exit) before ending.
+    unsafe {
+        let child = libc::fork();
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if child == 0 {
+            let traced = libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            let code = if traced == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(code);
+        }
+        let mut status = 0;
+        if libc::waitpid(child, &mut status, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(std::io::Error::from_raw_os_error(errno)),
+        }
     }
 }
 

@@ -103,11 +103,11 @@ pub fn draft<'a>(events: impl IntoIterator<Item = &'a Event>) -> Draft {
                 }
                 // files.write is also what lets an agent connect to a Unix socket.
                 if needs("write") || needs("connect") {
-                    if rules::protected_tree(path).is_some() {
+                    if let Some(tree) = rules::protected_tree(path) {
                         draft.notes.insert(format!(
-                            "{}: {op} {path}: no rule may grant writing inside {} (claw's own enforcement lives there)",
+                            "{}: {op} {path}: no rule may grant writing inside {tree} ({})",
                             event.agent,
-                            rules::protected_tree(path).unwrap_or_default()
+                            rules::why_protected(tree)
                         ));
                         continue;
                     }

@@ -41,7 +41,8 @@ pub enum GrantError {
     #[error("event {seq}: `{op}` is refused to every agent — no grant can allow it")]
     RefusedToEveryAgent { seq: u64, op: String },
     #[error(
-        "event {seq}: no grant may allow writing inside {tree} — claw's own enforcement lives there"
+        "event {seq}: no grant may allow writing inside {tree} — {}",
+        crate::policy::rules::why_protected(tree)
     )]
     ProtectedTree { seq: u64, tree: &'static str },
     #[error("event {seq}: unreadable destination `{destination}`")]

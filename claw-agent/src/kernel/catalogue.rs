@@ -186,6 +186,8 @@ impl Program {
     }
 }
 
+const TRACING: &str =
+    "tracing or writing into the agent's own processes (ptrace attach, PTRACE_TRACEME, process_vm_writev) unless jit: true: the kernel's forced writes would run code the agent wrote";
 const SIGNALS: &str =
     "signalling processes outside the agent (claw-agent, other agents, the host), also through a file's I/O-signal owner (F_SETOWN and the like)";
 const TASK_CHANGES: &str =
@@ -477,11 +479,20 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "ptrace_access_check",
         attach: Attach::Lsm,
-        enforces: "tracing processes outside the agent denied",
+        enforces: "tracing processes outside the agent denied; attaching (ptrace, /proc/PID/mem, process_vm_writev) within it only with jit: true",
         rule_kinds: &[],
         denied_by_default: &[
             "other processes' /proc/PID/environ, mem, maps (ptrace read access, outside the agent's own cgroup); tracing them",
+            TRACING,
         ],
+        ops: &[op::PTRACE],
+    },
+    Program {
+        name: "ptrace_traceme",
+        attach: Attach::Lsm,
+        enforces: "PTRACE_TRACEME: a parent in another agent may not become the tracer, nor one in the agent unless jit: true",
+        rule_kinds: &[],
+        denied_by_default: &[TRACING],
         ops: &[op::PTRACE],
     },
     Program {

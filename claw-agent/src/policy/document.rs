@@ -403,8 +403,9 @@ impl<'de> Deserialize<'de> for WritablePath {
         let path = RulePath::deserialize(deserializer)?;
         if let Some(tree) = crate::policy::rules::protected_tree(&path.0) {
             return Err(invalid(format_args!(
-                "write rule `{}` is inside {tree}, where claw's own enforcement lives — agents may never write there; remove the rule",
-                path.0
+                "write rule `{}` is inside {tree} ({}) — agents may never write there; remove the rule",
+                path.0,
+                crate::policy::rules::why_protected(tree)
             )));
         }
         Ok(Self(path))

@@ -128,7 +128,10 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         return format!("{agent} may not create executable memory without a file (jit: false)");
     }
     if let Some(tree) = rules::protected_tree(object).filter(|_| needs("write")) {
-        return format!("no agent may write inside {tree}: claw's own enforcement lives there");
+        return format!(
+            "no agent may write inside {tree}: {}",
+            rules::why_protected(tree)
+        );
     }
     let store = rules::HOME_CREDENTIALS
         .iter()

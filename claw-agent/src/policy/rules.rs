@@ -14,17 +14,35 @@ use crate::policy::invalid;
 /// rule needs one more byte for its terminating NUL.
 pub const MAX_RULE_PATH: usize = claw_common::RULE_PATH_BYTES - 1;
 
-/// Where claw's own enforcement lives: the cgroup tree (writing `cgroup.procs` moves a process
-/// out of its agent, `rmdir` removes an agent's cgroup) and the BPF filesystem (pinned programs
-/// and maps). No policy lets an agent write there: a write rule inside is refused, a wider one
-/// stops short of them.
-pub const PROTECTED: [&str; 2] = ["/sys/fs/cgroup/", "/sys/fs/bpf/"];
+/// Trees no agent may write in, and why: where claw's own enforcement lives — the cgroup tree
+/// (writing `cgroup.procs` moves a process out of its agent, `rmdir` removes an agent's cgroup)
+/// and the BPF filesystem (pinned programs and maps) — and /proc (a process's memory through
+/// /proc/PID/mem, which the kernel lets a process write in its own threads without asking any
+/// LSM, so code would run that no exec rule named; and the kernel's settings). No policy lets
+/// an agent write there: a write rule inside is refused, a wider one stops short of them.
+pub const PROTECTED: [(&str, &str); 3] = [
+    ("/sys/fs/cgroup/", "claw's own enforcement lives there"),
+    ("/sys/fs/bpf/", "claw's own enforcement lives there"),
+    (
+        "/proc/",
+        "processes' memory (/proc/PID/mem) and the kernel's settings live there",
+    ),
+];
 
 /// The protected tree `path` lies in, if any (the tree's own directory included).
 pub fn protected_tree(path: &str) -> Option<&'static str> {
     PROTECTED
         .into_iter()
+        .map(|(tree, _)| tree)
         .find(|tree| path.starts_with(tree) || path == tree.trim_end_matches('/'))
+}
+
+/// Why no agent may write in the protected `tree`.
+pub fn why_protected(tree: &str) -> &'static str {
+    PROTECTED
+        .into_iter()
+        .find(|(t, _)| *t == tree)
+        .map_or("", |(_, why)| why)
 }
 
 /// Credential stores in a home directory: no directory rule reaches into them; only a rule

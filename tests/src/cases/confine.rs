@@ -43,8 +43,9 @@ impl Drop for Sleeper {
     }
 }
 
-/// Root in an agent may signal and trace its own processes, and nothing else: not claw-agent,
-/// not another agent's, not the host's.
+/// Root in an agent may signal its own processes, and nothing else: not claw-agent, not another
+/// agent's, not the host's. It may trace its own only with `jit: true` (tracing writes code):
+/// tools has `jit: false`, runtime `jit: true`.
 fn signals_and_ptrace(agent: &std::path::Path) -> anyhow::Result<()> {
     let inside = Some(agent);
     let host = Sleeper::start(None)?;
@@ -54,16 +55,23 @@ fn signals_and_ptrace(agent: &std::path::Path) -> anyhow::Result<()> {
         expect(&["ptrace", &target.pid()], inside, EPERM)?;
     }
     expect(&["signal-own-child"], inside, 0)?;
-    expect(&["ptrace-own-child"], inside, 0)?;
+    expect(&["ptrace-own-child"], inside, EPERM)?;
+    expect(&["traceme"], inside, EPERM)?;
+    expect(&["ptrace-own-child"], Some(&runtime()), 0)?;
+    expect(&["traceme"], Some(&runtime()), 0)?;
+    expect(&["traceme"], None, 0)?;
     expect(&["signal", &host.pid()], None, 0)?;
     expect(&["ptrace", &host.pid()], None, 0)
 }
 
 /// An agent whose policy writes everywhere (`write: [/]`) still cannot touch the cgroup tree
-/// (leave its cgroup, make or remove cgroups, change limits) or claw's pinned BPF objects.
+/// (leave its cgroup, make or remove cgroups, change limits), claw's pinned BPF objects, or /proc.
 fn cgroup_and_bpf_files(broad: &Path) -> anyhow::Result<()> {
     let inside = Some(broad);
     let root = Path::new(CGROUP_ROOT);
+    // /proc is protected as the cgroup tree is: /proc/PID/mem would write into a process's
+    // code without any LSM asking (its own threads), and the kernel's settings live there.
+    expect(&["open", "/proc/self/mem", "w"], inside, EPERM)?;
     expect(&["create", "/tmp/broad-wrote-this"], inside, 0)?;
     std::fs::remove_file("/tmp/broad-wrote-this")?;
     for file in [

@@ -74,13 +74,17 @@ const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 const ENOMEM: i32 = 12;
 
 /// Code written into memory does not run in a `jit: false` agent: a private mapping of an allowed
-/// library, written (its page copied) and then made executable, is refused; so is growing the heap with READ_IMPLIES_EXEC (brk answers by
+/// library, written (its page copied) and then made executable, is refused, as is one writable
+/// and executable at once (mapped so, or mprotect'ed so); so is growing the heap with READ_IMPLIES_EXEC (brk answers by
 /// not moving). A written mapping never made executable, and an unwritten one made executable,
 /// still work; a `jit: true` agent and processes outside agents may do both; each refusal is an
 /// event naming the agent.
 fn written_code(inside: Option<&std::path::Path>) -> anyhow::Result<()> {
     let follower = Follower::start(&["--json", "--agent", "tools"])?;
     expect(&["written-exec", LIBC], inside, EPERM)?;
+    expect(&["rwx-map", LIBC], inside, EPERM)?;
+    expect(&["rw-then-rwx", LIBC], inside, EPERM)?;
+    expect(&["rwx-map", LIBC], None, 0)?;
     expect(&["written-only", LIBC], inside, 0)?;
     expect(&["mprotect-exec", LIBC], inside, 0)?;
     expect(&["executable-heap"], inside, ENOMEM)?;

@@ -59,7 +59,7 @@ pub(super) fn inherit_directory_grants(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
 /// A directory rule wider than a protected tree (`write: [/]`) grants everything it did, but
 /// writing, inside the tree: the tree gets entries of its own (itself and below) without WRITE.
 pub(super) fn stop_writes_short_of_protected_trees(prefixes: &mut BTreeMap<Vec<u8>, u32>) {
-    for tree in crate::policy::rules::PROTECTED {
+    for (tree, _) in crate::policy::rules::PROTECTED {
         let covering = prefixes
             .iter()
             .filter(|(prefix, _)| prefix.ends_with(b"/") && tree.as_bytes().starts_with(prefix))
