@@ -20,6 +20,10 @@ const AF_UNIX: i32 = 1;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
 const AF_NETLINK: i32 = 16;
+const NETLINK_ROUTE: i32 = 0;
+const NETLINK_SOCK_DIAG: i32 = 4;
+const NETLINK_KOBJECT_UEVENT: i32 = 15;
+const NETLINK_GENERIC: i32 = 16;
 const SOCK_STREAM: i32 = 1;
 const SOCK_DGRAM: i32 = 2;
 const IPPROTO_TCP: i32 = 6;
@@ -43,7 +47,16 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
             (kind == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
                 || (kind == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
         }
-        AF_UNIX | AF_NETLINK => true,
+        AF_UNIX => true,
+        // Netlink to the kernel: routes and addresses, sockets (sock_diag), device events,
+        // generic families. Not NETLINK_USERSOCK, which carries data between processes (other
+        // agents, the host) past every rule, nor audit records and the rest.
+        AF_NETLINK => {
+            protocol == NETLINK_ROUTE
+                || protocol == NETLINK_SOCK_DIAG
+                || protocol == NETLINK_KOBJECT_UEVENT
+                || protocol == NETLINK_GENERIC
+        }
         _ => false,
     };
     if kern != 0 || described {

@@ -17,7 +17,7 @@ const USAGE: &str =
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | read-file PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
-inotify PATH | set-acl PATH | acct PATH | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
+inotify PATH | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
 listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
@@ -127,6 +127,7 @@ pub fn run(args: &[String]) -> ExitCode {
             .map_err(std::io::Error::other)
             .and_then(|protocol| socket(libc::AF_NETLINK, libc::SOCK_DGRAM, protocol)),
         ("inotify", 2) => inotify(arg(1)),
+        ("sock-diag", 1) => sock_diag(),
         ("set-acl", 2) => set_acl(arg(1)),
         ("acct", 2) => acct(arg(1)),
         ("pidfd", 2) => pidfd(arg(1), false),
@@ -682,6 +683,44 @@ fn key_read(serial: &str) -> std::io::Result<()> {
         )
     };
     last_result(read)
+}
+
+/// Asks sock_diag for the node's TCP sockets, as `ss` does (the kernel loads inet_diag for it
+/// if it is not loaded).
+fn sock_diag() -> std::io::Result<()> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    // nlmsghdr (16 bytes), then inet_diag_req_v2: family, protocol, ext, pad, states, and a
+    // 48-byte socket id of zeros.
+    let mut message = Vec::with_capacity(72);
+    message.extend_from_slice(&72u32.to_ne_bytes());
+    message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    message.extend_from_slice(&[0; 8]);
+    message.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    message.extend_from_slice(&u32::MAX.to_ne_bytes());
+    message.extend_from_slice(&[0; 48]);
+    // SAFETY: socket(2), sendto(2) of a buffer we own to the kernel's address, close(2).
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let sent = libc::sendto(
+            fd,
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        );
+        let result = last_result(sent as libc::c_long);
+        libc::close(fd);
+        result
+    }
 }
 
 /// inotify_add_watch(2) on PATH.

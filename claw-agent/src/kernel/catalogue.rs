@@ -378,11 +378,11 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "socket_create",
         attach: Attach::Lsm,
-        enforces: "sockets but TCP, UDP, Unix and netlink denied (they would skip the connect and listen rules)",
+        enforces: "sockets but TCP, UDP, Unix and kernel netlink (route, sock_diag, uevent, generic) denied (they would skip the connect and listen rules)",
         rule_kinds: &[],
         denied_by_default: &[
             "raw, packet and ping sockets; over IPv4 and IPv6 every protocol but TCP and UDP (SCTP, MPTCP, UDP-Lite)",
-            "socket families the rules do not describe (vsock, AF_ALG, Bluetooth, CAN, XDP, ...): only Unix, IPv4, IPv6 and netlink",
+            "socket families the rules do not describe (vsock, AF_ALG, Bluetooth, CAN, XDP, ...): only Unix, IPv4, IPv6 and netlink — of netlink, route, sock_diag, uevents and generic (not NETLINK_USERSOCK, a channel between processes; not audit)",
         ],
         ops: &[op::SOCKET],
     },

@@ -85,7 +85,7 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         "bpf" => return "no agent may use bpf(): claw's own enforcement is made of it".to_owned(),
         "capability" => return format!("no agent may use {object}: it steps around the rules"),
         "socket" => {
-            return "agents may open TCP, UDP, Unix and netlink sockets only: raw, packet and ping sockets, other protocols (SCTP, MPTCP) and other families (vsock, AF_ALG...) carry data where no connect or listen rule looks"
+            return "agents may open TCP, UDP, Unix and kernel netlink sockets only: raw, packet and ping sockets, other protocols (SCTP, MPTCP) and other families (vsock, AF_ALG...) carry data where no connect or listen rule looks"
                 .to_owned()
         }
         "device" => {
