@@ -299,10 +299,20 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
     }
 }
 
+/// Set by claw-agent where BPF LSM runs: lsm/socket_bind decides binds then (also of sockets
+/// made outside the agent and passed in, which the agent cgroup's programs never see), and these
+/// programs let them through rather than take a grant's use a second time.
+#[no_mangle]
+static BIND_DECIDED_BY_LSM: u64 = 0;
+
 /// bind(2) to a port: a listen rule must hold the address and port. Port 0 (the kernel picks an
 /// ephemeral port, as clients do) is allowed; listening on it is decided at listen.
 #[inline(always)]
 fn bind<const V6: bool>(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: reading a plain static (a frozen global).
+    if unsafe { read_volatile(&BIND_DECIDED_BY_LSM) } != 0 {
+        return ALLOW;
+    }
     let sock: *const bpf_sock_addr = ctx.sock_addr;
     let (address, user_port) = read_address::<V6>(sock);
     let port = u16::from_be(user_port as u16);
@@ -374,6 +384,54 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
         address,
         port,
     ) {
+        0
+    } else {
+        -EPERM
+    }
+}
+
+/// bind(2) of an IPv4 or IPv6 socket, wherever it was made: as cgroup/bind4 and bind6 decide.
+#[lsm(hook = "socket_bind")]
+pub fn socket_bind(ctx: LsmContext) -> i32 {
+    // (struct socket *sock, struct sockaddr *address, int addrlen)
+    let socket: *const u8 = ctx.arg(0);
+    let address: *const u8 = ctx.arg(1);
+    // SAFETY: checked kernel reads of the hook's socket, its sock, and the kernel's copy of the
+    // address (sockaddr_in: family, port, address at 4; sockaddr_in6: address at 8).
+    let local = unsafe {
+        read_ptr(socket, offset!(SOCKET_SK)).and_then(|sk| {
+            let family = read::<u16>(sk, offset!(SOCK_FAMILY))?;
+            if family != AF_INET && family != AF_INET6 {
+                return Some(None);
+            }
+            let protocol = read::<u16>(sk, offset!(SOCK_PROTOCOL))?;
+            let port = u16::from_be(read::<u16>(address, 2)?);
+            let mut bound = [0u8; 16];
+            if read::<u16>(address, 0)? == AF_INET6 {
+                bound = read::<[u8; 16]>(address, 8)?;
+            } else {
+                // AF_INET, or AF_UNSPEC, which an IPv4 socket takes as INADDR_ANY.
+                bound[10] = 0xff;
+                bound[11] = 0xff;
+                bound[12..].copy_from_slice(&read::<[u8; 4]>(address, 4)?);
+            }
+            Some(Some((family, protocol as u8, bound, port)))
+        })
+    };
+    let (family, protocol, bound, port) = match local {
+        Some(None) => return 0,
+        Some(Some(local)) => local,
+        // Unreadable: decided as a bind to port 1 of nowhere, which no rule holds.
+        None => (AF_INET, 0, [0; 16], 1),
+    };
+    if port == 0 {
+        return 0;
+    }
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    let family = if family == AF_INET6 { 6 } else { 4 };
+    if inbound(cgroup_id, agent, op::BIND, protocol, family, bound, port) {
         0
     } else {
         -EPERM

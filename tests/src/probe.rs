@@ -20,7 +20,7 @@ exec PATH [ARGS...] | read-file PATH | sigio PID | sigio-own-child | key-add | k
 inotify PATH | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
-listen ADDRESS:PORT | udp-bind ADDRESS:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
+listen ADDRESS:PORT | udp-bind ADDRESS:PORT | bind-fd FD IPV4:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
 time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
@@ -92,6 +92,7 @@ pub fn run(args: &[String]) -> ExitCode {
         ("listen", 2) => {
             socket_address(arg(1)).and_then(|a| std::net::TcpListener::bind(a).map(drop))
         }
+        ("bind-fd", 3) => bind_fd(arg(1), arg(2)),
         ("udp-bind", 2) => socket_address(arg(1)).and_then(|a| UdpSocket::bind(a).map(drop)),
         ("written-exec", 2) => written_mapping(arg(1), true),
         ("written-only", 2) => written_mapping(arg(1), false),
@@ -317,6 +318,29 @@ fn map_executable(fd: Option<RawFd>, via_mprotect: bool) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// bind(2) of the inherited IPv4 socket FD to IPV4:PORT.
+fn bind_fd(fd: &str, address: &str) -> std::io::Result<()> {
+    let fd: RawFd = fd.parse().map_err(std::io::Error::other)?;
+    let SocketAddr::V4(address) = socket_address(address)? else {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: a zeroed sockaddr_in filled in, and bind(2) with its size.
+    unsafe {
+        let mut raw: libc::sockaddr_in = std::mem::zeroed();
+        raw.sin_family = libc::AF_INET as libc::sa_family_t;
+        raw.sin_port = address.port().to_be();
+        raw.sin_addr.s_addr = u32::from_ne_bytes(address.ip().octets());
+        last_result(
+            libc::bind(
+                fd,
+                (&raw const raw).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+            .into(),
+        )
+    }
 }
 
 /// Maps the first page of `path` private and writable, writes to it (the page is copied), and

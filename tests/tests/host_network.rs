@@ -21,9 +21,15 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
     let allowed_udp = udp.local_addr().unwrap().port();
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied_port = other.local_addr().unwrap().port();
+    // A port nothing listens on, for the agent's listen rule.
+    let serve_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
 
     let policy = host.policy(&format!(
-        "agents:\n  - name: net\n    cgroup: {relative}\n    connect:\n      - 127.0.0.1:{allowed_tcp}/tcp\n      - 127.0.0.1:{allowed_udp}/udp\n"
+        "agents:\n  - name: net\n    cgroup: {relative}\n    connect:\n      - 127.0.0.1:{allowed_tcp}/tcp\n      - 127.0.0.1:{allowed_udp}/udp\n    listen: [127.0.0.1:{serve_port}/tcp]\n"
     ));
     host.start(&policy, &[]);
     let status: serde_json::Value =
@@ -103,6 +109,22 @@ fn degraded_mode_enforces_network_rules_on_this_host() {
         probe(&["sendto", &denied], None),
         0,
         "UDP outside the agent"
+    );
+
+    // Binding a port: cgroup/bind4 and bind6 decide here. Listening on a port bound as 0 needs
+    // lsm/socket_listen, which this kernel cannot run: not enforced (status says so).
+    let serve = format!("127.0.0.1:{serve_port}");
+    let serve_wider = format!("0.0.0.0:{serve_port}");
+    let serve_v6 = format!("[::]:{serve_port}");
+    assert_eq!(probe(&["listen", &serve], inside), 0, "a declared listener");
+    assert_eq!(probe(&["listen", &serve_wider], inside), EPERM, "0.0.0.0");
+    assert_eq!(probe(&["listen", &serve_v6], inside), EPERM, "[::]");
+    assert_eq!(probe(&["udp-bind", &serve], inside), EPERM, "UDP there");
+    assert_eq!(probe(&["udp-bind", "127.0.0.1:0"], inside), 0, "port 0");
+    assert_eq!(
+        probe(&["listen", &serve_wider], None),
+        0,
+        "outside the agent"
     );
 
     // Fail-closed: a stopped daemon, or a killed one, leaves enforcement exactly as it was.

@@ -125,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     unsafe { libc::malloc_trim(0) };
     if coverage == Coverage::NetworkOnly {
         tracing::warn!(
-            "DEGRADED: no BPF LSM — connect and bind rules are enforced; file and exec rules, listening on a port bound as 0 and the denials of every agent are NOT"
+            "DEGRADED: no BPF LSM — connect and bind rules are enforced; file and exec rules are NOT, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks"
         );
     }
     tracing::info!(

@@ -395,6 +395,14 @@ pub const PROGRAMS: &[Program] = &[
         ops: &[op::LISTEN],
     },
     Program {
+        name: "socket_bind",
+        attach: Attach::Lsm,
+        enforces: "listen (binding a port), where BPF LSM runs: also sockets made outside the agent and handed in; cgroup/bind4 and bind6 decide without it",
+        rule_kinds: LISTENING,
+        denied_by_default: &[LISTENS],
+        ops: &[op::BIND],
+    },
+    Program {
         name: "sb_mount",
         attach: Attach::Lsm,
         enforces: "mounts denied (a bind mount would give a file an allowed name)",
@@ -693,7 +701,7 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "bind4",
         attach: Attach::CgroupSockAddr,
-        enforces: "listen (binding a port), IPv4",
+        enforces: "listen (binding a port), IPv4, where BPF LSM does not run (lsm/socket_bind decides where it does)",
         rule_kinds: LISTENING,
         denied_by_default: &[LISTENS],
         ops: &[op::BIND],
@@ -701,7 +709,7 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "bind6",
         attach: Attach::CgroupSockAddr,
-        enforces: "listen (binding a port), IPv6 and IPv4-mapped",
+        enforces: "listen (binding a port), IPv6 and IPv4-mapped, where BPF LSM does not run (lsm/socket_bind decides where it does)",
         rule_kinds: LISTENING,
         denied_by_default: &[LISTENS],
         ops: &[op::BIND],

@@ -144,6 +144,8 @@ fn object_with_globals(
     let owner_is_pointer = u64::from(owner_is_pointer);
     loader.override_global("FILE_F_OWNER_IS_POINTER", &owner_is_pointer, true);
     loader.override_global("FOWN_FILE", &fown_file, true);
+    let bind_decided_by_lsm = u64::from(coverage == Coverage::Full);
+    loader.override_global("BIND_DECIDED_BY_LSM", &bind_decided_by_lsm, true);
     loader.override_global(
         "IDENTICAL_PER_SECOND",
         &report_limits.identical_per_second,

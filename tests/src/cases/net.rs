@@ -61,6 +61,22 @@ pub fn run(runner: &mut Runner) {
     );
 }
 
+/// A UDP socket made outside the agent (the agent cgroup's bind programs never see it) and handed
+/// to a process of tools: binding it to a port no listen rule holds is refused all the same.
+fn passed_in_socket(inside: Option<&std::path::Path>) -> anyhow::Result<()> {
+    // SAFETY: socket(2) without CLOEXEC, so that the probe inherits it; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let result = expect(
+        &["bind-fd", &fd.to_string(), "127.0.0.1:5353"],
+        inside,
+        EPERM,
+    );
+    // SAFETY: the descriptor made above.
+    unsafe { libc::close(fd) };
+    result
+}
+
 /// tools may listen on 127.0.0.1:7300/tcp and bind 127.0.0.1:7301/udp. Binding another port (or a
 /// wider address) is refused at bind; binding port 0 works, but listening on the port it got is
 /// refused at listen; outside agents the kernel lets all of it through; each refusal is an event.
@@ -78,6 +94,7 @@ fn listening(inside: Option<&std::path::Path>) -> anyhow::Result<()> {
     expect(&["listen", "127.0.0.1:0"], inside, EPERM)?;
     expect(&["listen", "0.0.0.0:4444"], None, 0)?;
     expect(&["listen", "127.0.0.1:0"], None, 0)?;
+    passed_in_socket(inside)?;
     for (op, destination) in [("bind", Some("0.0.0.0:4444/tcp")), ("listen", None)] {
         let line = follower
             .line_within(Duration::from_secs(20), |line| {

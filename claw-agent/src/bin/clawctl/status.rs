@@ -41,7 +41,7 @@ pub fn run(sockets: &Sockets, Args { json }: Args) -> anyhow::Result<()> {
 
 pub fn coverage_note(status: &Status) -> &'static str {
     if status.coverage == Coverage::NetworkOnly {
-        "DEGRADED (no BPF LSM): connect and bind rules enforced; file and exec rules, listening on a port bound as 0, and the denials of every agent NOT enforced"
+        "DEGRADED (no BPF LSM): connect and bind rules enforced; file and exec rules NOT enforced, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks"
     } else {
         "full"
     }
