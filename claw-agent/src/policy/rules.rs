@@ -104,9 +104,15 @@ pub const MACHINE_CREDENTIALS: &[&str] = &[
     "/etc/kubernetes/",
     "/var/lib/kubelet/pki/",
     "/var/lib/kubelet/kubeconfig",
+    // Every pod's volumes: service account tokens, mounted secrets.
+    "/var/lib/kubelet/pods/",
     "/etc/rancher/",
     "/var/lib/rancher/k3s/server/",
     "/var/lib/rancher/rke2/server/",
+    "/var/lib/rancher/k3s/agent/",
+    "/var/lib/rancher/rke2/agent/",
+    // systemd's LoadCredential= and SetCredential= for services.
+    "/run/credentials/",
     "/var/lib/cloud/instance/",
     "/var/lib/cloud/instances/",
     "/var/lib/waagent/",

@@ -214,12 +214,12 @@ fn below<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
 }
 
 /// The other paths that name `path`'s file: through each other mount of the same filesystem
-/// whose root holds it. `path` is resolved; the mount holding it is the one of longest mount
+/// whose root holds it, and (a directory) each mount of part of it. `path` is resolved; the mount holding it is the one of longest mount
 /// point (the last mounted, where several share it).
 pub fn mount_aliases(path: &str, mounts: &[Mount]) -> Vec<String> {
+    // max_by_key takes the last of equals: the mount on top.
     let Some((holder, rest)) = mounts
         .iter()
-        .rev()
         .filter_map(|m| below(path, &m.mount_point).map(|rest| (m, rest)))
         .max_by_key(|(m, _)| m.mount_point.len())
     else {
@@ -230,8 +230,14 @@ pub fn mount_aliases(path: &str, mounts: &[Mount]) -> Vec<String> {
         .iter()
         .filter(|m| m.device == holder.device && m.mount_point != holder.mount_point)
         .filter_map(|m| {
-            let inside = below(&in_filesystem, &m.root)?;
-            Some(format!("{}{inside}", m.mount_point.trim_end_matches('/')))
+            let mount_point = m.mount_point.trim_end_matches('/');
+            if let Some(inside) = below(&in_filesystem, &m.root) {
+                return Some(format!("{mount_point}{inside}"));
+            }
+            // A mount showing part of a guarded directory (/etc/kubernetes/pki bound elsewhere):
+            // all of it is inside the store.
+            let directory = in_filesystem.strip_suffix('/')?;
+            below(&m.root, directory).map(|_| format!("{mount_point}/"))
         })
         .filter(|alias| alias != path)
         .collect()
@@ -247,6 +253,7 @@ mod tests {
 31 22 8:1 / /mnt/rootfs rw,relatime shared:1 - ext4 /dev/sda1 rw
 32 22 8:2 / /var/home rw,relatime shared:2 - ext4 /dev/sda2 rw
 33 22 8:2 /alice/.ssh /srv/alice-ssh rw,relatime shared:2 - ext4 /dev/sda2 rw
+34 22 8:1 /etc/kubernetes/pki /srv/pki rw,relatime shared:1 - ext4 /dev/sda1 rw
 ";
 
     fn names(guards: &[&str], links: &[(&str, &str)]) -> Vec<String> {
@@ -272,18 +279,22 @@ mod tests {
     #[test]
     fn guards_hold_under_every_name_of_the_file() {
         let got = names(
-            &["/etc/shadow", "/home/alice/.ssh/"],
+            &["/etc/shadow", "/home/alice/.ssh/", "/etc/kubernetes/"],
             &[("/home", "/var/home")],
         );
         assert_eq!(
             got,
             [
+                "/etc/kubernetes/",
                 "/etc/shadow",
                 "/home/alice/.ssh/",
+                "/mnt/rootfs/etc/kubernetes/",
                 "/mnt/rootfs/etc/shadow",
                 "/mnt/rootfs/home/alice/.ssh/",
                 "/srv/alice-ssh/",
+                "/srv/host etc/kubernetes/",
                 "/srv/host etc/shadow",
+                "/srv/pki/",
                 "/var/home/alice/.ssh/",
             ]
         );
@@ -294,6 +305,6 @@ mod tests {
         let mounts = parse_mountinfo(MOUNTINFO);
         assert_eq!(mounts[1].mount_point, "/srv/host etc");
         assert_eq!(mounts[1].root, "/etc");
-        assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts.len(), 6);
     }
 }
