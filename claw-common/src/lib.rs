@@ -114,6 +114,8 @@ pub mod op {
     pub const MODULE_REQUEST: u32 = 34;
     /// Watching a path (inotify, fanotify, dnotify) outside files.read.
     pub const NOTIFY: u32 = 35;
+    /// Setting a file's access or modification time (utimensat, futimens, utime).
+    pub const TIMES: u32 = 36;
 
     /// Which change of another process a TASK_CHANGE record reports.
     pub mod task_change {
@@ -137,7 +139,7 @@ pub mod op {
     }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 35] = [
+    pub const NAMES: [(u32, &str); 36] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -173,6 +175,7 @@ pub mod op {
         (KEY, "key"),
         (MODULE_REQUEST, "module-request"),
         (NOTIFY, "notify"),
+        (TIMES, "times"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).

@@ -13,7 +13,8 @@ use crate::{
         agent_of_task, current_agent, emit, file_verdict, header, outcome, refuse, report_file,
         resolve_path_walk, scratch, Reported, Resolved,
     },
-    kernel::{offset, read, read_ptr},
+    kernel::{offset, read, read_ptr, value},
+    mounts::written_path,
 };
 
 const AF_UNIX: i32 = 1;
@@ -121,27 +122,70 @@ pub fn bpf(_ctx: LsmContext) -> i32 {
 }
 
 /// Extended attributes outside `user.*` carry privileges (security.capability), labels and ACLs
-/// (system.posix_acl_*): agents may not set or remove them.
+/// (system.posix_acl_*): agents may not set or remove them. `user.*` ones are the file's data's
+/// kin: set or removed only where the agent may write (the path through the mount the call took
+/// write access to: mounts.rs).
 #[inline(always)]
-fn xattr(name: *const u8) -> i32 {
+fn xattr(dentry: *const u8, name: *const u8) -> i32 {
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
     // SAFETY: a checked kernel read of the attribute name's first bytes.
     if unsafe { read::<[u8; 5]>(name, 0) } == Some(*b"user.") {
+        // SAFETY: `dentry` is the hook's dentry argument.
+        let resolved = scratch().and_then(|s| unsafe { written_path(s, dentry) });
+        return file_verdict(cgroup_id, agent, op::XATTR, access::WRITE, resolved);
+    }
+    refuse(cgroup_id, agent, op::XATTR)
+}
+
+// (idmap or user namespace, dentry, name, ...) on 6.1 and 6.12 alike.
+
+#[lsm(hook = "inode_setxattr")]
+pub fn inode_setxattr(ctx: LsmContext) -> i32 {
+    xattr(ctx.arg(1), ctx.arg(2))
+}
+
+#[lsm(hook = "inode_removexattr")]
+pub fn inode_removexattr(ctx: LsmContext) -> i32 {
+    xattr(ctx.arg(1), ctx.arg(2))
+}
+
+/// Where inode_setattr's dentry is: argument 0 before 6.8, 1 since (the mount's idmap came in
+/// front). claw-agent sets it from the kernel's BTF; the branch not taken is never verified.
+#[no_mangle]
+static INODE_SETATTR_DENTRY_ARG: u64 = 0;
+
+const ATTR_MODE: u32 = 1 << 0;
+const ATTR_UID: u32 = 1 << 1;
+const ATTR_GID: u32 = 1 << 2;
+const ATTR_SIZE: u32 = 1 << 3;
+const ATTR_ATIME: u32 = 1 << 4;
+const ATTR_MTIME: u32 = 1 << 5;
+
+/// A file's access and modification times (utimensat, futimens, utime): set only where the
+/// agent may write. Mode, owner and size changes are decided at lsm/path_chmod, path_chown and
+/// path_truncate, which have the path.
+#[lsm(hook = "inode_setattr")]
+pub fn inode_setattr(ctx: LsmContext) -> i32 {
+    let (dentry, attr): (*const u8, *const u8) = if value(&INODE_SETATTR_DENTRY_ARG) == 0 {
+        (ctx.arg(0), ctx.arg(1))
+    } else {
+        (ctx.arg(1), ctx.arg(2))
+    };
+    // SAFETY: a checked read of the hook's iattr.
+    let valid = unsafe { read::<u32>(attr, offset!(IATTR_IA_VALID)) }.unwrap_or(0);
+    if valid & (ATTR_ATIME | ATTR_MTIME) == 0
+        || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0
+    {
         return 0;
     }
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
-    refuse(cgroup_id, agent, op::XATTR)
-}
-
-#[lsm(hook = "inode_setxattr")]
-pub fn inode_setxattr(ctx: LsmContext) -> i32 {
-    xattr(ctx.arg(2))
-}
-
-#[lsm(hook = "inode_removexattr")]
-pub fn inode_removexattr(ctx: LsmContext) -> i32 {
-    xattr(ctx.arg(2))
+    // SAFETY: `dentry` is the hook's dentry argument.
+    let resolved = scratch().and_then(|s| unsafe { written_path(s, dentry) });
+    file_verdict(cgroup_id, agent, op::TIMES, access::WRITE, resolved)
 }
 
 /// Denies `op` to agents, reporting the path of the `struct path *` argument `target`.

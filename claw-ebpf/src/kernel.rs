@@ -55,6 +55,9 @@ offsets!(
     TASK_PERSONALITY,
     FILE_F_OWNER,
     FOWN_PID,
+    VFSMOUNT_MNT_SB,
+    DENTRY_D_SB,
+    IATTR_IA_VALID,
 );
 
 /// The value of an offset global, by name.

@@ -14,6 +14,7 @@ mod devices;
 mod file;
 mod grant;
 mod kernel;
+mod mounts;
 mod net;
 mod owner;
 mod path;
@@ -111,6 +112,11 @@ static ORIGINAL_DESTINATIONS: LruHashMap<u64, OriginalDestination> =
 /// Removed when a process outside agents sets it, or the file is freed.
 #[map]
 static SIGNAL_OWNERS: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, 0);
+
+/// Thread (pid_tgid) -> the vfsmount it last took write access to (mounts.rs), for agents'
+/// threads. LRU: threads come and go.
+#[map]
+static WRITE_MOUNTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 14, 0);
 
 /// Each CPU's working memory and counters (claw_common::CpuState).
 #[map]

@@ -16,7 +16,7 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | read-file PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
+exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
 inotify PATH | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
@@ -119,6 +119,14 @@ pub fn run(args: &[String]) -> ExitCode {
         ("ptrace", 2) => ptrace(arg(1)),
         ("signal-own-child", 1) => on_own_child(signal),
         ("read-file", 2) => std::fs::read(arg(1)).map(drop),
+        ("touch", 2) => path_call(arg(1), |p| unsafe {
+            // SAFETY: utimensat(2) with a valid C string; NULL times: now.
+            libc::utimensat(libc::AT_FDCWD, p, std::ptr::null(), 0)
+        }),
+        ("futimens", 2) => std::fs::File::open(arg(1)).and_then(|file| {
+            // SAFETY: futimens(2) on a descriptor we own; NULL times: now.
+            last_result(unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) }.into())
+        }),
         ("sigio", 2) => sigio(arg(1)),
         ("sigio-own-child", 1) => sigio_own_child(),
         ("key-add", 1) => return key_add(),

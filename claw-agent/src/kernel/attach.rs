@@ -9,7 +9,7 @@ use aya::programs::links::{CgroupAttachMode, FdLink, PinnedLink};
 use crate::kernel::{
     catalogue,
     enforcer::{Coverage, Enforcer, EnforcerError, InstalledAgent},
-    object::{device_program, lsm_program, net_program, tracepoint_program},
+    object::{device_program, fentry_program, lsm_program, net_program, tracepoint_program},
     pins,
 };
 
@@ -133,6 +133,19 @@ impl Enforcer {
                 self.attached.push(program.name);
             }
         } else {
+            for program in catalogue::fentry_programs() {
+                let name = program.name;
+                let attach_error = |source| EnforcerError::Attach {
+                    program: program.hook(),
+                    source,
+                };
+                let prog = fentry_program(&mut self.ebpf, name)?;
+                let id = prog.attach().map_err(attach_error)?;
+                let link = FdLink::from(prog.take_link(id).map_err(attach_error)?);
+                let pinned = self.pin(link, name)?;
+                self.lsm_links.push(pinned);
+                self.attached.push(name);
+            }
             for program in catalogue::lsm_programs() {
                 let hook = program.name;
                 if self.absent_hooks.contains(&hook) {

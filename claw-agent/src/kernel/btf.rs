@@ -15,6 +15,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_TYPE_TAG: u32 = 18;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +32,17 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct `{strukt}` has no member `{member}` in this kernel's BTF")]
     NoMember { strukt: String, member: String },
+    #[error("BTF has no function named `{0}`")]
+    NoFunction(String),
 }
 
-/// One type record: its kind, name, the `size_or_type` word and, for structs and unions, members.
+/// One type record: its kind, name, the `size_or_type` word, its entry count (`vlen`: members,
+/// parameters) and, for structs and unions, members.
 struct Type {
     kind: u32,
     name_off: u32,
     size_or_type: u32,
+    vlen: usize,
     members: Vec<Member>,
 }
 
@@ -91,6 +96,7 @@ impl Btf {
             kind: 0,
             name_off: 0,
             size_or_type: 0,
+            vlen: 0,
             members: Vec::new(),
         }];
         let mut at = 0;
@@ -123,6 +129,7 @@ impl Btf {
                 kind,
                 name_off,
                 size_or_type,
+                vlen,
                 members,
             });
         }
@@ -145,6 +152,20 @@ impl Btf {
                 strukt: strukt.to_owned(),
                 member: member.to_owned(),
             })
+    }
+
+    /// How many parameters function `name` takes (LSM hooks gained some: 6.8 added the mount's
+    /// idmap in front of inode_setattr's dentry).
+    pub fn parameter_count(&self, name: &str) -> Result<usize, BtfError> {
+        let function = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())
+            .ok_or_else(|| BtfError::NoFunction(name.to_owned()))?;
+        self.types
+            .get(function.size_or_type as usize)
+            .map(|proto| proto.vlen)
+            .ok_or(BtfError::Malformed("a function without its prototype"))
     }
 
     /// Whether `member` of `struct strukt` is a pointer (`file.f_owner` became one in 6.12).
@@ -317,5 +338,8 @@ mod tests {
         // f_path is held, f_inode pointed to, on every kernel.
         assert!(!btf.member_is_pointer("file", "f_path").unwrap());
         assert!(btf.member_is_pointer("file", "f_inode").unwrap());
+        // inode_setattr: (dentry, attr) before 6.8, (idmap, dentry, attr) since.
+        let count = btf.parameter_count("bpf_lsm_inode_setattr").unwrap();
+        assert!(count == 2 || count == 3, "{count}");
     }
 }

@@ -87,6 +87,9 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("TASK_PERSONALITY", "task_struct", "personality"),
     ("FILE_F_OWNER", "file", "f_owner"),
     ("FOWN_PID", "fown_struct", "pid"),
+    ("VFSMOUNT_MNT_SB", "vfsmount", "mnt_sb"),
+    ("DENTRY_D_SB", "dentry", "d_sb"),
+    ("IATTR_IA_VALID", "iattr", "ia_valid"),
 ];
 
 /// Fields of the tracepoint records the degraded-mode programs read: (global, category, name,
@@ -144,6 +147,9 @@ pub enum Attach {
     CgroupSockAddr,
     /// The cgroup device program: attached to each agent's cgroup. Needs no BPF LSM.
     CgroupDevice,
+    /// A BPF trampoline at a kernel function's entry, with the LSM programs (full coverage
+    /// only): it decides nothing, it records what an LSM program needs. Attached once, pinned.
+    Fentry { function: &'static str },
     /// A tracepoint, in degraded mode only (no BPF LSM): it reports, it never enforces.
     Tracepoint {
         category: &'static str,
@@ -174,6 +180,7 @@ impl Program {
     pub fn hook(&self) -> String {
         match self.attach {
             Attach::Lsm => format!("lsm/{}", self.name),
+            Attach::Fentry { function } => format!("fentry/{function}"),
             Attach::CgroupSockAddr => format!("cgroup/{}", self.name),
             Attach::CgroupDevice => "cgroup/dev".to_owned(),
             Attach::Tracepoint { category, name } => format!("tracepoint/{category}/{name}"),
@@ -455,18 +462,26 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "inode_setxattr",
         attach: Attach::Lsm,
-        enforces: "extended attributes other than user.* may not be set",
-        rule_kinds: &[],
+        enforces: "files.write (user.* extended attributes); others may not be set",
+        rule_kinds: &["write"],
         denied_by_default: &[XATTRS],
         ops: &[op::XATTR],
     },
     Program {
         name: "inode_removexattr",
         attach: Attach::Lsm,
-        enforces: "extended attributes other than user.* may not be removed",
-        rule_kinds: &[],
+        enforces: "files.write (user.* extended attributes); others may not be removed",
+        rule_kinds: &["write"],
         denied_by_default: &[XATTRS],
         ops: &[op::XATTR],
+    },
+    Program {
+        name: "inode_setattr",
+        attach: Attach::Lsm,
+        enforces: "files.write (a file's access and modification times: utimensat, futimens)",
+        rule_kinds: &["write"],
+        denied_by_default: &[],
+        ops: &[op::TIMES],
     },
     Program {
         name: "task_alloc",
@@ -664,6 +679,26 @@ pub const PROGRAMS: &[Program] = &[
         ops: &[op::SIGNAL],
     },
     Program {
+        name: "mnt_want_write",
+        attach: Attach::Fentry {
+            function: "mnt_want_write",
+        },
+        enforces: "records the mount an agent's thread writes through, for lsm/inode_setattr, inode_setxattr and inode_removexattr (which get no mount)",
+        rule_kinds: &["write"],
+        denied_by_default: &[],
+        ops: &[],
+    },
+    Program {
+        name: "mnt_want_write_file",
+        attach: Attach::Fentry {
+            function: "mnt_want_write_file",
+        },
+        enforces: "records the mount of a file an agent's thread writes through (futimens, fsetxattr), as mnt_want_write",
+        rule_kinds: &["write"],
+        denied_by_default: &[],
+        ops: &[],
+    },
+    Program {
         name: "connect4",
         attach: Attach::CgroupSockAddr,
         enforces: "connect (TCP, and connected UDP), IPv4",
@@ -785,6 +820,10 @@ pub fn attached_as(matches: fn(&Attach) -> bool) -> impl Iterator<Item = &'stati
 
 pub fn lsm_programs() -> impl Iterator<Item = &'static Program> {
     attached_as(|a| *a == Attach::Lsm)
+}
+
+pub fn fentry_programs() -> impl Iterator<Item = &'static Program> {
+    attached_as(|a| matches!(a, Attach::Fentry { .. }))
 }
 
 pub fn net_programs() -> impl Iterator<Item = &'static Program> {

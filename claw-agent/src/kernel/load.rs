@@ -15,7 +15,8 @@ use crate::kernel::{
     enforcer::{Coverage, Enforcer, EnforcerError, GracePeriod},
     handover::ReportLimits,
     object::{
-        device_program, lsm_program, net_program, refusal_reason, tracepoint_program, OBJECT,
+        device_program, fentry_program, lsm_program, net_program, refusal_reason,
+        tracepoint_program, OBJECT,
     },
     pins::Pins,
     tracefs,
@@ -144,6 +145,9 @@ fn object_with_globals(
     let owner_is_pointer = u64::from(owner_is_pointer);
     loader.override_global("FILE_F_OWNER_IS_POINTER", &owner_is_pointer, true);
     loader.override_global("FOWN_FILE", &fown_file, true);
+    // inode_setattr gained the mount's idmap in front of its dentry in 6.8.
+    let setattr_dentry_arg = u64::from(btf.parameter_count("bpf_lsm_inode_setattr")? == 3);
+    loader.override_global("INODE_SETATTR_DENTRY_ARG", &setattr_dentry_arg, true);
     let bind_decided_by_lsm = u64::from(coverage == Coverage::Full);
     loader.override_global("BIND_DECIDED_BY_LSM", &bind_decided_by_lsm, true);
     loader.override_global(
@@ -211,6 +215,17 @@ fn load_programs(
                 .load(program.name, &kernel_btf)
                 .map_err(|err| EnforcerError::LsmRefused {
                     hook: program.name,
+                    reason: refusal_reason(&err),
+                })?;
+        }
+        for program in catalogue::fentry_programs() {
+            let catalogue::Attach::Fentry { function } = program.attach else {
+                continue;
+            };
+            fentry_program(ebpf, program.name)?
+                .load(function, &kernel_btf)
+                .map_err(|err| EnforcerError::Load {
+                    program: program.hook(),
                     reason: refusal_reason(&err),
                 })?;
         }

@@ -2,7 +2,7 @@
 //! error naming what is missing.
 
 use aya::{
-    programs::{CgroupDevice, CgroupSockAddr, Lsm, ProgramError, TracePoint},
+    programs::{CgroupDevice, CgroupSockAddr, FEntry, Lsm, ProgramError, TracePoint},
     Ebpf,
 };
 
@@ -30,6 +30,18 @@ pub(super) fn map_mut<'a>(
         what: "map",
         name: name.to_owned(),
     })
+}
+
+pub(super) fn fentry_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut FEntry, EnforcerError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| EnforcerError::Missing {
+            what: "fentry program",
+            name: name.to_owned(),
+        })
 }
 
 pub(super) fn lsm_program<'a>(

@@ -53,12 +53,13 @@ impl Enforcer {
             .iter()
             .filter(|program| match program.attach {
                 Attach::Tracepoint { .. } => self.coverage == Coverage::NetworkOnly,
+                Attach::Fentry { .. } => self.coverage == Coverage::Full,
                 _ => !self.absent_hooks.contains(&program.name),
             })
             .map(|program| {
                 let info = program_info(&self.ebpf, program.name);
                 let attached = match program.attach {
-                    Attach::Lsm | Attach::Tracepoint { .. } => {
+                    Attach::Lsm | Attach::Fentry { .. } | Attach::Tracepoint { .. } => {
                         self.attached.contains(&program.name)
                     }
                     Attach::CgroupSockAddr => every_agent(&|agent| {

@@ -355,8 +355,16 @@ fn status_reports_enforcing() -> anyhow::Result<()> {
     ensure!(status["enforcing"] == true, "not enforcing: {status}");
     ensure!(status["coverage"] == "full", "coverage: {status}");
     let programs = status["programs"].as_array().context("programs")?;
-    // Every LSM program, every network program, and the device program.
-    let want = claw_agent::kernel::catalogue::lsm_programs().count()
+    // Every LSM program of a hook this kernel has, the fentry programs, every network program,
+    // and the device program.
+    let btf =
+        claw_agent::kernel::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    let absent = claw_agent::kernel::catalogue::NEWER_HOOKS
+        .iter()
+        .filter(|hook| btf.parameter_count(&format!("bpf_lsm_{hook}")).is_err())
+        .count();
+    let want = claw_agent::kernel::catalogue::lsm_programs().count() - absent
+        + claw_agent::kernel::catalogue::fentry_programs().count()
         + claw_agent::kernel::catalogue::net_programs().count()
         + 1;
     ensure!(programs.len() == want, "want {want} programs: {status}");

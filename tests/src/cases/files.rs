@@ -31,6 +31,29 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "timestamps_and_user_xattrs_need_a_write_rule",
+        (|| {
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "tools", "--op", "times",
+            ])?;
+            expect(&["touch", ALLOWED_FILE], inside, 0)?;
+            expect(&["futimens", ALLOWED_FILE], inside, 0)?;
+            expect(&["touch", DENIED_FILE], inside, EPERM)?;
+            // Readable, not writable: the descriptor's mount is the one recorded.
+            expect(&["futimens", "/usr/bin/true"], inside, EPERM)?;
+            expect(&["setxattr", "/usr/bin/true", "user.note"], inside, EPERM)?;
+            expect(&["touch", DENIED_FILE], None, 0)?;
+            expect(&["futimens", "/usr/bin/true"], None, 0)?;
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"")
+                        && line.contains(&format!("\"path\":\"{DENIED_FILE}\""))
+                })
+                .context("no times deny event for tools")?;
+            Ok(())
+        })(),
+    );
+    runner.check(
         "write_open_needs_write_rule",
         (|| {
             expect(&["open", "/usr/bin/true", "w"], inside, EPERM)?;
