@@ -891,7 +891,7 @@ mod tests {
     use super::*;
 
     /// The decisions docs/lsm-hooks.md may give a hook.
-    const DECISIONS: &[&str] = &["enforced", "denied", "allowed", "not controllable", "open"];
+    const DECISIONS: &[&str] = &["enforced", "denied", "allowed", "not controllable"];
 
     fn lines_of(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
