@@ -17,7 +17,7 @@ const USAGE: &str =
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
 exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
-inotify PATH | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
+inotify PATH | mq-open /NAME | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
 listen ADDRESS:PORT | udp-bind ADDRESS:PORT | bind-fd FD IPV4:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
@@ -136,6 +136,7 @@ pub fn run(args: &[String]) -> ExitCode {
             .map_err(std::io::Error::other)
             .and_then(|protocol| socket(libc::AF_NETLINK, libc::SOCK_DGRAM, protocol)),
         ("inotify", 2) => inotify(arg(1)),
+        ("mq-open", 2) => mq_open(arg(1)),
         ("sock-diag", 1) => sock_diag(),
         ("set-acl", 2) => set_acl(arg(1)),
         ("acct", 2) => acct(arg(1)),
@@ -753,6 +754,26 @@ fn sock_diag() -> std::io::Result<()> {
         libc::close(fd);
         result
     }
+}
+
+/// mq_open(3) of the POSIX message queue NAME, made if missing; then closed and removed.
+fn mq_open(name: &str) -> std::io::Result<()> {
+    let name = CString::new(name)?;
+    // SAFETY: mq_open(3) with a valid name and no attributes; mq_close, mq_unlink.
+    unsafe {
+        let queue = libc::mq_open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+            std::ptr::null_mut::<libc::mq_attr>(),
+        );
+        if queue < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::mq_close(queue);
+        libc::mq_unlink(name.as_ptr());
+    }
+    Ok(())
 }
 
 /// inotify_add_watch(2) on PATH.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _};
-use claw_tests::harness::{CGROUP_ROOT, CLAWCTL, VMTEST};
+use claw_tests::harness::{expect, CGROUP_ROOT, CLAWCTL, VMTEST};
 use serde_json::Value;
 
 use super::{tools, Runner, ALLOWED_FILE, DENIED_FILE, ECONNREFUSED, EPERM};
@@ -114,6 +114,39 @@ pub fn run(runner: &mut Runner) {
                 "the call's cgroup is left after the call"
             );
             Ok(())
+        })(),
+    );
+    runner.check(
+        "an_agent_cannot_signal_or_trace_its_tool_call",
+        (|| {
+            let mut call = Command::new(CLAWCTL)
+                .args(["run", "--agent", "tools", "--call-id", "vm-reach", "--"])
+                .args([VMTEST, "probe", "sleep", "30"])
+                .spawn()?;
+            let procs = call_cgroup("vm-reach").join("cgroup.procs");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let pid = loop {
+                let listed = std::fs::read_to_string(&procs).unwrap_or_default();
+                if let Some(pid) = listed.lines().next() {
+                    break pid.to_owned();
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "no process in {}",
+                    procs.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            // The agent's own processes: a call runs under its own rules and grants.
+            let agent = tools();
+            let result = (|| {
+                expect(&["signal", &pid], Some(&agent), EPERM)?;
+                expect(&["ptrace", &pid], Some(&agent), EPERM)?;
+                expect(&["task-change", "nice", &pid], Some(&agent), EPERM)
+            })();
+            let _ = call.kill();
+            let _ = call.wait();
+            result
         })(),
     );
     runner.check(

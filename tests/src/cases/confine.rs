@@ -291,6 +291,23 @@ pub fn run(runner: &mut Runner) {
         module_requests(&agent),
     );
     runner.check(
+        "posix_message_queues_meet_the_file_rules",
+        (|| {
+            // A queue is a file of the mqueue filesystem, named `/NAME`: no rule of tools
+            // names it, so it is neither made nor opened inside; outside the kernel allows it.
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "tools", "--op", "open",
+            ])?;
+            expect(&["mq-open", "/claw-mq"], inside, EPERM)?;
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"") && line.contains("claw-mq")
+                })
+                .context("no open deny event for the queue")?;
+            expect(&["mq-open", "/claw-mq"], None, 0)
+        })(),
+    );
+    runner.check(
         "posix_acls_are_refused_to_agents",
         (|| {
             let follower = claw_tests::harness::Follower::start(&[
