@@ -189,9 +189,7 @@ fn without_deleted(scratch: &mut Scratch, len: usize) -> usize {
     unsafe {
         let head = tail.cast::<u64>().read_unaligned();
         let end = tail.add(8).cast::<u16>().read_unaligned();
-        if head != u64::from_ne_bytes([b' ', b'(', b'd', b'e', b'l', b'e', b't', b'e'])
-            || end != u16::from_ne_bytes([b'd', b')'])
-        {
+        if head != u64::from_ne_bytes(*b" (delete") || end != u16::from_ne_bytes(*b"d)") {
             return len;
         }
         *tail = 0;

@@ -37,10 +37,9 @@ fn remember(mount: *const u8) {
     if current_agent().is_none() {
         return;
     }
-    // SAFETY: helper without preconditions.
-    let thread = unsafe { bpf_get_current_pid_tgid() };
+    let thread = bpf_get_current_pid_tgid();
     // LRU: a thread's stale record is replaced by its next write, or evicted.
-    let _ = WRITE_MOUNTS.insert(&thread, &(mount as u64), 0);
+    let _ = WRITE_MOUNTS.insert(thread, mount as u64, 0);
 }
 
 /// `dentry`'s path through the mount the calling thread last took write access to; None when it
@@ -50,8 +49,8 @@ fn remember(mount: *const u8) {
 /// `dentry` is a kernel pointer to a dentry.
 #[inline(always)]
 pub unsafe fn written_path(scratch: &mut Scratch, dentry: *const u8) -> Option<Resolved> {
-    // SAFETY: helper without preconditions; the value is copied out at once.
-    let mount = unsafe { *WRITE_MOUNTS.get(&bpf_get_current_pid_tgid())? } as *const u8;
+    // SAFETY: the value is copied out at once.
+    let mount = unsafe { *WRITE_MOUNTS.get(bpf_get_current_pid_tgid())? } as *const u8;
     // SAFETY: checked kernel reads; then the walk, as resolve_walk requires.
     unsafe {
         let mount_sb = read_ptr(mount, offset!(VFSMOUNT_MNT_SB))?;

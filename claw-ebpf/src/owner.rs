@@ -40,7 +40,7 @@ fn setting_owner(file: *const u8) -> i32 {
         return 0;
     };
     if SIGNAL_OWNERS
-        .insert(&(file as u64), &agent.cgroup_id, 0)
+        .insert(file as u64, agent.cgroup_id, 0)
         .is_ok()
     {
         return 0;
@@ -83,10 +83,10 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     match current_agent() {
         Some((_, agent)) => {
-            let _ = SIGNAL_OWNERS.insert(&(file as u64), &agent.cgroup_id, 0);
+            let _ = SIGNAL_OWNERS.insert(file as u64, agent.cgroup_id, 0);
         }
         None => {
-            let _ = SIGNAL_OWNERS.remove(&(file as u64));
+            let _ = SIGNAL_OWNERS.remove(file as u64);
         }
     }
     0
@@ -107,7 +107,7 @@ pub fn file_free_security(ctx: LsmContext) -> i32 {
         }
     };
     if owner_set {
-        let _ = SIGNAL_OWNERS.remove(&(file as u64));
+        let _ = SIGNAL_OWNERS.remove(file as u64);
     }
     0
 }
@@ -128,7 +128,7 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
         fown.wrapping_sub(offset!(FILE_F_OWNER))
     };
     // SAFETY: the value is copied out at once.
-    let Some(setter) = (unsafe { SIGNAL_OWNERS.get(&(file as u64)) }).copied() else {
+    let Some(setter) = (unsafe { SIGNAL_OWNERS.get(file as u64) }).copied() else {
         return 0;
     };
     // SAFETY: `target` is the hook's task_struct argument.
