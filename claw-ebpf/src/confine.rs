@@ -5,7 +5,9 @@
 //! out); and acting on processes outside the agent: signals, ptrace, their scheduling and
 //! limits.
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    helpers::generated::bpf_get_func_arg, macros::lsm, programs::LsmContext, EbpfContext as _,
+};
 use claw_common::{access, agent_flags, op, op::task_change, record, AgentEntry, NetRecord};
 
 use crate::{
@@ -152,7 +154,7 @@ pub fn inode_removexattr(ctx: LsmContext) -> i32 {
 }
 
 /// Where inode_setattr's dentry is: argument 0 before 6.8, 1 since (the mount's idmap came in
-/// front). claw-agent sets it from the kernel's BTF; the branch not taken is never verified.
+/// front). claw-agent sets it from the kernel's BTF.
 #[no_mangle]
 static INODE_SETATTR_DENTRY_ARG: u64 = 0;
 
@@ -168,11 +170,26 @@ const ATTR_MTIME: u32 = 1 << 5;
 /// path_truncate, which have the path.
 #[lsm(hook = "inode_setattr")]
 pub fn inode_setattr(ctx: LsmContext) -> i32 {
-    let (dentry, attr): (*const u8, *const u8) = if value(&INODE_SETATTR_DENTRY_ARG) == 0 {
-        (ctx.arg(0), ctx.arg(1))
-    } else {
-        (ctx.arg(1), ctx.arg(2))
-    };
+    // Read through the helper, which checks the index against the hook's own argument count: a
+    // context load at an offset chosen at run time is refused by the verifier.
+    let first = value(&INODE_SETATTR_DENTRY_ARG) as u32;
+    let (mut dentry, mut attr) = (0u64, 0u64);
+    // SAFETY: the helper writes one u64 into each local.
+    unsafe {
+        if bpf_get_func_arg(ctx.as_ptr(), first, &mut dentry) != 0
+            || bpf_get_func_arg(ctx.as_ptr(), first + 1, &mut attr) != 0
+        {
+            // A hook whose arguments are not where BTF said: nothing can be judged; an agent's
+            // change is refused.
+            return match current_agent() {
+                Some((cgroup_id, agent)) => {
+                    file_verdict(cgroup_id, agent, op::TIMES, access::WRITE, None)
+                }
+                None => 0,
+            };
+        }
+    }
+    let (dentry, attr) = (dentry as *const u8, attr as *const u8);
     // SAFETY: a checked read of the hook's iattr.
     let valid = unsafe { read::<u32>(attr, offset!(IATTR_IA_VALID)) }.unwrap_or(0);
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0
