@@ -116,6 +116,8 @@ pub mod op {
     pub const NOTIFY: u32 = 35;
     /// Setting a file's access or modification time (utimensat, futimens, utime).
     pub const TIMES: u32 = 36;
+    /// Pushing input into a terminal (TIOCSTI) or the console's selection tricks (TIOCLINUX).
+    pub const TERMINAL: u32 = 37;
 
     /// Which change of another process a TASK_CHANGE record reports.
     pub mod task_change {
@@ -139,7 +141,7 @@ pub mod op {
     }
 
     /// Each operation's name, as events show it.
-    pub const NAMES: [(u32, &str); 36] = [
+    pub const NAMES: [(u32, &str); 37] = [
         (OPEN, "open"),
         (EXEC, "exec"),
         (MMAP, "mmap"),
@@ -176,6 +178,7 @@ pub mod op {
         (MODULE_REQUEST, "module-request"),
         (NOTIFY, "notify"),
         (TIMES, "times"),
+        (TERMINAL, "terminal"),
     ];
 
     /// The name of operation `code` (`unknown` for a code this build does not know).

@@ -16,7 +16,7 @@ use crate::{
         resolve_path_walk, scratch, Reported, Resolved,
     },
     kernel::{offset, read, read_ptr, value},
-    mounts::written_path,
+    mounts::change_verdict,
 };
 
 const AF_UNIX: i32 = 1;
@@ -134,9 +134,7 @@ fn xattr(dentry: *const u8, name: *const u8) -> i32 {
     };
     // SAFETY: a checked kernel read of the attribute name's first bytes.
     if unsafe { read::<[u8; 5]>(name, 0) } == Some(*b"user.") {
-        // SAFETY: `dentry` is the hook's dentry argument.
-        let resolved = scratch().and_then(|s| unsafe { written_path(s, dentry) });
-        return file_verdict(cgroup_id, agent, op::XATTR, access::WRITE, resolved);
+        return change_verdict(cgroup_id, agent, op::XATTR, access::WRITE, dentry);
     }
     refuse(cgroup_id, agent, op::XATTR)
 }
@@ -200,9 +198,7 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
-    // SAFETY: `dentry` is the hook's dentry argument.
-    let resolved = scratch().and_then(|s| unsafe { written_path(s, dentry) });
-    file_verdict(cgroup_id, agent, op::TIMES, access::WRITE, resolved)
+    change_verdict(cgroup_id, agent, op::TIMES, access::WRITE, dentry)
 }
 
 /// Denies `op` to agents, reporting the path of the `struct path *` argument `target`.

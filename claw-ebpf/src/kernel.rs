@@ -54,10 +54,10 @@ offsets!(
     VMA_ANON_VMA,
     TASK_PERSONALITY,
     FILE_F_OWNER,
-    FOWN_PID,
     VFSMOUNT_MNT_SB,
     DENTRY_D_SB,
     IATTR_IA_VALID,
+    MOUNT_MNT_NS,
 );
 
 /// The value of an offset global, by name.

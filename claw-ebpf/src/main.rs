@@ -108,10 +108,11 @@ static DNS_ALLOW: HashMap<ResolvedKey, Resolved> =
 static ORIGINAL_DESTINATIONS: LruHashMap<u64, OriginalDestination> =
     LruHashMap::with_max_entries(1 << 14, 0);
 
-/// File -> the registered cgroup of the agent whose process set its I/O-signal owner (owner.rs).
-/// Removed when a process outside agents sets it, or the file is freed.
+/// File -> the registered cgroup of the agent whose process set its I/O-signal owner, signal or
+/// O_ASYNC (owner.rs). Removed when a process outside agents sets the owner, or the file is
+/// freed. Not preallocated: entries are live files an agent arranged signals on.
 #[map]
-static SIGNAL_OWNERS: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, 0);
+static SIGNAL_OWNERS: HashMap<u64, u64> = HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
 
 /// Thread (pid_tgid) -> the vfsmount it last took write access to (mounts.rs), for agents'
 /// threads. LRU: threads come and go.

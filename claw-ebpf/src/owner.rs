@@ -21,10 +21,18 @@ static FILE_F_OWNER_IS_POINTER: u64 = 0;
 #[no_mangle]
 static FOWN_FILE: u64 = 0;
 
+const F_SETFL: u32 = 4;
 const F_SETOWN: u32 = 8;
+const F_SETSIG: u32 = 10;
 const F_SETOWN_EX: u32 = 15;
+const O_ASYNC: u64 = 0o20000;
 const FIOSETOWN: u32 = 0x8901;
 const SIOCSPGRP: u32 = 0x8902;
+const FIOASYNC: u32 = 0x5452;
+/// Pushing input into a terminal (TIOCSTI), and the console's selection and paste tricks
+/// (TIOCLINUX): keystrokes for whoever reads the terminal next.
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541c;
 const EPERM: i32 = 1;
 
 #[inline(always)]
@@ -32,8 +40,11 @@ fn owner_is_pointer() -> bool {
     value(&FILE_F_OWNER_IS_POINTER) != 0
 }
 
-/// An agent is about to set `file`'s owner: recorded first, and refused when the record cannot
-/// be kept (the map is full), so that no owner an agent set goes unjudged.
+/// An agent is about to set `file`'s owner, or the signal it gets, or turn its signals on (a
+/// terminal's O_ASYNC names its foreground group as owner): recorded first, and refused when the
+/// record cannot be kept (the map is full), so that no signal an agent arranged goes unjudged. A
+/// record of a change the kernel then refused stays until the file is freed: the file's signals
+/// are judged as the agent's (fail closed).
 #[inline(always)]
 fn setting_owner(file: *const u8) -> i32 {
     let Some((cgroup_id, agent)) = current_agent() else {
@@ -52,7 +63,12 @@ fn setting_owner(file: *const u8) -> i32 {
 pub fn file_fcntl(ctx: LsmContext) -> i32 {
     // (struct file *file, unsigned int cmd, unsigned long arg)
     let cmd: u32 = ctx.arg(1);
-    if cmd != F_SETOWN && cmd != F_SETOWN_EX {
+    let arg: u64 = ctx.arg(2);
+    let arranges_signals = cmd == F_SETOWN
+        || cmd == F_SETOWN_EX
+        || cmd == F_SETSIG
+        || (cmd == F_SETFL && arg & O_ASYNC != 0);
+    if !arranges_signals {
         return 0;
     }
     setting_owner(ctx.arg(0))
@@ -60,20 +76,26 @@ pub fn file_fcntl(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "file_ioctl")]
 pub fn file_ioctl(ctx: LsmContext) -> i32 {
-    let cmd: u32 = ctx.arg(1);
-    if cmd != FIOSETOWN && cmd != SIOCSPGRP {
-        return 0;
-    }
-    setting_owner(ctx.arg(0))
+    ioctl(ctx.arg(0), ctx.arg(1))
 }
 
 #[lsm(hook = "file_ioctl_compat")]
 pub fn file_ioctl_compat(ctx: LsmContext) -> i32 {
-    let cmd: u32 = ctx.arg(1);
-    if cmd != FIOSETOWN && cmd != SIOCSPGRP {
+    ioctl(ctx.arg(0), ctx.arg(1))
+}
+
+#[inline(always)]
+fn ioctl(file: *const u8, cmd: u32) -> i32 {
+    if cmd == FIOSETOWN || cmd == SIOCSPGRP || cmd == FIOASYNC {
+        return setting_owner(file);
+    }
+    if cmd != TIOCSTI && cmd != TIOCLINUX {
         return 0;
     }
-    setting_owner(ctx.arg(0))
+    let Some((cgroup_id, agent)) = current_agent() else {
+        return 0;
+    };
+    refuse(cgroup_id, agent, op::TERMINAL)
 }
 
 /// Every owner setting passes here, whatever asked for it (a tty's O_ASYNC names the caller):
@@ -92,23 +114,12 @@ pub fn file_set_fowner(ctx: LsmContext) -> i32 {
     0
 }
 
-/// A freed file's record goes with it. Every file of the node is freed here: one read decides
-/// whether an owner was ever set, before any map is touched.
+/// A freed file's record goes with it — whether or not the change it was made for happened, so
+/// that refused changes leave nothing behind.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
-    // SAFETY: checked reads of the hook's file: its fown_struct pointer (6.12), or the owner's
-    // pid inside the fown_struct it holds.
-    let owner_set = unsafe {
-        if owner_is_pointer() {
-            read_ptr(file, offset!(FILE_F_OWNER)).is_some()
-        } else {
-            read_ptr(file, offset!(FILE_F_OWNER) + offset!(FOWN_PID)).is_some()
-        }
-    };
-    if owner_set {
-        let _ = SIGNAL_OWNERS.remove(file as u64);
-    }
+    let _ = SIGNAL_OWNERS.remove(file as u64);
     0
 }
 

@@ -16,7 +16,7 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | key-add | key-read SERIAL | netlink-protocol N | \
+exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | tiocsti | own-session | key-add | key-read SERIAL | netlink-protocol N | \
 inotify PATH | mq-open /NAME | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
@@ -128,6 +128,12 @@ pub fn run(args: &[String]) -> ExitCode {
             last_result(unsafe { libc::futimens(file.as_raw_fd(), std::ptr::null()) }.into())
         }),
         ("sigio", 2) => sigio(arg(1)),
+        ("tiocsti", 1) => tiocsti(),
+        // SAFETY: getsid(2), getpid(2) on this process.
+        ("own-session", 1) => match unsafe { libc::getsid(0) == libc::getpid() } {
+            true => Ok(()),
+            false => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        },
         ("sigio-own-child", 1) => sigio_own_child(),
         ("key-add", 1) => return key_add(),
         ("key-read", 2) => key_read(arg(1)),
@@ -625,6 +631,31 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A new pseudo-terminal made this process's controlling terminal, then a byte pushed into its
+/// input (TIOCSTI).
+fn tiocsti() -> std::io::Result<()> {
+    // SAFETY: posix_openpt(3) and friends on descriptors this process owns; setsid(2) and
+    // TIOCSCTTY make the terminal its own; TIOCSTI reads one byte from us.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        if master < 0 || libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let name = libc::ptsname(master);
+        if name.is_null() {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::setsid();
+        let slave = libc::open(name, libc::O_RDWR);
+        if slave < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        last_result(libc::ioctl(slave, libc::TIOCSCTTY, 0).into())?;
+        let byte = b'x';
+        last_result(libc::ioctl(slave, libc::TIOCSTI, &byte).into())
+    }
 }
 
 /// Makes PID the owner of a pipe's read end with O_ASYNC, then writes to the pipe: the kernel

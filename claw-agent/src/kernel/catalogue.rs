@@ -86,10 +86,10 @@ pub const OFFSETS: &[(&str, &str, &str)] = &[
     ("VMA_ANON_VMA", "vm_area_struct", "anon_vma"),
     ("TASK_PERSONALITY", "task_struct", "personality"),
     ("FILE_F_OWNER", "file", "f_owner"),
-    ("FOWN_PID", "fown_struct", "pid"),
     ("VFSMOUNT_MNT_SB", "vfsmount", "mnt_sb"),
     ("DENTRY_D_SB", "dentry", "d_sb"),
     ("IATTR_IA_VALID", "iattr", "ia_valid"),
+    ("MOUNT_MNT_NS", "mount", "mnt_ns"),
 ];
 
 /// Fields of the tracepoint records the degraded-mode programs read: (global, category, name,
@@ -195,6 +195,8 @@ impl Program {
 
 const TRACING: &str =
     "tracing or writing into the agent's own processes (ptrace attach, PTRACE_TRACEME, process_vm_writev) unless jit: true: the kernel's forced writes would run code the agent wrote";
+const TERMINALS: &str =
+    "pushing input into a terminal (TIOCSTI) or the console's selection tricks (TIOCLINUX)";
 const SIGNALS: &str =
     "signalling processes outside the agent (claw-agent, other agents, the host), also through a file's I/O-signal owner (F_SETOWN and the like)";
 const TASK_CHANGES: &str =
@@ -633,7 +635,7 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "file_fcntl",
         attach: Attach::Lsm,
-        enforces: "I/O-signal owners an agent sets (F_SETOWN, F_SETOWN_EX) recorded before they are set",
+        enforces: "I/O-signal owners and signals an agent sets (F_SETOWN, F_SETOWN_EX, F_SETSIG, O_ASYNC) recorded before they are set",
         rule_kinds: &[],
         denied_by_default: &[SIGNALS],
         ops: &[op::SIGNAL],
@@ -641,18 +643,18 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "file_ioctl",
         attach: Attach::Lsm,
-        enforces: "I/O-signal owners an agent sets (FIOSETOWN, SIOCSPGRP) recorded before they are set",
+        enforces: "I/O-signal owners an agent sets (FIOSETOWN, SIOCSPGRP, FIOASYNC) recorded before they are set; terminal input injection (TIOCSTI, TIOCLINUX) denied",
         rule_kinds: &[],
-        denied_by_default: &[SIGNALS],
-        ops: &[op::SIGNAL],
+        denied_by_default: &[SIGNALS, TERMINALS],
+        ops: &[op::SIGNAL, op::TERMINAL],
     },
     Program {
         name: "file_ioctl_compat",
         attach: Attach::Lsm,
         enforces: "I/O-signal owners an agent sets from a 32-bit process recorded before they are set",
         rule_kinds: &[],
-        denied_by_default: &[SIGNALS],
-        ops: &[op::SIGNAL],
+        denied_by_default: &[SIGNALS, TERMINALS],
+        ops: &[op::SIGNAL, op::TERMINAL],
     },
     Program {
         name: "file_set_fowner",

@@ -106,6 +106,9 @@ pub fn explain(summary: &Summary, op: &str, access: &str, object: &str) -> Strin
         "sysv-ipc" => {
             return "no agent may use System V IPC (shared memory, message queues, semaphores): its objects are shared node-wide".to_owned()
         }
+        "terminal" => {
+            return "no agent may push input into a terminal: it would be typed for whoever reads it next".to_owned()
+        }
         "key" => {
             return "no agent may use kernel keys or keyrings: they are shared by uid with the rest of the node".to_owned()
         }

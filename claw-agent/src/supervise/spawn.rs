@@ -3,8 +3,8 @@
 //! runs outside the policy (a fork, then a write to cgroup.procs, would leave a window).
 //!
 //! Written here because std's Command cannot pass clone3 flags. After clone3 the child of this
-//! multi-threaded process only makes async-signal-safe calls (dup2, chdir, setgid, setgroups,
-//! setuid, execve, write, _exit); everything else is prepared before.
+//! multi-threaded process only makes async-signal-safe calls (dup2, setsid, chdir, setgid,
+//! setgroups, setuid, execve, write, _exit); everything else is prepared before.
 
 use std::{
     ffi::CString,
@@ -223,6 +223,10 @@ unsafe fn child(
                 fail(libc::dup2(*source, target as i32) < 0);
             }
         }
+        // A session of its own, without a controlling terminal: the caller's terminal stays
+        // usable as stdio, but the program cannot push input into it (TIOCSTI needs it as the
+        // controlling terminal), become its foreground job, or be sent its job-control signals.
+        fail(libc::setsid() < 0);
         if let Some(workdir) = workdir {
             fail(libc::chdir(workdir.as_ptr()) != 0);
         }

@@ -117,6 +117,15 @@ pub fn run(runner: &mut Runner) {
         })(),
     );
     runner.check(
+        "a_tool_call_runs_in_a_session_of_its_own",
+        (|| {
+            // No controlling terminal of the caller's: it cannot push input into it.
+            let output = run_call("vm-session", &[], &["own-session"])?;
+            ensure!(code(&output) == 0, "{output:?}");
+            Ok(())
+        })(),
+    );
+    runner.check(
         "an_agent_cannot_signal_or_trace_its_tool_call",
         (|| {
             let mut call = Command::new(CLAWCTL)

@@ -291,6 +291,24 @@ pub fn run(runner: &mut Runner) {
         module_requests(&agent),
     );
     runner.check(
+        "pushing_input_into_a_terminal_is_refused",
+        (|| {
+            // devuser may open /dev/: a terminal of its own, made its controlling one.
+            let devuser = named("devuser");
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "devuser", "--op", "terminal",
+            ])?;
+            let (_, code) = probe(&["tiocsti"], Some(&devuser))?;
+            ensure!(code != 0, "TIOCSTI inside an agent: exit 0");
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"")
+                })
+                .context("no terminal deny event for devuser")?;
+            expect(&["tiocsti"], None, 0)
+        })(),
+    );
+    runner.check(
         "posix_message_queues_meet_the_file_rules",
         (|| {
             // A queue is a file of the mqueue filesystem, named `/NAME`: no rule of tools
