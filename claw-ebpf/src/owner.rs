@@ -33,6 +33,13 @@ const FIOASYNC: u32 = 0x5452;
 /// (TIOCLINUX): keystrokes for whoever reads the terminal next.
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
+/// Changing a file's inode flags (noatime, nodump, ...; immutable and append-only need
+/// CAP_LINUX_IMMUTABLE, denied) or its project: a metadata write, which needs the file open for
+/// writing — as a write rule allows — not only the ownership the kernel asks for.
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+const FMODE_WRITE: u32 = 0x2;
 const EPERM: i32 = 1;
 
 #[inline(always)]
@@ -89,13 +96,22 @@ fn ioctl(file: *const u8, cmd: u32) -> i32 {
     if cmd == FIOSETOWN || cmd == SIOCSPGRP || cmd == FIOASYNC {
         return setting_owner(file);
     }
-    if cmd != TIOCSTI && cmd != TIOCLINUX {
+    let flags = cmd == FS_IOC_SETFLAGS || cmd == FS_IOC32_SETFLAGS || cmd == FS_IOC_FSSETXATTR;
+    if cmd != TIOCSTI && cmd != TIOCLINUX && !flags {
         return 0;
     }
     let Some((cgroup_id, agent)) = current_agent() else {
         return 0;
     };
-    refuse(cgroup_id, agent, op::TERMINAL)
+    if !flags {
+        return refuse(cgroup_id, agent, op::TERMINAL);
+    }
+    // SAFETY: a checked read of the hook's file's mode.
+    let mode = unsafe { read::<u32>(file, offset!(FILE_F_MODE)) }.unwrap_or(0);
+    if mode & FMODE_WRITE != 0 {
+        return 0;
+    }
+    refuse(cgroup_id, agent, op::XATTR)
 }
 
 /// Every owner setting passes here, whatever asked for it (a tty's O_ASYNC names the caller):

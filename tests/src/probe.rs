@@ -16,7 +16,7 @@ const USAGE: &str =
     "probe open PATH [r|w|rw|t|3] | sleep SECONDS | hog MEBIBYTES | fork-bomb | cgroup | clone-into-cgroup CGROUP_DIR | mknod-device PATH | bpf | sethostname NAME | \
 unshare-mount | ping-socket | setxattr PATH NAME | anon-exec | anon-mprotect | create PATH | mkdir PATH | rmdir PATH | unlink PATH | \
 rename FROM TO | link FROM TO | symlink TARGET LINK | truncate PATH | chmod PATH | chown PATH | \
-exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | tiocsti | own-session | key-add | key-read SERIAL | netlink-protocol N | \
+exec PATH [ARGS...] | read-file PATH | touch PATH | futimens PATH | sigio PID | sigio-own-child | tiocsti | own-session | set-flags PATH | set-flags-rw PATH | key-add | key-read SERIAL | netlink-protocol N | \
 inotify PATH | mq-open /NAME | set-acl PATH | acct PATH | sock-diag | pidfd PID | pidfd-signal PID | pidfd-own-child | reopen PATH | reopen-fd FD | hold-then-reopen PATH MARKER | mmap-exec PATH | mprotect-exec PATH | \
 task-change nice|ioprio|affinity|prlimit PID | task-change-own-child nice|ioprio|affinity|prlimit | \
 vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socket | netlink-socket | \
@@ -129,6 +129,8 @@ pub fn run(args: &[String]) -> ExitCode {
         }),
         ("sigio", 2) => sigio(arg(1)),
         ("tiocsti", 1) => tiocsti(),
+        ("set-flags", 2) => set_flags(arg(1), false),
+        ("set-flags-rw", 2) => set_flags(arg(1), true),
         // SAFETY: getsid(2), getpid(2) on this process.
         ("own-session", 1) => match unsafe { libc::getsid(0) == libc::getpid() } {
             true => Ok(()),
@@ -631,6 +633,22 @@ fn signal(pid: &str) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// FS_IOC_SETFLAGS on PATH (opened read-only, or read-write), to the flags it has.
+fn set_flags(path: &str, write: bool) -> std::io::Result<()> {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: both ioctls read or write one long of ours.
+    unsafe {
+        libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags);
+        last_result(libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS, &flags).into())
+    }
 }
 
 /// A new pseudo-terminal made this process's controlling terminal, then a byte pushed into its

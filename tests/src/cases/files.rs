@@ -42,6 +42,12 @@ pub fn run(runner: &mut Runner) {
             // Readable, not writable: the descriptor's mount is the one recorded.
             expect(&["futimens", "/usr/bin/true"], inside, EPERM)?;
             expect(&["setxattr", "/usr/bin/true", "user.note"], inside, EPERM)?;
+            // Inode flags: only through a descriptor open for writing.
+            expect(&["set-flags", "/usr/bin/true"], inside, EPERM)?;
+            let (_, code) = claw_tests::harness::probe(&["set-flags-rw", ALLOWED_FILE], inside)?;
+            ensure!(code != EPERM, "flags of a writable file: EPERM");
+            let (_, code) = claw_tests::harness::probe(&["set-flags", "/usr/bin/true"], None)?;
+            ensure!(code != EPERM, "flags outside agents: EPERM");
             expect(&["touch", DENIED_FILE], None, 0)?;
             expect(&["futimens", "/usr/bin/true"], None, 0)?;
             follower
