@@ -3,11 +3,11 @@
 
 use std::process::Command;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use claw_tests::harness::{expect, CLAWCTL};
 
 use super::{
-    calls::{code, run_call, story},
+    calls::{code, denial_in_story, run_call},
     tools, Runner, EPERM, POLICY, POLICY_PATH,
 };
 
@@ -67,12 +67,7 @@ pub fn run(runner: &mut Runner) {
         (|| {
             let output = run_call("vm-persist", &[], &["open", SIBLING])?;
             ensure!(code(&output) == EPERM, "{output:?}");
-            let events = story("vm-persist")?;
-            let seq = events
-                .iter()
-                .find(|e| e["kind"] == "deny" && e["path"] == SIBLING)
-                .and_then(|e| e["seq"].as_u64())
-                .context("no denial")?;
+            let seq = denial_in_story("vm-persist", SIBLING)?;
             let (ok, diff, stderr) = clawctl(&["allow", &seq.to_string(), "--persist"])?;
             ensure!(ok, "{stderr}");
             ensure!(

@@ -52,6 +52,25 @@ fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output
     Ok(child.wait_with_output()?)
 }
 
+/// The seq of the call's denial of `object` (a path or destination). The denial reaches the audit
+/// log from the kernel's ring buffer, the call's end from the daemon: the end may be logged
+/// first, so the story is read again until the denial is in it.
+pub(super) fn denial_in_story(call: &str, object: &str) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = story(call)?;
+        let seq = events
+            .iter()
+            .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
+            .and_then(|e| e["seq"].as_u64());
+        match seq {
+            Some(seq) => return Ok(seq),
+            None if Instant::now() > deadline => bail!("no denial of {object} in {events:?}"),
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// The events `clawctl events --call CALL --json` prints (it ends at the call's end).
 pub(super) fn story(call: &str) -> anyhow::Result<Vec<Value>> {
     let mut command = Command::new(CLAWCTL);

@@ -293,13 +293,32 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "pushing_input_into_a_terminal_is_refused",
         (|| {
-            // devuser may open /dev/: a terminal of its own, made its controlling one.
+            // devuser may open /dev/: a terminal of its own, made its controlling one. The VM's
+            // /dev has no devpts mounted: pseudo-terminals need it.
+            if !Path::new("/dev/pts/ptmx").exists() {
+                std::fs::create_dir_all("/dev/pts")?;
+                // SAFETY: mount(2) with valid C strings, in the VM, outside agents.
+                let mounted = unsafe {
+                    libc::mount(
+                        c"devpts".as_ptr(),
+                        c"/dev/pts".as_ptr(),
+                        c"devpts".as_ptr(),
+                        0,
+                        c"ptmxmode=0666".as_ptr().cast(),
+                    )
+                };
+                ensure!(
+                    mounted == 0,
+                    "mounting devpts: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
             let devuser = named("devuser");
             let follower = claw_tests::harness::Follower::start(&[
                 "--json", "--agent", "devuser", "--op", "terminal",
             ])?;
             let (_, code) = probe(&["tiocsti"], Some(&devuser))?;
-            ensure!(code != 0, "TIOCSTI inside an agent: exit 0");
+            ensure!(code == EPERM, "TIOCSTI inside an agent: exit {code}");
             follower
                 .line_within(std::time::Duration::from_secs(20), |line| {
                     line.contains("\"deny\"")

@@ -10,7 +10,7 @@ use anyhow::ensure;
 use claw_tests::harness::{expect, in_cgroup, CLAWCTL};
 
 use super::{
-    calls::{code, run_call, story},
+    calls::{code, denial_in_story, run_call},
     named, tools, Runner, AGENT_SOCKET, DENIED_FILE, ECONNREFUSED, EPERM,
 };
 
@@ -19,23 +19,7 @@ use super::{
 fn denial(call: &str, probe: &[&str], object: &str) -> anyhow::Result<u64> {
     let output = run_call(call, &[], probe)?;
     ensure!(code(&output) == EPERM, "{output:?}");
-    // The denial reaches the audit log from the kernel's ring buffer, the call's end from the
-    // daemon: the end may be logged first.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let events = story(call)?;
-        let seq = events
-            .iter()
-            .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
-            .and_then(|e| e["seq"].as_u64());
-        match seq {
-            Some(seq) => return Ok(seq),
-            None if std::time::Instant::now() > deadline => {
-                anyhow::bail!("no denial in {events:?}")
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(200)),
-        }
-    }
+    denial_in_story(call, object)
 }
 
 fn allow(args: &[&str]) -> anyhow::Result<String> {
