@@ -165,7 +165,15 @@ pub fn run(runner: &mut Runner) {
     runner.check(
         "socket_families_the_rules_do_not_describe_are_eperm",
         (|| {
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json", "--agent", "tools", "--op", "socket",
+            ])?;
             expect(&["vsock-socket"], inside, EPERM)?;
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"") && line.contains("socket family 40")
+                })
+                .context("no socket deny event for vsock")?;
             expect(&["alg-socket"], inside, EPERM)?;
             // IPv4 and IPv6 protocols no connect or listen rule describes.
             expect(&["sctp-socket"], inside, EPERM)?;
@@ -275,7 +283,19 @@ pub fn run(runner: &mut Runner) {
             expect(&["sethostname", "agent-was-here"], inside, EPERM)?;
             expect(&["unshare-mount"], inside, EPERM)?;
             // CAP_SYS_PACCT: acct() would write a record of every process of the node.
+            let follower = claw_tests::harness::Follower::start(&[
+                "--json",
+                "--agent",
+                "tools",
+                "--op",
+                "capability",
+            ])?;
             expect(&["acct", "/workspace/acct"], inside, EPERM)?;
+            follower
+                .line_within(std::time::Duration::from_secs(20), |line| {
+                    line.contains("\"deny\"") && line.contains("CAP_SYS_PACCT")
+                })
+                .context("no capability deny event for acct")?;
             let (_, code) = probe(&["acct", "/tmp/claw-acct"], None)?;
             ensure!(code != EPERM, "acct outside agents: EPERM");
             expect(&["ping-socket"], inside, EPERM)
