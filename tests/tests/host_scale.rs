@@ -92,8 +92,9 @@ fn a_hundred_agents_with_ten_thousand_rules_each_load_and_apply() {
     for (name, file_rules, net_rules) in &agents {
         assert_eq!(
             (*file_rules as usize, *net_rules as usize),
-            // And one entry of claw's own: the agent socket, which every agent may connect to.
-            (FILE_RULES + 1, CONNECT_RULES),
+            // And two entries of claw's own: the agent socket, which every agent may connect to,
+            // and pidfds (pidfs files on 6.9 and later).
+            (FILE_RULES + 2, CONNECT_RULES),
             "{name}"
         );
     }
