@@ -236,6 +236,28 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Where the daemon's resident memory is: Rss summed by mapping (smaps), largest first, in MiB
+/// — anonymous memory by its kind ([heap], [stack], other anonymous), files by name.
+fn rss_by_mapping(pid: u32) -> Vec<(String, f64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut sums: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address range, perms, offset, device, inode, then its name.
+            current = fields.nth(4).unwrap_or("[anonymous]").to_owned();
+        } else if first == "Rss:" {
+            let kib: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            *sums.entry(current.clone()).or_default() += kib / 1024.0;
+        }
+    }
+    let mut sorted: Vec<(String, f64)> = sums.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sorted
+}
+
 fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     let root = claw_agent::kernel::cgroupfs::find_cgroup2_root()?;
     let cgroups = Cgroups {
@@ -349,6 +371,7 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let (rss, peak) = rss_mib(daemon.0.id());
+    let where_rss = rss_by_mapping(daemon.0.id());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
 
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -382,6 +405,15 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     println!(
         "  claw-agent RSS after the runs               {rss:>10.1} MiB (target <= {TARGET_RSS_MIB}: {}); peak {peak:.1} MiB",
         verdict(rss <= TARGET_RSS_MIB)
+    );
+    println!(
+        "    of which: {}",
+        where_rss
+            .iter()
+            .take(6)
+            .map(|(name, mib)| format!("{name} {mib:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     drop(follower);
     drop(daemon);

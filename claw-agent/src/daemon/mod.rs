@@ -123,6 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // heap back, so that the daemon's resident size is what it uses.
     // SAFETY: malloc_trim(3) only releases free memory.
     unsafe { libc::malloc_trim(0) };
+    crate::kernel::release_object_pages();
     if coverage == Coverage::NetworkOnly {
         tracing::warn!(
             "DEGRADED: no BPF LSM — connect and bind rules are enforced; file and exec rules are NOT, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks"

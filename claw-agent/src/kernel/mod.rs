@@ -18,6 +18,7 @@ pub mod handover;
 pub mod load;
 mod maps;
 mod object;
+pub use object::release_object_pages;
 pub mod pins;
 pub mod status;
 pub mod tracefs;

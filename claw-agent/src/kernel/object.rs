@@ -11,6 +11,22 @@ use crate::kernel::{catalogue, enforcer::EnforcerError};
 /// claw's kernel programs, built by build.rs from claw-ebpf.
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/claw"));
 
+/// Hands the object's pages back once the programs are loaded: read whole at load (some 6 MiB,
+/// BTF and all), they would stay resident for the daemon's life. They are the binary's read-only
+/// data: a later read faults them in again from the file.
+pub fn release_object_pages() {
+    // SAFETY: sysconf(3) has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = OBJECT.as_ptr() as usize;
+    let first = start.div_ceil(page) * page;
+    let end = (start + OBJECT.len()) / page * page;
+    if end > first {
+        // SAFETY: whole pages inside the object, which is read-only data of a private file
+        // mapping: MADV_DONTNEED only drops them from this process's resident set.
+        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+    }
+}
+
 /// A map of the object, taken out of it for a task of its own.
 pub(super) fn take_map(
     ebpf: &mut Ebpf,
