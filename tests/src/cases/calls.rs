@@ -56,18 +56,29 @@ fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output
 /// log from the kernel's ring buffer, the call's end from the daemon: the end may be logged
 /// first, so the story is read again until the denial is in it.
 pub(super) fn denial_in_story(call: &str, object: &str) -> anyhow::Result<u64> {
+    let is_denial =
+        |e: &Value| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object);
+    let events = story_with(call, is_denial)?;
+    events
+        .iter()
+        .find(|e| is_denial(e))
+        .and_then(|e| e["seq"].as_u64())
+        .with_context(|| format!("no denial of {object} in {events:?}"))
+}
+
+/// The call's story once an event `wanted` is in it (read again for up to 10 s: events from the
+/// kernel may reach the log after the call's end); the story as it is then, if none is.
+pub(super) fn story_with(
+    call: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Vec<Value>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let events = story(call)?;
-        let seq = events
-            .iter()
-            .find(|e| e["kind"] == "deny" && (e["path"] == object || e["destination"] == object))
-            .and_then(|e| e["seq"].as_u64());
-        match seq {
-            Some(seq) => return Ok(seq),
-            None if Instant::now() > deadline => bail!("no denial of {object} in {events:?}"),
-            None => std::thread::sleep(Duration::from_millis(200)),
+        if events.iter().any(&wanted) || Instant::now() > deadline {
+            return Ok(events);
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -182,7 +193,7 @@ pub fn run(runner: &mut Runner) {
         (|| {
             let output = run_call("vm-story", &[], &["open", DENIED_FILE])?;
             ensure!(code(&output) == EPERM, "{output:?}");
-            let events = story("vm-story")?;
+            let events = story_with("vm-story", |e| e["kind"] == "deny")?;
             let kinds: Vec<String> = events
                 .iter()
                 .map(|e| {

@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _};
 use claw_tests::harness::{expect, in_cgroup, CLAWCTL, VMTEST};
 
 use super::{
-    calls::story, limited, named, runtime, tools, Runner, ALLOWED_FILE, EPERM, POLICY_PATH,
+    calls::story_with, limited, named, runtime, tools, Runner, ALLOWED_FILE, EPERM, POLICY_PATH,
 };
 
 const EACCES: i32 = 13;
@@ -100,7 +100,7 @@ pub fn run(runner: &mut Runner) {
                 .env("LD_PRELOAD", "/workspace/none.so")
                 .output()?;
             ensure!(output.status.code() == Some(128 + 9), "{output:?}");
-            let events = story("vm-preload")?;
+            let events = story_with("vm-preload", |e| e["op"] == "preload")?;
             let denial = events
                 .iter()
                 .find(|e| e["op"] == "preload")
