@@ -73,33 +73,9 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         let (before, after) = line.split_once(" - ")?;
         let fstype = after.split_whitespace().next()?;
         let mount_point = before.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape(mount_point)))
+        (fstype == "cgroup2")
+            .then(|| PathBuf::from(crate::policy::compile::unescape_mountinfo(mount_point)))
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as three octal digits.
-fn unescape(field: &str) -> String {
-    let mut out = Vec::with_capacity(field.len());
-    let bytes = field.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            std::str::from_utf8(digits)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 8).ok())
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn find_cgroup2_root() -> Result<PathBuf, CgroupError> {

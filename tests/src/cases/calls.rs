@@ -20,6 +20,24 @@ fn call_cgroup(call: &str) -> std::path::PathBuf {
     tools().join(format!("call-{call}"))
 }
 
+/// The pid of the first process in call CALL's cgroup, once there is one (up to 10 s).
+fn first_process(call: &str) -> anyhow::Result<String> {
+    let procs = call_cgroup(call).join("cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = std::fs::read_to_string(&procs).unwrap_or_default();
+        if let Some(pid) = listed.lines().next() {
+            return Ok(pid.to_owned());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no process in {}",
+            procs.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `clawctl run --agent tools --call-id CALL [EXTRA...] -- claw-vmtest probe PROBE...`
 pub(super) fn run_call(call: &str, extra: &[&str], probe: &[&str]) -> anyhow::Result<Output> {
     let output = Command::new(CLAWCTL)
@@ -118,20 +136,7 @@ pub fn run(runner: &mut Runner) {
                     "2",
                 ])
                 .spawn()?;
-            let procs = call_cgroup("vm-where").join("cgroup.procs");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let pid = loop {
-                let listed = std::fs::read_to_string(&procs).unwrap_or_default();
-                if let Some(pid) = listed.lines().next() {
-                    break pid.to_owned();
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "no process in {}",
-                    procs.display()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let pid = first_process("vm-where")?;
             let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
             let status = call.wait()?;
             ensure!(status.success(), "clawctl run: {status}");
@@ -162,20 +167,7 @@ pub fn run(runner: &mut Runner) {
                 .args(["run", "--agent", "tools", "--call-id", "vm-reach", "--"])
                 .args([VMTEST, "probe", "sleep", "30"])
                 .spawn()?;
-            let procs = call_cgroup("vm-reach").join("cgroup.procs");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let pid = loop {
-                let listed = std::fs::read_to_string(&procs).unwrap_or_default();
-                if let Some(pid) = listed.lines().next() {
-                    break pid.to_owned();
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "no process in {}",
-                    procs.display()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let pid = first_process("vm-reach")?;
             // The agent's own processes: a call runs under its own rules and grants.
             let agent = tools();
             let result = (|| {

@@ -173,15 +173,15 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let fields: Vec<&str> = line.split(' ').collect();
             Some(Mount {
                 device: (*fields.get(2)?).to_owned(),
-                root: unescape(fields.get(3)?),
-                mount_point: unescape(fields.get(4)?),
+                root: unescape_mountinfo(fields.get(3)?),
+                mount_point: unescape_mountinfo(fields.get(4)?),
             })
         })
         .collect()
 }
 
-/// Undoes mountinfo's `\ooo` escapes.
-fn unescape(field: &str) -> String {
+/// Undoes mountinfo's escapes: space, tab, newline and backslash as three octal digits.
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -18,7 +18,7 @@ use files::{
     guard_credentials, inherit_directory_grants, prefixes_of, reserve_sockets,
     stop_writes_short_of_protected_trees, WRITING,
 };
-pub use guards::{Guards, Sockets};
+pub use guards::{unescape_mountinfo, Guards, Sockets};
 use net::redirects;
 pub use net::{is_guarded, listen_rules, merge, net_rules, NetRule, RedirectEntry};
 
