@@ -274,8 +274,25 @@ fn decide<const V6: bool>(ctx: &SockAddrContext, op: u32) -> i32 {
         count(counter::ALLOWED);
         return ALLOW;
     }
-    let family = if V6 { 6 } else { 4 };
-    if unruled(cgroup_id, agent, op, protocol, family, address, port) {
+    let mut record = NetRecord {
+        header: header(record::NET, op, cgroup_id, agent, decision_of(agent), 0),
+        address,
+        port,
+        protocol,
+        family: if V6 { 6 } else { 4 },
+        _pad: 0,
+    };
+    if record.header.decision == decision::DENY
+        && grant::net(cgroup_id, op, record.object_hash(), &record)
+    {
+        count(counter::ALLOWED);
+        record.header.decision = decision::GRANTED;
+        emit(record);
+        return ALLOW;
+    }
+    let (_, ret) = outcome(agent);
+    emit(record);
+    if ret == 0 {
         ALLOW
     } else {
         DENY
@@ -445,21 +462,6 @@ fn inbound(
         count(counter::ALLOWED);
         return true;
     }
-    unruled(cgroup_id, agent, op, protocol, family, address, port)
-}
-
-/// A network operation no rule allows: reported, and let through only by a grant (which takes a
-/// use) or audit mode. Whether it may go ahead.
-#[inline(always)]
-fn unruled(
-    cgroup_id: u64,
-    agent: AgentEntry,
-    op: u32,
-    protocol: u8,
-    family: u8,
-    address: [u8; 16],
-    port: u16,
-) -> bool {
     let mut record = NetRecord {
         header: header(record::NET, op, cgroup_id, agent, decision_of(agent), 0),
         address,
