@@ -1,7 +1,8 @@
 //! `claw-vmtest bench-events CLAW_AGENT CLAWCTL` (run by `cargo xtask bench events`, on the host:
 //! its cgroup connect programs load here). Connect denials at full speed, counted twice in one
 //! run: by a minimal raw ring-buffer consumer over claw's own programs (the ceiling), and end to
-//! end through claw-agent into a `clawctl deny-log --follow --json` subscriber and the audit log.
+//! end through claw-agent (running policies/openclaw.yaml plus the storm's agent) into a
+//! `clawctl deny-log --follow --json` subscriber and the audit log.
 //! Then a paced run for latency (kernel deny -> line printed by clawctl). Prints one table.
 
 use std::{
@@ -37,6 +38,8 @@ const PACED: Duration = Duration::from_secs(3);
 const TARGET_RATIO: f64 = 0.75;
 const TARGET_P99_MS: f64 = 10.0;
 const TARGET_RSS_MIB: f64 = 30.0;
+/// Of an unthrottled storm's denials, the share written to the audit log (not only counted).
+const TARGET_AUDITED: f64 = 0.95;
 
 pub fn run(args: &[String]) -> ExitCode {
     let [claw_agent, clawctl] = args else {
@@ -66,7 +69,7 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        for agent in ["raw", "piped"] {
+        for agent in ["raw", "piped", "inference", "orchestrator", "tools"] {
             let _ = std::fs::remove_dir(self.path(agent));
         }
         let _ = std::fs::remove_dir(self.root.join(&self.base));
@@ -82,6 +85,33 @@ impl Drop for Guard {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
+}
+
+/// The daemon's policy: the shipped policies/openclaw.yaml (its include beside it), its agents'
+/// cgroups under the bench's, without `limits:` (this host's cgroup v2 has no memory
+/// controller), and the storm's agent added.
+fn openclaw_policy(dir: &Path, cgroups: &Cgroups, agent: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("base"))?;
+    std::fs::write(
+        dir.join("base/runtime.yaml"),
+        include_str!("../../policies/base/runtime.yaml"),
+    )?;
+    let shipped = include_str!("../../policies/openclaw.yaml");
+    let mut text: String = shipped
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("limits:"))
+        .map(|l| l.replace("cgroup: claw/", &format!("cgroup: {}/", cgroups.base)) + "\n")
+        .collect();
+    // Last in the agents list, which the file's top-level `common:` follows.
+    let storm_agent = format!(
+        "\n  - name: {agent}\n    cgroup: {}/{agent}\n",
+        cgroups.base
+    );
+    let end_of_agents = text.find("\ncommon:").unwrap_or(text.len());
+    text.insert_str(end_of_agents, &storm_agent);
+    let path = dir.join("openclaw.yaml");
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 fn policy(dir: &Path, cgroups: &Cgroups, agent: &str) -> anyhow::Result<PathBuf> {
@@ -273,7 +303,7 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     let daemon = Guard(
         Command::new(claw_agent)
             .args(["--degraded", "--policy"])
-            .arg(policy(dir.path(), &cgroups, "piped")?)
+            .arg(openclaw_policy(dir.path(), &cgroups, "piped")?)
             .arg("--socket")
             .arg(&socket)
             .arg("--cgroup-root")
@@ -391,8 +421,12 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
         "  subscriber received                         {:>10} of {denied} denials (+{} in lost counts)",
         full.denials, full.lost
     );
+    let audited_share = audited as f64 / denied as f64;
     println!(
-        "  audit log holds                             {audited:>10} of {denied} denials (+{audit_lost} in lost counts)"
+        "  audit log holds                             {audited:>10} of {denied} denials (+{audit_lost} in lost counts): {:.1}% written (target >= {:.0}%: {})",
+        audited_share * 100.0,
+        TARGET_AUDITED * 100.0,
+        verdict(audited_share >= TARGET_AUDITED)
     );
     println!(
         "  unaccounted loss (audit log)                {unaccounted:>10} (target 0: {})",

@@ -34,8 +34,12 @@ struct Delivered {
 
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    /// Records (one read from the kernel, or a count of records lost).
-    Records(u64),
+    /// Records read from the kernel, one at each bus position from the entry's on: a storm of
+    /// one agent's records is one entry, not one per record (it waits here until the audit log
+    /// writer has handled it).
+    Read { count: u64 },
+    /// A count of records lost, published at one bus position.
+    Lost(u64),
     /// The agent's counts as reported once a tick's summaries, from bus position `first`, are
     /// logged.
     Reported { first: u64, counts: AgentEvents },
@@ -76,9 +80,22 @@ impl Delivery {
                 waited = true;
             }
         }
-        self.pending
-            .push_back((seq, header.cgroup_id, Pending::Records(1)));
+        match self.pending.back_mut() {
+            Some((first, cgroup_id, Pending::Read { count }))
+                if *cgroup_id == header.cgroup_id && *first + *count == seq =>
+            {
+                *count += 1
+            }
+            _ => self
+                .pending
+                .push_back((seq, header.cgroup_id, Pending::Read { count: 1 })),
+        }
         waited
+    }
+
+    #[cfg(test)]
+    pub(super) fn pending_entries(&self) -> usize {
+        self.pending.len()
     }
 
     /// Summaries published at bus positions `first..=last` brought the agent's reported counts
@@ -91,21 +108,30 @@ impl Delivery {
     /// A `lost` event published at `seq` for `lost` of the agent's records.
     pub fn lost(&mut self, seq: u64, cgroup_id: u64, lost: u64) {
         self.pending
-            .push_back((seq, cgroup_id, Pending::Records(lost)));
+            .push_back((seq, cgroup_id, Pending::Lost(lost)));
     }
 
     /// The audit log writer has handled every event before `written`.
     pub fn handled(&mut self, written: u64) {
-        while let Some(&(seq, cgroup_id, what)) = self.pending.front() {
-            if seq >= written {
+        while let Some((seq, cgroup_id, what)) = self.pending.front_mut() {
+            if *seq >= written {
                 break;
             }
-            self.pending.pop_front();
-            let agent = self.agents.entry(cgroup_id).or_default();
+            let agent = self.agents.entry(*cgroup_id).or_default();
             match what {
-                Pending::Records(n) => agent.accounted += n,
-                Pending::Reported { counts, .. } => agent.reported = counts,
+                Pending::Read { count } if *seq + *count > written => {
+                    // Handled up to `written`: the rest of the run stays pending.
+                    let handled = written - *seq;
+                    agent.accounted += handled;
+                    *count -= handled;
+                    *seq = written;
+                    break;
+                }
+                Pending::Read { count } => agent.accounted += *count,
+                Pending::Lost(n) => agent.accounted += *n,
+                Pending::Reported { counts, .. } => agent.reported = *counts,
             }
+            self.pending.pop_front();
         }
     }
 

@@ -197,6 +197,35 @@ fn records_a_killed_claw_agent_read_are_counted_exactly_once() {
 }
 
 #[test]
+fn a_storm_waits_for_the_audit_log_as_one_entry_per_run_and_is_accounted_record_by_record() {
+    let mut delivery = Delivery::default();
+    delivery.start(77, 0, 0, AgentEvents::default());
+    delivery.start(88, 0, 0, AgentEvents::default());
+    // 100,000 records of agent 77 at bus positions 0..100_000, then one of 88, then 77 again.
+    for seq in 0..100_000u64 {
+        delivery.published(&numbered(77, seq), seq);
+    }
+    delivery.published(&numbered(88, 0), 100_000);
+    delivery.published(&numbered(77, 100_000), 100_001);
+    delivery.published(&numbered(77, 100_001), 100_002);
+    assert_eq!(delivery.pending_entries(), 3, "runs, not records");
+    let accounted = |delivery: &Delivery, id| delivery.record(id, 0).accounted;
+    // The writer has handled positions below 40,000: exactly those records.
+    delivery.handled(40_000);
+    assert_eq!(accounted(&delivery, 77), 40_000);
+    delivery.handled(40_001);
+    assert_eq!(accounted(&delivery, 77), 40_001);
+    delivery.handled(100_001);
+    assert_eq!(
+        (accounted(&delivery, 77), accounted(&delivery, 88)),
+        (100_000, 1)
+    );
+    delivery.handled(100_002);
+    assert_eq!(accounted(&delivery, 77), 100_001);
+    assert_eq!(delivery.pending_entries(), 1);
+}
+
+#[test]
 fn reported_counts_are_kept_once_their_summaries_are_logged() {
     let mut delivery = Delivery::default();
     let before = AgentEvents {
