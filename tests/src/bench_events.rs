@@ -55,6 +55,12 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
+/// The scale run: agents, and file paths and destinations of each.
+const SCALE_AGENTS: usize = 100;
+const SCALE_FILE_RULES: usize = 5_000;
+const SCALE_CONNECT_RULES: usize = 5_000;
+const TARGET_SCALE_SECONDS: f64 = 2.0;
+
 /// The bench's cgroups, removed at the end whatever happens.
 struct Cgroups {
     root: PathBuf,
@@ -69,10 +75,14 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        for agent in ["raw", "piped", "inference", "orchestrator", "tools"] {
-            let _ = std::fs::remove_dir(self.path(agent));
+        // Only the agents' cgroups the bench's policies name, one level below its own.
+        let base = self.root.join(&self.base);
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
         }
-        let _ = std::fs::remove_dir(self.root.join(&self.base));
+        let _ = std::fs::remove_dir(base);
     }
 }
 
@@ -288,6 +298,182 @@ fn rss_by_mapping(pid: u32) -> Vec<(String, f64)> {
     sorted
 }
 
+/// claw-agent --degraded on `policy` with the bench's socket, cgroup root, audit log and pins.
+fn daemon_command(
+    claw_agent: &Path,
+    policy: &Path,
+    dir: &Path,
+    bpffs: &PrivateBpffs,
+    root: &Path,
+) -> Command {
+    let mut command = Command::new(claw_agent);
+    command
+        .args(["--degraded", "--policy"])
+        .arg(policy)
+        .arg("--socket")
+        .arg(dir.join("claw.sock"))
+        .arg("--cgroup-root")
+        .arg(root)
+        .arg("--audit-log")
+        .arg(dir.join("audit.log"))
+        .arg("--bpffs")
+        .arg(bpffs.pins())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until claw-agent answers on its socket, which it opens once it enforces.
+fn wait_answering(clawctl: &Path, socket: &Path, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !Command::new(clawctl)
+        .arg("--socket")
+        .arg(socket)
+        .arg("status")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success()
+    {
+        if Instant::now() > deadline {
+            bail!("claw-agent did not start within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A number the daemon logged as `name=N` in the first line containing `message`.
+fn logged_number(log: &str, message: &str, name: &str) -> Option<u64> {
+    // The log is coloured: escape sequences (ESC [ ... m) go first.
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain.lines().find(|l| l.contains(message))?;
+    let field = format!(" {name}=");
+    let after = &line[line.find(&field)? + field.len()..];
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The scale run's figures, in seconds: start to answering (enforcing), a live re-apply of the
+/// same policy, one with one agent's rules changed; and the start's parts as claw-agent logged
+/// them.
+struct Scale {
+    start: f64,
+    apply_same: f64,
+    apply_one_changed: f64,
+    start_parts: [(&'static str, f64); 3],
+}
+
+/// The scale policy: SCALE_AGENTS agents with SCALE_FILE_RULES paths and SCALE_CONNECT_RULES
+/// destinations each; with `changed`, the first agent's last destination is another.
+fn scale_policy(base: &str, changed: bool) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("agents:\n");
+    for agent in 0..SCALE_AGENTS {
+        let _ = write!(
+            text,
+            "  - name: a{agent}\n    cgroup: {base}/a{agent}\n    files:\n      read:\n"
+        );
+        for rule in 0..SCALE_FILE_RULES {
+            let _ = writeln!(text, "        - /data/a{agent}/f{rule}");
+        }
+        text.push_str("    connect:\n");
+        for rule in 0..SCALE_CONNECT_RULES {
+            let last = if changed && agent == 0 && rule == SCALE_CONNECT_RULES - 1 {
+                251
+            } else {
+                rule % 250
+            };
+            let _ = writeln!(
+                text,
+                "      - 127.{}.{}.{last}:443/tcp",
+                agent + 1,
+                rule / 250
+            );
+        }
+    }
+    text
+}
+
+/// Start and live re-apply of the scale policy.
+fn scale(claw_agent: &Path, clawctl: &Path, root: &Path) -> anyhow::Result<Scale> {
+    let cgroups = Cgroups {
+        root: root.to_path_buf(),
+        base: format!("claw-bench-scale-{}", std::process::id()),
+    };
+    let dir = tempfile::tempdir()?;
+    let bpffs = PrivateBpffs::mount(&dir.path().join("bpffs"))?;
+    let policy = dir.path().join("scale.yaml");
+    std::fs::write(&policy, scale_policy(&cgroups.base, false))?;
+    let changed = dir.path().join("scale-changed.yaml");
+    std::fs::write(&changed, scale_policy(&cgroups.base, true))?;
+    let socket = dir.path().join("claw.sock");
+    let log_path = dir.path().join("claw-agent.log");
+    let started = Instant::now();
+    let daemon = Guard(
+        daemon_command(claw_agent, &policy, dir.path(), &bpffs, root)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .spawn()
+            .context("starting claw-agent")?,
+    );
+    wait_answering(clawctl, &socket, Duration::from_secs(120))?;
+    let start = started.elapsed().as_secs_f64();
+    let apply = |path: &Path| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let applied = Command::new(clawctl)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["policy", "apply"])
+            .arg(path)
+            .output()?;
+        anyhow::ensure!(
+            applied.status.success(),
+            "clawctl policy apply failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let apply_same = apply(&policy)?;
+    let apply_one_changed = apply(&changed)?;
+    drop(daemon);
+    let uninstalled = Command::new(claw_agent)
+        .arg("--uninstall")
+        .arg("--bpffs")
+        .arg(bpffs.pins())
+        .arg("--socket")
+        .arg(&socket)
+        .output()?;
+    anyhow::ensure!(
+        uninstalled.status.success(),
+        "claw-agent --uninstall failed"
+    );
+    let log = std::fs::read_to_string(&log_path)?;
+    let part = |name| {
+        logged_number(&log, "policy enforced", name).map_or(f64::NAN, |ms| ms as f64 / 1000.0)
+    };
+    Ok(Scale {
+        start,
+        apply_same,
+        apply_one_changed,
+        start_parts: [
+            ("read and compile", part("prepare_ms")),
+            ("load programs", part("load_ms")),
+            ("rules into the kernel's maps", part("install_ms")),
+        ],
+    })
+}
+
 fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     let root = claw_agent::kernel::cgroupfs::find_cgroup2_root()?;
     let cgroups = Cgroups {
@@ -301,42 +487,23 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     let socket = dir.path().join("claw.sock");
     let audit_log = dir.path().join("audit.log");
     let daemon = Guard(
-        Command::new(claw_agent)
-            .args(["--degraded", "--policy"])
-            .arg(openclaw_policy(dir.path(), &cgroups, "piped")?)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--cgroup-root")
-            .arg(&cgroups.root)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .arg("--bpffs")
-            .arg(bpffs.pins())
-            .args([
-                "--identical-events-per-second",
-                "0",
-                "--agent-events-per-second",
-                "0",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting claw-agent")?,
+        daemon_command(
+            claw_agent,
+            &openclaw_policy(dir.path(), &cgroups, "piped")?,
+            dir.path(),
+            &bpffs,
+            &cgroups.root,
+        )
+        .args([
+            "--identical-events-per-second",
+            "0",
+            "--agent-events-per-second",
+            "0",
+        ])
+        .spawn()
+        .context("starting claw-agent")?,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new(clawctl)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("status")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?
-        .success()
-    {
-        if Instant::now() > deadline {
-            bail!("claw-agent did not start");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_answering(clawctl, &socket, Duration::from_secs(30))?;
     let mut follower = Guard(
         Command::new(clawctl)
             .arg("--socket")
@@ -451,5 +618,32 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
     );
     drop(follower);
     drop(daemon);
+
+    let scale = scale(claw_agent, clawctl, &cgroups.root)?;
+    let rules = SCALE_FILE_RULES + SCALE_CONNECT_RULES;
+    println!(
+        "  {SCALE_AGENTS} agents x {rules} rules, release: start to enforcing {:>7.2} s (target <= {TARGET_SCALE_SECONDS} s: {})",
+        scale.start,
+        verdict(scale.start <= TARGET_SCALE_SECONDS)
+    );
+    println!(
+        "    of which: {}",
+        scale
+            .start_parts
+            .iter()
+            .map(|(name, seconds)| format!("{name} {seconds:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  live re-apply of the same policy            {:>10.2} s (target <= {TARGET_SCALE_SECONDS} s: {})",
+        scale.apply_same,
+        verdict(scale.apply_same <= TARGET_SCALE_SECONDS)
+    );
+    println!(
+        "  live re-apply, one agent's rules changed    {:>10.2} s (target <= {TARGET_SCALE_SECONDS} s: {})",
+        scale.apply_one_changed,
+        verdict(scale.apply_one_changed <= TARGET_SCALE_SECONDS)
+    );
     Ok(())
 }

@@ -17,12 +17,20 @@ fn allowed(agent: usize, rule: usize) -> String {
     format!("127.{}.{}.{}:443", agent + 1, rule / 250, rule % 250)
 }
 
-fn policy_text(host: &mut Host) -> (String, Vec<std::path::PathBuf>) {
+/// A destination agent 0 is given by the changed policy instead of its last one.
+const CHANGED: &str = "127.250.0.1:443";
+
+/// The agents' cgroups: (relative to the root, for the policy; absolute, to run in).
+fn agent_cgroups(host: &mut Host) -> (Vec<String>, Vec<std::path::PathBuf>) {
+    (0..AGENTS)
+        .map(|agent| host.agent(&format!("a{agent}")))
+        .unzip()
+}
+
+/// The policy; with `changed`, agent 0's last destination is CHANGED instead.
+fn policy_text(relatives: &[String], changed: bool) -> String {
     let mut text = String::from("agents:\n");
-    let mut cgroups = Vec::new();
-    for agent in 0..AGENTS {
-        let (relative, absolute) = host.agent(&format!("a{agent}"));
-        cgroups.push(absolute);
+    for (agent, relative) in relatives.iter().enumerate() {
         write!(
             text,
             "  - name: a{agent}\n    cgroup: {relative}\n    files:\n      read:\n"
@@ -33,10 +41,15 @@ fn policy_text(host: &mut Host) -> (String, Vec<std::path::PathBuf>) {
         }
         text.push_str("    connect:\n");
         for rule in 0..CONNECT_RULES {
-            writeln!(text, "      - {}/tcp", allowed(agent, rule)).unwrap();
+            let destination = if changed && agent == 0 && rule == CONNECT_RULES - 1 {
+                CHANGED.to_owned()
+            } else {
+                allowed(agent, rule)
+            };
+            writeln!(text, "      - {destination}/tcp").unwrap();
         }
     }
-    (text, cgroups)
+    text
 }
 
 fn agents_in_maps(host: &Host) -> Vec<(String, u64, u64)> {
@@ -81,8 +94,8 @@ fn held_to_own_rules(cgroups: &[std::path::PathBuf]) {
 #[test]
 fn a_hundred_agents_with_ten_thousand_rules_each_load_and_apply() {
     let mut host = Host::new("scale");
-    let (text, cgroups) = policy_text(&mut host);
-    let policy = host.policy(&text);
+    let (relatives, cgroups) = agent_cgroups(&mut host);
+    let policy = host.policy(&policy_text(&relatives, false));
 
     let started = Instant::now();
     host.start(&policy, &[]);
@@ -106,11 +119,53 @@ fn a_hundred_agents_with_ten_thousand_rules_each_load_and_apply() {
     assert!(applied.status.success(), "{applied:?}");
     assert_eq!(agents_in_maps(&host), agents);
     held_to_own_rules(&cgroups);
+
+    // One agent changed: it alone gets a new ruleset, the others keep theirs (not rewritten),
+    // and every agent is held to its rules of the new policy.
+    let changed = policy.with_file_name("changed.yaml");
+    std::fs::write(&changed, policy_text(&relatives, true)).unwrap();
+    let started = Instant::now();
+    let applied = host.clawctl(&["policy", "apply", changed.to_str().unwrap()]);
+    let one_changed = started.elapsed();
+    assert!(applied.status.success(), "{applied:?}");
+    let dropped = allowed(0, CONNECT_RULES - 1);
+    assert_eq!(
+        probe(&["connect", &dropped], Some(&cgroups[0])),
+        EPERM,
+        "a0 to {dropped}, no longer in its rules"
+    );
+    assert_ne!(
+        probe(&["connect", CHANGED], Some(&cgroups[0])),
+        EPERM,
+        "a0 to {CHANGED}, now in its rules"
+    );
+    assert_eq!(
+        probe(&["connect", CHANGED], Some(&cgroups[1])),
+        EPERM,
+        "a1 to {CHANGED}"
+    );
+    let unchanged = allowed(AGENTS - 1, CONNECT_RULES - 1);
+    assert_ne!(
+        probe(&["connect", &unchanged], Some(&cgroups[AGENTS - 1])),
+        EPERM,
+        "a{} to {unchanged}, kept",
+        AGENTS - 1
+    );
+    // And back: the changed agent's original rules again.
+    let applied = host.clawctl(&["policy", "apply", policy.to_str().unwrap()]);
+    assert!(applied.status.success(), "{applied:?}");
+    held_to_own_rules(&cgroups);
+    assert_eq!(
+        probe(&["connect", CHANGED], Some(&cgroups[0])),
+        EPERM,
+        "a0 to {CHANGED} after going back"
+    );
     eprintln!(
-        "{AGENTS} agents x {} rules: started enforcing in {:.1} s, applied again in {:.1} s",
+        "{AGENTS} agents x {} rules: started enforcing in {:.1} s, applied again in {:.1} s, with one agent changed in {:.1} s",
         FILE_RULES + CONNECT_RULES,
         loaded.as_secs_f64(),
-        reapplied.as_secs_f64()
+        reapplied.as_secs_f64(),
+        one_changed.as_secs_f64()
     );
     host.stop();
 }

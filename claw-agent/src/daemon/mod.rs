@@ -38,7 +38,6 @@ use crate::{
     },
     policy::{
         compile::{self},
-        describe::{self},
         prepare::prepare,
     },
 };
@@ -90,13 +89,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     let sockets = config.sockets.clone();
+    let started = std::time::Instant::now();
     let prepared = prepare(&config.policy, &sockets).map_err(anyhow::Error::msg)?;
+    let prepared_in = started.elapsed();
     let coverage = if config.degraded {
         Coverage::NetworkOnly
     } else {
         Coverage::Full
     };
     let mut enforcer = load(&config, coverage)?;
+    let loaded_in = started.elapsed() - prepared_in;
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
     // Started before anything can publish (the resolvers may, once they run): the log must have
     // every event.
@@ -117,6 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.allow_missing_limits,
     )
     .map_err(anyhow::Error::msg)?;
+    let installed_in = started.elapsed() - prepared_in - loaded_in;
     record_identities(&enforcer, &prepared.policy, &identities);
     enforcer.attach_programs()?;
     // Loading parsed the kernel's BTF and the object (tens of MiB, freed since): hand the freed
@@ -132,6 +135,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tracing::info!(
         policy = %config.policy.display(),
         agents = prepared.compiled.agents.len(),
+        prepare_ms = prepared_in.as_millis(), load_ms = loaded_in.as_millis(),
+        install_ms = installed_in.as_millis(), total_ms = started.elapsed().as_millis(),
         "policy enforced"
     );
 
@@ -166,7 +171,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         compiled: prepared.compiled,
         allow_missing_limits: config.allow_missing_limits,
         unenforced,
-        lines: describe::rule_lines(&prepared.policy),
         policy: prepared.policy,
         resolvers,
         max_ttl: config.max_ttl,

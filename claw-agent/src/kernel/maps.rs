@@ -182,23 +182,59 @@ static RULE_MAPS: [&dyn RuleMap; 5] = [
     },
 ];
 
+/// What is done to each rule map.
+type MapWork = fn(&dyn RuleMap, &mut Map, &[InstalledAgent]) -> Result<(), MapError>;
+
 impl Enforcer {
     /// Inserts the rules of `agents` into every rule map.
     pub(super) fn insert_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
-        for rules in RULE_MAPS {
-            let map = map_mut(&mut self.ebpf, rules.name())?;
-            rules.insert(map, agents).map_err(map_error(rules.name()))?;
-        }
-        Ok(())
+        self.each_rule_map(agents, |rules, map, agents| rules.insert(map, agents))
     }
 
     /// Removes rules of `agents`; entries already absent are no error.
     pub(super) fn remove_rules(&mut self, agents: &[InstalledAgent]) -> Result<(), EnforcerError> {
-        for rules in RULE_MAPS {
-            let map = map_mut(&mut self.ebpf, rules.name())?;
-            rules.remove(map, agents).map_err(map_error(rules.name()))?;
+        self.each_rule_map(agents, |rules, map, agents| rules.remove(map, agents))
+    }
+
+    /// `work` on every rule map, the maps side by side: each has a lock of its own in the
+    /// kernel, and an LPM trie takes microseconds per entry (seconds for 100 agents with
+    /// 10,000 rules).
+    fn each_rule_map(
+        &mut self,
+        agents: &[InstalledAgent],
+        work: MapWork,
+    ) -> Result<(), EnforcerError> {
+        let mut maps: Vec<(&dyn RuleMap, &mut Map)> = Vec::with_capacity(RULE_MAPS.len());
+        for (name, map) in self.ebpf.maps_mut() {
+            if let Some(rules) = RULE_MAPS.iter().find(|r| r.name() == name) {
+                maps.push((*rules, map));
+            }
         }
-        Ok(())
+        if let Some(missing) = RULE_MAPS
+            .iter()
+            .find(|r| !maps.iter().any(|(m, _)| m.name() == r.name()))
+        {
+            return Err(EnforcerError::Missing {
+                what: "map",
+                name: missing.name().to_owned(),
+            });
+        }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = maps
+                .into_iter()
+                .map(|(rules, map)| {
+                    scope.spawn(move || work(rules, map, agents).map_err(map_error(rules.name())))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
     }
 
     /// Every ruleset id the rule maps and AGENTS hold.

@@ -75,83 +75,107 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
 /// `compile`, with the guards given.
 pub fn compile_guarding(policy: &Policy, guards: &Guards) -> Result<Compiled, CompileError> {
     let credentials = &guards.credentials;
-    let agents = policy
-        .agents
-        .iter()
-        .map(|agent| {
-            let rules = &agent.rules;
-            let mut prefixes: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-            let grants = [
-                (&rules.files.read, access::READ),
-                (&rules.files.write, WRITING),
-                // The kernel opens and maps a program it executes; an interpreter reads its
-                // script by name.
-                (&rules.exec, access::READ | access::EXEC | access::MAP),
-                // The loader opens a library, then maps it executable.
-                (&rules.libraries, access::READ | access::MAP),
-            ];
-            for (paths, bits) in grants {
-                for path in paths {
-                    for prefix in prefixes_of(path) {
-                        *prefixes.entry(prefix).or_default() |= bits;
-                    }
+    let agents = in_parallel(&policy.agents, |agent| {
+        let rules = &agent.rules;
+        let mut prefixes: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        let grants = [
+            (&rules.files.read, access::READ),
+            (&rules.files.write, WRITING),
+            // The kernel opens and maps a program it executes; an interpreter reads its
+            // script by name.
+            (&rules.exec, access::READ | access::EXEC | access::MAP),
+            // The loader opens a library, then maps it executable.
+            (&rules.libraries, access::READ | access::MAP),
+        ];
+        for (paths, bits) in grants {
+            for path in paths {
+                for prefix in prefixes_of(path) {
+                    *prefixes.entry(prefix).or_default() |= bits;
                 }
             }
-            if agent.devices.gpu {
-                for prefix in devices::GPU_PATH_PREFIXES {
-                    *prefixes.entry(prefix.to_vec()).or_default() |= access::READ | access::WRITE;
-                }
+        }
+        if agent.devices.gpu {
+            for prefix in devices::GPU_PATH_PREFIXES {
+                *prefixes.entry(prefix.to_vec()).or_default() |= access::READ | access::WRITE;
             }
-            let named: Vec<Vec<u8>> = prefixes.keys().cloned().collect();
-            inherit_directory_grants(&mut prefixes);
-            stop_writes_short_of_protected_trees(&mut prefixes);
-            guard_credentials(&mut prefixes, &named, credentials);
-            let error = |message| CompileError {
-                agent: agent.name.0.clone(),
-                message,
-            };
-            reserve_sockets(&mut prefixes, &rules.files.write, guards).map_err(error)?;
-            // pidfd_open(2) opens a pidfs file on 6.9 and later (read-write, named
-            // `anon_inode:[pidfd]`): a handle on a process, not a file of the node. What is done
-            // with it meets the signal and ptrace decisions (pidfd_send_signal, pidfd_getfd).
-            *prefixes.entry(PIDFD_FILE.to_vec()).or_default() |= access::READ | access::WRITE;
-            let hostname_rules = rules
-                .connect
+        }
+        let named: Vec<Vec<u8>> = prefixes.keys().cloned().collect();
+        inherit_directory_grants(&mut prefixes);
+        stop_writes_short_of_protected_trees(&mut prefixes);
+        guard_credentials(&mut prefixes, &named, credentials);
+        let error = |message| CompileError {
+            agent: agent.name.0.clone(),
+            message,
+        };
+        reserve_sockets(&mut prefixes, &rules.files.write, guards).map_err(error)?;
+        // pidfd_open(2) opens a pidfs file on 6.9 and later (read-write, named
+        // `anon_inode:[pidfd]`): a handle on a process, not a file of the node. What is done
+        // with it meets the signal and ptrace decisions (pidfd_send_signal, pidfd_getfd).
+        *prefixes.entry(PIDFD_FILE.to_vec()).or_default() |= access::READ | access::WRITE;
+        let hostname_rules = rules
+            .connect
+            .iter()
+            .filter(|r| matches!(r.host, Host::Name(_)))
+            .cloned()
+            .collect();
+        let mut net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
+        net_rules.extend(listen_rules(&rules.listen).map_err(error)?);
+        let redirects = redirects(&rules.redirect).map_err(error)?;
+        Ok(CompiledAgent {
+            name: agent.name.0.clone(),
+            cgroup: agent.cgroup.0.clone(),
+            mode: agent.mode,
+            jit: agent.jit,
+            limits: agent.limits.clone(),
+            gpu: agent.devices.gpu,
+            run: agent.run.clone(),
+            file_rules: prefixes
+                .into_iter()
+                .map(|(prefix, access)| FileRule { prefix, access })
+                .collect(),
+            net_rules,
+            hostname_rules,
+            redirects,
+            env_rules: crate::policy::rules::PRELOAD_VARIABLES
                 .iter()
-                .filter(|r| matches!(r.host, Host::Name(_)))
-                .cloned()
-                .collect();
-            let mut net_rules = net_rules(&rules.connect, &guards.networks).map_err(error)?;
-            net_rules.extend(listen_rules(&rules.listen).map_err(error)?);
-            let redirects = redirects(&rules.redirect).map_err(error)?;
-            Ok(CompiledAgent {
-                name: agent.name.0.clone(),
-                cgroup: agent.cgroup.0.clone(),
-                mode: agent.mode,
-                jit: agent.jit,
-                limits: agent.limits.clone(),
-                gpu: agent.devices.gpu,
-                run: agent.run.clone(),
-                file_rules: prefixes
-                    .into_iter()
-                    .map(|(prefix, access)| FileRule { prefix, access })
-                    .collect(),
-                net_rules,
-                hostname_rules,
-                redirects,
-                env_rules: crate::policy::rules::PRELOAD_VARIABLES
-                    .iter()
-                    .filter(|name| !agent.allow_env.iter().any(|a| a.0 == **name))
-                    .map(|name| FileRule {
-                        prefix: format!("{name}=").into_bytes(),
-                        access: access::EXEC,
-                    })
-                    .collect(),
-            })
+                .filter(|name| !agent.allow_env.iter().any(|a| a.0 == **name))
+                .map(|name| FileRule {
+                    prefix: format!("{name}=").into_bytes(),
+                    access: access::EXEC,
+                })
+                .collect(),
         })
-        .collect::<Result<_, _>>()?;
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     Ok(Compiled {
         agents,
         guarded: guards.networks.clone(),
+    })
+}
+
+/// `compile` of every item, in order, the items split between the machine's CPUs: agents
+/// compile independently, and a policy of 100 agents with 10,000 rules each takes a noticeable
+/// part of a second per core. (A few scoped threads per apply; a thread pool crate would keep
+/// its threads for the daemon's whole life.)
+fn in_parallel<T: Sync, R: Send>(items: &[T], compile: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 || items.len() < 2 {
+        return items.iter().map(&compile).collect();
+    }
+    let chunk = items.len().div_ceil(cpus);
+    let compile = &compile;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(compile).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| {
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     })
 }
