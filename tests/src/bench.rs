@@ -63,8 +63,170 @@ fn policy() -> String {
         .collect();
     format!(
         "agents:\n  - name: ten\n    cgroup: claw/ten\n    exec: [/usr/bin/claw-vmtest]\n    files:\n      read:\n{ten}\
-         \x20 - name: many\n    cgroup: claw/many\n    exec: [/usr/bin/claw-vmtest]\n    files:\n      read:\n{ten}{many}"
+         \x20 - name: many\n    cgroup: claw/many\n    exec: [/usr/bin/claw-vmtest]\n    files:\n      read:\n{ten}{many}\
+         {TOOLS_AGENT}"
     )
+}
+
+/// The exec workloads' agent: policies/openclaw.yaml's `tools` with the runtime fragment's
+/// common rules, its programs those of this VM (busybox for the shell and its tools, the
+/// dynamically linked /usr/bin/true, the loader).
+const TOOLS_AGENT: &str = "
+  - name: tools
+    cgroup: claw/tools
+    files:
+      read: [/workspace/, /etc/ssl/certs/, /etc/gitconfig, /usr/share/git-core/, /etc/ld.so.cache,
+             /etc/nsswitch.conf, /etc/hosts, /etc/resolv.conf, /etc/localtime, /usr/share/zoneinfo/,
+             /usr/lib/locale/, /dev/null, /dev/zero, /dev/urandom]
+      write: [/workspace/, /tmp/, /dev/null]
+    exec: [/usr/bin/busybox, /usr/bin/true, /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2,
+           /usr/bin/claw-vmtest]
+    libraries: [/usr/lib/x86_64-linux-gnu/]
+    connect: [127.0.0.1:11434/tcp, 10.0.0.0/8:443/tcp]
+";
+
+/// The same rules as a Landlock ruleset (probe exec-landlock).
+const TOOLS_LANDLOCK: &str = "read:/workspace/,/etc/ssl/certs/,/etc/gitconfig,/usr/share/git-core/,\
+/etc/ld.so.cache,/etc/nsswitch.conf,/etc/hosts,/etc/resolv.conf,/etc/localtime,/usr/share/zoneinfo/,\
+/usr/lib/locale/,/dev/null,/dev/zero,/dev/urandom;write:/workspace/,/tmp/,/dev/null;\
+exec:/usr/bin/busybox,/usr/bin/true,/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2;\
+libraries:/usr/lib/x86_64-linux-gnu/";
+
+/// Whole workloads, as a shell runs them: (name, script for busybox sh).
+const WORKLOADS: [(&str, &str); 2] = [
+    (
+        "shell loop, 1,000 execs of /usr/bin/true",
+        "i=0; while [ $i -lt 1000 ]; do /usr/bin/true; i=$((i+1)); done",
+    ),
+    (
+        "tool call: cat|grep|sed, wc over 20 files x5",
+        "for round in 1 2 3 4 5; do for f in /workspace/bench/*.txt; do \
+         /usr/bin/cat $f | /usr/bin/grep needle | /usr/bin/sed s/needle/pin/ > /workspace/bench-out.txt; \
+         /usr/bin/wc -l < /workspace/bench-out.txt > /dev/null; done; done",
+    ),
+];
+const EXEC_ROUNDS: usize = 5;
+const TARGET_EXEC_VS_NONE: f64 = 1.15;
+const TARGET_EXEC_VS_LANDLOCK: f64 = 1.05;
+
+/// Seconds one run of `script` takes: busybox sh started through the probe (with `rules` as a
+/// Landlock ruleset, or `none`), in `cgroup` if given.
+fn time_workload(script: &str, rules: &str, cgroup: Option<&Path>) -> anyhow::Result<f64> {
+    let mut command = Command::new(VMTEST);
+    command
+        .args([
+            "probe",
+            "exec-landlock",
+            rules,
+            "/usr/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let (mut command, _procs) = match cgroup {
+        Some(cgroup) => {
+            let (command, procs) = in_cgroup(command, cgroup)?;
+            (command, Some(procs))
+        }
+        None => (command, None),
+    };
+    let started = std::time::Instant::now();
+    let status = command.status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    ensure!(status.success(), "workload `{script}` failed: {status:?}");
+    Ok(seconds)
+}
+
+/// The exec workloads, no claw rules (a process outside every agent) vs the `tools` agent vs
+/// Landlock with the same rules, interleaved in each round; and what claw's programs cost per
+/// exec in the agent.
+fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all("/workspace/bench")?;
+    for file in 0..20 {
+        let text: String = (0..200)
+            .map(|line| {
+                if line % 7 == 0 {
+                    format!("line {line} with the needle in it\n")
+                } else {
+                    format!("line {line} of file {file}\n")
+                }
+            })
+            .collect();
+        std::fs::write(format!("/workspace/bench/f{file:02}.txt"), text)?;
+    }
+    line("");
+    line(&format!(
+        "exec workloads (busybox sh; wall time, medians of {EXEC_ROUNDS} interleaved rounds, ratios within each round)"
+    ));
+    line(&format!(
+        "{:<46} {:>9} {:>9} {:>9}  {:>10}  {:>10}",
+        "workload", "none s", "claw s", "landlock s", "claw/none", "claw/landlock"
+    ));
+    for (name, script) in WORKLOADS {
+        let (mut none, mut claw, mut landlock) = (vec![], vec![], vec![]);
+        let (mut vs_none, mut vs_landlock) = (vec![], vec![]);
+        let mut programs = vec![];
+        for _ in 0..EXEC_ROUNDS {
+            let n = time_workload(script, "none", None)?;
+            let mut c = 0.0;
+            programs.push(measure(ids, || {
+                c = time_workload(script, "none", Some(tools))?;
+                Ok(())
+            })?);
+            let l = time_workload(script, TOOLS_LANDLOCK, None)?;
+            vs_none.push(c / n);
+            vs_landlock.push(c / l);
+            none.push(n);
+            claw.push(c);
+            landlock.push(l);
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (r_none, r_landlock) = (median(&mut vs_none), median(&mut vs_landlock));
+        let verdict = |ratio: f64, target: f64| if ratio <= target { "met" } else { "NOT met" };
+        line(&format!(
+            "{name:<46} {:>9.2} {:>9.2} {:>9.2}  {r_none:>10.2}  {r_landlock:>10.2}",
+            median(&mut none),
+            median(&mut claw),
+            median(&mut landlock),
+        ));
+        line(&format!(
+            "{:<46} claw/none target <= {TARGET_EXEC_VS_NONE}: {}; claw/landlock target <= {TARGET_EXEC_VS_LANDLOCK}: {}",
+            "",
+            verdict(r_none, TARGET_EXEC_VS_NONE),
+            verdict(r_landlock, TARGET_EXEC_VS_LANDLOCK)
+        ));
+        // Per exec, in the agent: each program's kernel time, over the execs the rounds made.
+        let programs = medians(&programs);
+        let execs = programs
+            .iter()
+            .find(|p| p.0 == "lsm/bprm_check_security")
+            .map_or(0, |p| p.2)
+            / EXEC_ROUNDS as u64;
+        if execs > 0 {
+            let per_exec =
+                |p: &(String, f64, u64)| p.1 * p.2 as f64 / EXEC_ROUNDS as f64 / execs as f64;
+            let mut costly: Vec<&(String, f64, u64)> = programs.iter().collect();
+            costly.sort_by(|a, b| per_exec(b).total_cmp(&per_exec(a)));
+            let total: f64 = programs.iter().map(per_exec).sum();
+            line(&format!(
+                "{:<46} {execs} execs per run; claw's programs {:.1} us per exec: {}",
+                "",
+                total / 1000.0,
+                costly
+                    .iter()
+                    .take(4)
+                    .map(|p| format!("{} {:.1}", p.0, per_exec(p) / 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The median of each program's per-round averages.
@@ -342,10 +504,12 @@ fn bench() -> anyhow::Result<()> {
         claw,
         claw / landlock
     ));
+    exec_workloads(&ids, &Path::new(CGROUP_ROOT).join("claw/tools"))?;
     drop(container);
     drop(pod);
     daemon.stop()?;
-    for cgroup in [ten, many, Path::new(CGROUP_ROOT).join("claw")] {
+    let tools = Path::new(CGROUP_ROOT).join("claw/tools");
+    for cgroup in [ten, many, tools, Path::new(CGROUP_ROOT).join("claw")] {
         let _ = std::fs::remove_dir(cgroup);
     }
     Ok(())

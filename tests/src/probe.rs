@@ -23,7 +23,7 @@ vsock-socket | alg-socket | unix-socket | tcp-socket | sctp-socket | mptcp-socke
 listen ADDRESS:PORT | udp-bind ADDRESS:PORT | bind-fd FD IPV4:PORT | written-exec PATH | written-only PATH | rwx-map PATH | rw-then-rwx PATH | traceme | executable-heap | sysv-shm-create HEXKEY | sysv-shm-get HEXKEY | sysv-shm-attach ID | sysv-shm-rmid ID | \
 connect ADDRESS:PORT | sendto ADDRESS:PORT | dns-query[-tcp] SERVER:PORT NAME | raw-socket | packet-socket | bind-mount FROM TO | \
 chroot DIR | unix-connect PATH|@ABSTRACT | unix-sendto PATH | open-loop ALLOWED OTHER COUNT | time-open PATH COUNT | \
-time-open-landlock PATH COUNT PREFIX... | init-module | delete-module NAME | umount DIR";
+time-open-landlock PATH COUNT PREFIX... | exec-landlock RULES PROGRAM ARG... | init-module | delete-module NAME | umount DIR";
 
 pub fn run(args: &[String]) -> ExitCode {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
@@ -166,6 +166,7 @@ pub fn run(args: &[String]) -> ExitCode {
         ("connect-storm", 5) => return connect_storm(arg(1), arg(2), arg(3), arg(4), "0"),
         ("connect-storm", 6) => return connect_storm(arg(1), arg(2), arg(3), arg(4), arg(5)),
         ("time-open", 3) => return time_open(arg(1), arg(2)),
+        ("exec-landlock", n) if n >= 4 => return exec_landlock(arg(1), &args[2..]),
         ("time-open-landlock", n) if n >= 4 => {
             if let Err(err) = landlock_read_only(&args[3..]) {
                 eprintln!("probe: landlock: {err}");
@@ -1029,6 +1030,52 @@ fn time_open(path: &str, count: &str) -> ExitCode {
     }
     println!("{}", start.elapsed().as_nanos() / u128::from(count));
     ExitCode::SUCCESS
+}
+
+/// Runs PROGRAM under a Landlock ruleset made of RULES: `none` (no ruleset), or `;`-separated
+/// `KIND:PATH,PATH...` with KIND `read` (read files, list directories), `write` (the write
+/// rights), `exec` (execute, read) or `libraries` (read) — claw's rule kinds as Landlock has
+/// them. Paths that do not exist are left out (as claw's rules for them match nothing).
+fn exec_landlock(rules: &str, program: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    if rules != "none" {
+        if let Err(err) = landlock_rules(rules) {
+            eprintln!("probe: landlock: {err}");
+            return ExitCode::from(3);
+        }
+    }
+    let err = std::process::Command::new(&program[0])
+        .args(&program[1..])
+        .exec();
+    eprintln!("probe: exec {}: {err}", program[0]);
+    ExitCode::from(4)
+}
+
+fn landlock_rules(rules: &str) -> Result<(), landlock::RulesetError> {
+    use landlock::{
+        path_beneath_rules, Access as _, AccessFs, Ruleset, RulesetAttr as _,
+        RulesetCreatedAttr as _, ABI,
+    };
+    let abi = ABI::V2;
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?;
+    for rule in rules.split(';') {
+        let (kind, paths) = rule.split_once(':').unwrap_or((rule, ""));
+        let access = match kind {
+            "read" => AccessFs::ReadFile | AccessFs::ReadDir,
+            "write" => AccessFs::from_write(abi),
+            "exec" => AccessFs::Execute | AccessFs::ReadFile,
+            _ => AccessFs::ReadFile.into(),
+        };
+        let existing: Vec<&str> = paths
+            .split(',')
+            .filter(|p| !p.is_empty() && std::path::Path::new(p).exists())
+            .collect();
+        ruleset = ruleset.add_rules(path_beneath_rules(existing, access))?;
+    }
+    ruleset.restrict_self()?;
+    Ok(())
 }
 
 /// Restricts this process with Landlock to reading beneath `prefixes`.

@@ -5,6 +5,7 @@ mod collector;
 mod imports;
 mod kernels;
 mod links;
+mod record;
 mod run;
 mod setup;
 mod vm;
@@ -41,6 +42,9 @@ enum Task {
         /// to end beside a raw ring-buffer consumer, latency, loss and RSS, on this host.
         #[arg(value_enum, default_value = "kernel")]
         suite: Suite,
+        /// Put the table into docs/benchmarks.md, with the date (the last 3 runs are kept).
+        #[arg(long)]
+        record: bool,
     },
     /// rustfmt check; no import circles between the top-level modules of claw-agent, claw-ebpf
     /// and xtask; relative links and #anchors in README.md, policies/README.md and docs/**/*.md
@@ -62,9 +66,15 @@ fn main() -> ExitCode {
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
         Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz(seconds)),
-        Task::Bench { suite } => setup::ensure().and_then(|()| match suite {
-            Suite::Kernel => vm::bench(),
-            Suite::Events => bench_events(),
+        Task::Bench { suite, record } => setup::ensure().and_then(|()| {
+            let (name, table) = match suite {
+                Suite::Kernel => ("kernel", vm::bench()?),
+                Suite::Events => ("events", bench_events()?),
+            };
+            if record {
+                record::record(name, &table)?;
+            }
+            Ok(())
         }),
     };
     match result {
@@ -84,15 +94,23 @@ enum Suite {
 
 /// The events bench runs on this host (its cgroup network programs load here), on release
 /// builds of claw-agent, clawctl and the bench driver.
-fn bench_events() -> anyhow::Result<()> {
+/// Returns the table it printed.
+fn bench_events() -> anyhow::Result<Vec<String>> {
     run::cargo(&["build", "--release", "-p", "claw-agent", "-p", "claw-tests"])?;
     let release = run::workspace_root().join("target/release");
-    run::status(
+    let printed = run::output(
         std::process::Command::new(release.join("claw-vmtest"))
             .arg("bench-events")
             .arg(release.join("claw-agent"))
-            .arg(release.join("clawctl")),
-    )
+            .arg(release.join("clawctl"))
+            .stderr(std::process::Stdio::inherit()),
+    )?;
+    print!("{printed}");
+    Ok(printed
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Fuzz targets, from cargo-fuzz's layout in fuzz/.

@@ -107,16 +107,21 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark table of each kernel, measured in the VM.
-pub fn bench() -> anyhow::Result<()> {
+/// The benchmark table of each kernel, measured in the VM; returns the tables printed.
+pub fn bench() -> anyhow::Result<Vec<String>> {
     let kernels = kernels::ensure_all()?;
     let initramfs = build_initramfs()?;
+    let mut tables = Vec::new();
     for kernel in &kernels {
         let log = log_path(kernel, "bench");
         let outcome = boot(kernel, &initramfs, "bench", &log, false)?;
         println!();
+        if !tables.is_empty() {
+            tables.push(String::new());
+        }
         for line in &outcome.bench {
             println!("{line}");
+            tables.push(line.clone());
         }
         if !outcome.finished || outcome.exit_code != Some(0) || outcome.bench.is_empty() {
             bail!(
@@ -127,7 +132,7 @@ pub fn bench() -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(tables)
 }
 
 pub fn demo() -> anyhow::Result<()> {

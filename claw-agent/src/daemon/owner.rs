@@ -236,8 +236,9 @@ impl Owner {
             std::mem::replace(&mut self.compiled, prepared.compiled),
             std::mem::replace(&mut self.policy, prepared.policy),
         );
-        // Freeing a large policy takes a noticeable part of an apply: done beside it.
-        std::thread::spawn(move || drop(replaced));
+        // Freeing a large policy takes a noticeable part of an apply: done beside it (or here,
+        // when the system refuses the thread: the refused closure is dropped on this one).
+        let _ = std::thread::Builder::new().spawn(move || drop(replaced));
         Ok(())
     }
 

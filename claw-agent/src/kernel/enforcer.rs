@@ -152,6 +152,17 @@ pub struct InstalledAgent {
     pub resolved_names: bool,
 }
 
+impl InstalledAgent {
+    /// Entries of the agent's rules in the rule maps.
+    pub fn rule_count(&self) -> usize {
+        self.file_rules.len()
+            + self.net_rules.len()
+            + self.redirects.len()
+            + self.env_rules.len()
+            + self.device_keys.len()
+    }
+}
+
 /// A tool call's cgroup as installed: a child of its agent's, held to the agent's rules or to
 /// narrower ones of its own.
 #[derive(Debug, Clone)]
@@ -271,8 +282,10 @@ impl Enforcer {
             };
             // An agent whose rules did not change keeps its ruleset: a re-apply writes only the
             // rules of agents that changed (a swap of a ruleset of 10,000 rules costs seconds).
+            // The name too: records read after the switch are named by their ruleset.
             let unchanged = self.installed.iter().find(|old| {
                 old.cgroup_id == cgroup_id
+                    && old.name == agent.name
                     && old.file_rules == agent.file_rules
                     && old.net_rules == agent.net_rules
                     && old.redirects == agent.redirects

@@ -3,7 +3,7 @@
 //! listing the rulesets present and removing an earlier daemon's are one routine each, over the
 //! table; a new rule map is one row.
 
-use std::hash::Hash as StdHash;
+use std::{collections::HashMap as StdHashMap, hash::Hash as StdHash, sync::Mutex};
 
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapError},
@@ -182,6 +182,9 @@ static RULE_MAPS: [&dyn RuleMap; 5] = [
     },
 ];
 
+/// Entries from which a batch fills the rule maps side by side.
+const SIDE_BY_SIDE_FROM: usize = 10_000;
+
 /// What is done to each rule map.
 type MapWork = fn(&dyn RuleMap, &mut Map, &[InstalledAgent]) -> Result<(), MapError>;
 
@@ -196,45 +199,56 @@ impl Enforcer {
         self.each_rule_map(agents, |rules, map, agents| rules.remove(map, agents))
     }
 
-    /// `work` on every rule map, the maps side by side: each has a lock of its own in the
-    /// kernel, and an LPM trie takes microseconds per entry (seconds for 100 agents with
-    /// 10,000 rules).
+    /// `work` on every rule map. Large batches fill the maps side by side: each has a lock of
+    /// its own in the kernel, and an LPM trie takes microseconds per entry (seconds for 100
+    /// agents with 10,000 rules). The maps are a queue this thread works on too, so a helper
+    /// thread the system refuses only means one thread does it all; a small batch (a tool
+    /// call's) runs here alone. Errors are reported in RULE_MAPS order.
     fn each_rule_map(
         &mut self,
         agents: &[InstalledAgent],
         work: MapWork,
     ) -> Result<(), EnforcerError> {
-        let mut maps: Vec<(&dyn RuleMap, &mut Map)> = Vec::with_capacity(RULE_MAPS.len());
-        for (name, map) in self.ebpf.maps_mut() {
-            if let Some(rules) = RULE_MAPS.iter().find(|r| r.name() == name) {
-                maps.push((*rules, map));
-            }
+        let mut by_name: StdHashMap<&str, &mut Map> = self.ebpf.maps_mut().collect();
+        let mut queue: Vec<(usize, &dyn RuleMap, &mut Map)> = Vec::with_capacity(RULE_MAPS.len());
+        for (index, rules) in RULE_MAPS.iter().enumerate() {
+            let map = by_name
+                .remove(rules.name())
+                .ok_or_else(|| EnforcerError::Missing {
+                    what: "map",
+                    name: rules.name().to_owned(),
+                })?;
+            queue.push((index, *rules, map));
         }
-        if let Some(missing) = RULE_MAPS
-            .iter()
-            .find(|r| !maps.iter().any(|(m, _)| m.name() == r.name()))
-        {
-            return Err(EnforcerError::Missing {
-                what: "map",
-                name: missing.name().to_owned(),
-            });
-        }
+        let entries: usize = agents.iter().map(InstalledAgent::rule_count).sum();
+        let helpers = if entries < SIDE_BY_SIDE_FROM {
+            0
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+        };
+        let queue = Mutex::new(queue);
+        let results = Mutex::new(Vec::with_capacity(RULE_MAPS.len()));
+        let drain = || loop {
+            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some((index, rules, map)) = next else {
+                return;
+            };
+            let result = work(rules, map, agents).map_err(map_error(rules.name()));
+            results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((index, result));
+        };
         std::thread::scope(|scope| {
-            let running: Vec<_> = maps
-                .into_iter()
-                .map(|(rules, map)| {
-                    scope.spawn(move || work(rules, map, agents).map_err(map_error(rules.name())))
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|thread| {
-                    thread
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        })
+            for _ in 0..helpers {
+                // Refused: the queue is drained here anyway.
+                let _ = std::thread::Builder::new().spawn_scoped(scope, drain);
+            }
+            drain();
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
     }
 
     /// Every ruleset id the rule maps and AGENTS hold.

@@ -1,8 +1,9 @@
 //! The policy compiler: a parsed policy in, the exact entries of the kernel's maps out. Pure (no
 //! I/O), so every rule's meaning in the kernel is unit-tested here.
 //!
-//! Entries carry no ruleset id: the installer assigns a fresh one per agent on each apply, so that
-//! the new rules sit complete in the maps before the agent's cgroup is switched to them.
+//! Entries carry no ruleset id: the installer assigns a fresh one to each agent whose rules changed
+//! on an apply, so that the new rules sit complete in the maps before the agent's cgroup is
+//! switched to them (an agent whose rules did not change keeps its ruleset).
 
 mod files;
 mod guards;
