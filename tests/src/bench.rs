@@ -92,22 +92,37 @@ const TOOLS_LANDLOCK: &str = "read:/workspace/,/etc/ssl/certs/,/etc/gitconfig,/u
 exec:/usr/bin/busybox,/usr/bin/true,/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2;\
 libraries:/usr/lib/x86_64-linux-gnu/";
 
-/// Whole workloads, as a shell runs them: (name, script for busybox sh).
-const WORKLOADS: [(&str, &str); 2] = [
+/// Whole workloads, as a shell runs them: (name, script for busybox sh, interleaved rounds — a
+/// run of the loop takes half a minute under TCG).
+const WORKLOADS: [(&str, &str, usize); 2] = [
     (
         "shell loop, 1,000 execs of /usr/bin/true",
         "i=0; while [ $i -lt 1000 ]; do /usr/bin/true; i=$((i+1)); done",
+        3,
     ),
     (
         "tool call: cat|grep|sed, wc over 20 files x5",
         "for round in 1 2 3 4 5; do for f in /workspace/bench/*.txt; do \
          /usr/bin/cat $f | /usr/bin/grep needle | /usr/bin/sed s/needle/pin/ > /workspace/bench-out.txt; \
          /usr/bin/wc -l < /workspace/bench-out.txt > /dev/null; done; done",
+        7,
     ),
 ];
-const EXEC_ROUNDS: usize = 5;
 const TARGET_EXEC_VS_NONE: f64 = 1.15;
 const TARGET_EXEC_VS_LANDLOCK: f64 = 1.05;
+
+/// What claw's programs have denied since they were loaded (status counters).
+fn denied() -> anyhow::Result<u64> {
+    let status: serde_json::Value = serde_json::from_slice(
+        &Command::new(CLAWCTL)
+            .args(["status", "--json"])
+            .output()?
+            .stdout,
+    )?;
+    status["counters"]["denied"]
+        .as_u64()
+        .context("status --json without counters.denied")
+}
 
 /// Seconds one run of `script` takes: busybox sh started through the probe (with `rules` as a
 /// Landlock ruleset, or `none`), in `cgroup` if given.
@@ -157,31 +172,39 @@ fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
         std::fs::write(format!("/workspace/bench/f{file:02}.txt"), text)?;
     }
     line("");
-    line(&format!(
-        "exec workloads (busybox sh; wall time, medians of {EXEC_ROUNDS} interleaved rounds, ratios within each round)"
-    ));
+    line(
+        "exec workloads (busybox sh; wall time, medians of interleaved rounds in rotating order, ratios within each round)",
+    );
     line(&format!(
         "{:<46} {:>9} {:>9} {:>9}  {:>10}  {:>10}",
         "workload", "none s", "claw s", "landlock s", "claw/none", "claw/landlock"
     ));
-    for (name, script) in WORKLOADS {
+    for (name, script, rounds) in WORKLOADS {
         let (mut none, mut claw, mut landlock) = (vec![], vec![], vec![]);
         let (mut vs_none, mut vs_landlock) = (vec![], vec![]);
         let mut programs = vec![];
-        for _ in 0..EXEC_ROUNDS {
-            let n = time_workload(script, "none", None)?;
-            let mut c = 0.0;
-            programs.push(measure(ids, || {
-                c = time_workload(script, "none", Some(tools))?;
-                Ok(())
-            })?);
-            let l = time_workload(script, TOOLS_LANDLOCK, None)?;
+        let denied_before = denied()?;
+        for round in 0..rounds {
+            // Each round runs the three in another order, so that a place in the round (the
+            // first after the previous workload, say) favours none of them.
+            let (mut n, mut c, mut l) = (0.0, 0.0, 0.0);
+            for setup in (0..3).map(|i| (i + round) % 3) {
+                match setup {
+                    0 => n = time_workload(script, "none", None)?,
+                    1 => programs.push(measure(ids, || {
+                        c = time_workload(script, "none", Some(tools))?;
+                        Ok(())
+                    })?),
+                    _ => l = time_workload(script, TOOLS_LANDLOCK, None)?,
+                }
+            }
             vs_none.push(c / n);
             vs_landlock.push(c / l);
             none.push(n);
             claw.push(c);
             landlock.push(l);
         }
+        let denied_in_runs = denied()? - denied_before;
         let median = |values: &mut Vec<f64>| {
             values.sort_by(f64::total_cmp);
             values[values.len() / 2]
@@ -189,7 +212,7 @@ fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
         let (r_none, r_landlock) = (median(&mut vs_none), median(&mut vs_landlock));
         let verdict = |ratio: f64, target: f64| if ratio <= target { "met" } else { "NOT met" };
         line(&format!(
-            "{name:<46} {:>9.2} {:>9.2} {:>9.2}  {r_none:>10.2}  {r_landlock:>10.2}",
+            "{name:<46} {:>9.2} {:>9.2} {:>9.2}  {r_none:>10.2}  {r_landlock:>10.2}  ({rounds} rounds)",
             median(&mut none),
             median(&mut claw),
             median(&mut landlock),
@@ -206,17 +229,17 @@ fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
             .iter()
             .find(|p| p.0 == "lsm/bprm_check_security")
             .map_or(0, |p| p.2)
-            / EXEC_ROUNDS as u64;
+            / rounds as u64;
         if execs > 0 {
-            let per_exec =
-                |p: &(String, f64, u64)| p.1 * p.2 as f64 / EXEC_ROUNDS as f64 / execs as f64;
+            let per_exec = |p: &(String, f64, u64)| p.1 * p.2 as f64 / rounds as f64 / execs as f64;
             let mut costly: Vec<&(String, f64, u64)> = programs.iter().collect();
             costly.sort_by(|a, b| per_exec(b).total_cmp(&per_exec(a)));
             let total: f64 = programs.iter().map(per_exec).sum();
             line(&format!(
-                "{:<46} {execs} execs per run; claw's programs {:.1} us per exec: {}",
+                "{:<46} {execs} execs per run, {denied_in_runs} denied; claw's programs {:.1} us per exec ({:.1}% of the run): {}",
                 "",
                 total / 1000.0,
+                total * execs as f64 / 1e9 / median(&mut claw) * 100.0,
                 costly
                     .iter()
                     .take(4)

@@ -248,7 +248,7 @@ impl Enforcer {
         });
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
         results.sort_by_key(|(index, _)| *index);
-        results.into_iter().map(|(_, result)| result).collect()
+        results.into_iter().try_for_each(|(_, result)| result)
     }
 
     /// Every ruleset id the rule maps and AGENTS hold.
