@@ -158,6 +158,11 @@ fn time_workload(script: &str, rules: &str, cgroup: Option<&Path>) -> anyhow::Re
 /// Landlock with the same rules, interleaved in each round; and what claw's programs cost per
 /// exec in the agent.
 fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
+    // "none" and Landlock run in a cgroup beside the agent's, not an agent: every run pays the
+    // same for being in a child cgroup (its controllers charge each page and fork) and for
+    // being moved there, so that the ratios are claw's rules alone.
+    let outside = ScratchCgroup::create("claw/bench-outside")?;
+    let outside = Some(outside.0.as_path());
     std::fs::create_dir_all("/workspace/bench")?;
     for file in 0..20 {
         let text: String = (0..200)
@@ -190,12 +195,12 @@ fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
             let (mut n, mut c, mut l) = (0.0, 0.0, 0.0);
             for setup in (0..3).map(|i| (i + round) % 3) {
                 match setup {
-                    0 => n = time_workload(script, "none", None)?,
+                    0 => n = time_workload(script, "none", outside)?,
                     1 => programs.push(measure(ids, || {
                         c = time_workload(script, "none", Some(tools))?;
                         Ok(())
                     })?),
-                    _ => l = time_workload(script, TOOLS_LANDLOCK, None)?,
+                    _ => l = time_workload(script, TOOLS_LANDLOCK, outside)?,
                 }
             }
             vs_none.push(c / n);
