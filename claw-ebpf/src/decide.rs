@@ -80,18 +80,22 @@ fn nearest_agent(own: u64, ancestor_at: impl Fn(u16) -> u64) -> Option<(u64, Age
         return None;
     }
     // Deepest first: the nearest registered ancestor decides (a tool call's cgroup before its
-    // agent's, a nested agent's before its parent's).
-    let mut level = MAX_AGENT_LEVEL;
-    while level > 0 {
-        if levels & (1 << level) != 0 {
-            let ancestor = ancestor_at(level);
-            if ancestor != 0 && ancestor != own {
-                if let Some(found) = entry_of(ancestor) {
-                    return Some(found);
-                }
+    // agent's, a nested agent's before its parent's). Only the levels in use are visited (one
+    // or two on a node), not every level up to MAX_AGENT_LEVEL: this runs for every process
+    // whose own cgroup is no agent's, unmanaged ones included.
+    let mut remaining = levels & !1;
+    for _ in 0..MAX_AGENT_LEVEL {
+        if remaining == 0 {
+            break;
+        }
+        let level = 63 - remaining.leading_zeros();
+        remaining &= !(1u64 << level);
+        let ancestor = ancestor_at(level as u16);
+        if ancestor != 0 && ancestor != own {
+            if let Some(found) = entry_of(ancestor) {
+                return Some(found);
             }
         }
-        level -= 1;
     }
     None
 }

@@ -111,6 +111,20 @@ const WORKLOADS: [(&str, &str, usize); 2] = [
 const TARGET_EXEC_VS_NONE: f64 = 1.15;
 const TARGET_EXEC_VS_LANDLOCK: f64 = 1.05;
 
+/// The distinct denials of the `tools` agent in the audit log: "comm op object".
+fn tools_denials() -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for file in claw_agent::events::audit::files_of(Path::new(claw_agent::defaults::AUDIT_LOG)) {
+        for event in claw_agent::events::audit::events_of(&file) {
+            if event.kind.as_str() == "deny" && event.agent == "tools" {
+                let object = event.object().unwrap_or("-").to_owned();
+                seen.insert(format!("{} {} {object}", event.comm, event.op));
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
 /// What claw's programs have denied since they were loaded (status counters).
 fn denied() -> anyhow::Result<u64> {
     let status: serde_json::Value = serde_json::from_slice(
@@ -253,6 +267,14 @@ fn exec_workloads(ids: &[(String, u32)], tools: &Path) -> anyhow::Result<()> {
                     .join(", ")
             ));
         }
+    }
+    let denials = tools_denials();
+    if !denials.is_empty() {
+        line(&format!(
+            "{:<46} denied to the agent: {}",
+            "",
+            denials.join("; ")
+        ));
     }
     Ok(())
 }
