@@ -117,7 +117,16 @@ fn tools_denials() -> Vec<String> {
     for file in claw_agent::events::audit::files_of(Path::new(claw_agent::defaults::AUDIT_LOG)) {
         for event in claw_agent::events::audit::events_of(&file) {
             if event.kind.as_str() == "deny" && event.agent == "tools" {
-                let object = event.object().unwrap_or("-").to_owned();
+                // One line for every process's own /proc entry: /proc/PID/... as /proc/PID/...
+                let object: String = match event.object().unwrap_or("-").split_once("/proc/") {
+                    Some(("", rest)) => match rest.split_once('/') {
+                        Some((pid, tail)) if pid.bytes().all(|b| b.is_ascii_digit()) => {
+                            format!("/proc/PID/{tail}")
+                        }
+                        _ => format!("/proc/{rest}"),
+                    },
+                    _ => event.object().unwrap_or("-").to_owned(),
+                };
                 seen.insert(format!("{} {} {object}", event.comm, event.op));
             }
         }
