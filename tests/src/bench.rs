@@ -19,7 +19,7 @@ use aya::{
 use claw_agent::{kernel::btf::Btf, policy::compile::FileRule};
 use claw_common::{access, mode, AgentEntry, PathRuleKey};
 use claw_tests::harness::{
-    in_cgroup, Daemon, ScratchCgroup, CGROUP_ROOT, CLAWCTL, DAEMON_LOG, VMTEST,
+    in_cgroup_if, Daemon, ScratchCgroup, CGROUP_ROOT, CLAWCTL, DAEMON_LOG, VMTEST,
 };
 
 const FILE: &str = "/workspace/hello.txt";
@@ -163,13 +163,7 @@ fn time_workload(script: &str, rules: &str, cgroup: Option<&Path>) -> anyhow::Re
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    let (mut command, _procs) = match cgroup {
-        Some(cgroup) => {
-            let (command, procs) = in_cgroup(command, cgroup)?;
-            (command, Some(procs))
-        }
-        None => (command, None),
-    };
+    let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
     let started = std::time::Instant::now();
     let status = command.status()?;
     let seconds = started.elapsed().as_secs_f64();
@@ -350,13 +344,7 @@ fn time_opens(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<f64> {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let (mut command, _procs) = match cgroup {
-        Some(cgroup) => {
-            let (command, procs) = in_cgroup(command, cgroup)?;
-            (command, Some(procs))
-        }
-        None => (command, None),
-    };
+    let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
     let out = command.output()?;
     ensure!(
         out.status.success(),

@@ -203,6 +203,20 @@ pub fn in_cgroup(mut command: Command, cgroup: &Path) -> anyhow::Result<(Command
     Ok((command, procs))
 }
 
+/// [`in_cgroup`] when `cgroup` is given; `command` as it is otherwise.
+pub fn in_cgroup_if(
+    command: Command,
+    cgroup: Option<&Path>,
+) -> anyhow::Result<(Command, Option<File>)> {
+    Ok(match cgroup {
+        Some(cgroup) => {
+            let (command, procs) = in_cgroup(command, cgroup)?;
+            (command, Some(procs))
+        }
+        None => (command, None),
+    })
+}
+
 /// Runs `claw-vmtest probe ARGS` inside `cgroup` (if given); returns (pid, errno or 0).
 pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)> {
     let mut command = Command::new(VMTEST);
@@ -211,13 +225,7 @@ pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)>
         .args(args)
         .stderr(Stdio::null())
         .stdout(Stdio::null());
-    let (mut command, _procs) = match cgroup {
-        Some(cgroup) => {
-            let (command, procs) = in_cgroup(command, cgroup)?;
-            (command, Some(procs))
-        }
-        None => (command, None),
-    };
+    let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
     let mut child = command.spawn().context("starting the probe")?;
     let pid = child.id();
     let status = child.wait()?;
@@ -231,13 +239,7 @@ pub fn probe(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(u32, i32)>
 pub fn probe_output(args: &[&str], cgroup: Option<&Path>) -> anyhow::Result<(i32, String)> {
     let mut command = Command::new(VMTEST);
     command.arg("probe").args(args).stderr(Stdio::null());
-    let (mut command, _procs) = match cgroup {
-        Some(cgroup) => {
-            let (command, procs) = in_cgroup(command, cgroup)?;
-            (command, Some(procs))
-        }
-        None => (command, None),
-    };
+    let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
     let output = command.output().context("starting the probe")?;
     let code = output
         .status

@@ -30,7 +30,7 @@ use crate::{
     },
     policy::{
         compile::{self, Compiled, CompiledAgent},
-        describe::{self},
+        describe,
         prepare::{prepare, PrepareError, Prepared},
         Policy, RunSpec,
     },

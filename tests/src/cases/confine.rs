@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-use claw_tests::harness::{expect, in_cgroup, probe, VMTEST};
+use claw_tests::harness::{expect, in_cgroup_if, probe, VMTEST};
 
 use super::{named, runtime, tools, Runner, AGENT_SOCKET, ALLOWED_FILE, CGROUP_ROOT, EPERM};
 
@@ -21,13 +21,8 @@ impl Sleeper {
     pub(super) fn start(cgroup: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut command = std::process::Command::new(VMTEST);
         command.args(["probe", "sleep", "120"]);
-        let child = match cgroup {
-            Some(cgroup) => {
-                let (mut command, _procs) = in_cgroup(command, cgroup)?;
-                command.spawn()?
-            }
-            None => command.spawn()?,
-        };
+        let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
+        let child = command.spawn()?;
         Ok(Self(child))
     }
 

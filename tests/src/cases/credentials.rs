@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _};
-use claw_tests::harness::{expect, in_cgroup, CLAWCTL, VMTEST};
+use claw_tests::harness::{expect, in_cgroup, in_cgroup_if, CLAWCTL, VMTEST};
 
 use super::{
     calls::story_with, limited, named, runtime, tools, Runner, ALLOWED_FILE, EPERM, POLICY_PATH,
@@ -46,13 +46,8 @@ fn started_with(
         .env(name, value)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    Ok(match cgroup {
-        Some(cgroup) => {
-            let (mut command, _procs) = in_cgroup(command, cgroup)?;
-            command.status()?
-        }
-        None => command.status()?,
-    })
+    let (mut command, _procs) = in_cgroup_if(command, cgroup)?;
+    Ok(command.status()?)
 }
 
 pub fn run(runner: &mut Runner) {
