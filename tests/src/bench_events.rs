@@ -75,14 +75,24 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        // Only the agents' cgroups the bench's policies name, one level below its own.
+        // Only the agents' cgroups the bench's policies name, one level below its own. A
+        // process that was just killed may still be leaving one (EBUSY): tried again for a
+        // while, so that a failed run leaves nothing behind either.
         let base = self.root.join(&self.base);
-        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir(entry.path());
+        for _ in 0..50 {
+            for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+            match std::fs::remove_dir(&base) {
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => return,
             }
         }
-        let _ = std::fs::remove_dir(base);
+        eprintln!("bench-events: {} could not be removed", base.display());
     }
 }
 
