@@ -18,14 +18,17 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use aya::maps::{LpmTrie, MapData};
 use claw_agent::{
     kernel::{
         enforcer::{Coverage, Enforcer},
         handover::ReportLimits,
+        insert_batched,
         load::LoadOptions,
     },
     policy::prepare::prepare,
 };
+use claw_common::{NetRuleKey, NetRuleValue, PathRuleKey};
 use claw_tests::harness::{audit_accounts, in_cgroup, PrivateBpffs};
 use serde_json::Value;
 
@@ -382,6 +385,8 @@ struct Scale {
     apply_same: f64,
     apply_one_changed: f64,
     start_parts: [(&'static str, f64); 3],
+    /// The same entries into two bare LPM tries, side by side, in the fewest syscalls.
+    kernel_floor: f64,
 }
 
 /// The scale policy: SCALE_AGENTS agents with SCALE_FILE_RULES paths and SCALE_CONNECT_RULES
@@ -427,6 +432,7 @@ fn scale(claw_agent: &Path, clawctl: &Path, root: &Path) -> anyhow::Result<Scale
     std::fs::write(&policy, scale_policy(&cgroups.base, false))?;
     let changed = dir.path().join("scale-changed.yaml");
     std::fs::write(&changed, scale_policy(&cgroups.base, true))?;
+    let kernel_floor = kernel_floor(&policy)?;
     let socket = dir.path().join("claw.sock");
     let log_path = dir.path().join("claw-agent.log");
     let started = Instant::now();
@@ -481,7 +487,48 @@ fn scale(claw_agent: &Path, clawctl: &Path, root: &Path) -> anyhow::Result<Scale
             ("load programs", part("load_ms")),
             ("rules into the kernel's maps", part("install_ms")),
         ],
+        kernel_floor,
     })
+}
+
+/// What the kernel alone takes for the scale policy's rule entries: compiled by claw (not
+/// timed), then put into two bare LPM tries of claw's key and value types — paths on one thread,
+/// destinations on another, as claw fills its maps — with the fewest syscalls. No program is
+/// attached to them.
+fn kernel_floor(policy: &Path) -> anyhow::Result<f64> {
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let prepared = prepare(policy, &Default::default()).map_err(anyhow::Error::msg)?;
+    let agents = prepared.compiled.agents.iter().zip(1u32..);
+    let paths: Vec<_> = agents
+        .clone()
+        .flat_map(|(agent, ruleset)| {
+            agent
+                .file_rules
+                .iter()
+                .map(move |r| (r.key(ruleset), r.access))
+        })
+        .collect();
+    let destinations: Vec<_> = agents
+        .flat_map(|(agent, ruleset)| {
+            agent
+                .net_rules
+                .iter()
+                .map(move |r| (r.key(ruleset), r.value()))
+        })
+        .collect();
+    let path_trie = LpmTrie::<MapData, PathRuleKey, u32>::create(1 << 21, BPF_F_NO_PREALLOC)?;
+    let net_trie =
+        LpmTrie::<MapData, NetRuleKey, NetRuleValue>::create(1 << 21, BPF_F_NO_PREALLOC)?;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let paths = scope.spawn(|| insert_batched(&path_trie, paths.into_iter()));
+        insert_batched(&net_trie, destinations.into_iter())?;
+        paths
+            .join()
+            .map_err(|_| anyhow::anyhow!("the path thread panicked"))??;
+        anyhow::Ok(())
+    })?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
@@ -644,6 +691,12 @@ fn bench(claw_agent: &Path, clawctl: &Path) -> anyhow::Result<()> {
             .map(|(name, seconds)| format!("{name} {seconds:.2} s"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    let [.., (_, into_maps)] = scale.start_parts;
+    println!(
+        "    the kernel alone, the same entries into two bare LPM tries side by side: {:.2} s (claw's {:.2} of it)",
+        scale.kernel_floor,
+        into_maps / scale.kernel_floor
     );
     println!(
         "  live re-apply of the same policy            {:>10.2} s (target <= {TARGET_SCALE_SECONDS} s: {})",

@@ -17,6 +17,7 @@ mod grants;
 pub mod handover;
 pub mod load;
 mod maps;
+pub use maps::insert_batched;
 mod object;
 pub use object::release_object_pages;
 pub mod pins;
