@@ -1,6 +1,8 @@
 //! The benchmark's yardstick, not part of claw: the least a path-checking file_open program can
 //! do — look up the task's cgroup, resolve the path, one LPM trie lookup — with nothing else
 //! (no open-mode decoding, no counters, no events). `cargo xtask bench` runs it beside claw's.
+//! A task whose own cgroup is not registered is looked up once more, by its ancestor at
+//! AGENT_LEVEL: the least finding the agent of a cgroup below it (a container in a pod) adds.
 #![no_std]
 #![no_main]
 
@@ -8,7 +10,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::path,
-    helpers::{bpf_d_path, bpf_get_current_cgroup_id, generated::bpf_probe_read_kernel},
+    helpers::{
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
+        generated::bpf_probe_read_kernel,
+    },
     macros::{lsm, map},
     maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray},
     programs::LsmContext,
@@ -34,12 +39,29 @@ static BASELINE_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1,
 #[no_mangle]
 static FILE_F_PATH: u64 = 0;
 
+/// The level of the registered cgroup in the cgroup tree (0: none; the root cgroup is never one).
+#[no_mangle]
+static AGENT_LEVEL: u64 = 0;
+
 #[lsm(hook = "file_open")]
 pub fn baseline_file_open(ctx: LsmContext) -> i32 {
     // SAFETY: helper without preconditions; the map value is copied out.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let Some(agent) = (unsafe { BASELINE_AGENTS.get(cgroup_id) }).copied() else {
-        return 0;
+    let agent = match unsafe { BASELINE_AGENTS.get(cgroup_id) } {
+        Some(agent) => *agent,
+        None => {
+            // SAFETY: a global set at load.
+            let level = unsafe { core::ptr::read_volatile(&AGENT_LEVEL) };
+            if level == 0 {
+                return 0;
+            }
+            // SAFETY: helper without preconditions; the map value is copied out.
+            let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            let Some(agent) = (unsafe { BASELINE_AGENTS.get(ancestor) }).copied() else {
+                return 0;
+            };
+            agent
+        }
     };
     let Some(scratch) = BASELINE_SCRATCH.get_ptr_mut(0) else {
         return 0;

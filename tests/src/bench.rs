@@ -370,13 +370,19 @@ fn bench() -> anyhow::Result<()> {
     line(&format!("kernel {}", kernel.trim()));
 
     // The yardstick, on a cgroup of its own, attached for the whole run.
-    let yard = ScratchCgroup::create("claw-bench-yardstick")?;
+    const YARD: &str = "claw-bench-yardstick";
+    let yard = ScratchCgroup::create(YARD)?;
+    // The same tree below the yardstick's cgroup as below the agent's (dropped first).
+    let _yard_pod = ScratchCgroup::create(&format!("{YARD}/pod"))?;
+    let yard_container = ScratchCgroup::create(&format!("{YARD}/pod/container"))?;
+    let yard_level = YARD.split('/').count() as u64;
     let f_path = u64::from(
         Btf::from_file(Path::new(claw_agent::defaults::VMLINUX_BTF))?
             .member_offset("file", "f_path")?,
     );
     let mut ebpf = EbpfLoader::new()
         .override_global("FILE_F_PATH", &f_path, true)
+        .override_global("AGENT_LEVEL", &yard_level, true)
         .load(claw_agent::kernel::baseline::OBJECT)?;
     let cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&yard.0)?);
     let mut agents: BpfHashMap<_, u64, AgentEntry> =
@@ -433,10 +439,12 @@ fn bench() -> anyhow::Result<()> {
         |cgroup: Option<&Path>| time_opens(&["time-open", FILE, OPENS], cgroup).map(drop);
 
     // Rounds interleave the scenarios, so that drift in the machine touches them all alike.
-    let (mut yard_runs, mut unmanaged, mut ten_runs, mut many_runs, mut deep_runs) =
+    let (mut yard_runs, mut yard_deep_runs, mut unmanaged, mut ten_runs, mut many_runs) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut deep_runs = vec![];
     for _ in 0..ROUNDS {
         yard_runs.push(measure(&yardstick, || open_loop(Some(&yard.0)))?);
+        yard_deep_runs.push(measure(&yardstick, || open_loop(Some(&yard_container.0)))?);
         unmanaged.push(measure(&ids, || open_loop(None))?);
         ten_runs.push(measure(&ids, || open_loop(Some(&ten)))?);
         many_runs.push(measure(&ids, || open_loop(Some(&many)))?);
@@ -464,8 +472,10 @@ fn bench() -> anyhow::Result<()> {
     let ten_ratio = paired(&ten_runs, &yard_runs);
     let many_ratio = paired(&many_runs, &ten_runs);
     let deep_ratio = paired(&deep_runs, &ten_runs);
-    let (yard_runs, unmanaged, ten_runs, many_runs, deep_runs) = (
+    let yard_deep_ratio = paired(&yard_deep_runs, &yard_runs);
+    let (yard_runs, yard_deep_runs, unmanaged, ten_runs, many_runs, deep_runs) = (
         medians(&yard_runs),
+        medians(&yard_deep_runs),
         medians(&unmanaged),
         medians(&ten_runs),
         medians(&many_runs),
@@ -518,6 +528,12 @@ fn bench() -> anyhow::Result<()> {
         file_open(&deep_runs),
         deep_ratio,
         verdict(deep_ratio, 1.10)
+    ));
+    line(&format!(
+        "{:<46} {:>8.0}  {:.2} of its own (the least the ancestor lookup adds)",
+        "yardstick file_open, its cgroup 2 levels below",
+        yard_deep_runs.first().map_or(f64::NAN, |r| r.1),
+        yard_deep_ratio
     ));
     for (scenario, runs) in [
         ("agent, 10 rules", &ten_runs),
