@@ -30,12 +30,7 @@ fn install(verbose: bool) -> anyhow::Result<()> {
     if !missing.is_empty() {
         eprintln!("setup: installing Debian packages {}", missing.join(" "));
         apt::update()?;
-        run::status(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        apt::install(&missing)?;
     } else if verbose {
         eprintln!("setup: Debian packages present");
     }
