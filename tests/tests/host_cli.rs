@@ -76,6 +76,74 @@ fn claw_agent_refuses_without_bpf_lsm_and_creates_nothing() {
     );
 }
 
+/// The preflight on this host: BPF LSM built and listed, but trampolines refused (EPERM), so
+/// network rules only and exit code 1; Landlock found; nothing mounted, pinned or created. On a
+/// host that can run BPF LSM this fails loudly, as the test above does.
+#[test]
+fn check_reports_this_hosts_coverage_and_changes_nothing() {
+    // In a mount namespace of its own, so that what other tests mount meanwhile does not count.
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"cat /proc/self/mountinfo > "$1/before"; "$2" --check --json; code=$?; cat /proc/self/mountinfo > "$1/after"; exit $code"#)
+        .arg("sh")
+        .arg(scratch.path())
+        .arg(claw_agent())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["coverage"], "degraded", "{report}");
+    assert_eq!(report["full"], false);
+    let verdict = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {report}"))
+            .clone()
+    };
+    let trampolines = verdict("BPF trampolines");
+    assert_eq!(trampolines["verdict"], "fail", "{trampolines}");
+    assert!(
+        trampolines["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
+        "{trampolines}"
+    );
+    assert_eq!(verdict("BPF LSM built")["verdict"], "ok");
+    assert_eq!(verdict("cgroup programs")["verdict"], "ok");
+    let cgroup = verdict("cgroup v2");
+    assert!(
+        cgroup["detail"].as_str().unwrap().starts_with("hybrid"),
+        "{cgroup}"
+    );
+    let landlock = verdict("Landlock");
+    assert!(
+        landlock["detail"].as_str().unwrap().starts_with("ABI "),
+        "{landlock}"
+    );
+    let kinds = report["enforcement"].as_array().unwrap();
+    let enforced = |rules: &str| {
+        kinds
+            .iter()
+            .find(|k| k["rules"].as_str().unwrap().starts_with(rules))
+            .unwrap()["enforced"]
+            .clone()
+    };
+    assert_eq!(enforced("files"), false);
+    assert_eq!(enforced("connect"), true);
+    let mounts = |name| std::fs::read_to_string(scratch.path().join(name)).unwrap();
+    assert_eq!(
+        mounts("before"),
+        mounts("after"),
+        "--check mounted something"
+    );
+}
+
 #[test]
 fn claw_agent_reports_policy_errors_with_position() {
     let scratch = tempfile::tempdir().unwrap();

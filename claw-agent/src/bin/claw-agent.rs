@@ -9,7 +9,7 @@ use clap::Parser;
 use claw_agent::{
     daemon,
     export::config,
-    kernel::{handover::ReportLimits, pins::Pins},
+    kernel::{handover::ReportLimits, pins::Pins, preflight},
     policy::compile::Sockets,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,8 +19,17 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version)]
 struct Args {
     /// The policy file (YAML).
-    #[arg(long, value_name = "FILE", required_unless_present = "uninstall")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["uninstall", "check"])]
     policy: Option<PathBuf>,
+    /// Check this machine and exit: kernel BTF, BPF LSM (built, active, and the boot parameter
+    /// that activates it), BPF trampolines, cgroup v2, Landlock, bpffs; the coverage claw would
+    /// run with and what enforces each kind of rule. Nothing is pinned, attached or mounted.
+    /// Exit code 0: full enforcement is possible; 1: it is not.
+    #[arg(long, conflicts_with_all = ["policy", "uninstall"])]
+    check: bool,
+    /// With --check: the report as JSON.
+    #[arg(long, requires = "check")]
+    json: bool,
     /// Remove everything claw pinned (the programs detach, the maps go) and exit: enforcement
     /// ends. Stop claw-agent first; a stopped or killed claw-agent leaves enforcement in place.
     #[arg(long, conflicts_with = "policy")]
@@ -83,6 +92,28 @@ struct Args {
     ring_buffer_mib: u32,
 }
 
+/// `--check`: the preflight's report; success only where full enforcement is possible.
+fn check(vmlinux_btf: &Path, lsm_list: &Path, json: bool) -> ExitCode {
+    let facts = preflight::Facts::of_this_machine(vmlinux_btf, lsm_list);
+    let report = preflight::Report::of(&facts);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("claw-agent: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.full {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn ring_buffer_mib(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(mib) if mib.is_power_of_two() && mib <= 1024 => Ok(mib),
@@ -106,6 +137,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.check {
+        return check(&args.vmlinux_btf, &args.lsm_list, args.json);
+    }
     let Some(policy) = args.policy else {
         return uninstall(&args.bpffs, &args.socket);
     };

@@ -72,7 +72,7 @@ impl Enforcer {
             coverage,
             report_limits,
             ring_buffer_bytes,
-            &pins,
+            Some(&pins),
         )?;
         let absent_hooks = load_programs(&mut ebpf, coverage, &lsm_list)?;
         let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -109,13 +109,13 @@ impl Enforcer {
 
 /// claw's object with the kernel's struct offsets (from `vmlinux_btf`), the report limits, the
 /// ring buffer's size and, degraded, the tracepoints' field offsets set; its maps pinned (or
-/// adopted) in `pins`. Nothing is loaded into the kernel yet but the maps.
+/// adopted) in `pins`, if given. Nothing is loaded into the kernel yet but the maps.
 fn object_with_globals(
     vmlinux_btf: &Path,
     coverage: Coverage,
     report_limits: ReportLimits,
     ring_buffer_bytes: u32,
-    pins: &Pins,
+    pins: Option<&Pins>,
 ) -> Result<Ebpf, EnforcerError> {
     let btf = Btf::from_file(vmlinux_btf)?;
     let mut offsets = Vec::new();
@@ -127,8 +127,10 @@ fn object_with_globals(
         .fold(0, |bits, (cap, _)| bits | 1 << cap);
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(maps::EVENTS, ring_buffer_bytes);
-    for name in PINNED_MAPS {
-        loader.map_pin_path(name, pins.map(name));
+    if let Some(pins) = pins {
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
     }
     for (global, offset) in &offsets {
         loader.override_global(global, offset, true);
@@ -196,41 +198,55 @@ fn load_programs(
         }
     }
     if coverage == Coverage::Full {
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
-        for program in catalogue::lsm_programs() {
-            let hook = format!("bpf_lsm_{}", program.name);
-            if catalogue::NEWER_HOOKS.contains(&program.name)
-                && kernel_btf
-                    .id_by_type_name_kind(&hook, aya_obj::btf::BtfKind::Func)
-                    .is_err()
-            {
-                tracing::info!(
-                    hook = program.name,
-                    "this kernel has no such LSM hook: what it decides on newer kernels passes an attached hook here"
-                );
-                absent.push(program.name);
-                continue;
-            }
-            lsm_program(ebpf, program.name)?
-                .load(program.name, &kernel_btf)
-                .map_err(|err| EnforcerError::LsmRefused {
-                    hook: program.name,
-                    reason: refusal_reason(&err),
-                })?;
-        }
-        for program in catalogue::fentry_programs() {
-            let catalogue::Attach::Fentry { function } = program.attach else {
-                continue;
-            };
-            fentry_program(ebpf, program.name)?
-                .load(function, &kernel_btf)
-                .map_err(|err| EnforcerError::Load {
-                    program: program.hook(),
-                    reason: refusal_reason(&err),
-                })?;
-        }
-        check_lsm_active(lsm_list)?;
+        absent = load_lsm_programs(ebpf, lsm_list)?;
     }
+    load_cgroup_programs(ebpf)?;
+    Ok(absent)
+}
+
+/// Loads the LSM and fentry programs and checks that BPF LSM is active. Returns the hooks of
+/// `catalogue::NEWER_HOOKS` this kernel does not have (not loaded).
+fn load_lsm_programs(ebpf: &mut Ebpf, lsm_list: &Path) -> Result<Vec<&'static str>, EnforcerError> {
+    let mut absent = Vec::new();
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(EnforcerError::KernelBtf)?;
+    for program in catalogue::lsm_programs() {
+        let hook = format!("bpf_lsm_{}", program.name);
+        if catalogue::NEWER_HOOKS.contains(&program.name)
+            && kernel_btf
+                .id_by_type_name_kind(&hook, aya_obj::btf::BtfKind::Func)
+                .is_err()
+        {
+            tracing::info!(
+                hook = program.name,
+                "this kernel has no such LSM hook: what it decides on newer kernels passes an attached hook here"
+            );
+            absent.push(program.name);
+            continue;
+        }
+        lsm_program(ebpf, program.name)?
+            .load(program.name, &kernel_btf)
+            .map_err(|err| EnforcerError::LsmRefused {
+                hook: program.name,
+                reason: refusal_reason(&err),
+            })?;
+    }
+    for program in catalogue::fentry_programs() {
+        let catalogue::Attach::Fentry { function } = program.attach else {
+            continue;
+        };
+        fentry_program(ebpf, program.name)?
+            .load(function, &kernel_btf)
+            .map_err(|err| EnforcerError::Load {
+                program: program.hook(),
+                reason: refusal_reason(&err),
+            })?;
+    }
+    check_lsm_active(lsm_list)?;
+    Ok(absent)
+}
+
+/// Loads the cgroup device and socket-address programs (both coverages run them).
+fn load_cgroup_programs(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
     device_program(ebpf)?
         .load()
         .map_err(|err| EnforcerError::Load {
@@ -245,7 +261,34 @@ fn load_programs(
                 reason: refusal_reason(&err),
             })?;
     }
-    Ok(absent)
+    Ok(())
+}
+
+/// What loading claw's programs on this kernel gives, tried without pinning or attaching
+/// anything (the preflight's question): whether BPF LSM is usable and active, and whether the
+/// cgroup programs load.
+pub struct LoadProbe {
+    pub lsm: Result<(), EnforcerError>,
+    pub cgroup_programs: Result<(), EnforcerError>,
+}
+
+/// Loads claw's object as a full-coverage start would, with maps that are neither pinned nor
+/// filled and programs that are never attached; all of it is gone when this returns.
+pub fn probe(vmlinux_btf: &Path, lsm_list: &Path) -> Result<LoadProbe, EnforcerError> {
+    // The smallest ring buffer the kernel takes: nothing is ever written to it.
+    const PROBE_RING_BYTES: u32 = 1 << 16;
+    let limits = ReportLimits {
+        identical_per_second: 0,
+        agent_per_second: 0,
+    };
+    let mut ebpf =
+        object_with_globals(vmlinux_btf, Coverage::Full, limits, PROBE_RING_BYTES, None)?;
+    let lsm = load_lsm_programs(&mut ebpf, lsm_list).map(drop);
+    let cgroup_programs = load_cgroup_programs(&mut ebpf);
+    Ok(LoadProbe {
+        lsm,
+        cgroup_programs,
+    })
 }
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.

@@ -21,5 +21,6 @@ pub use maps::insert_batched;
 mod object;
 pub use object::release_object_pages;
 pub mod pins;
+pub mod preflight;
 pub mod status;
 pub mod tracefs;

@@ -45,7 +45,8 @@ pub struct Pins {
     generation: String,
 }
 
-fn is_bpffs(path: &Path) -> bool {
+/// Whether `path` is the root of a mounted BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };

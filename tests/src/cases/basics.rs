@@ -29,6 +29,88 @@ pub fn before_daemon(runner: &mut Runner) {
         "daemon_refuses_when_bpf_lsm_inactive",
         refuses_when_lsm_inactive(),
     );
+    runner.check(
+        "check_reports_full_coverage_and_pins_nothing",
+        check_reports_full_coverage(),
+    );
+    runner.check(
+        "check_without_bpf_in_lsm_list_names_the_boot_parameter",
+        check_names_boot_parameter(),
+    );
+}
+
+/// `claw-agent --check --json` with `extra` arguments: its exit code and report.
+fn preflight(extra: &[&str]) -> anyhow::Result<(Option<i32>, Value)> {
+    let out = Command::new(CLAW_AGENT)
+        .args(["--check", "--json"])
+        .args(extra)
+        .output()?;
+    let report = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "--check printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out.status.code(), report))
+}
+
+fn check_verdict<'a>(report: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .with_context(|| format!("no check {name:?} in {report}"))
+}
+
+/// On Debian's kernels with BPF LSM active, the preflight finds full enforcement possible and
+/// every rule kind enforced, and leaves nothing pinned behind.
+fn check_reports_full_coverage() -> anyhow::Result<()> {
+    let (code, report) = preflight(&[])?;
+    ensure!(code == Some(0), "--check exit code {code:?}: {report}");
+    ensure!(
+        report["coverage"] == "full" && report["full"] == true,
+        "{report}"
+    );
+    for name in [
+        "kernel BTF",
+        "BPF LSM built",
+        "BPF LSM active",
+        "BPF trampolines",
+        "cgroup v2",
+        "cgroup programs",
+    ] {
+        let check = check_verdict(&report, name)?;
+        ensure!(check["verdict"] == "ok", "{name}: {check}");
+    }
+    let kinds = report["enforcement"].as_array().context("enforcement")?;
+    let file_rules = kinds.first().context("no rule kinds")?;
+    ensure!(
+        file_rules["enforced"] == true && file_rules["by"] == "BPF LSM",
+        "{file_rules}"
+    );
+    ensure!(
+        !Path::new(claw_agent::defaults::PIN_DIR).exists(),
+        "--check left {} behind",
+        claw_agent::defaults::PIN_DIR
+    );
+    Ok(())
+}
+
+/// Ubuntu's situation (BPF LSM built, `bpf` not in the LSM list): network rules only, exit 1,
+/// and the exact boot parameter to add.
+fn check_names_boot_parameter() -> anyhow::Result<()> {
+    let list = "/tmp/lsm-list-like-ubuntu";
+    std::fs::write(list, "lockdown,capability,landlock,yama,apparmor\n")?;
+    let (code, report) = preflight(&["--lsm-list", list])?;
+    ensure!(code == Some(1), "--check exit code {code:?}: {report}");
+    ensure!(report["coverage"] == "degraded", "{report}");
+    let active = check_verdict(&report, "BPF LSM active")?;
+    ensure!(active["verdict"] == "fail", "{active}");
+    let fix = active["fix"].as_str().context("no fix")?;
+    ensure!(
+        fix.contains("lsm=lockdown,capability,landlock,yama,apparmor,bpf"),
+        "fix: {fix}"
+    );
+    Ok(())
 }
 
 pub fn run(runner: &mut Runner) {
