@@ -33,7 +33,8 @@ pub fn install(packages: &[&str]) -> anyhow::Result<()> {
         Command::new("apt-get")
             .args(["install", "-s", "-q", "--no-install-recommends"])
             .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C"),
     )?;
     let removed = removals(&plan);
     if !removed.is_empty() {
@@ -60,10 +61,14 @@ pub fn install(packages: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-/// The packages an `apt-get install -s` plan removes (its `Remv NAME [VERSION]` lines).
+/// The packages an `apt-get install -s` plan removes (its `Remv NAME [VERSION]` lines, `Purg`
+/// where apt is set to purge).
 fn removals(plan: &str) -> Vec<&str> {
     plan.lines()
-        .filter_map(|line| line.strip_prefix("Remv "))
+        .filter_map(|line| {
+            line.strip_prefix("Remv ")
+                .or_else(|| line.strip_prefix("Purg "))
+        })
         .filter_map(|rest| rest.split_whitespace().next())
         .collect()
 }
@@ -78,7 +83,7 @@ mod tests {
                     Reading package lists...\n\
                     The following packages will be REMOVED:\n  qemu-utils\n\
                     Remv qemu-utils [1:7.2+dfsg-7+deb12u7]\n\
-                    Remv qemu-block-extra [1:7.2+dfsg-7+deb12u7]\n\
+                    Purg qemu-block-extra [1:7.2+dfsg-7+deb12u7]\n\
                     Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u12 Debian-Security:12/stable-security [amd64])\n\
                     Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u12 Debian-Security:12/stable-security [amd64])\n";
         assert_eq!(removals(plan), ["qemu-utils", "qemu-block-extra"]);

@@ -5,6 +5,7 @@ mod collector;
 mod imports;
 mod kernels;
 mod links;
+mod package;
 mod record;
 mod run;
 mod setup;
@@ -46,6 +47,9 @@ enum Task {
         #[arg(long)]
         record: bool,
     },
+    /// Build the Debian package target/debian/claw_VERSION_amd64.deb (static binaries, systemd
+    /// unit, /etc/claw, man pages, completions); `dpkg -i` or `apt install ./` it on a node.
+    Package,
     /// rustfmt check; no import circles between the top-level modules of claw-agent, claw-ebpf
     /// and xtask; relative links and #anchors in README.md, policies/README.md and docs/**/*.md
     /// resolve; clippy with -D warnings: userspace crates, and claw-ebpf for its target.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
+        Task::Package => setup::ensure().and_then(|()| package::build().map(drop)),
         Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz(seconds)),
         Task::Bench { suite, record } => setup::ensure().and_then(|()| {
             let (name, table) = match suite {
@@ -149,6 +154,8 @@ fn test() -> anyhow::Result<()> {
     // The host tests run claw-agent and clawctl as built beside them: build those first, or the
     // tests would run whatever an earlier build left there.
     run::cargo(&["build", "--bins"])?;
+    // host_package checks the package as this tree builds it.
+    package::build()?;
     run::status(
         std::process::Command::new(env!("CARGO"))
             .arg("test")

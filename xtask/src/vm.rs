@@ -162,8 +162,10 @@ fn log_path(kernel: &Kernel, mode: &str) -> PathBuf {
         .join(format!("{}-{mode}.log", kernel.package))
 }
 
-/// Builds the static binaries and packs them, busybox and /init into a newc cpio archive.
-fn build_initramfs() -> anyhow::Result<PathBuf> {
+/// Builds claw's binaries and the VM tests' statically, as the VM runs them and the package
+/// ships them (one build for both: the same packages, so the same features); returns where
+/// they are.
+pub fn build_static() -> anyhow::Result<PathBuf> {
     let root = run::workspace_root();
     let mut build = Command::new(env!("CARGO"));
     build
@@ -172,7 +174,13 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .current_dir(&root);
     run::status(&mut build)?;
-    let bin_dir = root.join("target").join(TARGET).join("release");
+    Ok(root.join("target").join(TARGET).join("release"))
+}
+
+/// Builds the static binaries and packs them, busybox and /init into a newc cpio archive.
+fn build_initramfs() -> anyhow::Result<PathBuf> {
+    let root = run::workspace_root();
+    let bin_dir = build_static()?;
 
     let staging = root.join("target/vm/initramfs");
     if staging.exists() {

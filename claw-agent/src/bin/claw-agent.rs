@@ -5,7 +5,7 @@ use std::{
     process::ExitCode,
 };
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use claw_agent::{
     daemon,
     export::config,
@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version)]
 struct Args {
     /// The policy file (YAML).
-    #[arg(long, value_name = "FILE", required_unless_present_any = ["uninstall", "check"])]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["uninstall", "check", "man", "completions"])]
     policy: Option<PathBuf>,
     /// Check this machine and exit: kernel BTF, BPF LSM (built, active, and the boot parameter
     /// that activates it), BPF trampolines, cgroup v2, Landlock, bpffs; the coverage claw would
@@ -30,6 +30,12 @@ struct Args {
     /// With --check: the report as JSON.
     #[arg(long, requires = "check")]
     json: bool,
+    /// Write claw-agent's man page (section 8) into DIR and exit; for packaging.
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    man: Option<PathBuf>,
+    /// Print claw-agent's shell completions and exit; for packaging.
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    completions: Option<clap_complete::Shell>,
     /// Remove everything claw pinned (the programs detach, the maps go) and exit: enforcement
     /// ends. Stop claw-agent first; a stopped or killed claw-agent leaves enforcement in place.
     #[arg(long, conflicts_with = "policy")]
@@ -137,6 +143,28 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        let man = clap_mangen::Man::new(Args::command()).section("8");
+        return match man.generate_to(dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!(
+                    "claw-agent: writing the man page into {}: {err}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(shell) = args.completions {
+        clap_complete::generate(
+            shell,
+            &mut Args::command(),
+            "claw-agent",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     if args.check {
         return check(&args.vmlinux_btf, &args.lsm_list, args.json);
     }

@@ -45,6 +45,7 @@ use crate::{
 mod calls;
 mod grants;
 mod install;
+mod notify;
 mod owner;
 
 use install::{agent_views, install_policy, record_identities};
@@ -81,6 +82,8 @@ pub struct Config {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Watched from the start: SIGHUP's default action would end a daemon still loading.
+    let hangups = signal(SignalKind::hangup());
     // The directories first: the rules name the sockets as the kernel resolves their paths.
     for socket in [&config.sockets.control, &config.sockets.agent] {
         if let Some(dir) = socket.parent() {
@@ -182,7 +185,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         sockets: sockets.clone(),
     };
     tokio::spawn(owner.serve(requests));
-    tokio::spawn(reload_on_sighup(config.policy.clone(), control.clone()));
+    tokio::spawn(reload_on_sighup(
+        hangups,
+        config.policy.clone(),
+        control.clone(),
+    ));
+    tokio::spawn(notify::watchdog(control.clone()));
     tokio::spawn(tick(control.clone()));
 
     if let Some(settings) = &config.settings.metrics {
@@ -242,7 +250,14 @@ async fn serve_sockets(
         "listening"
     );
     let control = handles.control.clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if control.send(Control::Status(reply)).await.is_ok() {
+        if let Ok(status) = answer.await {
+            notify::ready(&notify::status_line(&status));
+        }
+    }
     server::run(listeners, handles, shutdown).await;
+    notify::stopping();
     let (done, stopped) = tokio::sync::oneshot::channel();
     if control.send(Control::Shutdown(done)).await.is_ok() {
         let _ = stopped.await;
@@ -264,12 +279,17 @@ async fn tick(control: mpsc::Sender<Control>) {
 }
 
 /// SIGHUP re-applies the policy file claw-agent was started with.
-async fn reload_on_sighup(policy: PathBuf, control: mpsc::Sender<Control>) {
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    policy: PathBuf,
+    control: mpsc::Sender<Control>,
+) {
+    let Ok(mut hangups) = hangups else {
         tracing::error!("cannot watch SIGHUP; use `clawctl policy apply` to reload");
         return;
     };
     while hangups.recv().await.is_some() {
+        notify::reloading();
         let (reply, answer) = tokio::sync::oneshot::channel();
         if control
             .send(Control::Apply {
@@ -282,9 +302,18 @@ async fn reload_on_sighup(policy: PathBuf, control: mpsc::Sender<Control>) {
             return;
         }
         match answer.await {
-            Ok(Ok((_, generation))) => tracing::info!(generation, "SIGHUP: policy re-applied"),
+            Ok(Ok((_, generation))) => {
+                tracing::info!(generation, "SIGHUP: policy re-applied");
+                notify::reloaded(&format!(
+                    "enforcing {} (re-applied: generation {generation})",
+                    policy.display()
+                ));
+            }
             Ok(Err(message)) => {
-                tracing::error!("SIGHUP: policy rejected, previous one stays: {message}")
+                tracing::error!("SIGHUP: policy rejected, previous one stays: {message}");
+                notify::reloaded(&format!(
+                    "reload rejected, the previous policy stays enforced: {message}"
+                ));
             }
             Err(_) => return,
         }

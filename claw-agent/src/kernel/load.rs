@@ -14,6 +14,7 @@ use crate::kernel::{
     catalogue::{self, maps, DENIED_CAPABILITIES, OFFSETS, PINNED_MAPS, TRACEPOINT_FIELDS},
     enforcer::{Coverage, Enforcer, EnforcerError, GracePeriod},
     handover::ReportLimits,
+    lsm,
     object::{
         device_program, fentry_program, lsm_program, net_program, refusal_reason,
         tracepoint_program, OBJECT,
@@ -147,8 +148,13 @@ fn object_with_globals(
     let owner_is_pointer = u64::from(owner_is_pointer);
     loader.override_global("FILE_F_OWNER_IS_POINTER", &owner_is_pointer, true);
     loader.override_global("FOWN_FILE", &fown_file, true);
-    // inode_setattr gained the mount's idmap in front of its dentry in 6.8.
-    let setattr_dentry_arg = u64::from(btf.parameter_count("bpf_lsm_inode_setattr")? == 3);
+    // inode_setattr gained the mount's idmap in front of its dentry in 6.8. Only the LSM
+    // programs read it; a kernel without BPF LSM has no such function.
+    let setattr_dentry_arg = if coverage == Coverage::Full {
+        u64::from(btf.parameter_count("bpf_lsm_inode_setattr")? == 3)
+    } else {
+        0
+    };
     loader.override_global("INODE_SETATTR_DENTRY_ARG", &setattr_dentry_arg, true);
     let bind_decided_by_lsm = u64::from(coverage == Coverage::Full);
     loader.override_global("BIND_DECIDED_BY_LSM", &bind_decided_by_lsm, true);
@@ -264,46 +270,62 @@ fn load_cgroup_programs(ebpf: &mut Ebpf) -> Result<(), EnforcerError> {
     Ok(())
 }
 
-/// What loading claw's programs on this kernel gives, tried without pinning or attaching
-/// anything (the preflight's question): whether BPF LSM is usable and active, and whether the
-/// cgroup programs load.
+/// What loading claw's programs on this kernel gives, tried without pinning, attaching or
+/// mounting anything (the preflight's question).
 pub struct LoadProbe {
+    /// A full-coverage start: the LSM and fentry programs load and BPF LSM is active.
     pub lsm: Result<(), EnforcerError>,
+    /// The programs a start loads besides: the cgroup programs — and where BPF LSM is not
+    /// usable, as a `--degraded` start loads them, with its tracepoint programs (tried only where
+    /// tracefs is mounted: claw-agent mounts it, the preflight does not).
     pub cgroup_programs: Result<(), EnforcerError>,
 }
 
-/// Loads claw's object as a full-coverage start would, with maps that are neither pinned nor
-/// filled and programs that are never attached; all of it is gone when this returns.
-pub fn probe(vmlinux_btf: &Path, lsm_list: &Path) -> Result<LoadProbe, EnforcerError> {
+/// Loads claw's object as a start would, with maps that are neither pinned nor filled and
+/// programs that are never attached; all of it is gone when this returns.
+pub fn probe(vmlinux_btf: &Path, lsm_list: &Path) -> LoadProbe {
     // The smallest ring buffer the kernel takes: nothing is ever written to it.
     const PROBE_RING_BYTES: u32 = 1 << 16;
-    let limits = ReportLimits {
-        identical_per_second: 0,
-        agent_per_second: 0,
+    let object = |coverage| {
+        let limits = ReportLimits {
+            identical_per_second: 0,
+            agent_per_second: 0,
+        };
+        object_with_globals(vmlinux_btf, coverage, limits, PROBE_RING_BYTES, None)
     };
-    let mut ebpf =
-        object_with_globals(vmlinux_btf, Coverage::Full, limits, PROBE_RING_BYTES, None)?;
-    let lsm = load_lsm_programs(&mut ebpf, lsm_list).map(drop);
-    let cgroup_programs = load_cgroup_programs(&mut ebpf);
-    Ok(LoadProbe {
-        lsm,
-        cgroup_programs,
-    })
+    let full = object(Coverage::Full).and_then(|mut ebpf| {
+        load_lsm_programs(&mut ebpf, lsm_list)?;
+        Ok(ebpf)
+    });
+    match full {
+        Ok(mut ebpf) => LoadProbe {
+            lsm: Ok(()),
+            cgroup_programs: load_cgroup_programs(&mut ebpf),
+        },
+        Err(lsm) => {
+            let cgroup_programs = if tracefs::find_mounted().is_some() {
+                object(Coverage::NetworkOnly).and_then(|mut ebpf| {
+                    load_programs(&mut ebpf, Coverage::NetworkOnly, lsm_list).map(drop)
+                })
+            } else {
+                object(Coverage::Full).and_then(|mut ebpf| load_cgroup_programs(&mut ebpf))
+            };
+            LoadProbe {
+                lsm: Err(lsm),
+                cgroup_programs,
+            }
+        }
+    }
 }
 
 /// Loaded programs on a kernel whose LSM list lacks `bpf` attach fine and never run: refuse that.
 pub fn check_lsm_active(lsm_list: &Path) -> Result<(), EnforcerError> {
-    let list =
-        std::fs::read_to_string(lsm_list).map_err(|source| EnforcerError::LsmListUnreadable {
-            path: lsm_list.display().to_string(),
-            source,
-        })?;
-    let list = list.trim();
-    if list.split(',').any(|lsm| lsm == "bpf") {
+    let list = lsm::active(lsm_list)?;
+    if list.iter().any(|lsm| lsm == "bpf") {
         Ok(())
     } else {
         Err(EnforcerError::LsmInactive {
-            list: list.to_owned(),
+            list: list.join(","),
         })
     }
 }
@@ -336,14 +358,6 @@ mod tests {
             err.contains("lsm=lockdown,capability,apparmor,bpf"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn unreadable_lsm_list_says_how_to_mount_it() {
-        let err = check_lsm_active(Path::new("/nonexistent/lsm"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("mount -t securityfs"), "{err}");
     }
 
     /// A program compiled into claw-ebpf but missing from the tables would never be attached.

@@ -16,6 +16,7 @@ pub mod enforcer;
 mod grants;
 pub mod handover;
 pub mod load;
+pub mod lsm;
 mod maps;
 pub use maps::insert_batched;
 mod object;

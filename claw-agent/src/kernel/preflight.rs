@@ -13,7 +13,7 @@ use crate::{
         btf::Btf,
         cgroupfs,
         enforcer::{Coverage, EnforcerError},
-        load,
+        load, lsm,
     },
     policy::limits,
 };
@@ -29,6 +29,10 @@ const LIMIT_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub kernel: String,
+    /// Running as root: loading programs needs it (nothing is tried otherwise).
+    pub root: bool,
+    /// In the host's cgroup namespace (claw-agent refuses to start in another), or why not.
+    pub host_cgroup_namespace: Result<(), String>,
     /// The kernel's BTF, or why it cannot be read.
     pub btf: Result<(), String>,
     /// Whether the kernel was built with BPF LSM (None: no BTF to tell).
@@ -112,24 +116,29 @@ impl Facts {
             .ok()
             .map(|btf| btf.parameter_count(BPF_LSM_PROBE_FUNCTION).is_ok());
         let btf = btf.map(drop).map_err(|err| err.to_string());
-        let (lsm_programs, cgroup_programs) = if btf.is_ok() {
-            match load::probe(vmlinux_btf, lsm_list) {
-                Ok(probe) => (
-                    (bpf_lsm_built == Some(true)).then(|| programs_loaded(probe.lsm)),
-                    Some(probe.cgroup_programs.map_err(|err| err.to_string())),
-                ),
-                Err(err) => (None, Some(Err(err.to_string()))),
-            }
+        // SAFETY: geteuid(2) has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let (lsm_programs, cgroup_programs) = if btf.is_ok() && root {
+            let probe = load::probe(vmlinux_btf, lsm_list);
+            (
+                (bpf_lsm_built == Some(true)).then(|| programs_loaded(probe.lsm)),
+                Some(probe.cgroup_programs.map_err(|err| err.to_string())),
+            )
         } else {
             (None, None)
         };
+        let host_cgroup_namespace =
+            cgroupfs::check_host_namespace(Path::new(cgroupfs::OWN_CGROUP_NAMESPACE))
+                .map_err(|err| err.to_string());
         let cgroup = cgroup_facts();
         Facts {
             boot: boot_loader(&kernel),
             kernel,
+            root,
+            host_cgroup_namespace,
             btf,
             bpf_lsm_built,
-            active_lsms: active_lsms(lsm_list),
+            active_lsms: lsm::active(lsm_list).map_err(|err| err.to_string()),
             lsm_programs,
             cgroup_programs,
             cgroup,
@@ -173,68 +182,6 @@ fn cgroup_facts() -> CgroupFacts {
         v1_beside,
         controllers,
     }
-}
-
-/// The active LSMs from securityfs, or where it is not mounted from lsm_list_modules(2)
-/// (Linux 6.8+), so that the preflight mounts nothing.
-fn active_lsms(lsm_list: &Path) -> Result<Vec<String>, String> {
-    match std::fs::read_to_string(lsm_list) {
-        Ok(list) => Ok(list.trim().split(',').map(str::to_owned).collect()),
-        Err(read_err) => listed_modules().map_err(|syscall_err| {
-            format!(
-                "reading {}: {read_err}; lsm_list_modules(2): {syscall_err} — mount securityfs \
-                 (`mount -t securityfs securityfs /sys/kernel/security`) and check again",
-                lsm_list.display()
-            )
-        }),
-    }
-}
-
-/// The active LSMs by lsm_list_modules(2). Written by hand: libc has no wrapper for it yet.
-fn listed_modules() -> Result<Vec<String>, std::io::Error> {
-    /// lsm_list_modules, on x86_64 and in the generic table (arm64) alike.
-    const SYS_LSM_LIST_MODULES: libc::c_long = 461;
-    let mut ids = [0u64; 32];
-    let mut size = std::mem::size_of_val(&ids) as u32;
-    // SAFETY: the kernel writes at most `size` bytes into `ids` and the size back into `size`.
-    let count = unsafe {
-        libc::syscall(
-            SYS_LSM_LIST_MODULES,
-            ids.as_mut_ptr(),
-            &mut size as *mut u32,
-            0u32,
-        )
-    };
-    if count < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(ids
-        .iter()
-        .take(count as usize)
-        .map(|id| lsm_name(*id))
-        .collect())
-}
-
-/// The name of an LSM id (include/uapi/linux/lsm.h), as the lsm= boot parameter spells it.
-fn lsm_name(id: u64) -> String {
-    let name = match id {
-        100 => "capability",
-        101 => "selinux",
-        102 => "smack",
-        103 => "tomoyo",
-        104 => "apparmor",
-        105 => "yama",
-        106 => "loadpin",
-        107 => "safesetid",
-        108 => "lockdown",
-        109 => "bpf",
-        110 => "landlock",
-        111 => "ima",
-        112 => "evm",
-        113 => "ipe",
-        other => return format!("lsm-{other}"),
-    };
-    name.to_owned()
 }
 
 /// The Landlock ABI version (landlock_create_ruleset with LANDLOCK_CREATE_RULESET_VERSION).
@@ -311,6 +258,30 @@ impl Report {
         };
         check("kernel", true, true, facts.kernel.clone(), None);
         check(
+            "root",
+            facts.root,
+            true,
+            if facts.root {
+                "running as root".to_owned()
+            } else {
+                "not root: claw's programs cannot be loaded to check the kernel".to_owned()
+            },
+            Some("run `claw-agent --check` as root".to_owned()),
+        );
+        check(
+            "cgroup namespace",
+            facts.host_cgroup_namespace.is_ok(),
+            true,
+            match &facts.host_cgroup_namespace {
+                Ok(()) => "the host's".to_owned(),
+                Err(err) => err.clone(),
+            },
+            Some(
+                "run claw-agent in the host's cgroup namespace (a container needs --cgroupns=host)"
+                    .to_owned(),
+            ),
+        );
+        check(
             "kernel BTF",
             facts.btf.is_ok(),
             true,
@@ -362,7 +333,7 @@ impl Report {
             match &facts.lsm_programs {
                 Some(Ok(())) => "claw's LSM programs load".to_owned(),
                 Some(Err(refusal)) => refusal.clone(),
-                None => "not tried: no BPF LSM or no BTF".to_owned(),
+                None => "not tried: no BPF LSM, no BTF, or not root".to_owned(),
             },
             Some(
                 "the kernel refuses BPF trampoline programs: it needs CONFIG_BPF_JIT and \
@@ -399,7 +370,7 @@ impl Report {
             match &facts.cgroup_programs {
                 Some(Ok(())) => "claw's device and socket-address programs load".to_owned(),
                 Some(Err(err)) => err.clone(),
-                None => "not tried: no BTF".to_owned(),
+                None => "not tried: no BTF, or not root".to_owned(),
             },
             None,
         );
@@ -425,8 +396,9 @@ impl Report {
             None,
         );
 
-        let lsm = facts.btf.is_ok() && built && active && trampolines;
-        let network = cgroup2 && cgroup_programs;
+        let runs_here = facts.root && facts.host_cgroup_namespace.is_ok();
+        let lsm = runs_here && facts.btf.is_ok() && built && active && trampolines;
+        let network = runs_here && cgroup2 && cgroup_programs;
         let coverage = match (lsm && network, network) {
             (true, _) => Coverage::Full.as_str(),
             (false, true) => Coverage::NetworkOnly.as_str(),
@@ -544,6 +516,8 @@ mod tests {
     fn debian_node() -> Facts {
         Facts {
             kernel: "6.12.118+deb12-amd64".to_owned(),
+            root: true,
+            host_cgroup_namespace: Ok(()),
             btf: Ok(()),
             bpf_lsm_built: Some(true),
             active_lsms: Ok([
@@ -670,6 +644,26 @@ mod tests {
     }
 
     #[test]
+    fn not_root_or_in_a_container_s_cgroup_namespace_cannot_enforce() {
+        let mut facts = debian_node();
+        facts.root = false;
+        facts.lsm_programs = None;
+        facts.cgroup_programs = None;
+        let report = Report::of(&facts);
+        assert_eq!(report.coverage, "none");
+        assert_eq!(verdict(&report, "root").verdict, "fail");
+        let mut facts = debian_node();
+        facts.host_cgroup_namespace = Err("in a cgroup namespace of its own".into());
+        let report = Report::of(&facts);
+        assert_eq!(report.coverage, "none");
+        assert!(verdict(&report, "cgroup namespace")
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("--cgroupns=host"));
+    }
+
+    #[test]
     fn landlock_and_bpffs_are_information_not_requirements() {
         let mut facts = debian_node();
         facts.landlock = Err("not built into this kernel".into());
@@ -678,12 +672,5 @@ mod tests {
         assert!(report.full);
         assert_eq!(verdict(&report, "Landlock").verdict, "info");
         assert_eq!(verdict(&report, "bpffs").verdict, "info");
-    }
-
-    #[test]
-    fn lsm_ids_are_named_as_the_boot_parameter_spells_them() {
-        assert_eq!(lsm_name(109), "bpf");
-        assert_eq!(lsm_name(110), "landlock");
-        assert_eq!(lsm_name(999), "lsm-999");
     }
 }

@@ -27,10 +27,8 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// The tracefs mount, mounting it at /sys/kernel/tracing when no tracefs is mounted (as
 /// tracing tools do; the mount changes nothing else).
 pub fn ensure_mounted() -> Result<&'static Path, TracefsError> {
-    for path in [TRACEFS, DEBUGFS_TRACING] {
-        if Path::new(path).join("events").is_dir() {
-            return Ok(Path::new(path));
-        }
+    if let Some(mounted) = find_mounted() {
+        return Ok(mounted);
     }
     let target = std::ffi::CString::new(TRACEFS).expect("no NUL in a constant");
     let fstype = std::ffi::CString::new("tracefs").expect("no NUL in a constant");
@@ -51,6 +49,14 @@ pub fn ensure_mounted() -> Result<&'static Path, TracefsError> {
         });
     }
     Ok(Path::new(TRACEFS))
+}
+
+/// The tracefs mount, if one is there.
+pub fn find_mounted() -> Option<&'static Path> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .map(Path::new)
+        .find(|path| path.join("events").is_dir())
 }
 
 /// The offset of `field` in the records of tracepoint `category/name`.

@@ -17,12 +17,12 @@ mod why;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use claw_agent::policy::compile::Sockets;
 
 /// Operate claw: see what is enforced and how, change the policy, follow what is denied.
 #[derive(Parser)]
-#[command(version, after_help = exit::CODES)]
+#[command(name = "clawctl", version, after_help = exit::CODES)]
 struct Args {
     /// claw-agent's control socket.
     #[arg(long, global = true, value_name = "PATH", default_value = claw_agent::defaults::CONTROL_SOCKET)]
@@ -66,6 +66,14 @@ enum Command {
     /// The security model of the running system: every rule, the kernel mechanism that enforces
     /// it, and live proof that it is in place.
     Explain(explain::Args),
+    /// Print clawctl's shell completions (`clawctl completions bash > ~/.local/share/bash-completion/completions/clawctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write clawctl's man pages (one per subcommand) into DIR; for packaging.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +98,16 @@ fn main() -> ExitCode {
         Command::Agents(args) => agents::run(&sockets, args),
         Command::Policy(args) => policy::run(&sockets, args),
         Command::Explain(args) => explain::run(&sockets, args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Args::command(),
+                "clawctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { dir } => clap_mangen::generate_to(Args::command(), dir).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
