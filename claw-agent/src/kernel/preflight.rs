@@ -272,10 +272,7 @@ impl Report {
             "cgroup namespace",
             facts.host_cgroup_namespace.is_ok(),
             true,
-            match &facts.host_cgroup_namespace {
-                Ok(()) => "the host's".to_owned(),
-                Err(err) => err.clone(),
-            },
+            ok_or_why(&facts.host_cgroup_namespace, "the host's"),
             Some(
                 "run claw-agent in the host's cgroup namespace (a container needs --cgroupns=host)"
                     .to_owned(),
@@ -285,10 +282,7 @@ impl Report {
             "kernel BTF",
             facts.btf.is_ok(),
             true,
-            match &facts.btf {
-                Ok(()) => "present (struct offsets are read from it)".to_owned(),
-                Err(err) => err.clone(),
-            },
+            ok_or_why(&facts.btf, "present (struct offsets are read from it)"),
             Some("use a kernel built with CONFIG_DEBUG_INFO_BTF=y".to_owned()),
         );
         let built = facts.bpf_lsm_built == Some(true);
@@ -446,6 +440,14 @@ impl Report {
     }
 }
 
+/// A check's detail: `ok` where the fact holds, otherwise why it does not.
+fn ok_or_why(fact: &Result<(), String>, ok: &str) -> String {
+    match fact {
+        Ok(()) => ok.to_owned(),
+        Err(why) => why.clone(),
+    }
+}
+
 fn controller_list(controllers: &[String]) -> String {
     if controllers.is_empty() {
         "none".to_owned()
@@ -465,28 +467,24 @@ fn enforcement(lsm: bool, network: bool, controllers: &[String]) -> Vec<Enforcem
             "needs BPF LSM".to_owned()
         },
     };
+    let by_cgroup = |rules, programs: &str| Enforcement {
+        rules,
+        enforced: network,
+        by: if network {
+            programs.to_owned()
+        } else {
+            "needs cgroup v2 and its programs".to_owned()
+        },
+    };
     let mut kinds = vec![
         by_lsm("files (read, write)"),
         by_lsm("exec, libraries"),
         by_lsm("jit (executable memory)"),
-        Enforcement {
-            rules: "connect, listen, redirect",
-            enforced: network,
-            by: if network {
-                "cgroup socket-address programs".to_owned()
-            } else {
-                "needs cgroup v2 and its programs".to_owned()
-            },
-        },
-        Enforcement {
-            rules: "devices (GPUs)",
-            enforced: network,
-            by: if network {
-                "cgroup device program".to_owned()
-            } else {
-                "needs cgroup v2 and its programs".to_owned()
-            },
-        },
+        by_cgroup(
+            "connect, listen, redirect",
+            "cgroup socket-address programs",
+        ),
+        by_cgroup("devices (GPUs)", "cgroup device program"),
     ];
     let missing: Vec<&str> = LIMIT_CONTROLLERS
         .iter()
