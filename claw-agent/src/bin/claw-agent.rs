@@ -64,10 +64,17 @@ struct Args {
     /// The kernel's list of active LSMs.
     #[arg(long, value_name = "FILE", default_value = claw_agent::defaults::LSM_LIST, hide = true)]
     lsm_list: PathBuf,
-    /// Run without BPF LSM: enforce network rules only; file and exec rules are NOT enforced
-    /// (status, explain and the log say so).
+    /// Run without BPF LSM (accept less than full coverage): network rules are enforced for
+    /// every process of an agent; file and exec rules only for the processes claw starts, by
+    /// Landlock (coverage `landlock`) — or, without Landlock or with `--landlock off`, not at
+    /// all (coverage `degraded`). Status, explain and every event say which.
     #[arg(long)]
     degraded: bool,
+    /// Landlock for the processes claw starts (`run:`, `clawctl run`): `auto` where BPF LSM is
+    /// not used (with --degraded), `stack` also on top of BPF LSM (a second, independent layer),
+    /// `off` never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = daemon::LandlockLayer::Auto)]
+    landlock: daemon::LandlockLayer,
     /// Longest a DNS answer for a hostname rule is trusted, in seconds, whatever its TTL.
     #[arg(long, value_name = "SECONDS", default_value_t = claw_agent::defaults::MAX_DNS_TTL.as_secs())]
     max_dns_ttl: u64,
@@ -189,6 +196,7 @@ async fn main() -> ExitCode {
         vmlinux_btf: args.vmlinux_btf,
         lsm_list: args.lsm_list,
         degraded: args.degraded,
+        landlock: args.landlock,
         max_ttl: std::time::Duration::from_secs(args.max_dns_ttl),
         resolv_conf: args.resolv_conf,
         allow_missing_limits: args.allow_missing_limits,

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     control::protocol::{ErrorKind, Reply, Request, Status},
-    policy::describe::RuleLine,
+    policy::{describe::RuleLine, landlock::Plan},
 };
 
 /// What went wrong talking to claw-agent.
@@ -216,6 +216,17 @@ pub fn apply(socket: &Path, policy: &Path) -> Result<(String, u64), ClientError>
     };
     match Connection::single(socket, &request)? {
         Reply::Applied { policy, generation } => Ok((policy, generation)),
+        other => Err(unexpected(Some(other))),
+    }
+}
+
+/// The Landlock layer a command started in `agent` must run under (None: none).
+pub fn landlock(socket: &Path, agent: &str) -> Result<Option<Plan>, ClientError> {
+    let request = Request::Landlock {
+        agent: agent.to_owned(),
+    };
+    match Connection::single(socket, &request)? {
+        Reply::Landlock { landlock } => Ok(landlock),
         other => Err(unexpected(Some(other))),
     }
 }

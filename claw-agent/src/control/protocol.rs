@@ -8,7 +8,7 @@ use crate::{
     control::{advise::Rule, grant::Lifetime},
     events::event::Event,
     kernel::enforcer::Coverage,
-    policy::{call::Narrowing, describe::RuleLine},
+    policy::{call::Narrowing, describe::RuleLine, landlock::Plan},
 };
 
 /// Longest request line accepted; requests are small, and a client must not make the daemon
@@ -69,6 +69,9 @@ pub enum Request {
     },
     /// The same for one denial, by its number: the rule `clawctl allow --persist` writes.
     Persist { event: u64 },
+    /// The Landlock layer a command started in agent `agent` must run under (`clawctl run`
+    /// without a call id).
+    Landlock { agent: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,10 +103,17 @@ pub enum Reply {
         #[serde(default)]
         kind: ErrorKind,
     },
-    /// The call's cgroup (absolute path) exists and holds its rules: start the command in it.
+    /// The call's cgroup (absolute path) exists and holds its rules: start the command in it —
+    /// under `landlock`, if given (claw-agent runs with a Landlock layer).
     CallStarted {
         cgroup: String,
         cgroup_id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        landlock: Option<Plan>,
+    },
+    /// Start the command under this Landlock layer (None: none).
+    Landlock {
+        landlock: Option<Plan>,
     },
     /// The call's processes are gone and its cgroup removed.
     CallEnded {
@@ -179,8 +189,13 @@ impl From<Failure> for Reply {
 pub struct Status {
     /// True once every program is attached with the policy's rules in its maps.
     pub enforcing: bool,
-    /// `full`, or `degraded` (no BPF LSM: network rules enforced, file and exec rules not).
+    /// `full`; `landlock` (no BPF LSM: network rules enforced, file and exec rules by Landlock
+    /// for the processes claw starts); or `degraded` (network rules only).
     pub coverage: Coverage,
+    /// Whether the processes claw starts run under Landlock (with `landlock`, or stacked on
+    /// `full`).
+    #[serde(default)]
+    pub landlock: bool,
     pub policy: String,
     /// The cgroup v2 mount the agents' cgroups are relative to.
     pub cgroup_root: String,

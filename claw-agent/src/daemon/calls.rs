@@ -20,6 +20,7 @@ use crate::{
         call,
         call::NarrowingError,
         compile::{self, CompiledAgent},
+        landlock::Plan,
         Policy,
     },
 };
@@ -77,7 +78,7 @@ impl Owner {
         call_id: String,
         narrowing: call::Narrowing,
         command: Vec<String>,
-    ) -> Result<(String, u64), CallError> {
+    ) -> Result<(String, u64, Option<Plan>), CallError> {
         call::check_id(&call_id)?;
         let Some(source) = self.policy.agents.iter().find(|a| a.name.0 == agent) else {
             let names: Vec<&str> = self
@@ -101,6 +102,10 @@ impl Owner {
                 &compile::Guards::of_this_machine(&self.sockets),
             )?;
             Some(parsed)
+        };
+        let landlock = match &parsed {
+            Some(parsed) => self.landlock_plan(&call::narrow(source, parsed)),
+            None => self.landlock_plan(source),
         };
         let own = match &parsed {
             Some(parsed) => Some(
@@ -147,7 +152,7 @@ impl Owner {
                 started: Instant::now(),
             },
         );
-        Ok((path.display().to_string(), entry.cgroup_id))
+        Ok((path.display().to_string(), entry.cgroup_id, landlock))
     }
 
     /// The narrowed rules of one call of `agent` in `policy`, compiled (hostnames resolved).

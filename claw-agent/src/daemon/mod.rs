@@ -59,8 +59,10 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     pub vmlinux_btf: PathBuf,
     pub lsm_list: PathBuf,
-    /// Run without BPF LSM: network rules enforced, file and exec rules not.
+    /// Run without BPF LSM: network rules enforced; file and exec rules by Landlock for the
+    /// processes claw starts (if `landlock` allows and the kernel has it), else not.
     pub degraded: bool,
+    pub landlock: LandlockLayer,
     /// Cap on how long a DNS answer for a hostname rule is trusted.
     pub max_ttl: Duration,
     /// Where the agents' resolvers find the node's nameservers.
@@ -81,6 +83,39 @@ pub struct Config {
     pub settings: config::Config,
 }
 
+/// When the processes claw starts are confined by Landlock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LandlockLayer {
+    /// Where BPF LSM is not used (`--degraded`), if the kernel has Landlock.
+    Auto,
+    /// Also on top of BPF LSM: a second, independent layer.
+    Stack,
+    Off,
+}
+
+/// The coverage to run with, and whether the processes claw starts get a Landlock layer.
+fn choose_coverage(
+    degraded: bool,
+    layer: LandlockLayer,
+    landlock_abi: Result<u32, String>,
+) -> anyhow::Result<(Coverage, bool)> {
+    match (degraded, layer, landlock_abi) {
+        (_, LandlockLayer::Stack, Err(why)) => {
+            anyhow::bail!("--landlock stack: this kernel's Landlock is not usable ({why}) — run without it, or enable Landlock (lsm= on the kernel command line)")
+        }
+        (false, LandlockLayer::Stack, Ok(_)) => Ok((Coverage::Full, true)),
+        (false, _, _) => Ok((Coverage::Full, false)),
+        (true, LandlockLayer::Off, _) => Ok((Coverage::NetworkOnly, false)),
+        (true, _, Ok(_)) => Ok((Coverage::Landlock, true)),
+        (true, LandlockLayer::Auto, Err(why)) => {
+            tracing::warn!(
+                "Landlock is not usable ({why}): the processes claw starts are not file-confined"
+            );
+            Ok((Coverage::NetworkOnly, false))
+        }
+    }
+}
+
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Watched from the start: SIGHUP's default action would end a daemon still loading.
     let hangups = signal(SignalKind::hangup());
@@ -95,11 +130,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let started = std::time::Instant::now();
     let prepared = prepare(&config.policy, &sockets).map_err(anyhow::Error::msg)?;
     let prepared_in = started.elapsed();
-    let coverage = if config.degraded {
-        Coverage::NetworkOnly
-    } else {
-        Coverage::Full
-    };
+    let (coverage, landlock) = choose_coverage(
+        config.degraded,
+        config.landlock,
+        crate::kernel::preflight::landlock_abi(),
+    )?;
     let mut enforcer = load(&config, coverage)?;
     let loaded_in = started.elapsed() - prepared_in;
     let bus = Arc::new(Bus::new(audit::next_event_seq(&config.audit_log)));
@@ -130,6 +165,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // SAFETY: malloc_trim(3) only releases free memory.
     unsafe { libc::malloc_trim(0) };
     crate::kernel::release_object_pages();
+    if coverage == Coverage::Landlock {
+        tracing::warn!(
+            "DEGRADED to Landlock: no BPF LSM — connect and bind rules are enforced for every process of an agent; file and exec rules only for the processes claw starts (run:, clawctl run), by Landlock; nor what every agent is denied by LSM hooks"
+        );
+    }
     if coverage == Coverage::NetworkOnly {
         tracing::warn!(
             "DEGRADED: no BPF LSM — connect and bind rules are enforced; file and exec rules are NOT, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks"
@@ -183,6 +223,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ending: Vec::new(),
         audit_log: config.audit_log.clone(),
         sockets: sockets.clone(),
+        landlock,
     };
     tokio::spawn(owner.serve(requests));
     tokio::spawn(reload_on_sighup(

@@ -29,9 +29,12 @@ use crate::{
         enforcer::{Coverage, Enforcer, InstalledAgent},
     },
     policy::{
+        self,
         compile::{self, Compiled, CompiledAgent},
         describe,
+        landlock::{self, Plan},
         prepare::{prepare, PrepareError, Prepared},
+        rules::RulePath,
         Policy, RunSpec,
     },
     supervise,
@@ -63,6 +66,9 @@ pub(super) struct Owner {
     pub(super) audit_log: PathBuf,
     /// claw-agent's sockets, which every policy keeps agents out of but for the agent socket.
     pub(super) sockets: compile::Sockets,
+    /// Whether the processes claw starts are file-confined by Landlock (coverage `landlock`,
+    /// or stacked on BPF LSM).
+    pub(super) landlock: bool,
 }
 
 /// Why a policy was not applied; the previous one stays in force.
@@ -89,18 +95,52 @@ impl From<ApplyError> for Failure {
 }
 
 impl Owner {
+    /// The Landlock layer for the processes claw starts as `agent` (its policy, narrowed for a
+    /// tool call), or None where claw-agent runs without one or the agent is in audit mode.
+    pub(super) fn landlock_plan(&self, agent: &policy::Agent) -> Option<Plan> {
+        if !self.landlock {
+            return None;
+        }
+        let writable: Vec<RulePath> = self
+            .policy
+            .agents
+            .iter()
+            .flat_map(|a| a.rules.files.write.iter().cloned())
+            .collect();
+        landlock::plan(
+            agent,
+            &compile::Guards::of_this_machine(&self.sockets),
+            &writable,
+        )
+    }
+
+    /// The Landlock layer of the enforced policy's agent `name`.
+    pub(super) fn landlock_plan_of(&self, name: &str) -> Option<Plan> {
+        let agent = self.policy.agents.iter().find(|a| a.name.0 == name)?;
+        self.landlock_plan(agent)
+    }
+
     /// Starts, restarts or stops supervised processes to match the installed policy.
     pub(super) async fn reconcile(&mut self) {
-        let wanted: HashMap<String, (String, RunSpec)> = self
+        let wanted: HashMap<String, (String, RunSpec, Option<Plan>)> = self
             .compiled
             .agents
             .iter()
-            .filter_map(|a| Some((a.name.clone(), (a.cgroup.clone(), a.run.clone()?))))
+            .filter_map(|a| {
+                let plan = self.landlock_plan_of(&a.name);
+                Some((a.name.clone(), (a.cgroup.clone(), a.run.clone()?, plan)))
+            })
             .collect();
+        // A changed Landlock layer restarts the process: a running one keeps the rules it
+        // started with.
         let stale: Vec<String> = self
             .supervisors
             .iter()
-            .filter(|(name, s)| wanted.get(*name).is_none_or(|(_, spec)| *spec != s.spec))
+            .filter(|(name, s)| {
+                wanted
+                    .get(*name)
+                    .is_none_or(|(_, spec, plan)| *spec != s.spec || *plan != s.landlock)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -108,7 +148,7 @@ impl Owner {
                 supervisor.stop().await;
             }
         }
-        for (name, (cgroup, spec)) in wanted {
+        for (name, (cgroup, spec, landlock)) in wanted {
             if self.supervisors.contains_key(&name) {
                 continue;
             }
@@ -117,6 +157,7 @@ impl Owner {
                 cgroup: format!("/{cgroup}"),
                 cgroup_dir: self.enforcer.cgroup_root().join(&cgroup),
                 coverage: self.coverage,
+                landlock,
             };
             let supervisor = supervise::start(agent, spec, self.bus.clone());
             self.supervisors.insert(name, supervisor);
@@ -144,6 +185,16 @@ impl Owner {
                 }
                 Control::Apply { policy, reply } => {
                     let _ = reply.send(self.apply(policy).await.map_err(Failure::from));
+                }
+                Control::Landlock { agent, reply } => {
+                    let answer = match self.policy.agents.iter().find(|a| a.name.0 == agent) {
+                        Some(found) => Ok(self.landlock_plan(found)),
+                        None => Err(Failure::new(
+                            ErrorKind::NotFound,
+                            format!("no agent `{agent}` in the enforced policy"),
+                        )),
+                    };
+                    let _ = reply.send(answer);
                 }
                 Control::StartCall {
                     agent,
@@ -321,6 +372,7 @@ impl Owner {
         Status {
             enforcing: self.enforcer.is_enforcing(),
             coverage: self.enforcer.coverage(),
+            landlock: self.landlock,
             policy: self.policy.file.display().to_string(),
             cgroup_root: self.enforcer.cgroup_root().display().to_string(),
             generation: self.generation,

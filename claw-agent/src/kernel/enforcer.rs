@@ -108,12 +108,17 @@ pub(super) fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -
     move |source| EnforcerError::Map { map, source }
 }
 
-/// Which programs run: all of them, or (without BPF LSM) the network programs only. Status and
-/// every event say which (`full`, `degraded`).
+/// Which programs run: all of them, or (without BPF LSM) the network programs only — with the
+/// processes claw starts file-confined by Landlock, or not. Status and every event say which
+/// (`full`, `landlock`, `degraded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Coverage {
     #[serde(rename = "full")]
     Full,
+    /// No BPF LSM: network rules enforced for every process of an agent; file and exec rules
+    /// for the processes claw starts (`run:`, `clawctl run`), by Landlock.
+    #[serde(rename = "landlock")]
+    Landlock,
     /// No BPF LSM: network rules enforced, file and exec rules not.
     #[serde(rename = "degraded")]
     NetworkOnly,
@@ -123,8 +128,15 @@ impl Coverage {
     pub fn as_str(self) -> &'static str {
         match self {
             Coverage::Full => "full",
+            Coverage::Landlock => "landlock",
             Coverage::NetworkOnly => "degraded",
         }
+    }
+
+    /// Whether the BPF LSM programs run (else the network programs and the reporting
+    /// tracepoints).
+    pub fn has_bpf_lsm(self) -> bool {
+        self == Coverage::Full
     }
 }
 

@@ -150,13 +150,13 @@ fn object_with_globals(
     loader.override_global("FOWN_FILE", &fown_file, true);
     // inode_setattr gained the mount's idmap in front of its dentry in 6.8. Only the LSM
     // programs read it; a kernel without BPF LSM has no such function.
-    let setattr_dentry_arg = if coverage == Coverage::Full {
+    let setattr_dentry_arg = if coverage.has_bpf_lsm() {
         u64::from(btf.parameter_count("bpf_lsm_inode_setattr")? == 3)
     } else {
         0
     };
     loader.override_global("INODE_SETATTR_DENTRY_ARG", &setattr_dentry_arg, true);
-    let bind_decided_by_lsm = u64::from(coverage == Coverage::Full);
+    let bind_decided_by_lsm = u64::from(coverage.has_bpf_lsm());
     loader.override_global("BIND_DECIDED_BY_LSM", &bind_decided_by_lsm, true);
     loader.override_global(
         "IDENTICAL_PER_SECOND",
@@ -169,7 +169,7 @@ fn object_with_globals(
         true,
     );
     let mut fields = Vec::new();
-    if coverage == Coverage::NetworkOnly {
+    if !coverage.has_bpf_lsm() {
         let tracefs = tracefs::ensure_mounted()?;
         for (global, category, name, field) in TRACEPOINT_FIELDS {
             fields.push((
@@ -193,7 +193,7 @@ fn load_programs(
     lsm_list: &Path,
 ) -> Result<Vec<&'static str>, EnforcerError> {
     let mut absent = Vec::new();
-    if coverage == Coverage::NetworkOnly {
+    if !coverage.has_bpf_lsm() {
         for program in catalogue::tracepoint_programs() {
             tracepoint_program(ebpf, program.name)?
                 .load()
@@ -203,7 +203,7 @@ fn load_programs(
                 })?;
         }
     }
-    if coverage == Coverage::Full {
+    if coverage.has_bpf_lsm() {
         absent = load_lsm_programs(ebpf, lsm_list)?;
     }
     load_cgroup_programs(ebpf)?;

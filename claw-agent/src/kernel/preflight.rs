@@ -185,7 +185,7 @@ fn cgroup_facts() -> CgroupFacts {
 }
 
 /// The Landlock ABI version (landlock_create_ruleset with LANDLOCK_CREATE_RULESET_VERSION).
-fn landlock_abi() -> Result<u32, String> {
+pub fn landlock_abi() -> Result<u32, String> {
     const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
     // SAFETY: with no attributes and the version flag, the kernel only returns a number.
     let abi = unsafe {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{
     catalogue::{self, maps, Attach},
-    enforcer::{map_error, Coverage, Enforcer, EnforcerError, InstalledAgent},
+    enforcer::{map_error, Enforcer, EnforcerError, InstalledAgent},
     object::program_info,
 };
 
@@ -52,8 +52,8 @@ impl Enforcer {
         catalogue::PROGRAMS
             .iter()
             .filter(|program| match program.attach {
-                Attach::Tracepoint { .. } => self.coverage == Coverage::NetworkOnly,
-                Attach::Fentry { .. } => self.coverage == Coverage::Full,
+                Attach::Tracepoint { .. } => !self.coverage.has_bpf_lsm(),
+                Attach::Fentry { .. } => self.coverage.has_bpf_lsm(),
                 _ => !self.absent_hooks.contains(&program.name),
             })
             .map(|program| {
@@ -85,9 +85,9 @@ impl Enforcer {
 
     /// True when every program the coverage calls for is attached for every agent.
     pub fn is_enforcing(&self) -> bool {
-        self.programs().iter().all(|p| {
-            p.attached || (self.coverage == Coverage::NetworkOnly && p.hook.starts_with("lsm/"))
-        })
+        self.programs()
+            .iter()
+            .all(|p| p.attached || (!self.coverage.has_bpf_lsm() && p.hook.starts_with("lsm/")))
     }
 
     /// The kernel's counters summed over CPUs; `events_undecodable` is the daemon's to fill.

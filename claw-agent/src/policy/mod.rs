@@ -11,6 +11,7 @@ pub mod compile;
 pub mod describe;
 pub mod devices;
 mod document;
+pub mod landlock;
 pub mod limits;
 pub mod prepare;
 pub mod reason;

@@ -5,6 +5,7 @@
 //! `spawn` starts a process in a cgroup with clone3 (clawctl's tool calls use it too). It may use
 //! `events` (lifecycle events), `policy` (the `run:` spec) and `kernel` (coverage).
 
+pub mod landlock;
 pub mod spawn;
 
 use std::{
@@ -27,7 +28,10 @@ use crate::{
         event::{Event, Kind},
     },
     kernel::enforcer::Coverage,
-    policy::run::{Restart, RunSpec},
+    policy::{
+        landlock::Plan,
+        run::{Restart, RunSpec},
+    },
 };
 
 /// A run this long resets the crash-loop count.
@@ -38,6 +42,8 @@ const GRACE: Duration = Duration::from_secs(5);
 /// A running supervisor: stop it by dropping `stop` (or sending true), then await `task`.
 pub struct Supervisor {
     pub spec: RunSpec,
+    /// The Landlock layer its process starts under (a change restarts it).
+    pub landlock: Option<Plan>,
     pub restarts: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -56,6 +62,8 @@ pub struct Agent {
     pub cgroup: String,
     pub cgroup_dir: PathBuf,
     pub coverage: Coverage,
+    /// The Landlock layer its process starts under, if any.
+    pub landlock: Option<Plan>,
 }
 
 fn lifecycle(agent: &Agent, pid: u32, op: &str, details: serde_json::Value) -> Event {
@@ -74,6 +82,7 @@ fn lifecycle(agent: &Agent, pid: u32, op: &str, details: serde_json::Value) -> E
 pub fn start(agent: Agent, spec: RunSpec, events: Arc<Bus>) -> Supervisor {
     let (stop, stopped) = watch::channel(false);
     let restarts = Arc::new(AtomicU64::new(0));
+    let landlock = agent.landlock.clone();
     let task = tokio::spawn(supervise(
         agent,
         spec.clone(),
@@ -83,6 +92,7 @@ pub fn start(agent: Agent, spec: RunSpec, events: Arc<Bus>) -> Supervisor {
     ));
     Supervisor {
         spec,
+        landlock,
         restarts,
         stop,
         task,
@@ -138,6 +148,7 @@ fn launch(agent: &Agent, spec: &RunSpec) -> Result<spawn::Child, String> {
                 Some(out_write.as_raw_fd()),
                 Some(err_write.as_raw_fd()),
             ],
+            landlock: agent.landlock.clone(),
         },
     )
     .map_err(|e| e.to_string())?;
@@ -216,7 +227,10 @@ async fn supervise(
             &agent,
             pid,
             "started",
-            json!({ "command": spec.command }),
+            json!({
+                "command": spec.command,
+                "landlock": child.landlock.as_ref().map(|(abi, skipped)| json!({ "abi": abi, "skipped": skipped })),
+            }),
         ));
         let child = Arc::new(child);
         let waiter = {

@@ -4,8 +4,11 @@
 //!
 //! Written here because std's Command cannot pass clone3 flags. After clone3 the child of this
 //! multi-threaded process only makes async-signal-safe calls (dup2, setsid, chdir, setgid,
-//! setgroups, setuid, execve, write, _exit); everything else is prepared before.
+//! setgroups, setuid, prctl, landlock_restrict_self, execve, write, _exit); everything else —
+//! the Landlock ruleset included — is prepared before.
 
+use super::landlock::{self, Confinement, LandlockError};
+use crate::policy::landlock::Plan;
 use std::{
     ffi::CString,
     fs::File,
@@ -29,6 +32,8 @@ pub struct Spec {
     pub user: Option<(u32, u32)>,
     /// Descriptors for the child's stdin, stdout, stderr; None inherits the caller's.
     pub stdio: [Option<RawFd>; 3],
+    /// The Landlock layer to start it under (its ruleset built as it starts); None for none.
+    pub landlock: Option<Plan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,8 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
     #[error("starting `{program}`: {source}")]
     Exec {
         program: String,
@@ -62,6 +69,8 @@ pub enum SpawnError {
 pub struct Child {
     pub pid: u32,
     pub pidfd: OwnedFd,
+    /// Under Landlock: the kernel's ABI, and the grants left out (and why).
+    pub landlock: Option<(u32, Vec<String>)>,
 }
 
 /// The kernel's clone_args (version 2, with the cgroup field); libc has no binding for it.
@@ -110,7 +119,8 @@ pub fn spawn(cgroup_dir: &Path, spec: &Spec) -> Result<Child, SpawnError> {
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
-    let executable = cstring(resolve(program, search)?.as_os_str().as_bytes())?;
+    let resolved = resolve(program, search)?;
+    let executable = cstring(resolved.as_os_str().as_bytes())?;
     let argv: Vec<CString> = spec
         .command
         .iter()
@@ -134,6 +144,11 @@ pub fn spawn(cgroup_dir: &Path, spec: &Spec) -> Result<Child, SpawnError> {
         path: cgroup_dir.to_path_buf(),
         source,
     })?;
+    let confinement = spec
+        .landlock
+        .as_ref()
+        .map(|plan| landlock::build(plan, &resolved, cgroup_dir))
+        .transpose()?;
     // The child reports a failed exec through this pipe; a successful exec closes it (CLOEXEC).
     let mut fds = [0; 2];
     // SAFETY: pipe2(2) into a two-element array.
@@ -170,6 +185,7 @@ pub fn spawn(cgroup_dir: &Path, spec: &Spec) -> Result<Child, SpawnError> {
                 &argv_ptrs,
                 &envp_ptrs,
                 workdir.as_ref(),
+                confinement.as_ref(),
                 report_write.as_raw_fd(),
             )
         }
@@ -195,6 +211,7 @@ pub fn spawn(cgroup_dir: &Path, spec: &Spec) -> Result<Child, SpawnError> {
         _ => Ok(Child {
             pid: pid as u32,
             pidfd,
+            landlock: confinement.map(|c| (c.abi, c.skipped)),
         }),
     }
 }
@@ -207,6 +224,7 @@ unsafe fn child(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     workdir: Option<&CString>,
+    confinement: Option<&Confinement>,
     report: RawFd,
 ) -> ! {
     // SAFETY: async-signal-safe calls on prepared memory; every failure is reported and exits.
@@ -234,6 +252,13 @@ unsafe fn child(
             fail(libc::setgroups(0, std::ptr::null()) != 0);
             fail(libc::setgid(gid) != 0);
             fail(libc::setuid(uid) != 0);
+        }
+        if let Some(confinement) = confinement {
+            fail(!landlock::restrict_self(
+                confinement.raw_ruleset(),
+                confinement.restrict_flags,
+                &confinement.tag,
+            ));
         }
         libc::execve(executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(true);

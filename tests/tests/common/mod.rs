@@ -73,9 +73,13 @@ impl Host {
         path
     }
 
-    /// claw-agent --degraded with this host's socket, cgroup root and audit log.
+    /// claw-agent --degraded with this host's socket, cgroup root and audit log; network rules
+    /// only (`--landlock off`) unless `extra` says otherwise.
     pub fn daemon_command(&self, policy: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(sibling("claw-agent"));
+        if !extra.contains(&"--landlock") {
+            command.args(["--landlock", "off"]);
+        }
         command
             .args(["--degraded", "--policy"])
             .arg(policy)

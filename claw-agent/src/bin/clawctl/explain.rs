@@ -104,8 +104,16 @@ fn explain(socket: &std::path::Path, only: Option<&str>, json: bool) -> anyhow::
         );
     }
     let rule_view = |line: &RuleLine| enforced_by(&status, &line.kind);
+    // The Landlock layer of each agent, where the processes claw starts run under one.
+    let mut landlock = std::collections::BTreeMap::new();
+    if status.landlock {
+        for a in &agents {
+            landlock.insert(a.name.clone(), client::landlock(socket, &a.name)?);
+        }
+    }
     if json {
-        let out = json_model(&status, &lines, &agents);
+        let mut out = json_model(&status, &lines, &agents);
+        out["landlock"] = json!(landlock);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -144,6 +152,16 @@ fn explain(socket: &std::path::Path, only: Option<&str>, json: bool) -> anyhow::
                 format!("{} {}", line.kind, line.value),
                 format!("{} [{map}]", hook_list(&programs)),
             );
+        }
+        match landlock.get(&a.name) {
+            Some(Some(plan)) => {
+                println!("  Landlock layer (the processes claw starts: run:, clawctl run), {} grants:", plan.grants.len());
+                for note in &plan.notes {
+                    println!("    - {note}");
+                }
+            }
+            Some(None) => println!("  Landlock layer: none (audit mode: Landlock cannot only report) — the processes claw starts are NOT file-confined"),
+            None => {}
         }
         println!("  denied by default:");
         for denied in catalogue::denied_by_default() {
@@ -199,6 +217,7 @@ mod tests {
         Status {
             enforcing: true,
             coverage: Coverage::Full,
+            landlock: false,
             policy: "p.yaml".to_owned(),
             cgroup_root: "/sys/fs/cgroup".to_owned(),
             generation: 1,

@@ -63,6 +63,7 @@ pub fn run(sockets: &Sockets, args: Args) -> anyhow::Result<i32> {
         );
     };
     let cgroup = Path::new(&status.cgroup_root).join(found.cgroup.trim_start_matches('/'));
+    let landlock = client::landlock(socket, &agent)?;
     // The tool call gets this environment: an orchestrator passes what a tool needs explicitly.
     let env: Vec<(String, String)> = std::env::vars().collect();
     let spec = spawn::Spec {
@@ -71,6 +72,7 @@ pub fn run(sockets: &Sockets, args: Args) -> anyhow::Result<i32> {
         workdir: std::env::current_dir().ok(),
         user: None,
         stdio: [None, None, None],
+        landlock,
     };
     let child = spawn::spawn(&cgroup, &spec)?;
     Ok(spawn::wait(&child)?)
@@ -92,8 +94,10 @@ fn run_call(
         command: command.clone(),
     };
     let mut connection = Connection::open(socket, &request)?;
-    let cgroup = match connection.next_reply()? {
-        Some(Reply::CallStarted { cgroup, .. }) => cgroup,
+    let (cgroup, landlock) = match connection.next_reply()? {
+        Some(Reply::CallStarted {
+            cgroup, landlock, ..
+        }) => (cgroup, landlock),
         other => return Err(client::unexpected(other).into()),
     };
     let spec = spawn::Spec {
@@ -102,6 +106,7 @@ fn run_call(
         workdir: std::env::current_dir().ok(),
         user: None,
         stdio: [None, None, None],
+        landlock,
     };
     // Whatever happens to the command, the call is ended: by the message below, or by the
     // connection closing when this process exits.

@@ -40,10 +40,11 @@ pub fn run(sockets: &Sockets, Args { json }: Args) -> anyhow::Result<()> {
 }
 
 pub fn coverage_note(status: &Status) -> &'static str {
-    if status.coverage == Coverage::NetworkOnly {
-        "DEGRADED (no BPF LSM): connect and bind rules enforced; file and exec rules NOT enforced, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks"
-    } else {
-        "full"
+    match (status.coverage, status.landlock) {
+        (Coverage::NetworkOnly, _) => "DEGRADED (no BPF LSM): connect and bind rules enforced; file and exec rules NOT enforced, nor listening on a port bound as 0, nor what every agent is denied by LSM hooks",
+        (Coverage::Landlock, _) => "landlock (no BPF LSM): connect and bind rules enforced for every process of an agent; file and exec rules by Landlock, for the processes claw starts only (run:, clawctl run); NOT for other processes in an agent's cgroup, nor executable memory, nor what every agent is denied by LSM hooks",
+        (Coverage::Full, true) => "full, with Landlock stacked on the processes claw starts",
+        (Coverage::Full, false) => "full",
     }
 }
 

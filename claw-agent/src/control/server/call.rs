@@ -39,8 +39,13 @@ pub(super) async fn call(
     })
     .await;
     let cgroup_id = match started {
-        Some(Ok((cgroup, cgroup_id))) => {
-            let sent = send(write, &Reply::CallStarted { cgroup, cgroup_id }).await;
+        Some(Ok((cgroup, cgroup_id, landlock))) => {
+            let reply = Reply::CallStarted {
+                cgroup,
+                cgroup_id,
+                landlock,
+            };
+            let sent = send(write, &reply).await;
             if sent.is_err() {
                 // The client went before it could run anything: the call ends now.
                 let _ = ask(handles, |reply| Control::EndCall {
@@ -73,6 +78,19 @@ pub(super) async fn call(
     })
     .await;
     send(write, &Reply::CallEnded { call }).await
+}
+
+/// The Landlock layer a command run in `agent` (not as a tool call) must start under.
+pub(super) async fn landlock(
+    handles: &Handles,
+    write: &mut (impl AsyncWrite + Unpin),
+    agent: String,
+) -> std::io::Result<()> {
+    match ask(handles, |reply| Control::Landlock { agent, reply }).await {
+        Some(Ok(landlock)) => send(write, &Reply::Landlock { landlock }).await,
+        Some(Err(failure)) => send(write, &failure.into()).await,
+        None => send(write, &shutting_down()).await,
+    }
 }
 
 pub(super) async fn call_end_outside_a_call(

@@ -19,7 +19,7 @@ use crate::{
         protocol::{ErrorKind, Failure, Reply, Request, Status, MAX_REQUEST_BYTES},
     },
     events::bus::Bus,
-    policy::{call::Narrowing, describe::RuleLine},
+    policy::{call::Narrowing, describe::RuleLine, landlock::Plan},
 };
 
 mod agents;
@@ -46,13 +46,19 @@ pub enum Control {
         policy: PathBuf,
         reply: oneshot::Sender<Result<(String, u64), Failure>>,
     },
-    /// Start a tool call; the answer is its cgroup (absolute path) and cgroup id, or why not.
+    /// Start a tool call; the answer is its cgroup (absolute path), cgroup id and Landlock
+    /// layer, or why not.
     StartCall {
         agent: String,
         call: String,
         narrowing: Narrowing,
         command: Vec<String>,
-        reply: oneshot::Sender<Result<(String, u64), Failure>>,
+        reply: oneshot::Sender<Result<(String, u64, Option<Plan>), Failure>>,
+    },
+    /// The Landlock layer a process started in agent `agent` must run under (None: none).
+    Landlock {
+        agent: String,
+        reply: oneshot::Sender<Result<Option<Plan>, Failure>>,
     },
     /// Grant the object of logged denial `event`; the answer says what was granted, or why not.
     Allow {
@@ -202,6 +208,7 @@ async fn serve(
             remedy::advise(&handles, &mut write, since, agent, call).await
         }
         Request::Persist { event } => remedy::persist(&handles, &mut write, event).await,
+        Request::Landlock { agent } => call::landlock(&handles, &mut write, agent).await,
     }
 }
 

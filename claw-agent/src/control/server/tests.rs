@@ -224,6 +224,7 @@ async fn status_is_answered_by_the_owner_task() {
         let _ = reply.send(Status {
             enforcing: true,
             coverage: crate::kernel::enforcer::Coverage::Full,
+            landlock: false,
             generation: 1,
             policy: "p.yaml".to_owned(),
             cgroup_root: "/sys/fs/cgroup".to_owned(),

@@ -1,0 +1,435 @@
+//! The Landlock ruleset of a process claw starts, built from its agent's `policy::landlock::Plan`
+//! just before the start (rules bind the inodes their paths name at that moment), in the parent:
+//! the child of clone3 only calls prctl and landlock_restrict_self before execve.
+//!
+//! rust-landlock builds the ruleset (it handles every ABI's rights and their absence); the paths
+//! are opened here with openat2, which the crate does not offer, so that a symbolic link an
+//! agent could have planted is not followed.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io::Read as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+use landlock::{
+    make_bitflags, Access as _, AccessFs, BitFlags, PathBeneath, Ruleset, RulesetAttr as _,
+    RulesetCreatedAttr as _, Scope, ABI,
+};
+
+use crate::policy::landlock::{Access, Grant, Plan};
+
+/// landlock_restrict_self flags (ABI 7): log denials after execve too (by default the kernel
+/// stops logging at the first exec), and not those of sandboxes the agent makes itself.
+const LOG_NEW_EXEC_ON: u32 = 2;
+const LOG_SUBDOMAINS_OFF: u32 = 4;
+
+/// A ruleset ready for the child to restrict itself with, and what building it found.
+#[derive(Debug)]
+pub struct Confinement {
+    pub ruleset: OwnedFd,
+    pub restrict_flags: u32,
+    /// The child's name while it restricts itself — what the kernel's audit record of its
+    /// domain carries, so that a denial is known to be this agent's: `claw-<cgroup id in hex>`.
+    pub tag: CString,
+    /// The kernel's Landlock ABI.
+    pub abi: u32,
+    /// Grants left out, and why (a path missing, or a symbolic link in a tree agents write).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("Landlock is not available: {0}")]
+    Unavailable(String),
+    #[error("building the Landlock ruleset: {0}")]
+    Ruleset(#[from] landlock::RulesetError),
+}
+
+/// The rights a grant gives at a directory or at a file (Landlock refuses directory rights on a
+/// file). An exact-path rule naming a directory lets it be listed: Landlock cannot grant a
+/// directory without what is below it, so listing (names only) reaches its subdirectories too.
+fn rights(access: Access, directory: bool, exact: bool) -> BitFlags<AccessFs> {
+    let mut rights = BitFlags::EMPTY;
+    if access.read {
+        rights |= AccessFs::ReadFile;
+        if directory {
+            rights |= AccessFs::ReadDir;
+        }
+    }
+    if access.write {
+        rights |= make_bitflags!(AccessFs::{WriteFile | Truncate});
+        if directory && !exact {
+            // Every write directory gets the same set: Refer needs it on both sides of a move.
+            rights |= make_bitflags!(AccessFs::{MakeReg | MakeDir | MakeSym | MakeSock | MakeFifo | RemoveFile | RemoveDir | Refer});
+        }
+    }
+    if access.execute {
+        rights |= make_bitflags!(AccessFs::{Execute | ReadFile});
+    }
+    if access.library {
+        rights |= AccessFs::ReadFile;
+    }
+    if access.ioctl {
+        rights |= AccessFs::IoctlDev;
+    }
+    if exact && directory {
+        rights &= make_bitflags!(AccessFs::{ReadDir});
+        if access.read || access.write || access.execute || access.library {
+            rights |= AccessFs::ReadDir;
+        }
+    }
+    if !directory {
+        rights &= make_bitflags!(AccessFs::{Execute | WriteFile | ReadFile | Truncate | IoctlDev});
+    }
+    rights
+}
+
+/// openat2's struct open_how (libc's binding cannot be built outside libc: it is non-exhaustive).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens `path` for a rule (O_PATH): without following symbolic links, unless none of them can
+/// be in a tree some agent writes.
+fn open_rule_path(path: &Path, writable: &[String]) -> Result<OwnedFd, String> {
+    let name = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL byte".to_owned())?;
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_NO_SYMLINKS,
+    };
+    let open = |how: &OpenHow| {
+        // SAFETY: openat2(2) with a NUL-terminated path and a filled open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                how as *const OpenHow,
+                size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: the kernel just gave us this descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        }
+    };
+    match open(&how) {
+        Ok(fd) => Ok(fd),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            let text = path.to_string_lossy();
+            if let Some(tree) = writable
+                .iter()
+                .find(|w| text.starts_with(w.as_str()) || w.starts_with(text.as_ref()))
+            {
+                return Err(format!(
+                    "a symbolic link on the way, and agents may write {tree}: not followed"
+                ));
+            }
+            open(&OpenHow { resolve: 0, ..how }).map_err(|e| e.to_string())
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// The ruleset for a process of `plan` started as `program` in the cgroup `cgroup_dir`.
+pub fn build(plan: &Plan, program: &Path, cgroup_dir: &Path) -> Result<Confinement, LandlockError> {
+    let abi = crate::kernel::preflight::landlock_abi().map_err(LandlockError::Unavailable)?;
+    let mut created = Ruleset::default()
+        .handle_access(AccessFs::from_all(ABI::V5))?
+        .scope(Scope::from_all(ABI::V6))?
+        .create()?;
+    let mut skipped = Vec::new();
+    let mut rules: Vec<(OwnedFd, BitFlags<AccessFs>)> = Vec::new();
+    for grant in &plan.grants {
+        expand(grant, &plan.writable, &mut rules, &mut skipped);
+    }
+    for interpreter in interpreters(plan, program) {
+        match open_rule_path(&interpreter, &plan.writable) {
+            Ok(fd) => rules.push((fd, make_bitflags!(AccessFs::{Execute | ReadFile}))),
+            Err(why) => skipped.push(format!(
+                "{} (ELF interpreter): {why}",
+                interpreter.display()
+            )),
+        }
+    }
+    for (fd, rights) in rules {
+        if !rights.is_empty() {
+            created = created.add_rule(PathBeneath::new(fd, rights))?;
+        }
+    }
+    let ruleset: Option<OwnedFd> = created.into();
+    let ruleset = ruleset
+        .ok_or_else(|| LandlockError::Unavailable("the kernel made no ruleset".to_owned()))?;
+    let cgroup_id = std::fs::metadata(cgroup_dir).map(|m| m.ino()).unwrap_or(0);
+    Ok(Confinement {
+        ruleset,
+        restrict_flags: if abi >= 7 {
+            LOG_NEW_EXEC_ON | LOG_SUBDOMAINS_OFF
+        } else {
+            0
+        },
+        tag: CString::new(tag(cgroup_id)).expect("hex has no NUL"),
+        abi,
+        skipped,
+    })
+}
+
+/// The name a confined child has while it restricts itself (at most 15 bytes, comm's size).
+pub fn tag(cgroup_id: u64) -> String {
+    format!("claw-{:x}", cgroup_id & 0xff_ffff_ffff)
+}
+
+/// The cgroup id a tag names.
+pub fn tag_cgroup_id(comm: &str) -> Option<u64> {
+    u64::from_str_radix(comm.strip_prefix("claw-")?, 16).ok()
+}
+
+/// The rules of one grant: its path, or (guarded paths below it) the entries on the way.
+fn expand(
+    grant: &Grant,
+    writable: &[String],
+    rules: &mut Vec<(OwnedFd, BitFlags<AccessFs>)>,
+    skipped: &mut Vec<String>,
+) {
+    if let Some(prefix) = grant.path.strip_suffix('*') {
+        // `/dev/nvidia*`: every entry of the directory starting with the name.
+        let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dir = format!("{dir}/");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.as_bytes().starts_with(start.as_bytes()) {
+                let path = Path::new(&dir).join(&name);
+                add_path(&path, grant.access, false, writable, rules, skipped);
+            }
+        }
+        return;
+    }
+    let path = Path::new(&grant.path);
+    if grant.except.is_empty() {
+        add_path(
+            path,
+            grant.access,
+            !grant.path.ends_with('/'),
+            writable,
+            rules,
+            skipped,
+        );
+        return;
+    }
+    narrow(path, grant.access, &grant.except, writable, rules, skipped);
+}
+
+/// `dir` with everything below it but `except`: listing only at `dir` (if readable), each other
+/// entry granted on its own; entries on the way to an excepted path narrowed in turn.
+fn narrow(
+    dir: &Path,
+    access: Access,
+    except: &[String],
+    writable: &[String],
+    rules: &mut Vec<(OwnedFd, BitFlags<AccessFs>)>,
+    skipped: &mut Vec<String>,
+) {
+    if access.read {
+        let listing = Access {
+            read: true,
+            ..Access::default()
+        };
+        add_path(dir, listing, true, writable, rules, skipped);
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        skipped.push(format!("{}: cannot be listed to narrow it", dir.display()));
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let text = path.to_string_lossy();
+        let as_dir = format!("{text}/");
+        if except.iter().any(|e| *e == text || *e == as_dir) {
+            continue;
+        }
+        let below: Vec<String> = except
+            .iter()
+            .filter(|e| e.starts_with(&as_dir))
+            .cloned()
+            .collect();
+        let is_symlink = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if is_symlink {
+            // Its target is reached through a grant of its own, if any.
+            continue;
+        }
+        if below.is_empty() {
+            add_path(&path, access, false, writable, rules, skipped);
+        } else {
+            narrow(&path, access, &below, writable, rules, skipped);
+        }
+    }
+}
+
+fn add_path(
+    path: &Path,
+    access: Access,
+    exact: bool,
+    writable: &[String],
+    rules: &mut Vec<(OwnedFd, BitFlags<AccessFs>)>,
+    skipped: &mut Vec<String>,
+) {
+    match open_rule_path(path, writable) {
+        Ok(fd) => {
+            let directory = File::from(fd.try_clone().expect("dup of an O_PATH fd"))
+                .metadata()
+                .is_ok_and(|m| m.is_dir());
+            rules.push((fd, rights(access, directory, exact)));
+        }
+        Err(why) => skipped.push(format!("{}: {why}", path.display())),
+    }
+}
+
+/// The ELF interpreters (PT_INTERP) of `program` and of the programs exec rules name one by one,
+/// where a library grant covers them: the kernel opens the interpreter as it opens a program
+/// (Landlock asks for execute), while the libraries it loads need read only.
+fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
+    let libraries: Vec<&str> = plan
+        .grants
+        .iter()
+        .filter(|g| g.access.library)
+        .map(|g| g.path.as_str())
+        .collect();
+    let covered = |path: &Path| {
+        let text = path.to_string_lossy();
+        libraries
+            .iter()
+            .any(|l| text == *l || (l.ends_with('/') && text.starts_with(l)))
+    };
+    let mut found: Vec<PathBuf> = plan
+        .grants
+        .iter()
+        .filter(|g| g.access.execute && !g.path.ends_with('/'))
+        .map(|g| PathBuf::from(&g.path))
+        .chain([program.to_path_buf()])
+        .filter_map(|p| elf_interpreter(&p))
+        .filter_map(|interp| {
+            let real = std::fs::canonicalize(&interp).ok()?;
+            (covered(&interp) || covered(&real)).then_some(real)
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The PT_INTERP path of a 64-bit little-endian ELF file, if it has one.
+pub fn elf_interpreter(path: &Path) -> Option<PathBuf> {
+    let mut file = File::open(path).ok()?;
+    let mut head = vec![0u8; 4096];
+    let read = file.read(&mut head).ok()?;
+    let head = &head[..read];
+    if head.get(..5)? != b"\x7fELF\x02" || *head.get(5)? != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?));
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20)? as usize,
+        u16_at(0x36)? as usize,
+        u16_at(0x38)?,
+    );
+    const PT_INTERP: u32 = 3;
+    for index in 0..usize::from(phnum) {
+        let at = phoff + index * phentsize;
+        let kind = u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?);
+        if kind != PT_INTERP {
+            continue;
+        }
+        let (offset, size) = (u64_at(at + 8)? as usize, u64_at(at + 32)? as usize);
+        let name = head.get(offset..offset + size)?;
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        return Some(PathBuf::from(std::ffi::OsStr::from_bytes(name)));
+    }
+    None
+}
+
+/// In the child of clone3, right before execve: name it with its tag, then no_new_privs and the
+/// ruleset. Async-signal-safe (three syscalls); returns false on failure, errno set.
+///
+/// # Safety
+/// Only in a child after clone3, with `confinement`'s memory prepared before.
+pub unsafe fn restrict_self(ruleset: RawFd, flags: u32, tag: &CString) -> bool {
+    // SAFETY: prctl(2) and landlock_restrict_self(2) on prepared memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, tag.as_ptr());
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::syscall(libc::SYS_landlock_restrict_self, ruleset, flags) == 0
+    }
+}
+
+impl Confinement {
+    pub fn raw_ruleset(&self) -> RawFd {
+        self.ruleset.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_fit_the_kind_of_file() {
+        let read = Access {
+            read: true,
+            ..Access::default()
+        };
+        let write = Access {
+            write: true,
+            ..Access::default()
+        };
+        assert_eq!(
+            rights(read, true, false),
+            AccessFs::ReadFile | AccessFs::ReadDir
+        );
+        assert_eq!(rights(read, false, true), AccessFs::ReadFile);
+        assert!(rights(write, true, false).contains(AccessFs::Refer));
+        assert_eq!(
+            rights(write, false, true),
+            AccessFs::WriteFile | AccessFs::Truncate
+        );
+        // An exact path naming a directory: listing only.
+        assert_eq!(rights(read, true, true), AccessFs::ReadDir);
+        let library = Access {
+            library: true,
+            ..Access::default()
+        };
+        assert!(!rights(library, true, false).contains(AccessFs::Execute));
+    }
+
+    #[test]
+    fn tags_name_the_cgroup() {
+        assert_eq!(tag(0x1234), "claw-1234");
+        assert!(tag(u64::MAX).len() <= 15);
+        assert_eq!(tag_cgroup_id("claw-1234"), Some(0x1234));
+        assert_eq!(tag_cgroup_id("bash"), None);
+    }
+
+    #[test]
+    fn the_interpreter_of_this_test_binary_is_found() {
+        let exe = std::env::current_exe().unwrap();
+        let interp = elf_interpreter(&exe).expect("a dynamically linked test binary");
+        assert!(interp.to_string_lossy().contains("ld-linux"), "{interp:?}");
+        assert_eq!(elf_interpreter(Path::new("/etc/passwd")), None);
+    }
+}

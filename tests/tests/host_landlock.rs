@@ -1,0 +1,120 @@
+//! The Landlock layer on this host (its kernel refuses BPF LSM and has Landlock): claw-agent
+//! --degraded runs with coverage `landlock`; a tool call, a plain `clawctl run` and a supervised
+//! process are refused reads, writes and execs outside their agent's rules and allowed inside.
+//! Landlock restricts only the processes claw starts, which exit with the test: nothing outside
+//! them is touched.
+
+mod common;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::Host;
+
+/// `clawctl ARGS`: (exit code, stdout, stderr).
+fn clawctl(host: &Host, args: &[&str]) -> (i32, String, String) {
+    let output = host.clawctl(args);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn wait_for(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn landlock_confines_the_processes_claw_starts() {
+    let mut host = Host::new("landlock");
+    let (tools, _) = host.agent("tools");
+    let (svc, _) = host.agent("svc");
+    // Apart from the daemon's socket directory, where no agent may write.
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().to_path_buf();
+    let d = dir.display().to_string();
+    for sub in ["in", "out", "other"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("in/ok"), "readable\n").unwrap();
+    std::fs::write(dir.join("secret"), "not for agents\n").unwrap();
+    let common = format!(
+        "    files: {{read: [{d}/in/, /etc/ld.so.cache], write: [{d}/out/]}}\n    exec: [/usr/bin/cat, /usr/bin/touch, /usr/bin/sh]\n    libraries: [/usr/lib/]\n"
+    );
+    let script = format!(
+        "cat {d}/secret > /dev/null 2>&1; echo $? > {d}/out/svc-secret; cat {d}/in/ok > {d}/out/svc-ok; touch {d}/other/svc 2> /dev/null; echo $? > {d}/out/svc-write"
+    );
+    let policy = host.policy(&format!(
+        "agents:\n  - name: tools\n    cgroup: {tools}\n{common}  - name: svc\n    cgroup: {svc}\n{common}    run:\n      command: [/usr/bin/sh, -c, \"{script}\"]\n      restart: never\n"
+    ));
+    host.start(&policy, &["--landlock", "auto"]);
+
+    let status: serde_json::Value =
+        serde_json::from_slice(&host.clawctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["coverage"], "landlock", "{status}");
+
+    // A tool call: inside its rules, and outside.
+    let call = |args: &[&str]| {
+        let mut all = vec!["run", "--agent", "tools", "--call-id", "c1", "--"];
+        all.extend_from_slice(args);
+        clawctl(&host, &all)
+    };
+    let (code, out, err) = call(&["/usr/bin/cat", &format!("{d}/in/ok")]);
+    assert_eq!((code, out.as_str()), (0, "readable\n"), "{err}");
+    let (code, out, err) = call(&["/usr/bin/cat", &format!("{d}/secret")]);
+    assert_eq!(code, 1, "read outside the rules: {out}{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    let (code, _, err) = call(&["/usr/bin/touch", &format!("{d}/out/made")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("out/made").exists());
+    let (code, _, err) = call(&["/usr/bin/touch", &format!("{d}/other/made")]);
+    assert_eq!(code, 1, "write outside the rules: {err}");
+    assert!(!dir.join("other/made").exists());
+    // A program no exec rule names does not start.
+    let (code, _, err) = call(&["/usr/bin/ls", &d]);
+    assert_ne!(code, 0, "exec outside the rules: {err}");
+    assert!(err.contains("Permission denied"), "{err}");
+
+    // A plain `clawctl run`, in the agent's own cgroup.
+    let (code, _, err) = clawctl(
+        &host,
+        &[
+            "run",
+            "--agent",
+            "tools",
+            "--",
+            "/usr/bin/cat",
+            &format!("{d}/secret"),
+        ],
+    );
+    assert_eq!(code, 1, "plain run, read outside the rules: {err}");
+
+    // The supervised process.
+    assert_eq!(wait_for(&dir.join("out/svc-ok")), "readable\n");
+    assert_eq!(wait_for(&dir.join("out/svc-secret")), "1\n");
+    assert_eq!(wait_for(&dir.join("out/svc-write")), "1\n");
+    assert!(!dir.join("other/svc").exists());
+
+    // Outside claw's processes nothing changed.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secret")).unwrap(),
+        "not for agents\n"
+    );
+    std::fs::write(dir.join("other/by-the-test"), "").unwrap();
+}
