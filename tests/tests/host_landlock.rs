@@ -40,6 +40,27 @@ fn wait_for(path: &Path) -> String {
     }
 }
 
+/// The first deny event in the audit log that `matches`, waiting for it up to 30 s.
+fn denial(host: &Host, matches: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&host.audit_log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|entry| entry["event"].clone())
+            .find(|e| e["kind"] == "deny" && matches(e));
+        if let Some(event) = found {
+            return event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such denial in the audit log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn landlock_confines_the_processes_claw_starts() {
     let mut host = Host::new("landlock");
@@ -110,6 +131,44 @@ fn landlock_confines_the_processes_claw_starts() {
     assert_eq!(wait_for(&dir.join("out/svc-secret")), "1\n");
     assert_eq!(wait_for(&dir.join("out/svc-write")), "1\n");
     assert!(!dir.join("other/svc").exists());
+
+    // The refusals are claw events with their agent (and call), from Landlock's audit records.
+    let secret = format!("{d}/secret");
+    let tool_call = denial(&host, |e| {
+        e["agent"] == "tools" && e["call"] == "c1" && e["path"] == secret.as_str()
+    });
+    assert_eq!(tool_call["op"], "open", "{tool_call}");
+    assert_eq!(tool_call["access"], "read", "{tool_call}");
+    assert_eq!(tool_call["coverage"], "landlock", "{tool_call}");
+    assert_eq!(
+        tool_call["details"]["enforced_by"], "landlock",
+        "{tool_call}"
+    );
+    // Landlock names the directory a file could not be made in.
+    let other = format!("{d}/other");
+    let made = denial(&host, |e| {
+        e["agent"] == "tools" && e["path"] == other.as_str()
+    });
+    assert_eq!(made["op"], "mknod", "{made}");
+    assert_eq!(made["access"], "write", "{made}");
+    let plain = denial(&host, |e| {
+        e["agent"] == "tools" && e["call"].is_null() && e["path"] == secret.as_str()
+    });
+    assert_eq!(plain["cgroup"], format!("/{tools}"), "{plain}");
+    denial(&host, |e| {
+        e["agent"] == "svc" && e["path"] == secret.as_str()
+    });
+
+    // The tracepoints' reports of the same opens decide nothing: they do not claim it went
+    // through.
+    let log = std::fs::read_to_string(&host.audit_log).unwrap();
+    let reported = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|entry| entry["event"].clone())
+        .find(|e| e["kind"] == "audit" && e["path"] == secret.as_str())
+        .expect("a tracepoint report of the open");
+    assert_eq!(reported["decision"], "-", "{reported}");
 
     // Outside claw's processes nothing changed.
     assert_eq!(

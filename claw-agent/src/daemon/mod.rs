@@ -149,6 +149,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.resolv_conf.clone(),
     );
     let identities = Arc::new(RwLock::new(Identities::new()));
+    // Held to the end: audit goes back to how it was found when claw-agent stops.
+    let _audit = if landlock {
+        landlock_denials(identities.clone(), bus.clone(), coverage)
+    } else {
+        None
+    };
     let unenforced = install_policy(
         &mut enforcer,
         &mut resolvers,
@@ -253,6 +259,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         agents: socket_view,
     };
     serve_sockets(&sockets, handles, shutdown).await
+}
+
+/// Landlock's denials as events, where the kernel reports them (Landlock ABI 7, Linux 6.15+);
+/// elsewhere the log says they are not reported. The guard turns audit back off if claw-agent
+/// turned it on.
+fn landlock_denials(
+    identities: Arc<RwLock<Identities>>,
+    bus: Arc<Bus>,
+    coverage: Coverage,
+) -> Option<crate::events::landlock::AuditEnabled> {
+    let abi = crate::kernel::preflight::landlock_abi().unwrap_or(0);
+    if abi < 7 {
+        tracing::warn!("this kernel's Landlock (ABI {abi}) does not report denials (ABI 7, Linux 6.15, does): Landlock's refusals are NOT claw events");
+        return None;
+    }
+    let reported = crate::events::landlock::enable_audit().and_then(|guard| {
+        crate::events::landlock::follow(identities, bus, coverage)?;
+        Ok(guard)
+    });
+    match reported {
+        Ok(guard) => Some(guard),
+        Err(err) => {
+            tracing::warn!(
+                "reading Landlock's audit records: {err}; Landlock's refusals are NOT claw events"
+            );
+            None
+        }
+    }
 }
 
 /// Loads the programs (verified, not attached) for `coverage`, on the cgroup v2 mount given or

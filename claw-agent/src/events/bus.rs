@@ -51,10 +51,13 @@ pub enum Stage {
     /// Records a claw-agent read from the kernel but was killed before logging them (told by
     /// the next one, from the records' numbers).
     Restart,
+    /// Landlock's audit records the kernel dropped before claw-agent read them (its socket's
+    /// buffer overflowed), or denials whose domain was never told.
+    Landlock,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Kernel,
         Stage::Decode,
         Stage::Follower,
@@ -62,6 +65,7 @@ impl Stage {
         Stage::Forward,
         Stage::Metrics,
         Stage::Restart,
+        Stage::Landlock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Stage {
             Stage::Forward => "forward",
             Stage::Metrics => "metrics",
             Stage::Restart => "restart",
+            Stage::Landlock => "landlock",
         }
     }
 }

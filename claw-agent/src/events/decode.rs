@@ -124,6 +124,19 @@ pub fn decode_with_header(
     if event.kind == Kind::Deny || event.kind == Kind::Audit {
         event.reason = identities.reason(&event);
     }
+    if coverage == Coverage::Landlock
+        && event.kind == Kind::Audit
+        && matches!(event.op.as_str(), "open" | "exec")
+    {
+        // Seen at the system call's entry by a tracepoint, which decides nothing: for a process
+        // claw started Landlock decides (its refusal is a deny event of its own); for another
+        // process in the agent's cgroup it went through.
+        event.decision = Decision::None;
+        event.details = Some(serde_json::json!({
+            "reported_by": "tracepoint",
+            "decided_by": "Landlock for the processes claw started (a refusal is a deny event with enforced_by landlock); nothing for other processes",
+        }));
+    }
     Ok((header, event))
 }
 

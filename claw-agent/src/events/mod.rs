@@ -12,4 +12,5 @@ pub mod event;
 pub mod identities;
 pub mod ingest;
 pub mod kmsg;
+pub mod landlock;
 pub mod watch;

@@ -213,6 +213,18 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Pla
     })
 }
 
+/// The name a process claw starts has while it restricts itself — what the kernel's audit
+/// record of its Landlock domain carries (`events::landlock`): its cgroup id (comm holds 15
+/// bytes).
+pub fn tag(cgroup_id: u64) -> String {
+    format!("claw-{:x}", cgroup_id & 0xff_ffff_ffff)
+}
+
+/// The cgroup id a tag names.
+pub fn tag_cgroup_id(comm: &str) -> Option<u64> {
+    u64::from_str_radix(comm.strip_prefix("claw-")?, 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +323,14 @@ mod tests {
         let plan = plan(&agent, &guards(), &[]).unwrap();
         assert!(grant(&plan, "/dev/nvidia*").access.ioctl);
         assert!(grant(&plan, "/dev/dri/").access.ioctl);
+    }
+
+    #[test]
+    fn tags_name_the_cgroup() {
+        assert_eq!(tag(0x1234), "claw-1234");
+        assert!(tag(u64::MAX).len() <= 15);
+        assert_eq!(tag_cgroup_id("claw-1234"), Some(0x1234));
+        assert_eq!(tag_cgroup_id("bash"), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use landlock::{
     RulesetCreatedAttr as _, Scope, ABI,
 };
 
-use crate::policy::landlock::{Access, Grant, Plan};
+use crate::policy::landlock::{tag, Access, Grant, Plan};
 
 /// landlock_restrict_self flags (ABI 7): log denials after execve too (by default the kernel
 /// stops logging at the first exec), and not those of sandboxes the agent makes itself.
@@ -185,16 +185,6 @@ pub fn build(plan: &Plan, program: &Path, cgroup_dir: &Path) -> Result<Confineme
         abi,
         skipped,
     })
-}
-
-/// The name a confined child has while it restricts itself (at most 15 bytes, comm's size).
-pub fn tag(cgroup_id: u64) -> String {
-    format!("claw-{:x}", cgroup_id & 0xff_ffff_ffff)
-}
-
-/// The cgroup id a tag names.
-pub fn tag_cgroup_id(comm: &str) -> Option<u64> {
-    u64::from_str_radix(comm.strip_prefix("claw-")?, 16).ok()
 }
 
 /// The rules of one grant: its path, or (guarded paths below it) the entries on the way.
@@ -415,14 +405,6 @@ mod tests {
             ..Access::default()
         };
         assert!(!rights(library, true, false).contains(AccessFs::Execute));
-    }
-
-    #[test]
-    fn tags_name_the_cgroup() {
-        assert_eq!(tag(0x1234), "claw-1234");
-        assert!(tag(u64::MAX).len() <= 15);
-        assert_eq!(tag_cgroup_id("claw-1234"), Some(0x1234));
-        assert_eq!(tag_cgroup_id("bash"), None);
     }
 
     #[test]
