@@ -393,16 +393,19 @@ impl Report {
         let runs_here = facts.root && facts.host_cgroup_namespace.is_ok();
         let lsm = runs_here && facts.btf.is_ok() && built && active && trampolines;
         let network = runs_here && cgroup2 && cgroup_programs;
-        let coverage = match (lsm && network, network) {
-            (true, _) => Coverage::Full.as_str(),
-            (false, true) => Coverage::NetworkOnly.as_str(),
-            (false, false) => "none",
+        let landlock = facts.landlock.as_ref().ok().copied();
+        let coverage = match (lsm && network, network, landlock) {
+            (true, _, _) => Coverage::Full.as_str(),
+            (false, true, Some(_)) => Coverage::Landlock.as_str(),
+            (false, true, None) => Coverage::NetworkOnly.as_str(),
+            (false, false, _) => "none",
         };
+        let file_layer = (!lsm && network).then_some(landlock).flatten();
         Report {
             kernel: facts.kernel.clone(),
             checks,
             coverage,
-            enforcement: enforcement(lsm, network, &facts.cgroup.controllers),
+            enforcement: enforcement(lsm, network, file_layer, &facts.cgroup.controllers),
             full: lsm && network,
         }
     }
@@ -423,6 +426,9 @@ impl Report {
         out.push_str(&format!("coverage: {}", self.coverage));
         out.push_str(match self.coverage {
             "full" => " — every rule kind is enforced in the kernel\n",
+            "landlock" => {
+                " — network rules for every process of an agent; file and exec rules by Landlock, for the processes claw starts only (run:, clawctl run); claw-agent refuses to start unless run with --degraded\n"
+            }
             "degraded" => {
                 " — network rules only; claw-agent refuses to start unless run with --degraded\n"
             }
@@ -456,15 +462,34 @@ fn controller_list(controllers: &[String]) -> String {
     }
 }
 
-/// What enforces each kind of rule given what runs.
-fn enforcement(lsm: bool, network: bool, controllers: &[String]) -> Vec<Enforcement> {
-    let by_lsm = |rules| Enforcement {
+/// What enforces each kind of rule given what runs; `landlock`: the Landlock ABI file and exec
+/// rules fall back to (no BPF LSM).
+fn enforcement(
+    lsm: bool,
+    network: bool,
+    landlock: Option<u32>,
+    controllers: &[String],
+) -> Vec<Enforcement> {
+    let by_lsm = |rules| {
+        Enforcement {
         rules,
+        enforced: lsm || landlock.is_some(),
+        by: match (lsm, landlock) {
+            (true, _) => "BPF LSM".to_owned(),
+            (false, Some(abi)) => format!(
+                "Landlock (ABI {abi}), for the processes claw starts only — needs BPF LSM for every process"
+            ),
+            (false, None) => "needs BPF LSM".to_owned(),
+        },
+    }
+    };
+    let jit = Enforcement {
+        rules: "jit (executable memory)",
         enforced: lsm,
         by: if lsm {
             "BPF LSM".to_owned()
         } else {
-            "needs BPF LSM".to_owned()
+            "needs BPF LSM (Landlock does not check executable memory)".to_owned()
         },
     };
     let by_cgroup = |rules, programs: &str| Enforcement {
@@ -479,7 +504,7 @@ fn enforcement(lsm: bool, network: bool, controllers: &[String]) -> Vec<Enforcem
     let mut kinds = vec![
         by_lsm("files (read, write)"),
         by_lsm("exec, libraries"),
-        by_lsm("jit (executable memory)"),
+        jit,
         by_cgroup(
             "connect, listen, redirect",
             "cgroup socket-address programs",
@@ -567,7 +592,7 @@ mod tests {
             .to_vec());
         let report = Report::of(&facts);
         assert!(!report.full);
-        assert_eq!(report.coverage, "degraded");
+        assert_eq!(report.coverage, "landlock");
         let active = verdict(&report, "BPF LSM active");
         assert_eq!(active.verdict, "fail");
         let fix = active.fix.as_deref().unwrap();
@@ -579,12 +604,33 @@ mod tests {
             fix.contains("/etc/default/grub") && fix.contains("update-grub"),
             "{fix}"
         );
+        // Landlock takes over files and exec for the processes claw starts; jit stays open.
         let files = &report.enforcement[0];
-        assert!(!files.enforced && files.by.contains("BPF LSM"), "{files:?}");
+        assert!(
+            files.enforced
+                && files
+                    .by
+                    .contains("Landlock (ABI 6), for the processes claw starts only"),
+            "{files:?}"
+        );
+        assert!(
+            !report.enforcement[2].enforced,
+            "jit: {:?}",
+            report.enforcement[2]
+        );
         assert!(
             report.enforcement[3].enforced,
             "network rules still enforced"
         );
+        assert!(report
+            .render()
+            .contains("NOT enforced: needs BPF LSM (Landlock does not check executable memory)"));
+        // Without Landlock: network only.
+        facts.landlock = Err("built, but not enabled at boot (not in lsm=)".into());
+        let report = Report::of(&facts);
+        assert_eq!(report.coverage, "degraded");
+        let files = &report.enforcement[0];
+        assert!(!files.enforced && files.by.contains("BPF LSM"), "{files:?}");
         assert!(report.render().contains("NOT enforced: needs BPF LSM"));
     }
 
@@ -610,7 +656,7 @@ mod tests {
         let mut facts = debian_node();
         facts.lsm_programs = Some(Err("loading lsm/file_open: Operation not permitted".into()));
         let report = Report::of(&facts);
-        assert_eq!(report.coverage, "degraded");
+        assert_eq!(report.coverage, "landlock");
         let check = verdict(&report, "BPF trampolines");
         assert_eq!(check.verdict, "fail");
         assert!(check.detail.contains("Operation not permitted"));
