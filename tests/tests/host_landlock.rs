@@ -7,6 +7,8 @@
 mod common;
 
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
     path::Path,
     time::{Duration, Instant},
 };
@@ -76,7 +78,7 @@ fn landlock_confines_the_processes_claw_starts() {
     std::fs::write(dir.join("in/ok"), "readable\n").unwrap();
     std::fs::write(dir.join("secret"), "not for agents\n").unwrap();
     let common = format!(
-        "    files: {{read: [{d}/in/, /etc/ld.so.cache], write: [{d}/out/]}}\n    exec: [/usr/bin/cat, /usr/bin/touch, /usr/bin/sh]\n    libraries: [/usr/lib/]\n"
+        "    files: {{read: [{d}/in/, /etc/ld.so.cache, /proc/], write: [{d}/out/]}}\n    exec: [/usr/bin/cat, /usr/bin/touch, /usr/bin/sh]\n    libraries: [/usr/lib/]\n"
     );
     let script = format!(
         "cat {d}/secret > /dev/null 2>&1; echo $? > {d}/out/svc-secret; cat {d}/in/ok > {d}/out/svc-ok; touch {d}/other/svc 2> /dev/null; echo $? > {d}/out/svc-write"
@@ -111,6 +113,34 @@ fn landlock_confines_the_processes_claw_starts() {
     let (code, _, err) = call(&["/usr/bin/ls", &d]);
     assert_ne!(code, 0, "exec outside the rules: {err}");
     assert!(err.contains("Permission denied"), "{err}");
+
+    // Root in a tool call holds no capabilities and sees its own cgroup as the root of its
+    // cgroup namespace: no clone3 or cgroup.procs write takes it out of its agent.
+    let (code, status, err) = call(&["/usr/bin/cat", "/proc/self/status"]);
+    assert_eq!(code, 0, "{err}");
+    for capabilities in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(capabilities))
+            .unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let (code, cgroup, err) = call(&["/usr/bin/cat", "/proc/self/cgroup"]);
+    assert_eq!(code, 0, "{err}");
+    let v2 = cgroup.lines().find(|l| l.starts_with("0::")).unwrap();
+    assert_eq!(v2, "0::/", "{cgroup}");
+
+    // A client that would not apply the Landlock layer gets no call.
+    let mut old = UnixStream::connect(&host.socket).unwrap();
+    old.write_all(b"{\"request\":\"call\",\"agent\":\"tools\",\"call\":\"old\",\"command\":[\"/usr/bin/cat\"]}\n")
+        .unwrap();
+    let mut reply = String::new();
+    BufReader::new(old).read_line(&mut reply).unwrap();
+    assert!(
+        reply.contains("does not apply claw's Landlock layer"),
+        "{reply}"
+    );
 
     // A plain `clawctl run`, in the agent's own cgroup.
     let (code, _, err) = clawctl(

@@ -44,6 +44,10 @@ pub enum Request {
         /// For the record (the `call` event): what the client runs.
         #[serde(default)]
         command: Vec<String>,
+        /// The client starts the command under the Landlock layer `call-started` carries; a
+        /// claw-agent with a Landlock layer refuses clients that do not.
+        #[serde(default)]
+        landlock: bool,
     },
     /// The second line of a `call` connection: the command ended with `status`.
     CallEnd { status: i32 },

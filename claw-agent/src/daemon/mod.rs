@@ -99,6 +99,17 @@ fn choose_coverage(
     layer: LandlockLayer,
     landlock_abi: Result<u32, String>,
 ) -> anyhow::Result<(Coverage, bool)> {
+    // Below MIN_ABI, Landlock leaves truncation unchecked: not a file layer claw relies on.
+    let landlock_abi = landlock_abi.and_then(|abi| {
+        if abi >= crate::policy::landlock::MIN_ABI {
+            Ok(abi)
+        } else {
+            Err(format!(
+                "ABI {abi}; claw needs {} (truncation checked, Linux 6.2)",
+                crate::policy::landlock::MIN_ABI
+            ))
+        }
+    });
     match (degraded, layer, landlock_abi) {
         (_, LandlockLayer::Stack, Err(why)) => {
             anyhow::bail!("--landlock stack: this kernel's Landlock is not usable ({why}) — run without it, or enable Landlock (lsm= on the kernel command line)")

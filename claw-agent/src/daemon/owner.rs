@@ -107,11 +107,16 @@ impl Owner {
             .iter()
             .flat_map(|a| a.rules.files.write.iter().cloned())
             .collect();
-        landlock::plan(
+        let contain = self.coverage == Coverage::Landlock;
+        let mut plan = landlock::plan(
             agent,
             &compile::Guards::of_this_machine(&self.sockets),
             &writable,
-        )
+            contain,
+        )?;
+        let abi = crate::kernel::preflight::landlock_abi().unwrap_or(0);
+        plan.notes.extend(landlock::abi_notes(abi));
+        Some(plan)
     }
 
     /// The Landlock layer of the enforced policy's agent `name`.

@@ -13,6 +13,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
@@ -43,6 +44,8 @@ pub enum Record {
     Allocated {
         domain: u64,
         pid: u32,
+        /// The program that made the domain (claw-agent or clawctl, for claw's).
+        exe: String,
         comm: String,
     },
     Deallocated {
@@ -100,6 +103,7 @@ pub fn parse(kind: u16, text: &str) -> Option<Record> {
             "allocated" => Some(Record::Allocated {
                 domain,
                 pid: value(body, "pid")?.parse().ok()?,
+                exe: untrusted(body, "exe")?,
                 comm: untrusted(body, "comm")?,
             }),
             "deallocated" => Some(Record::Deallocated {
@@ -126,9 +130,13 @@ pub struct Denial {
 /// Denials waiting for their domain's record, at most.
 const PENDING: usize = 1024;
 
-/// Binds records to claw's domains.
+/// Binds records to claw's domains: made by claw-agent or clawctl installed beside it, named
+/// with a tag.
 #[derive(Debug, Default)]
 pub struct Attributor {
+    /// Where claw-agent and clawctl are: a domain made by another program is not claw's, whatever
+    /// its name (any process can take a name like a tag).
+    programs: PathBuf,
     /// Domain id → (cgroup id, creator pid) for claw's domains; None for others'.
     domains: HashMap<u64, Option<(u64, u32)>>,
     pending: VecDeque<(u64, Vec<String>, Option<String>)>,
@@ -137,6 +145,22 @@ pub struct Attributor {
 }
 
 impl Attributor {
+    /// Attributes domains made by claw-agent or clawctl in the directory `programs`.
+    pub fn new(programs: PathBuf) -> Self {
+        Self {
+            programs,
+            ..Self::default()
+        }
+    }
+
+    fn made_by_claw(&self, exe: &str) -> bool {
+        let exe = Path::new(exe);
+        exe.parent() == Some(self.programs.as_path())
+            && exe
+                .file_name()
+                .is_some_and(|name| name == "claw-agent" || name == "clawctl")
+    }
+
     pub fn feed(&mut self, record: Record) -> Vec<Denial> {
         let denial = |(cgroup_id, creator_pid): (u64, u32), domain, blockers, path| Denial {
             cgroup_id,
@@ -162,8 +186,15 @@ impl Attributor {
                     Vec::new()
                 }
             },
-            Record::Allocated { domain, pid, comm } => {
-                let owner = crate::policy::landlock::tag_cgroup_id(&comm).map(|id| (id, pid));
+            Record::Allocated {
+                domain,
+                pid,
+                exe,
+                comm,
+            } => {
+                let owner = crate::policy::landlock::tag_cgroup_id(&comm)
+                    .filter(|_| self.made_by_claw(&exe))
+                    .map(|id| (id, pid));
                 self.domains.insert(domain, owner);
                 let (mine, others): (VecDeque<_>, VecDeque<_>) =
                     self.pending.drain(..).partition(|(d, _, _)| *d == domain);
@@ -379,7 +410,11 @@ pub fn follow(
     std::thread::Builder::new()
         .name("landlock-audit".to_owned())
         .spawn(move || {
-            let mut attributor = Attributor::default();
+            let programs = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            let mut attributor = Attributor::new(programs);
             let mut buffer = vec![0u8; 16 * 1024];
             loop {
                 // SAFETY: recv(2) into a buffer of that size.
@@ -444,6 +479,7 @@ mod tests {
             Some(Record::Allocated {
                 domain: 0x1a2b3c,
                 pid: 4321,
+                exe: "/usr/sbin/claw-agent".into(),
                 comm: "claw-2f".into(),
             })
         );
@@ -469,7 +505,7 @@ mod tests {
 
     #[test]
     fn denials_wait_for_their_domain_and_others_are_ignored() {
-        let mut attributor = Attributor::default();
+        let mut attributor = Attributor::new(PathBuf::from("/usr/sbin"));
         let access = parse(AUDIT_LANDLOCK_ACCESS, ACCESS).unwrap();
         assert!(attributor.feed(access.clone()).is_empty());
         let denials = attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, ALLOCATED).unwrap());
@@ -488,6 +524,15 @@ mod tests {
             .is_empty());
         assert!(attributor
             .feed(parse(AUDIT_LANDLOCK_ACCESS, &other_access).unwrap())
+            .is_empty());
+        // A tag taken by another program is not claw's.
+        let forged = ALLOCATED
+            .replace("1a2b3c", "77")
+            .replace("/usr/sbin/claw-agent", "/home/u/claw-agent");
+        let forged_access = ACCESS.replace("1a2b3c", "77");
+        attributor.feed(parse(AUDIT_LANDLOCK_ACCESS, &forged_access).unwrap());
+        assert!(attributor
+            .feed(parse(AUDIT_LANDLOCK_DOMAIN, &forged).unwrap())
             .is_empty());
     }
 

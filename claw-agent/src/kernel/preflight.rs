@@ -373,6 +373,10 @@ impl Report {
             facts.landlock.is_ok(),
             false,
             match &facts.landlock {
+                Ok(abi) if *abi < crate::policy::landlock::MIN_ABI => format!(
+                    "ABI {abi}: too old for claw's file layer (ABI {} checks truncation, Linux 6.2)",
+                    crate::policy::landlock::MIN_ABI
+                ),
                 Ok(abi) => format!("ABI {abi}"),
                 Err(why) => why.clone(),
             },
@@ -393,7 +397,12 @@ impl Report {
         let runs_here = facts.root && facts.host_cgroup_namespace.is_ok();
         let lsm = runs_here && facts.btf.is_ok() && built && active && trampolines;
         let network = runs_here && cgroup2 && cgroup_programs;
-        let landlock = facts.landlock.as_ref().ok().copied();
+        let landlock = facts
+            .landlock
+            .as_ref()
+            .ok()
+            .copied()
+            .filter(|abi| *abi >= crate::policy::landlock::MIN_ABI);
         let coverage = match (lsm && network, network, landlock) {
             (true, _, _) => Coverage::Full.as_str(),
             (false, true, Some(_)) => Coverage::Landlock.as_str(),
@@ -705,6 +714,16 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("--cgroupns=host"));
+    }
+
+    #[test]
+    fn landlock_below_abi_3_is_no_file_layer() {
+        let mut facts = debian_node();
+        facts.lsm_programs = Some(Err("refused".into()));
+        facts.landlock = Ok(2);
+        let report = Report::of(&facts);
+        assert_eq!(report.coverage, "degraded");
+        assert!(verdict(&report, "Landlock").detail.contains("too old"));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct Plan {
     pub writable: Vec<String>,
     /// What Landlock cannot express for this agent, and what claw does instead.
     pub notes: Vec<String>,
+    /// Keep the process in its cgroup and drop its capabilities: set where no BPF LSM hook
+    /// stands behind Landlock (coverage `landlock`).
+    #[serde(default)]
+    pub contain: bool,
 }
 
 /// Device nodes every agent may use (the base set of `policy::devices`).
@@ -84,9 +88,10 @@ const BASE_DEVICES: &[(&str, bool)] = &[
 ];
 
 /// The Landlock layer for `agent` (after any tool-call narrowing), with this machine's
-/// `guards`; `writable` are the write rules of every agent of the policy. None for an
-/// audit-mode agent: Landlock has no permissive mode, so its processes are not file-confined.
-pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Plan> {
+/// `guards`; `writable` are the write rules of every agent of the policy; `contain` where no
+/// BPF LSM stands behind it. None for an audit-mode agent: Landlock has no permissive mode, so
+/// its processes are not file-confined.
+pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath], contain: bool) -> Option<Plan> {
     if agent.mode == Mode::Audit {
         return None;
     }
@@ -101,7 +106,12 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Pla
         .map(|p| p.0.as_str())
         .collect();
     let mut grants: Vec<Grant> = Vec::new();
-    let mut add = |path: &str, access: Access| match grants.iter_mut().find(|g| g.path == path) {
+    // Writing is a grant of its own: claw's trees are excepted from writing only, so a path
+    // both read and written keeps reading there.
+    let mut add = |path: &str, access: Access| match grants
+        .iter_mut()
+        .find(|g| g.path == path && g.access.write == access.write)
+    {
         Some(grant) => grant.access = grant.access.union(access),
         None => grants.push(Grant {
             path: path.to_owned(),
@@ -161,9 +171,13 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Pla
     let mut notes = vec![
         "only processes claw starts (run:, clawctl run) are file-confined; others in the agent's cgroup are held to its network and device rules only".to_owned(),
         "network rules (addresses, ports, hostnames, UDP) stay with the cgroup programs, for every process of the agent".to_owned(),
-        "exec rules also let the program's bytes be read (Landlock's execute needs read)".to_owned(),
+        "exec rules also let the program's bytes be read (Landlock's execute needs read), and are no code boundary: the loader can run any readable file (ld.so FILE), and Landlock does not check mmap".to_owned(),
         "setuid programs run without their privileges (Landlock needs no_new_privs)".to_owned(),
+        "chmod, chown, utime, extended attributes and ioctls on already-open files are not checked by Landlock".to_owned(),
     ];
+    if contain {
+        notes.push("the processes claw starts keep to their cgroup (a cgroup namespace) and hold no capabilities; as uid 0 they still own what root owns (chmod is not checked): run agents as a user (run.user)".to_owned());
+    }
     if agent.jit {
         notes.push("jit: Landlock does not check executable memory either way".to_owned());
     } else {
@@ -196,7 +210,7 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Pla
         except.dedup();
         if !except.is_empty() {
             notes.push(format!(
-                "{} narrowed around {}: the directories on the way keep listing only, their other entries are granted one by one as a process starts (entries made later are not reachable)",
+                "{} narrowed around {}: the directories on the way keep listing only (names below them, the guarded ones' included, can be listed), their other entries are granted one by one as a process starts (entries made later are not reachable)",
                 grant.path,
                 except.join(", ")
             ));
@@ -210,7 +224,31 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath]) -> Option<Pla
         grants,
         writable,
         notes,
+        contain,
     })
+}
+
+/// Lowest Landlock ABI claw confines with: below 3, truncation is not checked.
+pub const MIN_ABI: u32 = 3;
+
+/// What this kernel's Landlock ABI leaves unchecked, beyond what every ABI does.
+pub fn abi_notes(abi: u32) -> Vec<String> {
+    let mut notes = vec![format!("Landlock ABI {abi}")];
+    if abi < 5 {
+        notes
+            .push("ioctls on device nodes are not checked (Landlock ABI 5, Linux 6.10)".to_owned());
+    }
+    if abi < 6 {
+        notes.push("signals to and abstract Unix sockets of other processes are not scoped (Landlock ABI 6, Linux 6.12)".to_owned());
+    }
+    if abi < 7 {
+        notes.push(
+            "Landlock's refusals are not reported as events (Landlock ABI 7, Linux 6.15)"
+                .to_owned(),
+        );
+    }
+    notes.push("connecting to a Unix socket by its path is not checked (the control socket refuses agents' processes itself)".to_owned());
+    notes
 }
 
 /// The name a process claw starts has while it restricts itself — what the kernel's audit
@@ -257,7 +295,7 @@ mod tests {
         let agent = agent(
             "agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/w/, /etc/hosts], write: [/w/out/]}\n  exec: [/usr/bin/git]\n  libraries: [/usr/lib/]\n",
         );
-        let plan = plan(&agent, &guards(), &[]).unwrap();
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
         assert!(grant(&plan, "/w/").access.read && !grant(&plan, "/w/").access.write);
         assert!(grant(&plan, "/w/out/").access.write && !grant(&plan, "/w/out/").access.read);
         assert!(grant(&plan, "/etc/hosts").access.read);
@@ -272,13 +310,24 @@ mod tests {
     }
 
     #[test]
-    fn one_path_named_twice_is_one_grant_with_both() {
-        let agent =
-            agent("agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/w/], write: [/w/]}\n");
-        let plan = plan(&agent, &guards(), &[]).unwrap();
-        let w = grant(&plan, "/w/");
-        assert!(w.access.read && w.access.write);
-        assert_eq!(plan.grants.iter().filter(|g| g.path == "/w/").count(), 1);
+    fn reading_and_writing_one_path_are_two_grants() {
+        let agent = agent(
+            "agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/, /w/], write: [/, /w/]}\n  exec: [/w/]\n",
+        );
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
+        let at =
+            |path: &str| -> Vec<&Grant> { plan.grants.iter().filter(|g| g.path == path).collect() };
+        let w = at("/w/");
+        assert_eq!(w.len(), 2);
+        assert!(w
+            .iter()
+            .any(|g| g.access.read && g.access.execute && !g.access.write));
+        // Reading / keeps /proc/ and claw's trees; writing / does not reach them.
+        let root = at("/");
+        let reading = root.iter().find(|g| !g.access.write).unwrap();
+        let writing = root.iter().find(|g| g.access.write).unwrap();
+        assert!(!reading.except.iter().any(|e| e == "/proc/"), "{reading:?}");
+        assert!(writing.except.iter().any(|e| e == "/proc/"), "{writing:?}");
     }
 
     #[test]
@@ -286,7 +335,7 @@ mod tests {
         let agent = agent(
             "agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/], write: [/run/, /home/]}\n",
         );
-        let plan = plan(&agent, &guards(), &[]).unwrap();
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
         let root = grant(&plan, "/");
         // Reading: credential stores only; claw's trees may be read.
         assert_eq!(root.except, ["/etc/shadow", "/home/a/.aws/", "/root/.ssh/"]);
@@ -302,7 +351,7 @@ mod tests {
     #[test]
     fn writing_stops_short_of_claws_own_trees() {
         let agent = agent("agents:\n- name: t\n  cgroup: claw/t\n  files: {write: [/sys/]}\n");
-        let plan = plan(&agent, &guards(), &[]).unwrap();
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
         assert_eq!(
             grant(&plan, "/sys/").except,
             ["/sys/fs/bpf/", "/sys/fs/cgroup/"]
@@ -313,16 +362,25 @@ mod tests {
     fn a_store_the_agent_names_is_not_excepted() {
         let agent =
             agent("agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/root/, /root/.ssh/]}\n");
-        let plan = plan(&agent, &guards(), &[]).unwrap();
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
         assert!(grant(&plan, "/root/").except.is_empty());
     }
 
     #[test]
     fn gpu_nodes_are_granted_by_prefix() {
         let agent = agent("agents:\n- name: t\n  cgroup: claw/t\n  devices: {gpu: true}\n");
-        let plan = plan(&agent, &guards(), &[]).unwrap();
+        let plan = plan(&agent, &guards(), &[], true).unwrap();
         assert!(grant(&plan, "/dev/nvidia*").access.ioctl);
         assert!(grant(&plan, "/dev/dri/").access.ioctl);
+    }
+
+    #[test]
+    fn older_abis_say_what_they_leave_unchecked() {
+        assert!(abi_notes(4).iter().any(|n| n.contains("ioctls")));
+        assert!(!abi_notes(7)
+            .iter()
+            .any(|n| n.contains("ioctls") || n.contains("scoped")));
+        assert!(abi_notes(6).iter().any(|n| n.contains("not reported")));
     }
 
     #[test]
@@ -336,13 +394,13 @@ mod tests {
     #[test]
     fn audit_mode_agents_get_no_landlock_layer() {
         let agent = agent("agents:\n- name: t\n  cgroup: claw/t\n  mode: audit\n");
-        assert_eq!(plan(&agent, &guards(), &[]), None);
+        assert_eq!(plan(&agent, &guards(), &[], true), None);
     }
 
     #[test]
     fn the_plan_survives_the_control_socket() {
         let agent = agent("agents:\n- name: t\n  cgroup: claw/t\n  files: {read: [/]}\n");
-        let plan = plan(&agent, &guards(), &[RulePath("/w/".into())]).unwrap();
+        let plan = plan(&agent, &guards(), &[RulePath("/w/".into())], true).unwrap();
         let text = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<Plan>(&text).unwrap(), plan);
         assert_eq!(plan.writable, ["/w/"]);

@@ -37,6 +37,9 @@ pub struct Confinement {
     /// The child's name while it restricts itself — what the kernel's audit record of its
     /// domain carries, so that a denial is known to be this agent's: `claw-<cgroup id in hex>`.
     pub tag: CString,
+    /// Kept in its cgroup and stripped of capabilities (coverage `landlock`, where no BPF LSM
+    /// hook stands behind Landlock).
+    pub contain: bool,
     /// The kernel's Landlock ABI.
     pub abi: u32,
     /// Grants left out, and why (a path missing, or a symbolic link in a tree agents write).
@@ -79,10 +82,13 @@ fn rights(access: Access, directory: bool, exact: bool) -> BitFlags<AccessFs> {
         rights |= AccessFs::IoctlDev;
     }
     if exact && directory {
-        rights &= make_bitflags!(AccessFs::{ReadDir});
-        if access.read || access.write || access.execute || access.library {
-            rights |= AccessFs::ReadDir;
-        }
+        // Listing only, and only for a read rule: what a write, exec or library rule naming a
+        // directory allows (the directory itself) has no Landlock right short of its subtree.
+        return if access.read {
+            AccessFs::ReadDir.into()
+        } else {
+            BitFlags::EMPTY
+        };
     }
     if !directory {
         rights &= make_bitflags!(AccessFs::{Execute | WriteFile | ReadFile | Truncate | IoctlDev});
@@ -129,19 +135,54 @@ fn open_rule_path(path: &Path, writable: &[String]) -> Result<OwnedFd, String> {
     match open(&how) {
         Ok(fd) => Ok(fd),
         Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            let text = path.to_string_lossy();
-            if let Some(tree) = writable
-                .iter()
-                .find(|w| text.starts_with(w.as_str()) || w.starts_with(text.as_ref()))
-            {
-                return Err(format!(
-                    "a symbolic link on the way, and agents may write {tree}: not followed"
-                ));
+            if let Some(why) = untrusted_link(path, writable) {
+                return Err(format!("{why}: not followed"));
             }
             open(&OpenHow { resolve: 0, ..how }).map_err(|e| e.to_string())
         }
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// Why a symbolic link on `path`'s way cannot be trusted to stay where it points, if one cannot:
+/// one in a tree some agent writes, or not root's in a directory only root writes (/lib and
+/// /bin on merged-/usr systems are root's, in /).
+fn untrusted_link(path: &Path, writable: &[String]) -> Option<String> {
+    let mut walked = PathBuf::from("/");
+    for component in path.components().skip(1) {
+        walked.push(component);
+        let Ok(meta) = std::fs::symlink_metadata(&walked) else {
+            return None;
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let text = walked.to_string_lossy();
+        if let Some(tree) = writable.iter().find(|w| {
+            let dir = w.trim_end_matches('/');
+            text.starts_with(w.as_str()) || text == dir || w.starts_with(&format!("{text}/"))
+        }) {
+            return Some(format!(
+                "a symbolic link at {text}, and agents may write {tree}"
+            ));
+        }
+        let parent = walked.parent().and_then(|p| std::fs::metadata(p).ok());
+        let root_only = |m: &std::fs::Metadata| m.uid() == 0 && m.mode() & 0o022 == 0;
+        if meta.uid() != 0 || !parent.as_ref().is_some_and(root_only) {
+            return Some(format!(
+                "a symbolic link at {text} that someone other than root could have placed"
+            ));
+        }
+        // Where it points is checked in turn.
+        let target = std::fs::read_link(&walked).ok()?;
+        let target = walked.parent()?.join(target);
+        let rest: PathBuf = path
+            .components()
+            .skip(walked.components().count())
+            .collect();
+        return untrusted_link(&target.join(rest), writable);
+    }
+    None
 }
 
 /// The ruleset for a process of `plan` started as `program` in the cgroup `cgroup_dir`.
@@ -182,6 +223,7 @@ pub fn build(plan: &Plan, program: &Path, cgroup_dir: &Path) -> Result<Confineme
             0
         },
         tag: CString::new(tag(cgroup_id)).expect("hex has no NUL"),
+        contain: plan.contain,
         abi,
         skipped,
     })
@@ -203,9 +245,20 @@ fn expand(
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.as_bytes().starts_with(start.as_bytes()) {
-                let path = Path::new(&dir).join(&name);
+            if !name.as_bytes().starts_with(start.as_bytes()) {
+                continue;
+            }
+            // Device nodes (and the driver's directories of them), never links: a link there
+            // could point anywhere.
+            let path = Path::new(&dir).join(&name);
+            let device_like = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt as _;
+                m.file_type().is_char_device() || (m.is_dir() && m.uid() == 0)
+            });
+            if device_like {
                 add_path(&path, grant.access, false, writable, rules, skipped);
+            } else {
+                skipped.push(format!("{}: not a device node", path.display()));
             }
         }
         return;
@@ -290,21 +343,27 @@ fn add_path(
     }
 }
 
-/// The ELF interpreters (PT_INTERP) of `program` and of the programs exec rules name one by one,
-/// where a library grant covers them: the kernel opens the interpreter as it opens a program
-/// (Landlock asks for execute), while the libraries it loads need read only.
+/// Programs whose ELF interpreter every dynamically linked program here shares.
+const USUAL_PROGRAMS: &[&str] = &["/bin/sh", "/usr/bin/env"];
+
+/// The ELF interpreters (PT_INTERP) of `program`, of the programs exec rules name one by one and
+/// of the system's usual programs, where a library grant covers them (its exceptions
+/// respected): the kernel opens the interpreter as it opens a program (Landlock asks for
+/// execute), while the libraries it loads need read only. Programs in trees agents write are
+/// not read: an agent could name any file as their interpreter.
 fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
-    let libraries: Vec<&str> = plan
-        .grants
-        .iter()
-        .filter(|g| g.access.library)
-        .map(|g| g.path.as_str())
-        .collect();
+    let in_tree =
+        |text: &str, tree: &str| text == tree || (tree.ends_with('/') && text.starts_with(tree));
     let covered = |path: &Path| {
         let text = path.to_string_lossy();
-        libraries
+        plan.grants
             .iter()
-            .any(|l| text == *l || (l.ends_with('/') && text.starts_with(l)))
+            .filter(|g| g.access.library)
+            .any(|g| in_tree(&text, &g.path) && !g.except.iter().any(|e| in_tree(&text, e)))
+    };
+    let writable = |path: &Path| {
+        let text = path.to_string_lossy();
+        plan.writable.iter().any(|w| in_tree(&text, w))
     };
     let mut found: Vec<PathBuf> = plan
         .grants
@@ -312,10 +371,13 @@ fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
         .filter(|g| g.access.execute && !g.path.ends_with('/'))
         .map(|g| PathBuf::from(&g.path))
         .chain([program.to_path_buf()])
+        .chain(USUAL_PROGRAMS.iter().map(PathBuf::from))
+        .filter(|p| !writable(p) && untrusted_link(p, &plan.writable).is_none())
         .filter_map(|p| elf_interpreter(&p))
+        .filter(|interp| untrusted_link(interp, &plan.writable).is_none())
         .filter_map(|interp| {
             let real = std::fs::canonicalize(&interp).ok()?;
-            (covered(&interp) || covered(&real)).then_some(real)
+            (covered(&real) && !writable(&real)).then_some(real)
         })
         .collect();
     found.sort();
@@ -325,7 +387,16 @@ fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
 
 /// The PT_INTERP path of a 64-bit little-endian ELF file, if it has one.
 pub fn elf_interpreter(path: &Path) -> Option<PathBuf> {
-    let mut file = File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking: a FIFO put in a program's place must not stall the start.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let mut head = vec![0u8; 4096];
     let read = file.read(&mut head).ok()?;
     let head = &head[..read];
@@ -354,23 +425,68 @@ pub fn elf_interpreter(path: &Path) -> Option<PathBuf> {
     None
 }
 
-/// In the child of clone3, right before execve: name it with its tag, then no_new_privs and the
-/// ruleset. Async-signal-safe (three syscalls); returns false on failure, errno set.
+/// The kernel's capability header and data (version 3), for capset(2); libc has no binding.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// In the child of clone3, right before execve: name it with its tag; with `contain`, keep it
+/// in its cgroup (a cgroup namespace rooted there: no clone3 or cgroup.procs write reaches a
+/// cgroup outside it) and drop every capability (Landlock does not check what root's
+/// capabilities reach: modules, bpf, other processes' cgroups); then no_new_privs and the
+/// ruleset. Async-signal-safe syscalls only; returns false on failure, errno set.
 ///
 /// # Safety
 /// Only in a child after clone3, with `confinement`'s memory prepared before.
-pub unsafe fn restrict_self(ruleset: RawFd, flags: u32, tag: &CString) -> bool {
-    // SAFETY: prctl(2) and landlock_restrict_self(2) on prepared memory.
+pub unsafe fn restrict_self(confinement: &Confinement) -> bool {
+    const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: prctl(2), unshare(2), capset(2) and landlock_restrict_self(2) on prepared memory.
     unsafe {
-        libc::prctl(libc::PR_SET_NAME, tag.as_ptr());
+        libc::prctl(libc::PR_SET_NAME, confinement.tag.as_ptr());
+        if confinement.contain {
+            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+                return false;
+            }
+            for capability in 0..64 {
+                // EINVAL past the kernel's last capability.
+                libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+            }
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            let header = CapHeader {
+                version: CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let none = [CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            }; 2];
+            if libc::syscall(libc::SYS_capset, &header as *const CapHeader, none.as_ptr()) != 0 {
+                return false;
+            }
+        }
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::syscall(libc::SYS_landlock_restrict_self, ruleset, flags) == 0
-    }
-}
-
-impl Confinement {
-    pub fn raw_ruleset(&self) -> RawFd {
-        self.ruleset.as_raw_fd()
+            && libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                confinement.ruleset.as_raw_fd(),
+                confinement.restrict_flags,
+            ) == 0
     }
 }
 
@@ -398,13 +514,33 @@ mod tests {
             rights(write, false, true),
             AccessFs::WriteFile | AccessFs::Truncate
         );
-        // An exact path naming a directory: listing only.
+        // An exact path naming a directory: listing only, for a read rule; nothing otherwise.
         assert_eq!(rights(read, true, true), AccessFs::ReadDir);
+        assert_eq!(rights(write, true, true), BitFlags::EMPTY);
         let library = Access {
             library: true,
             ..Access::default()
         };
         assert!(!rights(library, true, false).contains(AccessFs::Execute));
+    }
+
+    #[test]
+    fn symbolic_links_are_followed_only_where_root_alone_placed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("lib");
+        std::os::unix::fs::symlink("/usr/lib", &link).unwrap();
+        let text = format!("{}/", dir.path().display());
+        // In a tree an agent writes.
+        let why = untrusted_link(&link.join("x"), &[text]).unwrap();
+        assert!(why.contains("agents may write"), "{why}");
+        // Root's link in a directory only root writes (a temporary directory is not: 1777).
+        assert!(untrusted_link(Path::new("/tmp"), &[]).is_none());
+        if Path::new("/lib").is_symlink() {
+            assert_eq!(
+                untrusted_link(Path::new("/lib/x86_64-linux-gnu"), &[]),
+                None
+            );
+        }
     }
 
     #[test]

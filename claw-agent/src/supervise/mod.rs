@@ -208,7 +208,8 @@ async fn supervise(
     let mut in_a_row = 0u32;
     let mut delay = Duration::from_millis(spec.restart_delay_ms);
     loop {
-        let child = match launch(&agent, &spec) {
+        // Building a Landlock ruleset reads the file system: off the async workers' hands.
+        let child = match tokio::task::block_in_place(|| launch(&agent, &spec)) {
             Ok(child) => child,
             Err(message) => {
                 tracing::error!(agent = %agent.name, "cannot start {:?}: {message}", spec.command);

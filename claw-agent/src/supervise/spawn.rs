@@ -254,11 +254,7 @@ unsafe fn child(
             fail(libc::setuid(uid) != 0);
         }
         if let Some(confinement) = confinement {
-            fail(!landlock::restrict_self(
-                confinement.raw_ruleset(),
-                confinement.restrict_flags,
-                &confinement.tag,
-            ));
+            fail(!landlock::restrict_self(confinement));
         }
         libc::execve(executable.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(true);

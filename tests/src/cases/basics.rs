@@ -102,9 +102,16 @@ fn check_names_boot_parameter() -> anyhow::Result<()> {
     std::fs::write(list, "lockdown,capability,landlock,yama,apparmor\n")?;
     let (code, report) = preflight(&["--lsm-list", list])?;
     ensure!(code == Some(1), "--check exit code {code:?}: {report}");
-    // Files and exec fall back to Landlock where the kernel has it (Debian's 6.1 and 6.12 do).
+    // Files and exec fall back to Landlock where the kernel has a recent enough one.
     let landlock = check_verdict(&report, "Landlock")?;
-    let expected = if landlock["verdict"] == "ok" {
+    // Debian's 6.1 has ABI 2, too old for claw's file layer; 6.12 has 6.
+    let abi: u32 = landlock["detail"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("ABI "))
+        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let expected = if abi >= claw_agent::policy::landlock::MIN_ABI {
         "landlock"
     } else {
         "degraded"

@@ -92,6 +92,7 @@ fn run_call(
         call,
         narrowing,
         command: command.clone(),
+        landlock: true,
     };
     let mut connection = Connection::open(socket, &request)?;
     let (cgroup, landlock) = match connection.next_reply()? {

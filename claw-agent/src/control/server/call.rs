@@ -16,6 +16,8 @@ pub(super) struct Started {
     pub call: String,
     pub narrowing: Narrowing,
     pub command: Vec<String>,
+    /// The client starts the command under the Landlock layer it is answered with.
+    pub applies_landlock: bool,
 }
 
 pub(super) async fn call(
@@ -29,6 +31,7 @@ pub(super) async fn call(
         call,
         narrowing,
         command,
+        applies_landlock,
     } = started;
     let started = ask(handles, |reply| Control::StartCall {
         agent,
@@ -39,6 +42,17 @@ pub(super) async fn call(
     })
     .await;
     let cgroup_id = match started {
+        Some(Ok((_, cgroup_id, Some(_)))) if !applies_landlock => {
+            // An older client would run the command without the Landlock layer: never that.
+            let _ = ask(handles, |reply| Control::EndCall {
+                cgroup_id,
+                status: None,
+                reply,
+            })
+            .await;
+            let message = "this clawctl does not apply claw's Landlock layer, which this claw-agent runs with — use the clawctl of claw-agent's release";
+            return send(write, &Reply::error(ErrorKind::Refused, message)).await;
+        }
         Some(Ok((cgroup, cgroup_id, landlock))) => {
             let reply = Reply::CallStarted {
                 cgroup,

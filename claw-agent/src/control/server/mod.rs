@@ -189,12 +189,14 @@ async fn serve(
             call,
             narrowing,
             command,
+            landlock,
         } => {
             let started = call::Started {
                 agent,
                 call,
                 narrowing,
                 command,
+                applies_landlock: landlock,
             };
             call::call(&handles, &mut reader, &mut write, started).await
         }
