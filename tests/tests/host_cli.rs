@@ -234,6 +234,7 @@ fn start_server(enforcing: bool) -> Server {
             let _ = reply.send(Status {
                 enforcing,
                 coverage: Coverage::Full,
+                landlock: false,
                 generation: 1,
                 policy: "policies/tools.yaml".to_owned(),
                 cgroup_root: "/sys/fs/cgroup".to_owned(),

@@ -9,7 +9,10 @@ use std::{
 
 use super::owner::Owner;
 use crate::{
-    control::protocol::{ErrorKind, Failure},
+    control::{
+        protocol::{ErrorKind, Failure},
+        server::CallStart,
+    },
     dns::resolve::{compile_resolved, ResolveError},
     events::{
         event::{Event, Kind},
@@ -20,7 +23,6 @@ use crate::{
         call,
         call::NarrowingError,
         compile::{self, CompiledAgent},
-        landlock::Plan,
         Policy,
     },
 };
@@ -78,7 +80,7 @@ impl Owner {
         call_id: String,
         narrowing: call::Narrowing,
         command: Vec<String>,
-    ) -> Result<(String, u64, Option<Plan>), CallError> {
+    ) -> Result<CallStart, CallError> {
         call::check_id(&call_id)?;
         let Some(source) = self.policy.agents.iter().find(|a| a.name.0 == agent) else {
             let names: Vec<&str> = self
@@ -152,7 +154,11 @@ impl Owner {
                 started: Instant::now(),
             },
         );
-        Ok((path.display().to_string(), entry.cgroup_id, landlock))
+        Ok(CallStart {
+            cgroup: path.display().to_string(),
+            cgroup_id: entry.cgroup_id,
+            landlock,
+        })
     }
 
     /// The narrowed rules of one call of `agent` in `policy`, compiled (hostnames resolved).

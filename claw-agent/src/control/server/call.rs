@@ -4,7 +4,7 @@
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite};
 
-use super::{ask, send, shutting_down, Control, Handles};
+use super::{ask, send, shutting_down, CallStart, Control, Handles};
 use crate::{
     control::protocol::{ErrorKind, Reply, Request},
     policy::call::Narrowing,
@@ -42,7 +42,11 @@ pub(super) async fn call(
     })
     .await;
     let cgroup_id = match started {
-        Some(Ok((_, cgroup_id, Some(_)))) if !applies_landlock => {
+        Some(Ok(CallStart {
+            cgroup_id,
+            landlock: Some(_),
+            ..
+        })) if !applies_landlock => {
             // An older client would run the command without the Landlock layer: never that.
             let _ = ask(handles, |reply| Control::EndCall {
                 cgroup_id,
@@ -53,7 +57,11 @@ pub(super) async fn call(
             let message = "this clawctl does not apply claw's Landlock layer, which this claw-agent runs with — use the clawctl of claw-agent's release";
             return send(write, &Reply::error(ErrorKind::Refused, message)).await;
         }
-        Some(Ok((cgroup, cgroup_id, landlock))) => {
+        Some(Ok(CallStart {
+            cgroup,
+            cgroup_id,
+            landlock,
+        })) => {
             let reply = Reply::CallStarted {
                 cgroup,
                 cgroup_id,

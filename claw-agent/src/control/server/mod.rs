@@ -53,7 +53,7 @@ pub enum Control {
         call: String,
         narrowing: Narrowing,
         command: Vec<String>,
-        reply: oneshot::Sender<Result<(String, u64, Option<Plan>), Failure>>,
+        reply: oneshot::Sender<Result<CallStart, Failure>>,
     },
     /// The Landlock layer a process started in agent `agent` must run under (None: none).
     Landlock {
@@ -74,6 +74,15 @@ pub enum Control {
         status: Option<i32>,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// A tool call the owner started: its cgroup (absolute path), cgroup id, and the Landlock layer
+/// its command must start under (None: none).
+#[derive(Debug)]
+pub struct CallStart {
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub landlock: Option<Plan>,
 }
 
 /// What connections need from the rest of the daemon.
