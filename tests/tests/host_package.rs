@@ -223,3 +223,62 @@ fn starter_policy_config_and_shipped_policies_are_valid() {
     claw_agent::export::config::load(&config)
         .unwrap_or_else(|err| panic!("{}: {err}", config.display()));
 }
+
+/// Every YAML file under `dir`.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+fn as_json(yaml: &str) -> serde_json::Value {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+/// The packaged JSON Schemas (what an editor validates with) accept every policy and the
+/// configuration the package ships, and reject a misspelt key, a wrong type and a missing field.
+#[test]
+fn packaged_schemas_accept_the_shipped_files_and_reject_broken_ones() {
+    let root = unpacked();
+    let schema = |name: &str| {
+        let path = root.path().join("usr/share/claw/schema").join(name);
+        assert_eq!(mode(&path), 0o644, "{}", path.display());
+        let text = std::fs::read_to_string(&path).unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+    };
+    let policy = schema("policy.schema.json");
+    let mut files = yaml_files(&root.path().join("usr/share/claw/policies"));
+    files.push(root.path().join("etc/claw/policy.yaml"));
+    assert!(files.len() > 3, "{files:?}");
+    for file in &files {
+        let document = as_json(&std::fs::read_to_string(file).unwrap());
+        let errors: Vec<String> = policy
+            .iter_errors(&document)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", file.display());
+    }
+    for broken in [
+        "agents:\n- name: t\n  cgroup: claw/t\n  filez: {read: [/w/]}\n",
+        "agents:\n- name: t\n  cgroup: claw/t\n  files: {read: /w/}\n",
+        "agents:\n- name: t\n  files: {read: [/w/]}\n",
+        "agents:\n- name: t\n  cgroup: claw/t\n  mode: permissive\n",
+    ] {
+        assert!(!policy.is_valid(&as_json(broken)), "accepted: {broken}");
+    }
+    let config = schema("claw-agent.schema.json");
+    let shipped =
+        as_json(&std::fs::read_to_string(root.path().join("etc/claw/claw-agent.yaml")).unwrap());
+    assert!(config.is_valid(&shipped), "{shipped}");
+    assert!(
+        !config.is_valid(&as_json("forward:\n- name: siem\n")),
+        "a forwarder without an address"
+    );
+}

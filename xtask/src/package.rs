@@ -75,6 +75,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
         &staging.join("usr/bin/clawctl"),
     )?;
     completions(&staging)?;
+    schemas(&staging, &staging.join("usr/bin/clawctl"))?;
     std::fs::write(
         staging.join("usr/share/doc/claw/copyright"),
         "claw: MIT OR Apache-2.0. The kernel programs inside claw-agent are Dual MIT/GPL.\n",
@@ -97,6 +98,25 @@ pub fn build() -> anyhow::Result<PathBuf> {
     )?;
     eprintln!("package: {}", deb.display());
     Ok(deb)
+}
+
+/// The JSON Schemas of the policy file and of the daemon's configuration, as clawctl prints them,
+/// for editors (`# yaml-language-server: $schema=/usr/share/claw/schema/policy.schema.json`).
+fn schemas(staging: &Path, clawctl: &Path) -> anyhow::Result<()> {
+    let dir = staging.join("usr/share/claw/schema");
+    std::fs::create_dir_all(&dir)?;
+    for (args, file) in [
+        (&["policy", "schema"][..], "policy.schema.json"),
+        (
+            &["policy", "schema", "--config"][..],
+            "claw-agent.schema.json",
+        ),
+    ] {
+        let schema = run::output(Command::new(clawctl).args(args))?;
+        std::fs::write(dir.join(file), schema)?;
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
 }
 
 /// The man pages, made by the binaries themselves (clap_mangen), gzipped as Debian wants.

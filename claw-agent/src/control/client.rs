@@ -86,9 +86,12 @@ impl Connection {
             .map_err(io::Error::other)
             .map_err(io_error("encoding the request"))?;
         line.push(b'\n');
-        stream
-            .write_all(&line)
-            .map_err(io_error("sending the request"))?;
+        match stream.write_all(&line) {
+            // A refusal (a client inside an agent) is sent and the connection closed before
+            // the request is read: the reply waits in the socket.
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+            written => written.map_err(io_error("sending the request"))?,
+        }
         Ok(Self {
             reader: BufReader::new(stream),
         })

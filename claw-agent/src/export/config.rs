@@ -12,7 +12,7 @@ use serde::{de, Deserialize, Deserializer};
 
 use crate::policy::{from_yaml, PolicyError};
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The Prometheus endpoint; off when absent.
@@ -22,7 +22,7 @@ pub struct Config {
     pub forward: Vec<Forward>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     #[serde(default = "default_metrics_listen")]
@@ -36,7 +36,7 @@ fn default_metrics_listen() -> SocketAddr {
 }
 
 /// One SIEM destination: syslog (RFC 5424) over TCP, TLS or UDP.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forward {
     pub name: ForwarderName,
@@ -74,7 +74,7 @@ impl Forward {
 }
 
 /// Payload of each syslog record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// claw's event, as `clawctl deny-log --json` prints it.
@@ -98,6 +98,26 @@ pub struct Target {
     pub transport: Transport,
     pub host: String,
     pub port: u16,
+}
+
+crate::policy::schema::scalar_schema!(
+    Target,
+    "Target",
+    ["string"],
+    "tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"
+);
+crate::policy::schema::scalar_schema!(
+    ForwarderName,
+    "ForwarderName",
+    ["string"],
+    "the forwarder's name, in its spool directory and metrics"
+);
+
+/// The configuration file's schema (`clawctl policy schema --config`).
+pub fn schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Config)).expect("a schema is JSON");
+    schema["title"] = "claw-agent configuration".into();
+    schema
 }
 
 impl fmt::Display for Target {

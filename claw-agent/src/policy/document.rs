@@ -20,7 +20,7 @@ use crate::policy::{
 };
 
 /// A policy file as written: its own agents, the fragments it includes, rules for all agents.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Document {
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct Agent {
 
 /// Device nodes an agent may open beyond the harmless base set (null, zero, full, random,
 /// urandom, tty, ptmx, pts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Devices {
     /// NVIDIA (/dev/nvidia*, /dev/nvidia-uvm*, /dev/nvidia-caps/*) and DRI (/dev/dri/*) nodes.
@@ -71,35 +71,51 @@ pub struct Devices {
     pub gpu: bool,
 }
 
-/// An agent as written; its rule keys sit beside `name` (serde's `flatten` would stop
-/// `deny_unknown_fields` from rejecting typos).
-#[derive(Deserialize)]
+// Its rule keys sit beside `name`: serde's `flatten` would stop `deny_unknown_fields` from
+// rejecting typos.
+/// An agent: a cgroup claw creates, and what its processes may do. Everything not named is
+/// denied; unknown keys are errors.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentDocument {
+    /// What operators see in events and pass to `clawctl`.
     name: AgentName,
+    /// The agent's cgroup, relative to the cgroup v2 mount; claw-agent creates it.
     cgroup: CgroupPath,
+    /// `enforce` (denied operations fail and are reported) or `audit` (reported, let through).
     #[serde(default)]
     mode: Mode,
+    /// May create executable memory without a file (JIT compilers such as V8 or the JVM).
     #[serde(default)]
     jit: bool,
+    /// cgroup limits: memory, tasks, CPU.
     #[serde(default)]
     limits: Limits,
+    /// Device nodes beyond the harmless base set.
     #[serde(default)]
     devices: Devices,
+    /// A process claw-agent runs (and keeps running) in the agent's cgroup.
     #[serde(default)]
     run: Option<RunSpec>,
+    /// Preload variables the agent's programs may be started with (others are refused).
     #[serde(default)]
     allow_env: Vec<EnvName>,
+    /// Paths the agent may read and write.
     #[serde(default)]
     files: Files,
+    /// Programs the agent may execute (execve), scripts included.
     #[serde(default)]
     exec: Vec<RulePath>,
+    /// Shared objects the agent's programs may map executable (the dynamic loader, libraries).
     #[serde(default)]
     libraries: Vec<RulePath>,
+    /// Destinations the agent may connect to (TCP) or send datagrams to (UDP).
     #[serde(default)]
     connect: Vec<ConnectRule>,
+    /// Local addresses and ports the agent may bind and listen on.
     #[serde(default)]
     listen: Vec<ListenRule>,
+    /// TCP destinations whose connects the kernel sends to a local proxy instead.
     #[serde(default)]
     redirect: Vec<RedirectRule>,
 }
@@ -128,7 +144,7 @@ impl From<AgentDocument> for Agent {
 }
 
 /// What an agent may do. Everything not named is denied.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rules {
     #[serde(default)]
@@ -163,7 +179,7 @@ impl Rules {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Files {
     /// Paths the agent may open for reading. `/dir/` covers the directory and all below it;
@@ -173,10 +189,11 @@ pub struct Files {
     /// Paths the agent may open for writing, create, remove, rename, link, truncate, chmod,
     /// chown.
     #[serde(default, deserialize_with = "writable_paths")]
+    #[schemars(with = "Vec<RulePath>")]
     pub write: Vec<RulePath>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Denied operations fail with EPERM and are reported.
@@ -415,6 +432,50 @@ impl<'de> Deserialize<'de> for WritablePath {
 fn writable_paths<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<RulePath>, D::Error> {
     let paths = Vec::<WritablePath>::deserialize(deserializer)?;
     Ok(paths.into_iter().map(|p| p.0).collect())
+}
+
+crate::policy::schema::scalar_schema!(
+    AgentName,
+    "AgentName",
+    ["string"],
+    "1 to 63 characters from a-z, 0-9, `-` and `_`"
+);
+crate::policy::schema::scalar_schema!(
+    CgroupPath,
+    "CgroupPath",
+    ["string"],
+    "relative to the cgroup v2 mount, e.g. `claw/tools`"
+);
+crate::policy::schema::scalar_schema!(
+    IncludePath,
+    "IncludePath",
+    ["string"],
+    "a fragment beside the policy, relative to it, e.g. `base/runtime.yaml`"
+);
+
+impl schemars::JsonSchema for Agent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Agent".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        AgentDocument::json_schema(generator)
+    }
+}
+
+impl schemars::JsonSchema for Agents {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Agents".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        crate::policy::schema::array_of::<Agent>(generator)
+    }
+}
+
+/// The policy file's schema, as schemars derives it.
+pub(super) fn schema() -> schemars::Schema {
+    schemars::schema_for!(Document)
 }
 
 impl<'de> Deserialize<'de> for AgentName {

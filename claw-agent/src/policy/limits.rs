@@ -11,6 +11,7 @@ use crate::policy::invalid;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct Limits {
     /// Hard memory limit: above it the kernel OOM-kills a process of the agent.
     pub memory_max: Option<Bytes>,
@@ -34,6 +35,19 @@ pub struct Cpus {
 
 /// cgroup v2 accounts CPU time over periods of this length.
 pub const CPU_PERIOD_US: u64 = 100_000;
+
+crate::policy::schema::scalar_schema!(
+    Bytes,
+    "Bytes",
+    ["string", "integer"],
+    "a size in bytes: a whole number with an optional K, M, G or T (binary), e.g. `24G`"
+);
+crate::policy::schema::scalar_schema!(
+    Cpus,
+    "Cpus",
+    ["string", "number"],
+    "a number of CPUs, e.g. \"4\" or \"0.5\" (at least 0.01)"
+);
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

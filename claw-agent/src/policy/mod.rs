@@ -17,6 +17,7 @@ pub mod prepare;
 pub mod reason;
 pub mod rules;
 pub mod run;
+pub mod schema;
 
 pub(crate) use document::{from_yaml, invalid};
 pub use document::{

@@ -176,6 +176,37 @@ pub const PRELOAD_VARIABLES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvName(pub String);
 
+crate::policy::schema::scalar_schema!(
+    EnvName,
+    "EnvName",
+    ["string"],
+    "a preload variable claw refuses at exec unless named: LD_PRELOAD, LD_AUDIT, NODE_OPTIONS, PYTHONSTARTUP, BUN_OPTIONS, PERL5OPT, RUBYOPT, JAVA_TOOL_OPTIONS, _JAVA_OPTIONS, BASH_ENV"
+);
+crate::policy::schema::scalar_schema!(
+    RulePath,
+    "RulePath",
+    ["string"],
+    "an absolute, normalised path: ending in `/` a directory and all below it, else exactly that path"
+);
+crate::policy::schema::scalar_schema!(
+    ConnectRule,
+    "ConnectRule",
+    ["string"],
+    "ADDRESS[/LEN]:PORT[-PORT][/tcp|/udp], [IPv6][/LEN]:PORT..., or HOSTNAME:PORT... (`*.example.com` for its subdomains)"
+);
+crate::policy::schema::scalar_schema!(
+    ListenRule,
+    "ListenRule",
+    ["string"],
+    "ADDRESS:PORT[-PORT][/tcp|/udp] a local address and ports the agent may bind and listen on"
+);
+crate::policy::schema::scalar_schema!(
+    ProxyAddress,
+    "ProxyAddress",
+    ["string"],
+    "the local proxy's ADDRESS:PORT"
+);
+
 impl<'de> Deserialize<'de> for EnvName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
@@ -542,7 +573,7 @@ impl<'de> Deserialize<'de> for ListenRule {
 }
 
 /// `{ to: DESTINATIONS, via: ADDRESS:PORT }`: TCP connects to `to` go to the proxy at `via`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectRule {
     pub to: ConnectRule,

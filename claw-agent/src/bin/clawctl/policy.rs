@@ -1,5 +1,5 @@
-//! `clawctl policy check|apply|diff`: validate a policy file, make it the enforced one, or
-//! compare it with the enforced one.
+//! `clawctl policy check|apply|diff|schema`: validate a policy file, make it the enforced one,
+//! compare it with the enforced one, or print the files' JSON Schemas.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,12 @@ enum Command {
     Apply { file: PathBuf },
     /// Rule lines a policy file would add to and remove from the enforced policy.
     Diff { file: PathBuf },
+    /// Print the JSON Schema of the policy file (or, with --config, of claw-agent's
+    /// configuration file), for editors: `# yaml-language-server: $schema=FILE` in a policy.
+    Schema {
+        #[arg(long)]
+        config: bool,
+    },
 }
 
 pub fn run(sockets: &Sockets, args: Args) -> anyhow::Result<()> {
@@ -30,6 +36,15 @@ pub fn run(sockets: &Sockets, args: Args) -> anyhow::Result<()> {
         Command::Check { file } => check(&file, sockets),
         Command::Apply { file } => apply(&sockets.control, &file),
         Command::Diff { file } => diff(sockets, &file),
+        Command::Schema { config } => {
+            let schema = if config {
+                claw_agent::export::config::schema()
+            } else {
+                claw_agent::policy::schema::policy()
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
     }
 }
 
