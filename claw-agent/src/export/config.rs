@@ -91,6 +91,8 @@ pub enum Transport {
     Tcp,
     Tls,
     Udp,
+    /// A local datagram socket: the node's syslog socket, /dev/log (journald, rsyslog).
+    Unix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +106,7 @@ crate::policy::schema::scalar_schema!(
     Target,
     "Target",
     ["string"],
-    "tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT"
+    "tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, or unix:///dev/log (the node's syslog socket: the journal)"
 );
 crate::policy::schema::scalar_schema!(
     ForwarderName,
@@ -126,6 +128,7 @@ impl fmt::Display for Target {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Udp => "udp",
+            Transport::Unix => return write!(f, "unix://{}", self.host),
         };
         write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
@@ -135,10 +138,22 @@ impl std::str::FromStr for Target {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let how = "write tcp://HOST:PORT, tls://HOST:PORT or udp://HOST:PORT";
+        let how = "write tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT or unix:///dev/log";
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| format!("address `{text}` has no scheme — {how}"))?;
+        if scheme == "unix" {
+            if !rest.starts_with('/') {
+                return Err(format!(
+                    "address `{text}`: a unix socket is named by its absolute path — {how}"
+                ));
+            }
+            return Ok(Self {
+                transport: Transport::Unix,
+                host: rest.to_owned(),
+                port: 0,
+            });
+        }
         let transport = match scheme {
             "tcp" => Transport::Tcp,
             "tls" => Transport::Tls,

@@ -15,7 +15,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
     net::{TcpStream, ToSocketAddrs as _, UdpSocket},
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::net::UnixDatagram},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -293,6 +293,11 @@ impl Connector {
     }
 
     fn connect(&self) -> io::Result<Connection> {
+        if self.target.transport == Transport::Unix {
+            let socket = UnixDatagram::unbound()?;
+            socket.connect(&self.target.host)?;
+            return Ok(Connection::Unix(socket));
+        }
         let address = (self.target.host.as_str(), self.target.port)
             .to_socket_addrs()?
             .next()
@@ -312,6 +317,7 @@ impl Connector {
                 &address,
                 CONNECT_TIMEOUT,
             )?)),
+            Transport::Unix => unreachable!("connected above"),
             Transport::Tls => {
                 let (config, name) = self.tls.clone().expect("TLS set up for tls://");
                 let tcp = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
@@ -332,6 +338,7 @@ enum Connection {
     Tcp(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
     Udp(UdpSocket),
+    Unix(UnixDatagram),
 }
 
 impl Connection {
@@ -341,7 +348,7 @@ impl Connection {
         let fd = match self {
             Connection::Tcp(tcp) => tcp.as_raw_fd(),
             Connection::Tls(tls) => tls.sock.as_raw_fd(),
-            Connection::Udp(_) => return Ok(()),
+            Connection::Udp(_) | Connection::Unix(_) => return Ok(()),
         };
         let mut byte = 0u8;
         // SAFETY: recv(2) into one byte we own; MSG_PEEK leaves the data (a TLS session ticket,
@@ -382,6 +389,7 @@ impl Connection {
             Connection::Tcp(tcp) => tcp.write_all(&frame(record)),
             Connection::Tls(tls) => tls.write_all(&frame(record)),
             Connection::Udp(udp) => udp.send(record).map(drop),
+            Connection::Unix(unix) => unix.send(record).map(drop),
         }
     }
 
@@ -389,7 +397,7 @@ impl Connection {
         match self {
             Connection::Tcp(tcp) => tcp.flush(),
             Connection::Tls(tls) => tls.flush(),
-            Connection::Udp(_) => Ok(()),
+            Connection::Udp(_) | Connection::Unix(_) => Ok(()),
         }
     }
 }
@@ -699,6 +707,42 @@ mod tests {
         assert_eq!(lost.details.as_ref().unwrap()["lost"], 3);
         assert_eq!(lost.details.as_ref().unwrap()["stage"], "forward");
         assert_eq!(worker.dropped, 0);
+    }
+
+    #[test]
+    fn a_unix_target_gets_one_datagram_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let syslog = UnixDatagram::bind(&path).unwrap();
+        let settings = config::parse(
+            "claw.yaml",
+            &format!(
+                "forward:\n  - name: journal\n    address: unix://{}\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.forward[0].address.to_string(),
+            format!("unix://{}", path.display())
+        );
+        let mut connection = Connector::new(&settings.forward[0])
+            .unwrap()
+            .connect()
+            .unwrap();
+        connection.check_open().unwrap();
+        connection.send(b"<108>1 record one").unwrap();
+        connection.send(b"<108>1 record two").unwrap();
+        let mut buffer = [0u8; 64];
+        let n = syslog.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"<108>1 record one");
+        let n = syslog.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"<108>1 record two");
+        let relative = config::parse(
+            "claw.yaml",
+            "forward:\n  - name: j\n    address: unix://dev/log\n",
+        );
+        assert!(relative.is_err());
     }
 
     #[test]
