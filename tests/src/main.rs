@@ -2,6 +2,7 @@
 //! LSM. It drives the real claw-agent and clawctl binaries and checks what the kernel does.
 //!
 //! `claw-vmtest test` runs every case and prints `CLAW-RESULT PASS|FAIL name detail` lines;
+//! `claw-vmtest systemd` and `systemd-nobpf` are the install test, in a Debian guest with systemd;
 //! `claw-vmtest demo` shows claw at work; `claw-vmtest probe OP ...` is what the cases run inside
 //! an agent's cgroup: one operation, exiting with 0 or its errno.
 
@@ -9,6 +10,7 @@ mod bench;
 mod bench_events;
 mod cases;
 mod demo;
+mod install;
 mod probe;
 
 use std::process::ExitCode;
@@ -21,8 +23,10 @@ fn main() -> ExitCode {
         Some("probe") => probe::run(&args[2..]),
         Some("bench") => bench::run(),
         Some("bench-events") => bench_events::run(&args[2..]),
+        Some("systemd") => install::run(false),
+        Some("systemd-nobpf") => install::run(true),
         _ => {
-            eprintln!("usage: claw-vmtest test | demo | bench | bench-events CLAW_AGENT CLAWCTL | probe OP ARGS...");
+            eprintln!("usage: claw-vmtest test | demo | bench | bench-events CLAW_AGENT CLAWCTL | systemd | systemd-nobpf | probe OP ARGS...");
             ExitCode::from(2)
         }
     }

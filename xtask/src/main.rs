@@ -10,6 +10,7 @@ mod record;
 mod run;
 mod setup;
 mod vm;
+mod vm_systemd;
 
 use std::process::ExitCode;
 
@@ -32,7 +33,16 @@ enum Task {
         #[arg(long)]
         kernel: Option<String>,
     },
-    /// Run every test: unit and host tests, then the VM tests on every kernel.
+    /// The install test: a Debian bookworm root with systemd booted on each kernel (and once
+    /// with an `lsm=` list without bpf), claw's package installed, started, reloaded, killed
+    /// and purged there.
+    VmSystemd {
+        /// Only kernels whose version contains this (e.g. 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// Run every test: unit and host tests, then the VM tests and the install test on every
+    /// kernel.
     Test,
     /// Show claw at work: the daemon, a denied open, and `clawctl deny-log --follow` (in a VM).
     Demo,
@@ -66,6 +76,9 @@ fn main() -> ExitCode {
     let result = match Args::parse().task {
         Task::Setup => setup::run(),
         Task::VmTest { kernel } => setup::ensure().and_then(|()| vm::test(kernel.as_deref())),
+        Task::VmSystemd { kernel } => {
+            setup::ensure().and_then(|()| vm_systemd::test(kernel.as_deref()))
+        }
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Demo => setup::ensure().and_then(|()| vm::demo()),
         Task::Lint => setup::ensure().and_then(|()| lint()),
@@ -163,7 +176,10 @@ fn test() -> anyhow::Result<()> {
             .current_dir(run::workspace_root()),
     )?;
     fuzz(TEST_FUZZ_SECONDS)?;
-    vm::test(None)
+    // Both suites run before either fails.
+    let cases = vm::test(None);
+    let install = vm_systemd::test(None);
+    cases.and(install)
 }
 
 fn lint() -> anyhow::Result<()> {

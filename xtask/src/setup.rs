@@ -7,8 +7,15 @@ use anyhow::{bail, Context as _};
 
 use crate::{apt, collector, kernels, run};
 
-/// Debian packages: LLVM for bpf-linker, qemu and busybox for the VM tests, cpio for the initramfs.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "qemu-system-x86", "busybox-static", "cpio"];
+/// Debian packages: LLVM for bpf-linker, qemu and busybox for the VM tests, cpio for the
+/// initramfs, mmdebstrap for the install test's Debian root.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "mmdebstrap",
+];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 /// Runs the set-up, saying what it does.

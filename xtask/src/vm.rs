@@ -60,11 +60,25 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
         bail!("no kernel of the matrix matches {kernel_filter:?}");
     }
     let initramfs = build_initramfs()?;
-    let (mut passed, mut failed) = (0, 0);
-    let mut failed_logs = Vec::new();
+    let mut tally = Tally::default();
     for kernel in &kernels {
         let log = log_path(kernel, "test");
-        let outcome = boot(kernel, &initramfs, "test", &log, false)?;
+        let outcome = boot(kernel, &initramfs, "test", &log, &BootOptions::default())?;
+        tally.add(kernel, &outcome, log);
+    }
+    tally.finish("vm-test")
+}
+
+/// Results of a suite's boots, printed as they come.
+#[derive(Default)]
+pub(crate) struct Tally {
+    passed: usize,
+    failed: usize,
+    failed_logs: Vec<PathBuf>,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, kernel: &Kernel, outcome: &Outcome, log: PathBuf) {
         for result in &outcome.results {
             let mark = if result.passed { "PASS" } else { "FAIL" };
             println!("{mark}  {:<60}  {}", result.name, outcome.kernel);
@@ -72,8 +86,8 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
                 println!("      {}", result.detail);
             }
         }
-        passed += outcome.results.iter().filter(|r| r.passed).count();
-        failed += outcome.results.iter().filter(|r| !r.passed).count();
+        self.passed += outcome.results.iter().filter(|r| r.passed).count();
+        self.failed += outcome.results.iter().filter(|r| !r.passed).count();
         let any_failed = outcome.results.iter().any(|r| !r.passed);
         // A non-zero exit is explained by the failures it reported; anything else is a failure
         // of the run itself.
@@ -82,7 +96,7 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
             && (outcome.exit_code == Some(0) || (any_failed && outcome.exit_code == Some(1)));
         if !complete || any_failed {
             if !complete {
-                failed += 1;
+                self.failed += 1;
                 println!(
                     "FAIL  {:<60}  {}",
                     "vm run completed",
@@ -94,17 +108,20 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
                 );
                 println!("      {}", outcome.problem());
             }
-            failed_logs.push(log);
+            self.failed_logs.push(log);
         }
     }
-    for log in &failed_logs {
-        println!("console log of a failed run: {}", log.display());
+
+    pub(crate) fn finish(self, suite: &str) -> anyhow::Result<()> {
+        for log in &self.failed_logs {
+            println!("console log of a failed run: {}", log.display());
+        }
+        println!("{suite}: {} passed, {} failed", self.passed, self.failed);
+        if self.failed > 0 {
+            bail!("{} {suite} case(s) failed", self.failed);
+        }
+        Ok(())
     }
-    println!("vm-test: {passed} passed, {failed} failed");
-    if failed > 0 {
-        bail!("{failed} VM test(s) failed");
-    }
-    Ok(())
 }
 
 /// The benchmark table of each kernel, measured in the VM; returns the tables printed.
@@ -114,7 +131,7 @@ pub fn bench() -> anyhow::Result<Vec<String>> {
     let mut tables = Vec::new();
     for kernel in &kernels {
         let log = log_path(kernel, "bench");
-        let outcome = boot(kernel, &initramfs, "bench", &log, false)?;
+        let outcome = boot(kernel, &initramfs, "bench", &log, &BootOptions::default())?;
         println!();
         if !tables.is_empty() {
             tables.push(String::new());
@@ -145,7 +162,11 @@ pub fn demo() -> anyhow::Result<()> {
         kernel.package
     );
     let log = log_path(&kernel, "demo");
-    let outcome = boot(&kernel, &initramfs, "demo", &log, true)?;
+    let options = BootOptions {
+        echo: true,
+        ..BootOptions::default()
+    };
+    let outcome = boot(&kernel, &initramfs, "demo", &log, &options)?;
     if !outcome.finished || outcome.exit_code != Some(0) {
         bail!(
             "the demo failed: {}; console log: {}",
@@ -156,7 +177,7 @@ pub fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_path(kernel: &Kernel, mode: &str) -> PathBuf {
+pub(crate) fn log_path(kernel: &Kernel, mode: &str) -> PathBuf {
     run::workspace_root()
         .join("target/vm/logs")
         .join(format!("{}-{mode}.log", kernel.package))
@@ -279,14 +300,14 @@ fn add_dynamic_program(staging: &Path, program: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct TestResult {
+pub(crate) struct TestResult {
     name: String,
     passed: bool,
     detail: String,
 }
 
 #[derive(Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// `uname -r` and `uname -v` of the guest.
     kernel: String,
     results: Vec<TestResult>,
@@ -311,29 +332,41 @@ impl Outcome {
     }
 }
 
-fn boot(
+/// How a guest is booted besides its kernel and initramfs.
+pub(crate) struct BootOptions {
+    pub memory_mib: u32,
+    /// Kernel parameters after the harness's own (`lsm=...`, systemd's).
+    pub append: String,
+    /// Show the guest's output (the demo).
+    pub echo: bool,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        Self {
+            memory_mib: 1024,
+            append: String::new(),
+            echo: false,
+        }
+    }
+}
+
+pub(crate) fn boot(
     kernel: &Kernel,
     initramfs: &Path,
     mode: &str,
     log_path: &Path,
-    echo: bool,
+    options: &BootOptions,
 ) -> anyhow::Result<Outcome> {
+    let echo = options.echo;
     std::fs::create_dir_all(log_path.parent().context("log directory")?)?;
     let mut log = std::fs::File::create(log_path)?;
     let mut qemu = Command::new("qemu-system-x86_64")
         // One TCG thread for both vCPUs: with a thread per vCPU (MTTCG), the kernel's live
         // patching of BPF trampolines (text_poke with int3) raced the other vCPU and oopsed on
         // 6.12 ("Oops: int3" in bpf_lsm_file_open) while claw-agent attached or detached links.
-        .args([
-            "-accel",
-            "tcg,thread=single",
-            "-cpu",
-            "max",
-            "-smp",
-            "2",
-            "-m",
-            "1024",
-        ])
+        .args(["-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2"])
+        .args(["-m", &options.memory_mib.to_string()])
         .args([
             "-nographic",
             "-no-reboot",
@@ -348,7 +381,10 @@ fn boot(
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(format!("console=ttyS0 quiet panic=-1 claw.mode={mode}"))
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 claw.mode={mode} {}",
+            options.append
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
