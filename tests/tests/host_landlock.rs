@@ -68,6 +68,7 @@ fn landlock_confines_the_processes_claw_starts() {
     let mut host = Host::new("landlock");
     let (tools, _) = host.agent("tools");
     let (svc, _) = host.agent("svc");
+    let (user_svc, _) = host.agent("usersvc");
     // Apart from the daemon's socket directory, where no agent may write.
     let files = tempfile::tempdir().unwrap();
     let dir = files.path().to_path_buf();
@@ -77,14 +78,22 @@ fn landlock_confines_the_processes_claw_starts() {
     }
     std::fs::write(dir.join("in/ok"), "readable\n").unwrap();
     std::fs::write(dir.join("secret"), "not for agents\n").unwrap();
+    // The user-run service's files: only Landlock, not the file modes, stands in its way.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.join("out"), std::fs::Permissions::from_mode(0o777)).unwrap();
     let common = format!(
-        "    files: {{read: [{d}/in/, /etc/ld.so.cache, /proc/], write: [{d}/out/]}}\n    exec: [/usr/bin/cat, /usr/bin/touch, /usr/bin/sh]\n    libraries: [/usr/lib/]\n"
+        "    files: {{read: [{d}/in/, /etc/ld.so.cache, /proc/], write: [{d}/out/, /dev/null]}}\n    exec: [/usr/bin/cat, /usr/bin/touch, /usr/bin/sh]\n    libraries: [/usr/lib/]\n"
     );
     let script = format!(
         "cat {d}/secret > /dev/null 2>&1; echo $? > {d}/out/svc-secret; cat {d}/in/ok > {d}/out/svc-ok; touch {d}/other/svc 2> /dev/null; echo $? > {d}/out/svc-write"
     );
+    // As a user (run.user): contained before root is given up, confined after.
+    let user_script = format!(
+        "cat {d}/secret > /dev/null 2>&1; echo $? > {d}/out/user-secret; cat {d}/in/ok > {d}/out/user-ok"
+    );
     let policy = host.policy(&format!(
-        "agents:\n  - name: tools\n    cgroup: {tools}\n{common}  - name: svc\n    cgroup: {svc}\n{common}    run:\n      command: [/usr/bin/sh, -c, \"{script}\"]\n      restart: never\n"
+        "agents:\n  - name: tools\n    cgroup: {tools}\n{common}  - name: svc\n    cgroup: {svc}\n{common}    run:\n      command: [/usr/bin/sh, -c, \"{script}\"]\n      restart: never\n  - name: usersvc\n    cgroup: {user_svc}\n{common}    run:\n      command: [/usr/bin/sh, -c, \"{user_script}\"]\n      user: nobody\n      restart: never\n"
     ));
     host.start(&policy, &["--landlock", "auto"]);
 
@@ -130,6 +139,13 @@ fn landlock_confines_the_processes_claw_starts() {
     assert_eq!(code, 0, "{err}");
     let v2 = cgroup.lines().find(|l| l.starts_with("0::")).unwrap();
     assert_eq!(v2, "0::/", "{cgroup}");
+    // ...and no cgroup file system in its mount namespace to move itself with.
+    let (code, mounts, err) = call(&["/usr/bin/cat", "/proc/self/mountinfo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !mounts.lines().any(|l| l.contains(" - cgroup")),
+        "cgroup file systems in reach: {mounts}"
+    );
 
     // A client that would not apply the Landlock layer gets no call.
     let mut old = UnixStream::connect(&host.socket).unwrap();
@@ -161,6 +177,8 @@ fn landlock_confines_the_processes_claw_starts() {
     assert_eq!(wait_for(&dir.join("out/svc-secret")), "1\n");
     assert_eq!(wait_for(&dir.join("out/svc-write")), "1\n");
     assert!(!dir.join("other/svc").exists());
+    assert_eq!(wait_for(&dir.join("out/user-ok")), "readable\n");
+    assert_eq!(wait_for(&dir.join("out/user-secret")), "1\n");
 
     // The refusals are claw events with their agent (and call), from Landlock's audit records.
     let secret = format!("{d}/secret");

@@ -42,7 +42,9 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecStart=/usr/local/bin/claw-vmtest %I
+ExecStart=/usr/local/bin/claw-vmtest %i
+# claw-vmtest powers off when it is done; this also when it is not (a crash, a usage error).
+ExecStopPost=/usr/bin/systemctl poweroff --force --force
 StandardOutput=tty
 StandardError=tty
 TTYPath=/dev/ttyS0

@@ -130,13 +130,13 @@ pub struct Denial {
 /// Denials waiting for their domain's record, at most.
 const PENDING: usize = 1024;
 
-/// Binds records to claw's domains: made by claw-agent or clawctl installed beside it, named
-/// with a tag.
+/// Binds records to claw's domains: made by claw-agent or clawctl, named with a tag.
 #[derive(Debug, Default)]
 pub struct Attributor {
-    /// Where claw-agent and clawctl are: a domain made by another program is not claw's, whatever
-    /// its name (any process can take a name like a tag).
-    programs: PathBuf,
+    /// claw-agent and the clawctl programs that start confined processes: a domain made by
+    /// another program is not claw's, whatever its name (any process can take a name like a
+    /// tag).
+    programs: Vec<PathBuf>,
     /// Domain id → (cgroup id, creator pid) for claw's domains; None for others'.
     domains: HashMap<u64, Option<(u64, u32)>>,
     pending: VecDeque<(u64, Vec<String>, Option<String>)>,
@@ -145,20 +145,33 @@ pub struct Attributor {
 }
 
 impl Attributor {
-    /// Attributes domains made by claw-agent or clawctl in the directory `programs`.
-    pub fn new(programs: PathBuf) -> Self {
+    /// Attributes domains made by one of `programs` (resolved paths).
+    pub fn new(programs: Vec<PathBuf>) -> Self {
         Self {
             programs,
             ..Self::default()
         }
     }
 
+    /// The programs of a claw-agent at `exe`: itself, and clawctl beside it or in the `bin`
+    /// beside its `sbin` (the package's layout), as the kernel resolves them.
+    pub fn programs_of(exe: &Path) -> Vec<PathBuf> {
+        let Some(dir) = exe.parent() else {
+            return vec![exe.to_path_buf()];
+        };
+        let mut programs = vec![exe.to_path_buf()];
+        for clawctl in [dir.join("clawctl"), dir.join("../bin/clawctl")] {
+            if let Ok(real) = std::fs::canonicalize(&clawctl) {
+                programs.push(real);
+            }
+        }
+        programs
+    }
+
     fn made_by_claw(&self, exe: &str) -> bool {
-        let exe = Path::new(exe);
-        exe.parent() == Some(self.programs.as_path())
-            && exe
-                .file_name()
-                .is_some_and(|name| name == "claw-agent" || name == "clawctl")
+        // An upgraded binary shows as `PATH (deleted)` while the old one runs.
+        let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(exe));
+        self.programs.iter().any(|p| p == exe)
     }
 
     pub fn feed(&mut self, record: Record) -> Vec<Denial> {
@@ -410,11 +423,12 @@ pub fn follow(
     std::thread::Builder::new()
         .name("landlock-audit".to_owned())
         .spawn(move || {
-            let programs = std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(Path::to_path_buf))
-                .unwrap_or_default();
-            let mut attributor = Attributor::new(programs);
+            let exe = std::env::current_exe().unwrap_or_default();
+            let exe = exe
+                .to_str()
+                .and_then(|e| e.strip_suffix(" (deleted)"))
+                .map_or(exe.clone(), PathBuf::from);
+            let mut attributor = Attributor::new(Attributor::programs_of(&exe));
             let mut buffer = vec![0u8; 16 * 1024];
             loop {
                 // SAFETY: recv(2) into a buffer of that size.
@@ -505,7 +519,10 @@ mod tests {
 
     #[test]
     fn denials_wait_for_their_domain_and_others_are_ignored() {
-        let mut attributor = Attributor::new(PathBuf::from("/usr/sbin"));
+        let mut attributor = Attributor::new(vec![
+            PathBuf::from("/usr/sbin/claw-agent"),
+            PathBuf::from("/usr/bin/clawctl"),
+        ]);
         let access = parse(AUDIT_LANDLOCK_ACCESS, ACCESS).unwrap();
         assert!(attributor.feed(access.clone()).is_empty());
         let denials = attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, ALLOCATED).unwrap());
@@ -530,6 +547,24 @@ mod tests {
             .replace("1a2b3c", "77")
             .replace("/usr/sbin/claw-agent", "/home/u/claw-agent");
         let forged_access = ACCESS.replace("1a2b3c", "77");
+        // clawctl's domains (tool calls) are claw's too, and so are an upgraded claw-agent's.
+        for (domain, exe) in [
+            ("55", "/usr/bin/clawctl"),
+            ("56", "/usr/sbin/claw-agent (deleted)"),
+        ] {
+            let made = ALLOCATED
+                .replace("1a2b3c", domain)
+                .replace("/usr/sbin/claw-agent", exe);
+            attributor
+                .feed(parse(AUDIT_LANDLOCK_ACCESS, &ACCESS.replace("1a2b3c", domain)).unwrap());
+            assert_eq!(
+                attributor
+                    .feed(parse(AUDIT_LANDLOCK_DOMAIN, &made).unwrap())
+                    .len(),
+                1,
+                "{exe}"
+            );
+        }
         attributor.feed(parse(AUDIT_LANDLOCK_ACCESS, &forged_access).unwrap());
         assert!(attributor
             .feed(parse(AUDIT_LANDLOCK_DOMAIN, &forged).unwrap())

@@ -52,13 +52,16 @@ pub enum EnforcerError {
         "this kernel refuses BPF LSM programs: loading lsm/{hook} failed: {reason}. \
          claw enforces file and exec rules with BPF LSM and will not run without it; use a kernel \
          built with CONFIG_BPF_LSM=y that permits BPF trampolines (`bpf` in the lsm= boot \
-         parameter), or start claw-agent with --degraded to enforce network rules only and audit \
-         the rest"
+         parameter), or start claw-agent with --degraded to accept less: network rules for every \
+         process, file and exec rules by Landlock for the processes claw starts (`claw-agent \
+         --check` says which)"
     )]
     LsmRefused { hook: &'static str, reason: String },
     #[error(
         "BPF LSM is not active: the kernel's LSM list ({list}) has no `bpf`, so attached programs \
-         would never run — add bpf to the lsm= boot parameter, e.g. lsm={list},bpf"
+         would never run — add bpf to the lsm= boot parameter, e.g. lsm={list},bpf (`claw-agent \
+         --check` says where), or start claw-agent with --degraded to accept less: network rules \
+         for every process, file and exec rules by Landlock for the processes claw starts"
     )]
     LsmInactive { list: String },
     #[error(

@@ -34,6 +34,10 @@ pub struct Access {
     pub library: bool,
     /// ioctl on a device node (terminals, GPUs).
     pub ioctl: bool,
+    /// Open device nodes for reading and writing, below a directory too, and list it — never
+    /// create, remove or rename there (a driver's nodes: GPUs).
+    #[serde(default)]
+    pub device: bool,
 }
 
 impl Access {
@@ -44,6 +48,7 @@ impl Access {
             execute: self.execute || other.execute,
             library: self.library || other.library,
             ioctl: self.ioctl || other.ioctl,
+            device: self.device || other.device,
         }
     }
 }
@@ -75,17 +80,10 @@ pub struct Plan {
     pub contain: bool,
 }
 
-/// Device nodes every agent may use (the base set of `policy::devices`).
-const BASE_DEVICES: &[(&str, bool)] = &[
-    ("/dev/null", false),
-    ("/dev/zero", false),
-    ("/dev/full", false),
-    ("/dev/random", false),
-    ("/dev/urandom", false),
-    ("/dev/tty", true),
-    ("/dev/ptmx", true),
-    ("/dev/pts/", true),
-];
+/// Terminals of the base device set (`policy::devices`): ioctls on them are allowed (a terminal
+/// is of little use without them); opening them is the file rules' to allow, as in the kernel
+/// programs.
+const TERMINALS: &[&str] = &["/dev/tty", "/dev/ptmx", "/dev/pts/"];
 
 /// The Landlock layer for `agent` (after any tool-call narrowing), with this machine's
 /// `guards`; `writable` are the write rules of every agent of the policy; `contain` where no
@@ -124,7 +122,7 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath], contain: bool
         write,
         execute,
         library,
-        ioctl: false,
+        ..Access::default()
     };
     for path in &rules.files.read {
         add(&path.0, of(true, false, false, false));
@@ -138,12 +136,12 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath], contain: bool
     for path in &rules.libraries {
         add(&path.0, of(false, false, false, true));
     }
-    for (path, ioctl) in BASE_DEVICES {
+    for path in TERMINALS {
         add(
             path,
             Access {
-                ioctl: *ioctl,
-                ..of(true, true, false, false)
+                ioctl: true,
+                ..Access::default()
             },
         );
     }
@@ -162,7 +160,8 @@ pub fn plan(agent: &Agent, guards: &Guards, writable: &[RulePath], contain: bool
                 &path,
                 Access {
                     ioctl: true,
-                    ..of(true, true, false, false)
+                    device: true,
+                    ..Access::default()
                 },
             );
         }
@@ -301,7 +300,10 @@ mod tests {
         assert!(grant(&plan, "/etc/hosts").access.read);
         assert!(grant(&plan, "/usr/bin/git").access.execute);
         assert!(grant(&plan, "/usr/lib/").access.library);
-        assert!(grant(&plan, "/dev/null").access.write && !grant(&plan, "/dev/null").access.ioctl);
+        // Devices are opened by file rules only; terminals' ioctls are allowed.
+        assert!(plan.grants.iter().all(|g| g.path != "/dev/null"));
+        let pts = grant(&plan, "/dev/pts/");
+        assert!(pts.access.ioctl && !pts.access.read && !pts.access.write);
         assert!(grant(&plan, "/dev/pts/").access.ioctl);
         assert!(plan
             .grants
@@ -370,8 +372,13 @@ mod tests {
     fn gpu_nodes_are_granted_by_prefix() {
         let agent = agent("agents:\n- name: t\n  cgroup: claw/t\n  devices: {gpu: true}\n");
         let plan = plan(&agent, &guards(), &[], true).unwrap();
-        assert!(grant(&plan, "/dev/nvidia*").access.ioctl);
-        assert!(grant(&plan, "/dev/dri/").access.ioctl);
+        for path in ["/dev/nvidia*", "/dev/dri/"] {
+            let access = grant(&plan, path).access;
+            assert!(
+                access.ioctl && access.device && !access.write,
+                "{path}: {access:?}"
+            );
+        }
     }
 
     #[test]

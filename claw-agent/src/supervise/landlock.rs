@@ -40,6 +40,8 @@ pub struct Confinement {
     /// Kept in its cgroup and stripped of capabilities (coverage `landlock`, where no BPF LSM
     /// hook stands behind Landlock).
     pub contain: bool,
+    /// With `contain`: the cgroup file systems' mount points, hidden in its mount namespace.
+    pub cgroup_mounts: Vec<CString>,
     /// The kernel's Landlock ABI.
     pub abi: u32,
     /// Grants left out, and why (a path missing, or a symbolic link in a tree agents write).
@@ -80,6 +82,12 @@ fn rights(access: Access, directory: bool, exact: bool) -> BitFlags<AccessFs> {
     }
     if access.ioctl {
         rights |= AccessFs::IoctlDev;
+    }
+    if access.device {
+        rights |= make_bitflags!(AccessFs::{ReadFile | WriteFile});
+        if directory {
+            rights |= AccessFs::ReadDir;
+        }
     }
     if exact && directory {
         // Listing only, and only for a read rule: what a write, exec or library rule naming a
@@ -146,11 +154,26 @@ fn open_rule_path(path: &Path, writable: &[String]) -> Result<OwnedFd, String> {
 
 /// Why a symbolic link on `path`'s way cannot be trusted to stay where it points, if one cannot:
 /// one in a tree some agent writes, or not root's in a directory only root writes (/lib and
-/// /bin on merged-/usr systems are root's, in /).
+/// /bin on merged-/usr systems are root's, in /). Links are followed, 40 at most; anything
+/// that cannot be read is untrusted.
 fn untrusted_link(path: &Path, writable: &[String]) -> Option<String> {
+    untrusted_link_within(path, writable, 40)
+}
+
+fn untrusted_link_within(path: &Path, writable: &[String], links_left: u32) -> Option<String> {
+    use std::path::Component;
     let mut walked = PathBuf::from("/");
-    for component in path.components().skip(1) {
-        walked.push(component);
+    let components: Vec<Component> = path.components().collect();
+    for (index, component) in components.iter().enumerate() {
+        match component {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => continue,
+            // What was walked holds no link: `..` is its parent.
+            Component::ParentDir => {
+                walked.pop();
+                continue;
+            }
+            Component::Normal(name) => walked.push(name),
+        }
         let Ok(meta) = std::fs::symlink_metadata(&walked) else {
             return None;
         };
@@ -173,16 +196,57 @@ fn untrusted_link(path: &Path, writable: &[String]) -> Option<String> {
                 "a symbolic link at {text} that someone other than root could have placed"
             ));
         }
-        // Where it points is checked in turn.
-        let target = std::fs::read_link(&walked).ok()?;
-        let target = walked.parent()?.join(target);
-        let rest: PathBuf = path
-            .components()
-            .skip(walked.components().count())
-            .collect();
-        return untrusted_link(&target.join(rest), writable);
+        if links_left == 0 {
+            return Some(format!("too many symbolic links at {text}"));
+        }
+        // Where it points is checked in turn, with what follows it.
+        let Ok(target) = std::fs::read_link(&walked) else {
+            return Some(format!("the symbolic link at {text} cannot be read"));
+        };
+        let mut next = walked.parent().unwrap_or(Path::new("/")).join(target);
+        for rest in &components[index + 1..] {
+            next.push(rest);
+        }
+        return untrusted_link_within(&next, writable, links_left - 1);
     }
     None
+}
+
+/// The trees agents write, as written and as the kernel resolves them (a rule on /var/run/x/
+/// is a rule on /run/x/).
+fn resolved_trees(writable: &[String]) -> Vec<String> {
+    let mut trees = writable.to_vec();
+    for tree in writable {
+        if let Ok(real) = std::fs::canonicalize(tree) {
+            let mut real = real.to_string_lossy().into_owned();
+            if tree.ends_with('/') && !real.ends_with('/') {
+                real.push('/');
+            }
+            trees.push(real);
+        }
+    }
+    trees.sort();
+    trees.dedup();
+    trees
+}
+
+/// Mount points of cgroup file systems (v1 and v2) in `mountinfo`, deepest first: hidden from a
+/// contained process, which could otherwise move itself into another cgroup (root owns
+/// cgroup.procs, and without `nsdelegate` a cgroup namespace does not stop the move).
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<String> {
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split_whitespace().next()?;
+            let point = before.split_whitespace().nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2")
+                .then(|| crate::policy::compile::unescape_mountinfo(point))
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    points
 }
 
 /// The ruleset for a process of `plan` started as `program` in the cgroup `cgroup_dir`.
@@ -193,12 +257,13 @@ pub fn build(plan: &Plan, program: &Path, cgroup_dir: &Path) -> Result<Confineme
         .scope(Scope::from_all(ABI::V6))?
         .create()?;
     let mut skipped = Vec::new();
+    let writable = resolved_trees(&plan.writable);
     let mut rules: Vec<(OwnedFd, BitFlags<AccessFs>)> = Vec::new();
     for grant in &plan.grants {
-        expand(grant, &plan.writable, &mut rules, &mut skipped);
+        expand(grant, &writable, &mut rules, &mut skipped);
     }
-    for interpreter in interpreters(plan, program) {
-        match open_rule_path(&interpreter, &plan.writable) {
+    for interpreter in interpreters(plan, &writable, program) {
+        match open_rule_path(&interpreter, &writable) {
             Ok(fd) => rules.push((fd, make_bitflags!(AccessFs::{Execute | ReadFile}))),
             Err(why) => skipped.push(format!(
                 "{} (ELF interpreter): {why}",
@@ -224,6 +289,17 @@ pub fn build(plan: &Plan, program: &Path, cgroup_dir: &Path) -> Result<Confineme
         },
         tag: CString::new(tag(cgroup_id)).expect("hex has no NUL"),
         contain: plan.contain,
+        cgroup_mounts: if plan.contain {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|err| {
+                LandlockError::Unavailable(format!("reading /proc/self/mountinfo: {err}"))
+            })?;
+            cgroup_mounts(&mountinfo)
+                .into_iter()
+                .filter_map(|p| CString::new(p).ok())
+                .collect()
+        } else {
+            Vec::new()
+        },
         abi,
         skipped,
     })
@@ -351,7 +427,7 @@ const USUAL_PROGRAMS: &[&str] = &["/bin/sh", "/usr/bin/env"];
 /// respected): the kernel opens the interpreter as it opens a program (Landlock asks for
 /// execute), while the libraries it loads need read only. Programs in trees agents write are
 /// not read: an agent could name any file as their interpreter.
-fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
+fn interpreters(plan: &Plan, writable_trees: &[String], program: &Path) -> Vec<PathBuf> {
     let in_tree =
         |text: &str, tree: &str| text == tree || (tree.ends_with('/') && text.starts_with(tree));
     let covered = |path: &Path| {
@@ -363,7 +439,7 @@ fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
     };
     let writable = |path: &Path| {
         let text = path.to_string_lossy();
-        plan.writable.iter().any(|w| in_tree(&text, w))
+        writable_trees.iter().any(|w| in_tree(&text, w))
     };
     let mut found: Vec<PathBuf> = plan
         .grants
@@ -372,9 +448,9 @@ fn interpreters(plan: &Plan, program: &Path) -> Vec<PathBuf> {
         .map(|g| PathBuf::from(&g.path))
         .chain([program.to_path_buf()])
         .chain(USUAL_PROGRAMS.iter().map(PathBuf::from))
-        .filter(|p| !writable(p) && untrusted_link(p, &plan.writable).is_none())
+        .filter(|p| !writable(p) && untrusted_link(p, writable_trees).is_none())
         .filter_map(|p| elf_interpreter(&p))
-        .filter(|interp| untrusted_link(interp, &plan.writable).is_none())
+        .filter(|interp| untrusted_link(interp, writable_trees).is_none())
         .filter_map(|interp| {
             let real = std::fs::canonicalize(&interp).ok()?;
             (covered(&real) && !writable(&real)).then_some(real)
@@ -440,34 +516,68 @@ struct CapData {
     inheritable: u32,
 }
 
-/// In the child of clone3, right before execve: name it with its tag; with `contain`, keep it
-/// in its cgroup (a cgroup namespace rooted there: no clone3 or cgroup.procs write reaches a
-/// cgroup outside it) and drop every capability (Landlock does not check what root's
-/// capabilities reach: modules, bpf, other processes' cgroups); then no_new_privs and the
-/// ruleset. Async-signal-safe syscalls only; returns false on failure, errno set.
+/// In the child of clone3, before it gives up root (`run.user`): with `contain`, keep it in its
+/// cgroup — a mount namespace of its own without the cgroup file systems (root owns
+/// cgroup.procs: with cgroupfs in reach, clone3 or a write there would move it out of its
+/// agent), and a cgroup namespace rooted at its cgroup — and empty its capability bounding set,
+/// so that nothing it runs can regain a capability (or mount cgroupfs again). All of it needs
+/// root's capabilities, hence before the user switch. Async-signal-safe syscalls only, on
+/// memory prepared before; returns false on failure, errno set.
 ///
 /// # Safety
 /// Only in a child after clone3, with `confinement`'s memory prepared before.
+pub unsafe fn contain(confinement: &Confinement) -> bool {
+    if !confinement.contain {
+        return true;
+    }
+    // SAFETY: unshare(2), mount(2), umount2(2) and prctl(2) on prepared C strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0 {
+            return false;
+        }
+        // Private from here: the unmounts below stay in this namespace.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return false;
+        }
+        for point in &confinement.cgroup_mounts {
+            if libc::umount2(point.as_ptr(), libc::MNT_DETACH) != 0 {
+                return false;
+            }
+        }
+        for capability in 0..64 {
+            // EINVAL past the kernel's last capability.
+            libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// In the child of clone3, right before execve (after the user switch): name it with its tag;
+/// with `contain`, drop the capabilities it still holds (Landlock does not check what root's
+/// capabilities reach: modules, bpf, other processes); then no_new_privs and the ruleset.
+/// Async-signal-safe syscalls only; returns false on failure, errno set.
+///
+/// # Safety
+/// Only in a child after clone3 and `contain`, with `confinement`'s memory prepared before.
 pub unsafe fn restrict_self(confinement: &Confinement) -> bool {
     const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    // SAFETY: prctl(2), unshare(2), capset(2) and landlock_restrict_self(2) on prepared memory.
+    // SAFETY: prctl(2), capset(2) and landlock_restrict_self(2) on prepared memory.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, confinement.tag.as_ptr());
         if confinement.contain {
-            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
-                return false;
-            }
-            for capability in 0..64 {
-                // EINVAL past the kernel's last capability.
-                libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
-            }
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            );
             let header = CapHeader {
                 version: CAPABILITY_VERSION_3,
                 pid: 0,
@@ -522,6 +632,53 @@ mod tests {
             ..Access::default()
         };
         assert!(!rights(library, true, false).contains(AccessFs::Execute));
+        // A driver's directory of device nodes: open, list, ioctl; nothing made or removed.
+        let device = Access {
+            device: true,
+            ioctl: true,
+            ..Access::default()
+        };
+        assert_eq!(
+            rights(device, true, false),
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir | AccessFs::IoctlDev
+        );
+    }
+
+    #[test]
+    fn cgroup_mounts_are_found_deepest_first() {
+        let mountinfo = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+30 22 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs ro
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+33 22 0:29 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup_mounts(mountinfo),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/cpu",
+                "/mnt/my cgroups"
+            ]
+        );
+    }
+
+    #[test]
+    fn links_with_parent_components_and_loops_are_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::create_dir_all(base.join("work/real")).unwrap();
+        std::fs::create_dir_all(base.join("opt")).unwrap();
+        // Root's link climbing with `..` into a tree an agent writes, where the agent planted a
+        // link of its own.
+        std::os::unix::fs::symlink("../work/bin", base.join("opt/tool")).unwrap();
+        std::os::unix::fs::symlink("real", base.join("work/bin")).unwrap();
+        let tree = format!("{}/work/", base.display());
+        let why = untrusted_link(&base.join("opt/tool/x"), &[tree]).unwrap();
+        assert!(why.contains("agents may write"), "{why}");
+        // A loop ends, untrusted.
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        assert!(untrusted_link(&base.join("loop"), &[]).is_some());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! Written here because std's Command cannot pass clone3 flags. After clone3 the child of this
 //! multi-threaded process only makes async-signal-safe calls (dup2, setsid, chdir, setgid,
-//! setgroups, setuid, prctl, landlock_restrict_self, execve, write, _exit); everything else —
-//! the Landlock ruleset included — is prepared before.
+//! setgroups, setuid, unshare, prctl, capset, landlock_restrict_self, execve, write, _exit);
+//! everything else — the Landlock ruleset included — is prepared before.
 
 use super::landlock::{self, Confinement, LandlockError};
 use crate::policy::landlock::Plan;
@@ -247,6 +247,9 @@ unsafe fn child(
         fail(libc::setsid() < 0);
         if let Some(workdir) = workdir {
             fail(libc::chdir(workdir.as_ptr()) != 0);
+        }
+        if let Some(confinement) = confinement {
+            fail(!landlock::contain(confinement));
         }
         if let Some((uid, gid)) = spec.user {
             fail(libc::setgroups(0, std::ptr::null()) != 0);
