@@ -288,6 +288,23 @@ fn landlock_stacks_on_bpf_lsm() -> anyhow::Result<()> {
         DROP_IN,
         format!("[Service]\nExecStart=\nExecStart=/usr/sbin/claw-agent --landlock stack --policy {POLICY} --config {CONFIG}\n"),
     )?;
+    if landlock_abi()? < claw_agent::policy::landlock::MIN_ABI {
+        // Too old a Landlock for claw's file layer (Debian's 6.1 has ABI 2): stacking it is
+        // refused, not silently skipped; without the flag claw-agent runs as before.
+        let (code, _, _) = sh("systemctl daemon-reload && systemctl restart claw-agent");
+        ensure!(
+            code != 0,
+            "--landlock stack started on a Landlock too old for it"
+        );
+        let log = sh("journalctl -u claw-agent --no-pager -o cat -n 20").1;
+        ensure!(
+            log.contains("--landlock stack"),
+            "the refusal does not say why: {log}"
+        );
+        std::fs::remove_file(DROP_IN)?;
+        ok("systemctl daemon-reload && systemctl reset-failed claw-agent && systemctl start claw-agent")?;
+        return Ok(());
+    }
     ok("systemctl daemon-reload && systemctl restart claw-agent")?;
     let status = status_json()?;
     ensure!(
@@ -329,6 +346,27 @@ fn purge_removes_everything() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel's Landlock ABI as `--check` reports it (0: none).
+fn landlock_abi() -> anyhow::Result<u32> {
+    let report: serde_json::Value = serde_json::from_str(&sh("claw-agent --check --json").1)?;
+    let landlock = report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "Landlock"))
+        .cloned()
+        .with_context(|| format!("no Landlock check: {report}"))?;
+    Ok(abi_of(&landlock))
+}
+
+/// The ABI in a Landlock check's detail (`ABI 6`, `ABI 2: too old ...`).
+fn abi_of(check: &serde_json::Value) -> u32 {
+    check["detail"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("ABI "))
+        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// What `--check` says on a node whose kernel leaves `bpf` out of its LSMs; the Landlock ABI.
 fn check_explains_bpf_lsm() -> anyhow::Result<u32> {
     let (code, out, err) = sh("claw-agent --check --json");
@@ -349,13 +387,7 @@ fn check_explains_bpf_lsm() -> anyhow::Result<u32> {
         fix.contains("lsm=lockdown,capability,landlock,yama,apparmor,") && fix.contains(",bpf`"),
         "fix: {fix}"
     );
-    let landlock = verdict("Landlock")?;
-    let abi: u32 = landlock["detail"]
-        .as_str()
-        .and_then(|d| d.strip_prefix("ABI "))
-        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let abi = abi_of(&verdict("Landlock")?);
     let expected = if abi >= claw_agent::policy::landlock::MIN_ABI {
         "landlock"
     } else {

@@ -424,3 +424,34 @@ fn bind(socket: &Path, mode: u32) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("setting the mode of {} to {mode:o}", socket.display()))?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_follows_the_operators_choice_and_the_kernels_landlock() {
+        let choose = |degraded, layer, abi: Result<u32, &str>| {
+            choose_coverage(degraded, layer, abi.map_err(str::to_owned)).map_err(|e| e.to_string())
+        };
+        use LandlockLayer::*;
+        assert_eq!(choose(false, Auto, Ok(7)), Ok((Coverage::Full, false)));
+        assert_eq!(choose(false, Stack, Ok(7)), Ok((Coverage::Full, true)));
+        assert_eq!(choose(true, Auto, Ok(6)), Ok((Coverage::Landlock, true)));
+        assert_eq!(choose(true, Off, Ok(7)), Ok((Coverage::NetworkOnly, false)));
+        // Too old (no truncation check) or absent: network only, or a refused stack.
+        assert_eq!(
+            choose(true, Auto, Ok(2)),
+            Ok((Coverage::NetworkOnly, false))
+        );
+        assert_eq!(
+            choose(true, Auto, Err("not built")),
+            Ok((Coverage::NetworkOnly, false))
+        );
+        let refused = choose(false, Stack, Ok(2)).unwrap_err();
+        assert!(
+            refused.contains("--landlock stack") && refused.contains("ABI 2"),
+            "{refused}"
+        );
+    }
+}
