@@ -140,8 +140,13 @@ pub struct Attributor {
     /// Domain id → (cgroup id, creator pid) for claw's domains; None for others'.
     domains: HashMap<u64, Option<(u64, u32)>>,
     pending: VecDeque<(u64, Vec<String>, Option<String>)>,
+    /// Denials of each of claw's live domains handed out as events.
+    reported: HashMap<u64, u64>,
     /// Denials dropped before their domain was known (the queue was full).
     pub unattributed: u64,
+    /// Denials of claw's domains that never came as records (the kernel's audit dropped them:
+    /// its backlog full, or its rate limit), told by each domain's own count when it ends.
+    pub unreported: u64,
 }
 
 impl Attributor {
@@ -188,7 +193,10 @@ impl Attributor {
                 blockers,
                 path,
             } => match self.domains.get(&domain) {
-                Some(Some(owner)) => vec![denial(*owner, domain, blockers, path)],
+                Some(Some(owner)) => {
+                    *self.reported.entry(domain).or_default() += 1;
+                    vec![denial(*owner, domain, blockers, path)]
+                }
                 Some(None) => Vec::new(),
                 None => {
                     if self.pending.len() == PENDING {
@@ -213,15 +221,20 @@ impl Attributor {
                     self.pending.drain(..).partition(|(d, _, _)| *d == domain);
                 self.pending = others;
                 match owner {
-                    Some(owner) => mine
-                        .into_iter()
-                        .map(|(d, blockers, path)| denial(owner, d, blockers, path))
-                        .collect(),
+                    Some(owner) => {
+                        *self.reported.entry(domain).or_default() += mine.len() as u64;
+                        mine.into_iter()
+                            .map(|(d, blockers, path)| denial(owner, d, blockers, path))
+                            .collect()
+                    }
                     None => Vec::new(),
                 }
             }
-            Record::Deallocated { domain, .. } => {
-                self.domains.remove(&domain);
+            Record::Deallocated { domain, denials } => {
+                if let Some(Some(_)) = self.domains.remove(&domain) {
+                    let reported = self.reported.remove(&domain).unwrap_or(0);
+                    self.unreported += denials.saturating_sub(reported);
+                }
                 Vec::new()
             }
         }
@@ -455,10 +468,11 @@ pub fn follow(
                 let Some(record) = parse(kind, text.trim_end_matches('\0')) else {
                     continue;
                 };
-                let unattributed = attributor.unattributed;
+                let dropped = attributor.unattributed + attributor.unreported;
                 let denials = attributor.feed(record);
-                if attributor.unattributed > unattributed {
-                    bus.count_lost(Stage::Landlock, attributor.unattributed - unattributed);
+                let now_dropped = attributor.unattributed + attributor.unreported;
+                if now_dropped > dropped {
+                    bus.count_lost(Stage::Landlock, now_dropped - dropped);
                 }
                 for denial in denials {
                     let found = event(&denial, &identities.read().unwrap_or_else(|p| p.into_inner()), coverage);
@@ -569,6 +583,27 @@ mod tests {
         assert!(attributor
             .feed(parse(AUDIT_LANDLOCK_DOMAIN, &forged).unwrap())
             .is_empty());
+    }
+
+    #[test]
+    fn denials_the_kernel_dropped_are_counted_when_their_domain_ends() {
+        let mut attributor = Attributor::new(vec![PathBuf::from("/usr/sbin/claw-agent")]);
+        let access = parse(AUDIT_LANDLOCK_ACCESS, ACCESS).unwrap();
+        attributor.feed(access.clone());
+        attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, ALLOCATED).unwrap());
+        attributor.feed(access);
+        // Five denials in the domain's own count, two came as records.
+        let ended = "audit(1.2:9): domain=1a2b3c status=deallocated denials=5";
+        attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, ended).unwrap());
+        assert_eq!(attributor.unreported, 3);
+        // Another program's domain ending is none of claw's business.
+        let other = ALLOCATED
+            .replace("1a2b3c", "99")
+            .replace("claw-2f", "firefox");
+        attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, &other).unwrap());
+        let gone = "audit(1.2:10): domain=99 status=deallocated denials=40";
+        attributor.feed(parse(AUDIT_LANDLOCK_DOMAIN, gone).unwrap());
+        assert_eq!(attributor.unreported, 3);
     }
 
     #[test]
