@@ -20,6 +20,16 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where the cases and the demo have claw-agent log.
 pub const DAEMON_LOG: &str = "/tmp/claw-agent.log";
 
+/// The ABI in `claw-agent --check`'s Landlock check (`ABI 6`, `ABI 2: too old ...`); 0 for none.
+pub fn landlock_abi_of(check: &serde_json::Value) -> u32 {
+    check["detail"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("ABI "))
+        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Prints one result line in the form the harness parses.
 pub fn report(name: &str, result: &anyhow::Result<()>) -> bool {
     match result {

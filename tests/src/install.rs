@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _};
 
-use claw_tests::harness::report;
+use claw_tests::harness::{landlock_abi_of, report};
 
 const PACKAGE: &str = "/root/claw_0.1.0_amd64.deb";
 const POLICY: &str = "/etc/claw/policy.yaml";
@@ -265,6 +265,16 @@ fn kill_and_restart(looping: &mut std::process::Child) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A drop-in running claw-agent with `flags` besides the unit's own, as an operator writes it.
+fn drop_in(flags: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(Path::new(DROP_IN).parent().context("drop-in directory")?)?;
+    std::fs::write(
+        DROP_IN,
+        format!("[Service]\nExecStart=\nExecStart=/usr/sbin/claw-agent {flags} --policy {POLICY} --config {CONFIG}\n"),
+    )?;
+    Ok(())
+}
+
 /// The processes claw starts, as `/proc/self/status` shows them: (NoNewPrivs, CapEff).
 fn started_process_status() -> anyhow::Result<(String, String)> {
     let status = ok("clawctl run --agent tools -- /usr/bin/cat /proc/self/status")?;
@@ -283,11 +293,7 @@ fn started_process_status() -> anyhow::Result<(String, String)> {
 fn landlock_stacks_on_bpf_lsm() -> anyhow::Result<()> {
     let (no_new_privs, _) = started_process_status()?;
     ensure!(no_new_privs == "0", "no_new_privs without a Landlock layer");
-    std::fs::create_dir_all(Path::new(DROP_IN).parent().context("drop-in directory")?)?;
-    std::fs::write(
-        DROP_IN,
-        format!("[Service]\nExecStart=\nExecStart=/usr/sbin/claw-agent --landlock stack --policy {POLICY} --config {CONFIG}\n"),
-    )?;
+    drop_in("--landlock stack")?;
     if landlock_abi()? < claw_agent::policy::landlock::MIN_ABI {
         // Too old a Landlock for claw's file layer (Debian's 6.1 has ABI 2): stacking it is
         // refused, not silently skipped; without the flag claw-agent runs as before.
@@ -354,17 +360,7 @@ fn landlock_abi() -> anyhow::Result<u32> {
         .and_then(|checks| checks.iter().find(|c| c["name"] == "Landlock"))
         .cloned()
         .with_context(|| format!("no Landlock check: {report}"))?;
-    Ok(abi_of(&landlock))
-}
-
-/// The ABI in a Landlock check's detail (`ABI 6`, `ABI 2: too old ...`).
-fn abi_of(check: &serde_json::Value) -> u32 {
-    check["detail"]
-        .as_str()
-        .and_then(|d| d.strip_prefix("ABI "))
-        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    Ok(landlock_abi_of(&landlock))
 }
 
 /// What `--check` says on a node whose kernel leaves `bpf` out of its LSMs; the Landlock ABI.
@@ -387,7 +383,7 @@ fn check_explains_bpf_lsm() -> anyhow::Result<u32> {
         fix.contains("lsm=lockdown,capability,landlock,yama,apparmor,") && fix.contains(",bpf`"),
         "fix: {fix}"
     );
-    let abi = abi_of(&verdict("Landlock")?);
+    let abi = landlock_abi_of(&verdict("Landlock")?);
     let expected = if abi >= claw_agent::policy::landlock::MIN_ABI {
         "landlock"
     } else {
@@ -408,11 +404,7 @@ fn refuses_then_starts_degraded(expected: &str) -> anyhow::Result<()> {
         "the refusal does not say how: {log}"
     );
     ok("systemctl stop claw-agent; systemctl reset-failed claw-agent || true")?;
-    std::fs::create_dir_all(Path::new(DROP_IN).parent().context("drop-in directory")?)?;
-    std::fs::write(
-        DROP_IN,
-        format!("[Service]\nExecStart=\nExecStart=/usr/sbin/claw-agent --degraded --policy {POLICY} --config {CONFIG}\n"),
-    )?;
+    drop_in("--degraded")?;
     ok("systemctl daemon-reload && systemctl start claw-agent")?;
     let status = status_json()?;
     ensure!(status["coverage"] == expected, "{status}");

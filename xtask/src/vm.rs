@@ -248,14 +248,19 @@ fn build_initramfs() -> anyhow::Result<PathBuf> {
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
 
     let archive = root.join("target/vm/initramfs.cpio");
-    let out = std::fs::File::create(&archive)?;
+    pack_cpio(&staging, &archive)?;
+    Ok(archive)
+}
+
+/// Packs the tree at `staging` into the newc cpio archive `archive` (an initramfs).
+pub(crate) fn pack_cpio(staging: &Path, archive: &Path) -> anyhow::Result<()> {
+    let out = std::fs::File::create(archive)?;
     run::status(
         Command::new("sh")
             .args(["-c", "find . | cpio -o -H newc --quiet"])
-            .current_dir(&staging)
+            .current_dir(staging)
             .stdout(out),
-    )?;
-    Ok(archive)
+    )
 }
 
 /// The YAML files of `from` (policies and their fragments), keeping the layout.

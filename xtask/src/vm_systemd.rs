@@ -142,13 +142,7 @@ fn build_initramfs(root_tarball: &Path, deb: &Path, bin_dir: &Path) -> anyhow::R
     symlink("/lib/systemd/systemd", staging.join("init"))?;
 
     let archive = target.join("systemd-initramfs.cpio");
-    let out = std::fs::File::create(&archive)?;
-    run::status(
-        Command::new("sh")
-            .args(["-c", "find . | cpio -o -H newc --quiet"])
-            .current_dir(&staging)
-            .stdout(out),
-    )?;
+    vm::pack_cpio(&staging, &archive)?;
     std::fs::remove_dir_all(&staging)?;
     Ok(archive)
 }

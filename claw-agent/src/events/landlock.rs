@@ -362,23 +362,29 @@ fn send(socket: &OwnedFd, kind: u16, payload: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One message from the audit socket into `buffer`; its length.
+fn receive(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: recv(2) into a buffer of that size.
+    let read = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            0,
+        )
+    };
+    if read < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(read as usize)
+}
+
 /// The first message of `kind` the kernel answers with (its payload), or its error.
 fn answer(socket: &OwnedFd, kind: u16) -> std::io::Result<Vec<u8>> {
     let mut buffer = vec![0u8; 8192];
     for _ in 0..4 {
-        // SAFETY: recv(2) into a buffer of that size.
-        let read = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        if read < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let message = &buffer[..read as usize];
+        let read = receive(socket, &mut buffer)?;
+        let message = &buffer[..read];
         if message.len() < 16 {
             continue;
         }
@@ -444,10 +450,9 @@ pub fn follow(
             let mut attributor = Attributor::new(Attributor::programs_of(&exe));
             let mut buffer = vec![0u8; 16 * 1024];
             loop {
-                // SAFETY: recv(2) into a buffer of that size.
-                let read = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
-                if read < 0 {
-                    let err = std::io::Error::last_os_error();
+                let read = match receive(&socket, &mut buffer) {
+                    Ok(read) => read,
+                    Err(err) => {
                     if err.raw_os_error() == Some(libc::ENOBUFS) {
                         tracing::warn!("Landlock audit records were lost (the socket's buffer overflowed)");
                         bus.count_lost(Stage::Landlock, 1);
@@ -458,8 +463,9 @@ pub fn follow(
                     }
                     tracing::error!("reading Landlock's audit records: {err}; its denials are no longer reported");
                     return;
-                }
-                let message = &buffer[..read as usize];
+                    }
+                };
+                let message = &buffer[..read];
                 if message.len() < 16 {
                     continue;
                 }

@@ -105,12 +105,7 @@ fn check_names_boot_parameter() -> anyhow::Result<()> {
     // Files and exec fall back to Landlock where the kernel has a recent enough one.
     let landlock = check_verdict(&report, "Landlock")?;
     // Debian's 6.1 has ABI 2, too old for claw's file layer; 6.12 has 6.
-    let abi: u32 = landlock["detail"]
-        .as_str()
-        .and_then(|d| d.strip_prefix("ABI "))
-        .and_then(|d| d.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let abi = claw_tests::harness::landlock_abi_of(landlock);
     let expected = if abi >= claw_agent::policy::landlock::MIN_ABI {
         "landlock"
     } else {
